@@ -1,0 +1,50 @@
+/* Config files and API bodies to validated specs, with errors that say where. */
+#ifndef HERD_CFG_H
+#define HERD_CFG_H
+
+#include "herd/spec.h"
+
+struct cfg_error {
+  char *file;   /* file path, or "request body" */
+  int line, col;
+  char *field;  /* "services[1].backoff.initial", or "" for syntax errors */
+  char *msg;
+};
+
+struct cfg_errors {
+  struct cfg_error *v;
+  size_t n, cap;
+};
+
+struct spec_set {
+  struct spec **v;
+  size_t n, cap;
+};
+
+void cfg_errors_free(struct cfg_errors *e);
+/** Format one error as "file:line:col: field: message". Caller frees. */
+char *cfg_error_str(const struct cfg_error *e);
+/** The errors as a JSON array of {file,line,column,field,message}. */
+json_t *cfg_errors_json(const struct cfg_errors *e);
+
+void spec_set_add(struct spec_set *s, struct spec *sp);
+void spec_set_free(struct spec_set *s);
+
+/**
+ * Load every *.json in dir (sorted by name). Each file holds one service object or
+ * {"services":[...]}. Returns 0 when there were no errors; otherwise every error found
+ * is in errs and `out` is left empty.
+ */
+int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs);
+
+/**
+ * Parse JSON text (a file's contents or a request body) holding one service or
+ * {"services":[...]} into `out`. `file` names it in errors. Returns the number of errors added.
+ */
+int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs);
+
+/** Find the 1-based line and column of the value at `path` ("a.b[2].c") in JSON text.
+ *  Falls back to the deepest ancestor found. Returns 0 when the whole path was found. */
+int jpos_find(const char *text, size_t len, const char *path, int *line, int *col);
+
+#endif

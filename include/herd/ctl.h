@@ -1,0 +1,63 @@
+/*
+ * The control channel: HTTP/1.1 over a Unix socket, parsed by llhttp. A connection
+ * handles one request at a time (pipelined requests wait their turn); a handler
+ * answers at once, or parks the connection (wait=, follow=) and answers later.
+ */
+#ifndef HERD_CTL_H
+#define HERD_CTL_H
+
+#include "herd/daemon.h"
+
+#include <jansson.h>
+
+#define CTL_MAX_HEADER (16 * 1024)
+#define CTL_MAX_BODY (1024 * 1024)
+#define CTL_MAX_CONNS 4096
+#define CTL_MAX_BACKLOG (8 * 1024 * 1024) /* unsent bytes before a slow follower is cut off */
+
+struct conn;
+
+struct request {
+  const char *method;  /* "GET", "POST", ... */
+  char *path;          /* decoded path, without the query */
+  char *query;         /* raw query string or "" */
+  const char *body;
+  size_t body_len;
+  uid_t uid;
+  bool can_write;
+};
+
+/** Open the control socket (lock, stale-socket removal, umask, listen). */
+int ctl_open(struct daemon *d, char **err);
+/** Close the listener and every connection. */
+void ctl_close(struct ctl *ctl);
+size_t ctl_nconns(struct ctl *ctl);
+
+/** Value of a query parameter, percent-decoded into buf; NULL when absent. */
+const char *req_query(const struct request *r, const char *key, char *buf, size_t len);
+
+/** Answer with a JSON object (stolen); adds "api": 1. */
+void conn_reply(struct conn *c, int status, json_t *obj);
+/** Answer {"api":1,"error":{"code":...,"message":...}}; `extra` (stolen, may be NULL) is merged into error. */
+void conn_error(struct conn *c, int status, const char *code, json_t *extra, const char *fmt, ...)
+  __attribute__((format(printf, 5, 6)));
+
+/** Answer with raw bytes of the given content type. */
+void conn_reply_raw(struct conn *c, int status, const char *content_type, const char *data, size_t n);
+/** End a chunked stream and close the connection once it is sent. */
+void conn_stream_end(struct conn *c);
+/** Park the connection: the handler will answer later. on_gone runs if the peer goes
+ *  away first or the daemon shuts down; on_timeout after ms (0: no timeout). */
+void conn_park(struct conn *c, void *arg, void (*on_gone)(struct conn *c, void *arg),
+               void (*on_timeout)(struct conn *c, void *arg), uint64_t ms);
+/** Start a chunked streaming response. */
+void conn_stream_begin(struct conn *c, int status, const char *content_type);
+/** Send one chunk. Returns -1 when the peer is too slow or gone (the connection is then closing). */
+int conn_stream_write(struct conn *c, const char *data, size_t n);
+/** Whether the connection is going away. */
+bool conn_closing(const struct conn *c);
+
+/** Route a complete request (api.c). */
+void api_dispatch(struct daemon *d, struct conn *c, struct request *r);
+
+#endif

@@ -1,0 +1,140 @@
+/* The daemon: the loop, the service registry, and the service objects it runs. */
+#ifndef HERD_DAEMON_H
+#define HERD_DAEMON_H
+
+#include "herd/cfg.h"
+#include "herd/herd.h"
+#include "herd/spec.h"
+#include "herd/svc.h"
+
+#include <uv.h>
+
+struct daemon_opts {
+  const char *config_dir;  /* NULL: no config files, only services added over the API */
+  const char *state_dir;
+  const char *socket_path; /* NULL: <state_dir>/herd.sock */
+  const char *read_group;  /* group whose members may read (GET) over the socket */
+  int log_level, log_format;
+};
+
+struct service;
+struct ctl;
+struct store;
+
+/** An observer of one service (or of all, on the daemon's list). Callbacks may be NULL.
+ *  A callback may remove its own watch from the list, and nothing else. */
+struct svc_watch {
+  struct list link;
+  void (*on_transition)(struct svc_watch *w, struct service *s, svc_state from, svc_state to, const char *reason,
+                        int64_t event_id, double ts);
+  void (*on_log)(struct svc_watch *w, struct service *s, const char *data, size_t n);
+  void (*on_gone)(struct svc_watch *w, struct service *s);
+};
+
+struct daemon {
+  uv_loop_t *loop;
+  struct daemon_opts o;
+  char *state_dir, *log_dir, *run_dir, *socket_path;
+  int lock_fd;
+  gid_t read_gid;
+  bool has_read_gid;
+  struct store *store;
+  struct list services;  /* in order of creation */
+  struct list dying;     /* removed services waiting for their handles to close */
+  size_t nservices;
+  struct service **htab; /* name -> service, chained */
+  size_t hcap;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_prepare_t flush;    /* commits the store once per loop turn */
+  struct ctl *ctl;
+  bool shutting_down;
+  int nsignals;
+  double start_mono, start_wall;
+  struct list watches;   /* daemon-wide observers (event streams) */
+  uint64_t seed;
+  char readbuf[65536];   /* shared read buffer: reads are handled synchronously */
+  int exit_code;
+};
+
+struct proc; /* one spawned instance's process handle (proc.c) */
+
+struct service {
+  struct daemon *d;
+  struct list link;
+  struct service *hnext;
+  struct spec *spec;
+  struct spec *next_spec;  /* replacement waiting for the current instance to stop */
+  bool start_after_swap;
+  struct svc_policy pol;
+  struct svc_fsm fsm;
+  uv_timer_t timer;        /* the service's one deadline timer */
+  uv_pipe_t logpipe;       /* read end of the service's log FIFO */
+  bool logpipe_init;
+  int nhandles;            /* open uv handles owned by this service (timer, logpipe, procs) */
+  struct proc *proc;       /* the current instance's process, or NULL */
+  int log_fd;
+  uint64_t log_size;
+  char *fifo_path, *log_path;
+  int64_t instance;        /* current/last instance id (0 = none) */
+  int pid;
+  uint64_t starttime;
+  double started_wall, started_mono;
+  bool has_exit;
+  int last_code, last_sig;
+  double last_exit_wall;
+  char last_error[256];
+  char reason[128];        /* why the current state was entered */
+  bool removing, destroyed;
+  struct list watches;
+};
+
+/** Run the daemon in the foreground until a shutdown. Returns the process exit code. */
+int daemon_run(const struct daemon_opts *o);
+
+struct service *daemon_find(struct daemon *d, const char *name);
+/** Create a service from a spec (taking ownership) and register it. It starts if want_up. */
+struct service *service_create(struct daemon *d, struct spec *spec, bool want_up);
+/** Feed one event to the service's state machine and carry out the effects. */
+void service_event(struct service *s, svc_event_type type, int code, int sig, const char *msg);
+/** Start/stop/restart on a user's request: the wanted state is persisted. */
+void service_start(struct service *s);
+void service_stop(struct service *s);
+void service_restart(struct service *s);
+/** Stop and remove; the object is freed when its process is gone and handles are closed. */
+void service_remove(struct service *s);
+/** Replace the spec (taking ownership). Returns false (and frees spec) when unchanged. */
+bool service_replace(struct service *s, struct spec *spec);
+/** Close the service's uv handles; it is freed (service_free) when nhandles reaches 0. */
+void service_close_handles(struct service *s);
+void service_free(struct service *s);
+/** The service as the API shows it. */
+json_t *service_json(struct service *s);
+void service_add_watch(struct service *s, struct svc_watch *w);
+/** Called when a service becomes at rest during shutdown or removal. */
+void daemon_check_idle(struct daemon *d);
+/** Reload config files: on errors nothing changes and errs is filled; returns 0 on success. */
+int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary);
+/** Begin an orderly shutdown (stop all services, then exit). */
+void daemon_shutdown(struct daemon *d);
+
+/* proc.c: the local backend */
+/** Spawn the service's instance. On failure fills err and returns a negative UV_E* code. */
+int proc_spawn(struct service *s, char *err, size_t errlen);
+/** Send sig to the instance's process group. */
+void proc_signal(struct service *s, int sig);
+/** Read field 22 (starttime) of /proc/PID/stat; 0 when unavailable. */
+uint64_t proc_starttime(int pid);
+
+/* logpipe.c: the service's log FIFO and log files */
+/** Create/open the FIFO and the log file, start reading. Returns 0 or a negative errno. */
+int logpipe_open(struct service *s, char *err, size_t errlen);
+/** Read whatever is buffered in the FIFO now (used when an instance exits). */
+void logpipe_drain(struct service *s);
+/** Close the FIFO reader (a uv handle) and the log file. */
+void logpipe_close(struct service *s);
+/** Open a fresh descriptor on the FIFO for a child's stdout/stderr. */
+int logpipe_child_fd(struct service *s);
+/** Append text to the service's log (herd's own notes, e.g. "[herd] started pid 12"). */
+void logpipe_note(struct service *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

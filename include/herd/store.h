@@ -1,0 +1,70 @@
+/*
+ * The SQLite store: the one source of truth that survives the daemon. Writes go into
+ * an open transaction that store_flush() commits once per loop turn, so a storm of
+ * state changes costs one commit per turn, not one per change.
+ */
+#ifndef HERD_STORE_H
+#define HERD_STORE_H
+
+#include "herd/herd.h"
+
+#include <jansson.h>
+
+struct store;
+
+struct store_service {
+  const char *name, *source, *spec, *wanted;
+};
+
+struct store_event {
+  int64_t id;
+  double ts;
+  const char *service;
+  int64_t instance;
+  const char *from, *to, *reason;
+};
+
+struct store_instance {
+  int64_t id;
+  const char *service;
+  unsigned attempt;
+  int pid;
+  uint64_t starttime;   /* field 22 of /proc/PID/stat, in clock ticks since boot */
+  double started_at, ended_at;
+  const char *end_state, *reason, *cmdline;
+  int exit_code, signal;
+};
+
+/** Open (creating if needed) the store at path. On failure *err says why (caller frees). */
+int store_open(const char *path, struct store **out, char **err);
+/** Commit pending writes and close. */
+void store_close(struct store *st);
+/** Commit the open transaction, if any. Called once per loop turn. */
+void store_flush(struct store *st);
+
+typedef void (*store_service_cb)(void *arg, const struct store_service *row);
+void store_each_service(struct store *st, store_service_cb cb, void *arg);
+void store_put_service(struct store *st, const char *name, const char *source, const char *spec, const char *wanted);
+void store_set_wanted(struct store *st, const char *name, const char *wanted);
+void store_del_service(struct store *st, const char *name);
+
+/** Record a new instance; returns its id. */
+int64_t store_instance_start(struct store *st, const char *service, unsigned attempt, int pid, uint64_t starttime,
+                             double started_at, const char *cmdline);
+void store_instance_end(struct store *st, int64_t id, const char *end_state, int code, int sig, const char *reason,
+                        double ended_at);
+/** The newest instance of a service (any state); returns 0 when found. Strings valid until the next store call. */
+int store_last_instance(struct store *st, const char *service, struct store_instance *out);
+
+/** Append an event; returns its id (strictly increasing). */
+int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,
+                        const char *to, const char *reason);
+typedef void (*store_event_cb)(void *arg, const struct store_event *ev);
+/** Events with id > since, oldest first, at most limit; optional service filter. */
+void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg);
+int64_t store_last_event_id(struct store *st);
+
+/** Whether the last write failed (disk full, read-only): reported by /v1/daemon. */
+const char *store_last_error(struct store *st);
+
+#endif

@@ -1,0 +1,135 @@
+/*
+ * The service state machine. svc_step() is pure: no libuv, no syscalls, no clock.
+ * It takes the machine, the policy, one event and the current time, updates the
+ * machine and appends effects (transitions to publish, processes to spawn or signal,
+ * a deadline to arm) that the runner (service.c) carries out in order.
+ */
+#ifndef HERD_SVC_H
+#define HERD_SVC_H
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum {
+  S_SUBMITTED,  /* a batch job was accepted by the scheduler (slurm backend) */
+  S_PENDING,    /* wanted up, waiting: on dependencies or the scheduler's queue */
+  S_STARTING,   /* the process/job runs; not yet proven healthy */
+  S_HEALTHY,    /* running and healthy (checks pass, or up for ready_after) */
+  S_UNHEALTHY,  /* was healthy, checks now fail */
+  S_STOPPING,   /* stop signal sent, waiting for the process to go */
+  S_STOPPED,    /* not running because it was asked to stop (or never started) */
+  S_FAILED,     /* the instance ended badly (exit != 0, signal, spawn error) */
+  S_TIMEOUT,    /* the instance did not become healthy before its start deadline */
+  S_COMPLETED,  /* the instance exited 0 */
+  S_BACKOFF,    /* waiting before the next restart */
+  S_UNKNOWN,    /* herd cannot observe the service right now; never restarts by itself */
+  S__MAX
+} svc_state;
+
+typedef enum {
+  EV_START,        /* wanted: up */
+  EV_STOP,         /* wanted: down */
+  EV_RESTART,      /* stop if running, then start a new instance at once */
+  EV_SPAWN_FAILED, /* the runner could not start the instance */
+  EV_EXIT,         /* the instance's process ended (code/sig) */
+  EV_DEADLINE,     /* the service's one timer fired */
+  EV_CHECK_PASS,   /* a health check passed */
+  EV_CHECK_FAIL,   /* a health check failed */
+  EV_LOST,         /* the control plane cannot tell us about the instance */
+  EV_BLOCKED,      /* wanted up but must wait (dependencies) */
+  EV__MAX
+} svc_event_type;
+
+typedef enum { RESTART_ALWAYS, RESTART_ON_FAILURE, RESTART_NEVER, RESTART__MAX } restart_policy;
+
+struct svc_backoff {
+  double initial, max, multiplier, jitter, reset_after;
+};
+
+/** What the state machine needs to know of the spec. */
+struct svc_policy {
+  restart_policy restart;
+  struct svc_backoff backoff;
+  int stop_signal;
+  double stop_grace;
+  double start_timeout;  /* with a check: STARTING longer than this -> TIMEOUT (0 = never) */
+  double ready_after;    /* without a check: up this long -> HEALTHY */
+  bool has_check;
+  unsigned success_threshold, failure_threshold;
+  bool restart_on_unhealthy;
+  double unhealthy_grace;
+};
+
+struct svc_fsm {
+  svc_state state;
+  bool want_up;
+  bool proc_alive;       /* an instance process exists that we must see exit */
+  bool killed_hard;      /* SIGKILL already sent to the instance */
+  bool restart_pending;  /* start again when the current instance is gone */
+  unsigned attempt;      /* attempt number of the current/last instance (1-based) */
+  unsigned fails;        /* consecutive failed instances since the last reset: drives backoff */
+  unsigned restarts;     /* restarts made by policy or request */
+  unsigned pass_streak, fail_streak;
+  double since;          /* when the current state was entered */
+  double healthy_since;  /* when the current instance became HEALTHY (0 = not yet) */
+  double deadline;       /* armed deadline (0 = none) */
+  uint64_t rng;          /* xorshift state for jitter: keeps svc_step pure and repeatable */
+};
+
+struct svc_event {
+  svc_event_type type;
+  int code;         /* EV_EXIT: exit status (-1 when unknown) */
+  int sig;          /* EV_EXIT: terminating signal or 0 */
+  const char *msg;  /* free text (spawn error, check message, lost reason) */
+};
+
+typedef enum {
+  FX_TRANSITION,   /* publish from -> to with reason */
+  FX_SPAWN,        /* start a new instance (attempt = fsm.attempt) */
+  FX_SIGNAL,       /* send sig to the instance's process group */
+  FX_ARM,          /* arm the service's one timer at `at` (absolute, monotonic) */
+  FX_DISARM,       /* stop the timer */
+  FX_INSTANCE_END, /* record the end of the instance: `to` is its end state */
+  FX_CHECKS_START, /* begin health checking the instance */
+  FX_CHECKS_STOP,  /* stop health checking */
+  FX__MAX
+} svc_fx_type;
+
+struct svc_fx {
+  svc_fx_type type;
+  svc_state from, to;
+  int sig;
+  double at;
+  char reason[112];
+};
+
+#define SVC_FX_MAX 12
+struct svc_fx_list {
+  struct svc_fx fx[SVC_FX_MAX];
+  int n;
+};
+
+/** Name of a state ("HEALTHY"); parse back with svc_state_parse (case-insensitive), -1 if unknown. */
+const char *svc_state_name(svc_state s);
+int svc_state_parse(const char *s);
+const char *svc_event_name(svc_event_type e);
+const char *svc_fx_name(svc_fx_type f);
+const char *restart_policy_name(restart_policy r);
+
+/** Initialise a machine in STOPPED, wanted down. */
+void svc_fsm_init(struct svc_fsm *f, uint64_t seed);
+
+/** True when the state has a live instance that counts as "running". */
+bool svc_state_running(svc_state s);
+/** True when the service is at rest: no process, and no restart coming. */
+bool svc_fsm_at_rest(const struct svc_fsm *f);
+
+/** The backoff delay before restart number `fails` (1-based), before jitter. */
+double svc_backoff_delay(const struct svc_backoff *b, unsigned fails);
+
+/** Advance the machine by one event. Effects are appended to `out` (which is reset first). */
+void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_event *ev, double now,
+              struct svc_fx_list *out);
+
+#endif

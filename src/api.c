@@ -1,0 +1,563 @@
+/* API routes and handlers: JSON in and out over the control socket. */
+#include "herd/cmd.h"
+#include "herd/log.h"
+#include "herd/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Match "/v1/services/{name}/start" against a path; captures {name}. */
+static bool route_match(const char *pattern, const char *path, char *name, size_t len) {
+  while (*pattern && *path) {
+    if (!strncmp(pattern, "{name}", 6)) {
+      const char *slash = strchr(path, '/');
+      size_t n = slash ? (size_t)(slash - path) : strlen(path);
+      if (n == 0 || n >= len) return false;
+      memcpy(name, path, n);
+      name[n] = '\0';
+      path += n;
+      pattern += 6;
+      continue;
+    }
+    if (*pattern != *path) return false;
+    pattern++;
+    path++;
+  }
+  if (*path == '/' && path[1] == '\0') path++; /* tolerate a trailing slash */
+  return *pattern == '\0' && *path == '\0';
+}
+
+void api_dispatch(struct daemon *d, struct conn *c, struct request *r) {
+  char name[256];
+  bool path_known = false;
+  for (size_t i = 0; i < cmd_count; i++) {
+    const struct cmd_entry *e = &cmd_table[i];
+    if (!e->route || !route_match(e->route, r->path, name, sizeof name)) continue;
+    path_known = true;
+    if (strcmp(e->method, r->method)) continue;
+    if (e->write && !r->can_write) {
+      conn_error(c, 403, "forbidden", NULL, "uid %u may read but not change this daemon", (unsigned)r->uid);
+      return;
+    }
+    if (strstr(e->route, "{name}") && !name_valid(name)) {
+      conn_error(c, 400, "bad_name", NULL, "\"%s\" is not a valid service name", name);
+      return;
+    }
+    e->api(d, c, r, name);
+    return;
+  }
+  if (path_known) conn_error(c, 405, "method_not_allowed", NULL, "%s is not allowed on %s", r->method, r->path);
+  else if (strncmp(r->path, "/v1/", 4) && strncmp(r->path, "/v", 2) == 0)
+    conn_error(c, 404, "api_version", NULL, "this daemon speaks API version %d (paths under /v1/)", HERD_API_VERSION);
+  else conn_error(c, 404, "not_found", NULL, "no route for %s %s", r->method, r->path);
+}
+
+static struct service *find_or_404(struct daemon *d, struct conn *c, const char *name) {
+  struct service *s = daemon_find(d, name);
+  if (!s || s->removing) conn_error(c, 404, "no_such_service", NULL, "no service named \"%s\"", name);
+  return s && !s->removing ? s : NULL;
+}
+
+static int cmp_svc(const void *a, const void *b) {
+  return strcmp((*(struct service *const *)a)->spec->name, (*(struct service *const *)b)->spec->name);
+}
+
+/** Services sorted by name (caller frees the array). */
+static struct service **sorted_services(struct daemon *d, size_t *n) {
+  struct service **v = xcalloc(d->nservices + 1, sizeof *v);
+  size_t k = 0;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (!s->removing) v[k++] = s;
+  }
+  qsort(v, k, sizeof *v, cmp_svc);
+  *n = k;
+  return v;
+}
+
+void api_list(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  char st[64], match[256], tag[256];
+  const char *state = req_query(r, "state", st, sizeof st);
+  const char *glob = req_query(r, "match", match, sizeof match);
+  const char *tg = req_query(r, "tag", tag, sizeof tag);
+  int want_state = -1;
+  if (state && (want_state = svc_state_parse(state)) < 0) {
+    conn_error(c, 400, "bad_state", NULL, "unknown state \"%s\"", state);
+    return;
+  }
+  size_t n;
+  struct service **v = sorted_services(d, &n);
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++) {
+    struct service *s = v[i];
+    if (want_state >= 0 && (int)s->fsm.state != want_state) continue;
+    if (glob && !glob_match(glob, s->spec->name)) continue;
+    if (tg && !spec_has_tag(s->spec, tg)) continue;
+    json_array_append_new(a, service_json(s));
+  }
+  free(v);
+  conn_reply(c, 200, json_pack("{s:o}", "services", a));
+}
+
+
+static void reply_spec_errors(struct conn *c, struct cfg_errors *errs) {
+  char *first = cfg_error_str(&errs->v[0]);
+  conn_error(c, 422, "invalid_spec", json_pack("{s:o}", "errors", cfg_errors_json(errs)), "%s", first);
+  free(first);
+}
+
+void api_add(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  struct spec_set set = {0};
+  struct cfg_errors errs = {0};
+  if (cfg_parse_text("request body", r->body, r->body_len, &set, &errs) || set.n == 0) {
+    if (errs.n) reply_spec_errors(c, &errs);
+    else conn_error(c, 422, "invalid_spec", NULL, "no service in the request body");
+    goto out;
+  }
+  for (size_t i = 0; i < set.n; i++) {
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(set.v[i]->name, set.v[j]->name)) {
+        conn_error(c, 409, "duplicate", NULL, "service \"%s\" appears twice in the request", set.v[i]->name);
+        goto out;
+      }
+    struct service *s = daemon_find(d, set.v[i]->name);
+    if (s) {
+      conn_error(c, 409, "exists", NULL, "service \"%s\" already exists (from %s)%s", s->spec->name, s->spec->source,
+                 s->removing ? " and is being removed" : "; use PUT to replace it");
+      goto out;
+    }
+  }
+  json_t *a = json_array();
+  for (size_t i = 0; i < set.n; i++) {
+    struct spec *sp = set.v[i];
+    free(sp->source);
+    sp->source = xstrdup("api");
+    store_put_service(d->store, sp->name, "api", sp->canon, "up");
+    struct service *s = service_create(d, sp, true);
+    json_array_append_new(a, service_json(s));
+    set.v[i] = NULL;
+  }
+  set.n = 0;
+  conn_reply(c, 201, json_pack("{s:o}", "services", a));
+out:
+  spec_set_free(&set);
+  cfg_errors_free(&errs);
+}
+
+void api_replace(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  struct service *s = find_or_404(d, c, name);
+  if (!s) return;
+  if (strcmp(s->spec->source, "api")) {
+    conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: edit that file and reload", name, s->spec->source);
+    return;
+  }
+  struct spec_set set = {0};
+  struct cfg_errors errs = {0};
+  if (cfg_parse_text("request body", r->body, r->body_len, &set, &errs) || set.n != 1) {
+    if (errs.n) reply_spec_errors(c, &errs);
+    else conn_error(c, 422, "invalid_spec", NULL, "PUT takes exactly one service");
+    goto out;
+  }
+  if (strcmp(set.v[0]->name, name)) {
+    conn_error(c, 400, "name_mismatch", NULL, "the body names \"%s\" but the path names \"%s\"", set.v[0]->name, name);
+    goto out;
+  }
+  struct spec *sp = set.v[0];
+  set.v[0] = NULL;
+  set.n = 0;
+  free(sp->source);
+  sp->source = xstrdup("api");
+  store_put_service(d->store, name, "api", sp->canon, s->fsm.want_up ? "up" : "down");
+  bool changed = service_replace(s, sp);
+  conn_reply(c, 200, json_pack("{s:b,s:o}", "changed", changed, "service", service_json(s)));
+out:
+  spec_set_free(&set);
+  cfg_errors_free(&errs);
+}
+
+void api_delete(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  struct service *s = find_or_404(d, c, name);
+  if (!s) return;
+  if (strcmp(s->spec->source, "api")) {
+    conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: remove it there and reload", name, s->spec->source);
+    return;
+  }
+  const char *state = svc_state_name(s->fsm.state);
+  service_remove(s); /* may free s once at rest */
+  conn_reply(c, 200, json_pack("{s:s,s:s}", "removed", name, "state", state));
+}
+
+/* ---- wait=healthy|stopped ---- */
+
+enum { WAIT_HEALTHY, WAIT_STOPPED };
+
+struct waiter {
+  struct svc_watch w;
+  struct conn *c;
+  struct service *s;
+  int target;
+};
+
+static void waiter_free(struct waiter *wt) {
+  list_del(&wt->w.link);
+  free(wt);
+}
+
+/* 1: reached; -1: can no longer be reached; 0: keep waiting. */
+static int wait_status(struct service *s, int target, svc_state to) {
+  if (target == WAIT_HEALTHY) {
+    if (to == S_HEALTHY || s->fsm.state == S_HEALTHY) return 1;
+    if (svc_fsm_at_rest(&s->fsm) && !s->next_spec && !s->fsm.restart_pending) return -1;
+    return 0;
+  }
+  return svc_fsm_at_rest(&s->fsm) && !s->next_spec ? 1 : 0;
+}
+
+static void waiter_answer(struct waiter *wt, int st) {
+  struct conn *c = wt->c;
+  struct service *s = wt->s;
+  json_t *svc = service_json(s);
+  waiter_free(wt);
+  if (st > 0) conn_reply(c, 200, json_pack("{s:o}", "service", svc));
+  else
+    conn_error(c, 409, "not_reached", json_pack("{s:o}", "service", svc), "%s is %s and will not become HEALTHY: %s",
+               s->spec->name, svc_state_name(s->fsm.state), s->last_error[0] ? s->last_error : s->reason);
+}
+
+static void waiter_transition(struct svc_watch *w, struct service *s, svc_state from, svc_state to, const char *reason,
+                              int64_t id, double ts) {
+  struct waiter *wt = container_of(w, struct waiter, w);
+  int st = wait_status(s, wt->target, to);
+  if (st) waiter_answer(wt, st);
+}
+
+static void waiter_gone(struct svc_watch *w, struct service *s) {
+  struct waiter *wt = container_of(w, struct waiter, w);
+  struct conn *c = wt->c;
+  free(wt); /* already unlinked by the service */
+  conn_error(c, 409, "removed", NULL, "service %s was removed", s->spec->name);
+}
+
+static void waiter_conn_gone(struct conn *c, void *arg) { waiter_free(arg); }
+
+static void waiter_timeout(struct conn *c, void *arg) {
+  struct waiter *wt = arg;
+  struct service *s = wt->s;
+  json_t *svc = service_json(s);
+  waiter_free(wt);
+  conn_error(c, 504, "timeout", json_pack("{s:o}", "service", svc), "%s did not become %s in time; it is %s: %s",
+             s->spec->name, wt->target == WAIT_HEALTHY ? "HEALTHY" : "stopped", svc_state_name(s->fsm.state),
+             s->reason);
+}
+
+static void act(struct daemon *d, struct conn *c, struct request *r, const char *name, void (*fn)(struct service *),
+                int default_target) {
+  struct service *s = find_or_404(d, c, name);
+  if (!s) return;
+  char wbuf[32], tbuf[32];
+  const char *wait = req_query(r, "wait", wbuf, sizeof wbuf);
+  const char *tmo = req_query(r, "timeout", tbuf, sizeof tbuf);
+  int target = default_target;
+  if (wait && *wait) {
+    if (!strcmp(wait, "healthy")) target = WAIT_HEALTHY;
+    else if (!strcmp(wait, "stopped")) target = WAIT_STOPPED;
+    else if (!strcmp(wait, "1") || !strcmp(wait, "true")) target = default_target;
+    else {
+      conn_error(c, 400, "bad_wait", NULL, "wait must be \"healthy\" or \"stopped\"");
+      return;
+    }
+  }
+  double timeout = 60;
+  if (tmo && duration_parse(tmo, &timeout) < 0) {
+    conn_error(c, 400, "bad_timeout", NULL, "timeout \"%s\" is not a duration", tmo);
+    return;
+  }
+  if (fn) fn(s);
+  if (!wait) {
+    conn_reply(c, 200, json_pack("{s:o}", "service", service_json(s)));
+    return;
+  }
+  int st = wait_status(s, target, s->fsm.state);
+  if (st > 0 || (st < 0 && target == WAIT_HEALTHY)) {
+    struct waiter tmp = {.c = c, .s = s, .target = target};
+    list_init(&tmp.w.link);
+    json_t *svc = service_json(s);
+    if (st > 0) conn_reply(c, 200, json_pack("{s:o}", "service", svc));
+    else
+      conn_error(c, 409, "not_reached", json_pack("{s:o}", "service", svc), "%s is %s and will not become HEALTHY: %s",
+                 s->spec->name, svc_state_name(s->fsm.state), s->last_error[0] ? s->last_error : s->reason);
+    return;
+  }
+  struct waiter *wt = xcalloc(1, sizeof *wt);
+  wt->c = c;
+  wt->s = s;
+  wt->target = target;
+  wt->w.on_transition = waiter_transition;
+  wt->w.on_gone = waiter_gone;
+  service_add_watch(s, &wt->w);
+  conn_park(c, wt, waiter_conn_gone, waiter_timeout, (uint64_t)(timeout * 1000));
+}
+
+void api_get(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  act(d, c, r, name, NULL, WAIT_HEALTHY); /* ?wait=healthy|stopped waits without acting */
+}
+
+void api_start(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  act(d, c, r, name, service_start, WAIT_HEALTHY);
+}
+void api_stop(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  act(d, c, r, name, service_stop, WAIT_STOPPED);
+}
+void api_restart(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  act(d, c, r, name, service_restart, WAIT_HEALTHY);
+}
+
+/* ---- logs ---- */
+
+struct follower {
+  struct svc_watch w;
+  struct conn *c;
+};
+
+static void follower_log(struct svc_watch *w, struct service *s, const char *data, size_t n) {
+  struct follower *f = container_of(w, struct follower, w);
+  /* On failure the connection is closing and its on_gone hook frees us. */
+  conn_stream_write(f->c, data, n);
+}
+
+static void follower_gone(struct svc_watch *w, struct service *s) {
+  struct follower *f = container_of(w, struct follower, w);
+  struct conn *c = f->c;
+  free(f); /* already unlinked by the service */
+  conn_park(c, NULL, NULL, NULL, 0);
+  conn_stream_end(c);
+}
+
+static void follower_conn_gone(struct conn *c, void *arg) {
+  struct follower *f = arg;
+  list_del(&f->w.link);
+  free(f);
+}
+
+/* The last `lines` lines of a file (at most 8 MiB of them). */
+static char *tail_file(const char *path, long lines, size_t *len) {
+  *len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    close(fd);
+    return NULL;
+  }
+  off_t end = st.st_size, start = end;
+  const off_t cap = 8 * 1024 * 1024;
+  char *data = NULL;
+  size_t have = 0;
+  long nl = 0;
+  while (start > 0 && end - start < cap) {
+    off_t step = start > 65536 ? 65536 : start;
+    start -= step;
+    char *nd = xmalloc(have + (size_t)step);
+    if (pread(fd, nd, (size_t)step, start) != (ssize_t)step) {
+      free(nd);
+      break;
+    }
+    if (have) memcpy(nd + step, data, have);
+    free(data);
+    data = nd;
+    have += (size_t)step;
+    nl = 0;
+    for (size_t i = 0; i < have; i++)
+      if (data[i] == '\n') nl++;
+    if (lines >= 0 && nl > lines) break;
+  }
+  close(fd);
+  if (!data) return NULL;
+  size_t off = 0;
+  if (lines >= 0) {
+    /* Skip to the start of the last `lines` lines (a final line may lack its newline). */
+    long skip = nl - lines + (have && data[have - 1] != '\n' ? 1 : 0);
+    for (size_t i = 0; i < have && skip > 0; i++)
+      if (data[i] == '\n' && --skip == 0) off = i + 1;
+    if (skip > 0) off = have;
+  }
+  memmove(data, data + off, have - off);
+  *len = have - off;
+  return data;
+}
+
+void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  struct service *s = find_or_404(d, c, name);
+  if (!s) return;
+  char tb[32], fb[16];
+  const char *tail = req_query(r, "tail", tb, sizeof tb);
+  const char *follow = req_query(r, "follow", fb, sizeof fb);
+  bool fol = follow && (!strcmp(follow, "1") || !strcmp(follow, "true") || !*follow);
+  long lines = fol ? 10 : -1;
+  if (tail) {
+    char *end;
+    lines = strtol(tail, &end, 10);
+    if (*end || lines < 0) {
+      conn_error(c, 400, "bad_tail", NULL, "tail must be a number of lines");
+      return;
+    }
+  }
+  size_t len = 0;
+  char *data = lines == 0 ? NULL : tail_file(s->log_path, lines, &len);
+  if (!fol) {
+    conn_reply_raw(c, 200, "text/plain; charset=utf-8", data ? data : "", len);
+    free(data);
+    return;
+  }
+  conn_stream_begin(c, 200, "text/plain; charset=utf-8");
+  if (len) conn_stream_write(c, data, len);
+  free(data);
+  if (conn_closing(c)) return;
+  struct follower *f = xcalloc(1, sizeof *f);
+  f->c = c;
+  f->w.on_log = follower_log;
+  f->w.on_gone = follower_gone;
+  service_add_watch(s, &f->w);
+  conn_park(c, f, follower_conn_gone, NULL, 0);
+}
+
+/* ---- events ---- */
+
+static json_t *event_json(int64_t id, double ts, const char *svc, int64_t inst, const char *from, const char *to,
+                          const char *reason) {
+  return json_pack("{s:I,s:f,s:s,s:o,s:s,s:s,s:s}", "id", (json_int_t)id, "time", ts, "service", svc, "instance",
+                   inst > 0 ? json_integer(inst) : json_null(), "from", from, "to", to, "reason", reason);
+}
+
+static void append_line(struct buf *b, json_t *o) {
+  char *s = json_dumps(o, JSON_COMPACT);
+  buf_printf(b, "%s\n", s);
+  free(s);
+  json_decref(o);
+}
+
+struct ev_collect {
+  struct buf b;
+};
+
+static void collect_event(void *arg, const struct store_event *e) {
+  struct ev_collect *ec = arg;
+  append_line(&ec->b, event_json(e->id, e->ts, e->service, e->instance, e->from, e->to, e->reason));
+}
+
+struct ev_follower {
+  struct svc_watch w;
+  struct conn *c;
+  char service[64];
+};
+
+static void ev_follower_transition(struct svc_watch *w, struct service *s, svc_state from, svc_state to,
+                                   const char *reason, int64_t id, double ts) {
+  struct ev_follower *f = container_of(w, struct ev_follower, w);
+  if (f->service[0] && strcmp(f->service, s->spec->name)) return;
+  struct buf b = {0};
+  append_line(&b, event_json(id, ts, s->spec->name, s->instance, svc_state_name(from), svc_state_name(to), reason));
+  conn_stream_write(f->c, b.data, b.len);
+  buf_free(&b);
+}
+
+static void ev_follower_conn_gone(struct conn *c, void *arg) {
+  struct ev_follower *f = arg;
+  list_del(&f->w.link);
+  free(f);
+}
+
+void api_events(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  char sb[32], fb[16], lb[32], svb[128];
+  const char *since = req_query(r, "since", sb, sizeof sb);
+  const char *follow = req_query(r, "follow", fb, sizeof fb);
+  const char *limit = req_query(r, "limit", lb, sizeof lb);
+  const char *svc = req_query(r, "service", svb, sizeof svb);
+  bool fol = follow && (!strcmp(follow, "1") || !strcmp(follow, "true") || !*follow);
+  char *end;
+  long long from = 0;
+  if (since) {
+    from = strtoll(since, &end, 10);
+    if (*end || from < 0) {
+      conn_error(c, 400, "bad_since", NULL, "since must be an event id");
+      return;
+    }
+  } else if (fol) {
+    from = store_last_event_id(d->store); /* follow without since: only new events */
+  }
+  long lim = 10000;
+  if (limit) {
+    lim = strtol(limit, &end, 10);
+    if (*end || lim <= 0) {
+      conn_error(c, 400, "bad_limit", NULL, "limit must be a positive number");
+      return;
+    }
+  }
+  if (svc && !name_valid(svc)) {
+    conn_error(c, 400, "bad_name", NULL, "\"%s\" is not a valid service name", svc);
+    return;
+  }
+  struct ev_collect ec = {{0}};
+  store_each_event(d->store, from, (int)lim, svc, collect_event, &ec);
+  if (!fol) {
+    conn_reply_raw(c, 200, "application/x-ndjson", ec.b.data ? ec.b.data : "", ec.b.len);
+    buf_free(&ec.b);
+    return;
+  }
+  conn_stream_begin(c, 200, "application/x-ndjson");
+  if (ec.b.len) conn_stream_write(c, ec.b.data, ec.b.len);
+  buf_free(&ec.b);
+  if (conn_closing(c)) return;
+  struct ev_follower *f = xcalloc(1, sizeof *f);
+  f->c = c;
+  if (svc) snprintf(f->service, sizeof f->service, "%s", svc);
+  f->w.on_transition = ev_follower_transition;
+  list_add_tail(&d->watches, &f->w.link);
+  conn_park(c, f, ev_follower_conn_gone, NULL, 0);
+}
+
+/* ---- daemon ---- */
+
+void api_reload(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  struct cfg_errors errs = {0};
+  json_t *summary = NULL;
+  if (daemon_reload(d, &errs, &summary) < 0) {
+    if (errs.n) {
+      char *first = cfg_error_str(&errs.v[0]);
+      conn_error(c, 422, "invalid_config", json_pack("{s:o}", "errors", cfg_errors_json(&errs)),
+                 "config has %zu error(s); nothing changed. First: %s", errs.n, first);
+      free(first);
+    } else {
+      conn_error(c, 409, "no_config", NULL, "the daemon was started without --config");
+    }
+  } else {
+    conn_reply(c, 200, summary);
+  }
+  cfg_errors_free(&errs);
+}
+
+void api_info(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  unsigned counts[S__MAX] = {0};
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) counts[container_of(pos, struct service, link)->fsm.state]++;
+  json_t *st = json_object();
+  for (int i = 0; i < S__MAX; i++)
+    if (counts[i]) json_object_set_new(st, svc_state_name(i), json_integer(counts[i]));
+  const char *serr = store_last_error(d->store);
+  conn_reply(c, 200,
+             json_pack("{s:s,s:i,s:f,s:f,s:s,s:s,s:s?,s:I,s:o,s:I,s:b,s:o}", "version", HERD_VERSION, "pid",
+                       (int)getpid(), "uptime", now_mono() - d->start_mono, "started", d->start_wall, "state_dir",
+                       d->state_dir, "socket", d->socket_path, "config", d->o.config_dir, "services",
+                       (json_int_t)d->nservices, "states", st, "connections", (json_int_t)ctl_nconns(d->ctl),
+                       "shutting_down", d->shutting_down, "store_error", serr ? json_string(serr) : json_null()));
+}
+
+void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  conn_reply(c, 202, json_pack("{s:s,s:I}", "shutdown", "stopping all services", "services", (json_int_t)d->nservices));
+  daemon_shutdown(d);
+}

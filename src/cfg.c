@@ -1,0 +1,463 @@
+/*
+ * Config: JSON files to validated specs. Every error names file:line:column and the
+ * field; unknown keys are errors (typo protection). All errors are collected, not
+ * just the first, so a user fixes a file in one pass.
+ */
+#include "herd/cfg.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void cfg_errors_free(struct cfg_errors *e) {
+  for (size_t i = 0; i < e->n; i++) {
+    free(e->v[i].file);
+    free(e->v[i].field);
+    free(e->v[i].msg);
+  }
+  free(e->v);
+  memset(e, 0, sizeof *e);
+}
+
+char *cfg_error_str(const struct cfg_error *e) {
+  if (e->field && *e->field) return xasprintf("%s:%d:%d: %s: %s", e->file, e->line, e->col, e->field, e->msg);
+  return xasprintf("%s:%d:%d: %s", e->file, e->line, e->col, e->msg);
+}
+
+json_t *cfg_errors_json(const struct cfg_errors *e) {
+  json_t *a = json_array();
+  for (size_t i = 0; i < e->n; i++) {
+    const struct cfg_error *x = &e->v[i];
+    json_array_append_new(a, json_pack("{s:s,s:i,s:i,s:s,s:s}", "file", x->file, "line", x->line, "column",
+                                       x->col, "field", x->field ? x->field : "", "message", x->msg));
+  }
+  return a;
+}
+
+void spec_set_add(struct spec_set *s, struct spec *sp) {
+  if (s->n == s->cap) {
+    s->cap = s->cap ? s->cap * 2 : 16;
+    s->v = xrealloc(s->v, s->cap * sizeof *s->v);
+  }
+  s->v[s->n++] = sp;
+}
+
+void spec_set_free(struct spec_set *s) {
+  for (size_t i = 0; i < s->n; i++) spec_free(s->v[i]);
+  free(s->v);
+  memset(s, 0, sizeof *s);
+}
+
+/* Where we are while parsing one document. */
+struct pctx {
+  const char *file, *text;
+  size_t len;
+  struct cfg_errors *errs;
+  int nerr;
+};
+
+static void err_at(struct pctx *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void err_at(struct pctx *c, const char *field, const char *fmt, ...) {
+  struct cfg_errors *e = c->errs;
+  if (e->n == e->cap) {
+    e->cap = e->cap ? e->cap * 2 : 8;
+    e->v = xrealloc(e->v, e->cap * sizeof *e->v);
+  }
+  struct cfg_error *x = &e->v[e->n++];
+  x->file = xstrdup(c->file);
+  x->field = xstrdup(field);
+  jpos_find(c->text, c->len, field, &x->line, &x->col);
+  va_list ap;
+  va_start(ap, fmt);
+  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
+  va_end(ap);
+  c->nerr++;
+}
+
+static const char *type_name(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "an array";
+  case JSON_STRING: return "a string";
+  case JSON_INTEGER: case JSON_REAL: return "a number";
+  case JSON_TRUE: case JSON_FALSE: return "a boolean";
+  default: return "null";
+  }
+}
+
+/* A field path: prefix + "." + key, built on the stack. */
+#define FIELD(buf, prefix, key) (snprintf(buf, sizeof buf, "%s%s%s", prefix, *(prefix) ? "." : "", key), buf)
+
+static int get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
+  if (json_is_number(v)) {
+    double d = json_number_value(v);
+    if (d < 0) {
+      err_at(c, field, "a duration cannot be negative");
+      return -1;
+    }
+    *out = d;
+    return 0;
+  }
+  if (json_is_string(v) && duration_parse(json_string_value(v), out) == 0) return 0;
+  err_at(c, field, "expected a duration (seconds, or a string such as \"250ms\", \"5s\", \"2m\", \"1h\"), got %s%s%s%s",
+         type_name(v), json_is_string(v) ? " \"" : "", json_is_string(v) ? json_string_value(v) : "",
+         json_is_string(v) ? "\"" : "");
+  return -1;
+}
+
+static int get_string(struct pctx *c, const char *field, json_t *v, char **out) {
+  if (!json_is_string(v)) {
+    err_at(c, field, "expected a string, got %s", type_name(v));
+    return -1;
+  }
+  free(*out);
+  *out = xstrdup(json_string_value(v));
+  return 0;
+}
+
+static int get_number(struct pctx *c, const char *field, json_t *v, double lo, double hi, double *out) {
+  if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi) {
+    err_at(c, field, "expected a number from %g to %g", lo, hi);
+    return -1;
+  }
+  *out = json_number_value(v);
+  return 0;
+}
+
+static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonempty) {
+  if (!json_is_array(v)) {
+    err_at(c, field, "expected an array of strings, got %s", type_name(v));
+    return NULL;
+  }
+  if (nonempty && json_array_size(v) == 0) {
+    err_at(c, field, "must not be empty");
+    return NULL;
+  }
+  char **out = xcalloc(json_array_size(v) + 1, sizeof *out);
+  size_t i;
+  json_t *x;
+  json_array_foreach(v, i, x) {
+    if (!json_is_string(x)) {
+      char f[256];
+      snprintf(f, sizeof f, "%s[%zu]", field, i);
+      err_at(c, f, "expected a string, got %s", type_name(x));
+      for (size_t k = 0; k < i; k++) free(out[k]);
+      free(out);
+      return NULL;
+    }
+    out[i] = xstrdup(json_string_value(x));
+  }
+  return out;
+}
+
+/* Reject keys not in `allowed`, naming the nearest known key when there is one. */
+static void check_keys(struct pctx *c, const char *prefix, json_t *obj, const char *const *allowed) {
+  const char *key;
+  json_t *v;
+  json_object_foreach(obj, key, v) {
+    bool ok = false;
+    for (const char *const *a = allowed; *a; a++)
+      if (!strcmp(*a, key)) ok = true;
+    if (ok) continue;
+    char f[256];
+    struct buf known = {0};
+    for (const char *const *a = allowed; *a; a++) buf_printf(&known, "%s%s", a == allowed ? "" : ", ", *a);
+    err_at(c, FIELD(f, prefix, key), "unknown key (known keys: %s)", known.data);
+    buf_free(&known);
+  }
+}
+
+static const char *const service_keys[] = {"name", "command", "env", "cwd", "user", "group", "restart",
+                                           "backoff", "stop", "start_timeout", "ready_after", "tags", "log",
+                                           NULL};
+static const char *const backoff_keys[] = {"initial", "max", "multiplier", "jitter", "reset_after", NULL};
+static const char *const stop_keys[] = {"signal", "grace", NULL};
+static const char *const log_keys[] = {"max_size", "keep", NULL};
+
+static void parse_backoff(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
+  char f[256];
+  if (!json_is_object(o)) {
+    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    return;
+  }
+  check_keys(c, prefix, o, backoff_keys);
+  json_t *v;
+  if ((v = json_object_get(o, "initial"))) get_duration(c, FIELD(f, prefix, "initial"), v, &s->backoff.initial);
+  if ((v = json_object_get(o, "max"))) get_duration(c, FIELD(f, prefix, "max"), v, &s->backoff.max);
+  if ((v = json_object_get(o, "multiplier")))
+    get_number(c, FIELD(f, prefix, "multiplier"), v, 1, 100, &s->backoff.multiplier);
+  if ((v = json_object_get(o, "jitter"))) get_number(c, FIELD(f, prefix, "jitter"), v, 0, 1, &s->backoff.jitter);
+  if ((v = json_object_get(o, "reset_after")))
+    get_duration(c, FIELD(f, prefix, "reset_after"), v, &s->backoff.reset_after);
+  if (s->backoff.max < s->backoff.initial)
+    err_at(c, FIELD(f, prefix, "max"), "max (%gs) is less than initial (%gs)", s->backoff.max, s->backoff.initial);
+}
+
+static void parse_stop(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
+  char f[256];
+  if (!json_is_object(o)) {
+    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    return;
+  }
+  check_keys(c, prefix, o, stop_keys);
+  json_t *v;
+  if ((v = json_object_get(o, "signal"))) {
+    int sig = -1;
+    if (json_is_string(v)) sig = signal_parse(json_string_value(v));
+    else if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < 65) sig = (int)json_integer_value(v);
+    if (sig <= 0) err_at(c, FIELD(f, prefix, "signal"), "expected a signal name such as \"TERM\" or \"INT\"");
+    else s->stop_signal = sig;
+  }
+  if ((v = json_object_get(o, "grace"))) get_duration(c, FIELD(f, prefix, "grace"), v, &s->stop_grace);
+}
+
+static void parse_log(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
+  char f[256];
+  if (!json_is_object(o)) {
+    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    return;
+  }
+  check_keys(c, prefix, o, log_keys);
+  json_t *v;
+  if ((v = json_object_get(o, "max_size"))) {
+    uint64_t sz = 0;
+    int bad = 0;
+    if (json_is_integer(v) && json_integer_value(v) > 0) sz = (uint64_t)json_integer_value(v);
+    else if (json_is_string(v)) bad = size_parse(json_string_value(v), &sz);
+    else bad = 1;
+    if (bad || sz < 1024) err_at(c, FIELD(f, prefix, "max_size"), "expected a size of at least 1024 bytes (a number of bytes, or \"512K\", \"10M\", \"1G\")");
+    else s->log_max_size = sz;
+  }
+  if ((v = json_object_get(o, "keep"))) {
+    double k;
+    if (get_number(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
+  }
+}
+
+/** Defaults, documented in README.md's config reference. */
+static void spec_defaults(struct spec *s) {
+  s->restart = RESTART_ALWAYS;
+  s->backoff = (struct svc_backoff){.initial = 1, .max = 60, .multiplier = 2, .jitter = 0.2, .reset_after = 60};
+  s->stop_signal = SIGTERM;
+  s->stop_grace = 10;
+  s->start_timeout = 60;
+  s->ready_after = 1;
+  s->log_max_size = 10 * 1024 * 1024;
+  s->log_keep = 5;
+}
+
+static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o) {
+  char f[256];
+  int before = c->nerr;
+  if (!json_is_object(o)) {
+    err_at(c, prefix, "a service must be an object, got %s", type_name(o));
+    return NULL;
+  }
+  struct spec *s = xcalloc(1, sizeof *s);
+  spec_defaults(s);
+  check_keys(c, prefix, o, service_keys);
+  json_t *v;
+
+  if (!(v = json_object_get(o, "name"))) err_at(c, prefix, "missing required key \"name\"");
+  else if (get_string(c, FIELD(f, prefix, "name"), v, &s->name) == 0 && !name_valid(s->name))
+    err_at(c, FIELD(f, prefix, "name"), "\"%s\" is not a valid name: use [a-z0-9][a-z0-9._-]{0,62}", s->name);
+
+  if (!(v = json_object_get(o, "command"))) err_at(c, prefix, "missing required key \"command\" (an argv array)");
+  else if (json_is_string(v))
+    err_at(c, FIELD(f, prefix, "command"),
+           "expected an argv array such as [\"/usr/bin/python3\", \"app.py\"]; write [\"/bin/sh\", \"-c\", \"...\"] "
+           "if you want a shell");
+  else s->argv = get_strv(c, FIELD(f, prefix, "command"), v, true);
+
+  if ((v = json_object_get(o, "env"))) {
+    if (!json_is_object(v)) {
+      err_at(c, FIELD(f, prefix, "env"), "expected an object of strings, got %s", type_name(v));
+    } else {
+      s->env = xcalloc(json_object_size(v) + 1, sizeof *s->env);
+      size_t k = 0;
+      const char *key;
+      json_t *x;
+      json_object_foreach(v, key, x) {
+        char ef[300];
+        snprintf(ef, sizeof ef, "%s%senv.%s", prefix, *prefix ? "." : "", key);
+        if (!*key || strchr(key, '=')) err_at(c, ef, "not a valid environment variable name");
+        else if (json_is_string(x)) s->env[k++] = xasprintf("%s=%s", key, json_string_value(x));
+        else if (json_is_number(x)) {
+          char *num = json_dumps(x, JSON_ENCODE_ANY);
+          s->env[k++] = xasprintf("%s=%s", key, num);
+          free(num);
+        } else err_at(c, ef, "expected a string, got %s", type_name(x));
+      }
+    }
+  }
+  if ((v = json_object_get(o, "cwd"))) {
+    if (get_string(c, FIELD(f, prefix, "cwd"), v, &s->cwd) == 0 && s->cwd[0] != '/')
+      err_at(c, FIELD(f, prefix, "cwd"), "must be an absolute path");
+  }
+  if ((v = json_object_get(o, "user")) && get_string(c, FIELD(f, prefix, "user"), v, &s->user) == 0) {
+    struct passwd *pw = getpwnam(s->user);
+    if (!pw) err_at(c, FIELD(f, prefix, "user"), "no such user \"%s\"", s->user);
+    else {
+      s->uid = pw->pw_uid;
+      s->set_uid = true;
+      if (!s->set_gid) s->gid = pw->pw_gid, s->set_gid = true;
+    }
+  }
+  if ((v = json_object_get(o, "group")) && get_string(c, FIELD(f, prefix, "group"), v, &s->group) == 0) {
+    struct group *gr = getgrnam(s->group);
+    if (!gr) err_at(c, FIELD(f, prefix, "group"), "no such group \"%s\"", s->group);
+    else s->gid = gr->gr_gid, s->set_gid = true;
+  }
+  if ((v = json_object_get(o, "restart"))) {
+    const char *r = json_string_value(v);
+    if (r && !strcmp(r, "always")) s->restart = RESTART_ALWAYS;
+    else if (r && !strcmp(r, "on-failure")) s->restart = RESTART_ON_FAILURE;
+    else if (r && !strcmp(r, "never")) s->restart = RESTART_NEVER;
+    else err_at(c, FIELD(f, prefix, "restart"), "expected \"always\", \"on-failure\" or \"never\"");
+  }
+  if ((v = json_object_get(o, "backoff"))) parse_backoff(c, FIELD(f, prefix, "backoff"), v, s);
+  if ((v = json_object_get(o, "stop"))) parse_stop(c, FIELD(f, prefix, "stop"), v, s);
+  if ((v = json_object_get(o, "start_timeout"))) get_duration(c, FIELD(f, prefix, "start_timeout"), v, &s->start_timeout);
+  if ((v = json_object_get(o, "ready_after"))) get_duration(c, FIELD(f, prefix, "ready_after"), v, &s->ready_after);
+  if ((v = json_object_get(o, "tags"))) s->tags = get_strv(c, FIELD(f, prefix, "tags"), v, false);
+  if ((v = json_object_get(o, "log"))) parse_log(c, FIELD(f, prefix, "log"), v, s);
+
+  if (c->nerr != before) {
+    spec_free(s);
+    return NULL;
+  }
+  if (!s->tags) s->tags = xcalloc(1, sizeof *s->tags);
+  s->json = json_incref(o);
+  s->canon = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  s->source = xstrdup(c->file);
+  return s;
+}
+
+int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs) {
+  struct pctx c = {file, text, len, errs, 0};
+  json_error_t je;
+  json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+  if (!root) {
+    struct cfg_errors *e = errs;
+    if (e->n == e->cap) {
+      e->cap = e->cap ? e->cap * 2 : 8;
+      e->v = xrealloc(e->v, e->cap * sizeof *e->v);
+    }
+    struct cfg_error *x = &e->v[e->n++];
+    x->file = xstrdup(file);
+    x->line = je.line > 0 ? je.line : 1;
+    x->col = je.column > 0 ? je.column : 1;
+    x->field = xstrdup("");
+    x->msg = xasprintf("invalid JSON: %s", je.text);
+    return 1;
+  }
+  json_t *list = json_is_object(root) ? json_object_get(root, "services") : NULL;
+  if (list) {
+    static const char *const top_keys[] = {"services", NULL};
+    check_keys(&c, "", root, top_keys);
+    if (!json_is_array(list)) {
+      err_at(&c, "services", "expected an array of services, got %s", type_name(list));
+    } else {
+      size_t i;
+      json_t *o;
+      json_array_foreach(list, i, o) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "services[%zu]", i);
+        struct spec *s = parse_service(&c, prefix, o);
+        if (s) spec_set_add(out, s);
+      }
+    }
+  } else {
+    struct spec *s = parse_service(&c, "", root);
+    if (s) spec_set_add(out, s);
+  }
+  json_decref(root);
+  return c.nerr;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static char *read_file(const char *path, size_t *len, int *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    *err = errno;
+    return NULL;
+  }
+  struct buf b = {0};
+  char tmp[8192];
+  size_t n;
+  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
+  *err = ferror(f) ? EIO : 0;
+  fclose(f);
+  if (!b.data) buf_append(&b, "", 0);
+  *len = b.len;
+  return b.data;
+}
+
+int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs) {
+  size_t before = errs->n;
+  struct pctx dc = {dir, "", 0, errs, 0};
+  DIR *d = opendir(dir);
+  if (!d) {
+    err_at(&dc, "", "cannot open config directory: %s", strerror(errno));
+    return -1;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    size_t l = strlen(de->d_name);
+    if (l < 6 || strcmp(de->d_name + l - 5, ".json") || de->d_name[0] == '.') continue;
+    if (n == cap) names = xrealloc(names, (cap = cap ? cap * 2 : 16) * sizeof *names);
+    names[n++] = xstrdup(de->d_name);
+  }
+  closedir(d);
+  if (n) qsort(names, n, sizeof *names, cmp_str);
+
+  struct spec_set all = {0};
+  for (size_t i = 0; i < n; i++) {
+    char *path = xasprintf("%s/%s", dir, names[i]);
+    size_t len;
+    int err;
+    char *text = read_file(path, &len, &err);
+    if (!text) {
+      struct pctx fc = {path, "", 0, errs, 0};
+      err_at(&fc, "", "cannot read: %s", strerror(err));
+    } else {
+      size_t first = all.n;
+      cfg_parse_text(path, text, len, &all, errs);
+      /* Duplicate names across the whole directory. */
+      for (size_t k = first; k < all.n; k++)
+        for (size_t j = 0; j < k; j++)
+          if (!strcmp(all.v[j]->name, all.v[k]->name)) {
+            struct pctx fc = {path, text, len, errs, 0};
+            char field[64];
+            size_t idx = k - first;
+            bool multi = json_is_object(all.v[k]->json) && len && strstr(text, "\"services\"");
+            if (multi) snprintf(field, sizeof field, "services[%zu].name", idx);
+            else snprintf(field, sizeof field, "name");
+            err_at(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name, all.v[j]->source);
+            break;
+          }
+    }
+    free(text);
+    free(path);
+    free(names[i]);
+  }
+  free(names);
+  if (errs->n != before) {
+    spec_set_free(&all);
+    return -1;
+  }
+  for (size_t i = 0; i < all.n; i++) spec_set_add(out, all.v[i]);
+  free(all.v);
+  return 0;
+}

@@ -1,0 +1,644 @@
+/* The command-line client: each command is one or a few requests to the daemon. */
+#include "herd/cmd.h"
+#include "herd/http.h"
+#include "herd/log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct cli {
+  const char *socket;
+  const char *state_dir;
+  bool tty;
+};
+
+static const char *default_state_dir(void) {
+  static char buf[4096];
+  const char *e = getenv("HERD_STATE_DIR");
+  if (e && *e) return e;
+  if (geteuid() == 0) return "/var/lib/herd";
+  const char *x = getenv("XDG_STATE_HOME");
+  if (x && *x) snprintf(buf, sizeof buf, "%s/herd", x);
+  else snprintf(buf, sizeof buf, "%s/.local/state/herd", getenv("HOME") ? getenv("HOME") : "/tmp");
+  return buf;
+}
+
+/* One request; prints the problem and returns NULL on failure. *status gets the HTTP status. */
+static json_t *call(struct cli *cli, const char *method, const char *target, const char *body, size_t len,
+                    int *status, int *exit_code) {
+  struct http_resp r;
+  int rc = http_request(cli->socket, method, target, body, len, &r, NULL, NULL);
+  if (rc < 0) {
+    if (rc == -ENOENT || rc == -ECONNREFUSED)
+      fprintf(stderr, "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
+              cli->socket, strerror(-rc), cli->state_dir);
+    else fprintf(stderr, "herd: talking to the daemon on %s: %s\n", cli->socket, strerror(-rc));
+    *exit_code = HERD_EXIT_NO_DAEMON;
+    http_resp_free(&r);
+    return NULL;
+  }
+  *status = r.status;
+  json_error_t je;
+  json_t *o = r.body.len ? json_loadb(r.body.data, r.body.len, 0, &je) : NULL;
+  http_resp_free(&r);
+  if (!o) {
+    fprintf(stderr, "herd: the daemon sent a reply that is not JSON (HTTP %d)\n", *status);
+    *exit_code = HERD_EXIT_FAIL;
+    return NULL;
+  }
+  json_t *api = json_object_get(o, "api");
+  if (!json_is_integer(api) || json_integer_value(api) != HERD_API_VERSION) {
+    fprintf(stderr, "herd: the daemon on %s speaks API %lld; this herd speaks API %d. Use the herd binary that matches the daemon.\n",
+            cli->socket, api ? (long long)json_integer_value(api) : 0LL, HERD_API_VERSION);
+    json_decref(o);
+    *exit_code = HERD_EXIT_FAIL;
+    return NULL;
+  }
+  *exit_code = (*status >= 200 && *status < 300) ? HERD_EXIT_OK : HERD_EXIT_FAIL;
+  return o;
+}
+
+static void print_error(json_t *o, const char *file) {
+  json_t *e = json_object_get(o, "error");
+  json_t *list = json_object_get(e, "errors");
+  if (json_is_array(list) && json_array_size(list)) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x) {
+      const char *f = json_string_value(json_object_get(x, "file"));
+      if (file && f && !strcmp(f, "request body")) f = file;
+      const char *field = json_string_value(json_object_get(x, "field"));
+      fprintf(stderr, "%s:%lld:%lld: %s%s%s\n", f ? f : "?", (long long)json_integer_value(json_object_get(x, "line")),
+              (long long)json_integer_value(json_object_get(x, "column")), field && *field ? field : "",
+              field && *field ? ": " : "", json_string_value(json_object_get(x, "message")));
+    }
+    return;
+  }
+  fprintf(stderr, "herd: %s\n", json_string_value(json_object_get(e, "message")));
+}
+
+static char *read_all(const char *path, size_t *len) {
+  FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+  if (!f) {
+    fprintf(stderr, "herd: cannot read %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  struct buf b = {0};
+  char tmp[8192];
+  size_t n;
+  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
+  if (f != stdin) fclose(f);
+  if (!b.data) buf_append(&b, "", 0);
+  *len = b.len;
+  return b.data;
+}
+
+/* ---- status ---- */
+
+static const char *state_colour(const char *st) {
+  if (!strcmp(st, "HEALTHY")) return "\033[32m";
+  if (!strcmp(st, "FAILED") || !strcmp(st, "TIMEOUT") || !strcmp(st, "UNHEALTHY")) return "\033[31m";
+  if (!strcmp(st, "STOPPED") || !strcmp(st, "COMPLETED")) return "\033[2m";
+  if (!strcmp(st, "UNKNOWN")) return "\033[35m";
+  return "\033[33m";
+}
+
+static void print_table(struct cli *cli, json_t *services) {
+  size_t w = 4;
+  size_t i;
+  json_t *s;
+  json_array_foreach(services, i, s) {
+    size_t l = strlen(json_string_value(json_object_get(s, "name")));
+    if (l > w) w = l;
+  }
+  struct buf out = {0};
+  buf_printf(&out, "%-*s  %-10s  %-8s  %-8s  %-8s  %s\n", (int)w, "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-ERROR");
+  json_array_foreach(services, i, s) {
+    const char *st = json_string_value(json_object_get(s, "state"));
+    char pid[24] = "-", up[24] = "-";
+    json_t *p = json_object_get(s, "pid");
+    if (json_is_integer(p)) snprintf(pid, sizeof pid, "%lld", (long long)json_integer_value(p));
+    json_t *u = json_object_get(s, "uptime");
+    if (json_is_number(u)) duration_fmt(json_number_value(u), up, sizeof up);
+    const char *err = json_string_value(json_object_get(s, "last_error"));
+    const char *reason = json_string_value(json_object_get(s, "reason"));
+    /* In a state that needs explaining, say why; otherwise the last error, if any. */
+    const char *why = err ? err : "";
+    if (!strcmp(st, "PENDING") || !strcmp(st, "BACKOFF") || !strcmp(st, "UNKNOWN") || !strcmp(st, "UNHEALTHY"))
+      why = reason ? reason : why;
+    buf_printf(&out, "%-*s  %s%-10s%s  %-8s  %-8s  %-8lld  %s\n", (int)w, json_string_value(json_object_get(s, "name")),
+               cli->tty ? state_colour(st) : "", st, cli->tty ? "\033[0m" : "", pid, up,
+               (long long)json_integer_value(json_object_get(s, "restarts")), why);
+  }
+  fwrite(out.data, 1, out.len, stdout);
+  buf_free(&out);
+}
+
+int cli_status(struct cli *cli, int argc, char **argv) {
+  bool as_json = false;
+  const char *state = NULL, *tag = NULL;
+  static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"state", required_argument, 0, 's'},
+                                       {"tag", required_argument, 0, 't'}, {0, 0, 0, 0}};
+  int ch;
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, "js:t:", opts, NULL)) != -1) {
+    if (ch == 'j') as_json = true;
+    else if (ch == 's') state = optarg;
+    else if (ch == 't') tag = optarg;
+    else return HERD_EXIT_USAGE;
+  }
+  struct buf target = {0};
+  buf_printf(&target, "/v1/services?");
+  if (state) {
+    char *e = url_encode(state);
+    buf_printf(&target, "state=%s&", e);
+    free(e);
+  }
+  if (tag) {
+    char *e = url_encode(tag);
+    buf_printf(&target, "tag=%s&", e);
+    free(e);
+  }
+  int npat = argc - optind;
+  if (npat == 1) {
+    char *e = url_encode(argv[optind]);
+    buf_printf(&target, "match=%s", e);
+    free(e);
+  }
+  int status, code;
+  json_t *o = call(cli, "GET", target.data, NULL, 0, &status, &code);
+  buf_free(&target);
+  if (!o) return code;
+  if (code) {
+    print_error(o, NULL);
+    json_decref(o);
+    return code;
+  }
+  json_t *list = json_object_get(o, "services");
+  if (npat > 1) { /* several patterns: filter here */
+    json_t *keep = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s) {
+      for (int k = optind; k < argc; k++)
+        if (glob_match(argv[k], json_string_value(json_object_get(s, "name")))) {
+          json_array_append(keep, s);
+          break;
+        }
+    }
+    list = keep;
+  } else {
+    json_incref(list);
+  }
+  if (as_json) {
+    char *s = json_dumps(list, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+  } else {
+    print_table(cli, list);
+  }
+  int rc = (npat > 0 && json_array_size(list) == 0) ? HERD_EXIT_FAIL : HERD_EXIT_OK;
+  if (rc) fprintf(stderr, "herd: no service matches\n");
+  json_decref(list);
+  json_decref(o);
+  return rc;
+}
+
+int cli_show(struct cli *cli, int argc, char **argv) {
+  if (argc != 2) return HERD_EXIT_USAGE;
+  char *t = xasprintf("/v1/services/%s", argv[1]);
+  int status, code;
+  json_t *o = call(cli, "GET", t, NULL, 0, &status, &code);
+  free(t);
+  if (!o) return code;
+  if (code) print_error(o, NULL);
+  else {
+    char *s = json_dumps(json_object_get(o, "service"), JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+  }
+  json_decref(o);
+  return code;
+}
+
+int cli_add(struct cli *cli, int argc, char **argv) {
+  if (argc != 2) return HERD_EXIT_USAGE;
+  size_t len;
+  char *body = read_all(argv[1], &len);
+  if (!body) return HERD_EXIT_FAIL;
+  int status, code;
+  json_t *o = call(cli, "POST", "/v1/services", body, len, &status, &code);
+  free(body);
+  if (!o) return code;
+  if (code) print_error(o, argv[1]);
+  else {
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(o, "services"), i, s)
+      printf("added %s (%s)\n", json_string_value(json_object_get(s, "name")), json_string_value(json_object_get(s, "state")));
+  }
+  json_decref(o);
+  return code;
+}
+
+int cli_replace(struct cli *cli, int argc, char **argv) {
+  if (argc != 3) return HERD_EXIT_USAGE;
+  size_t len;
+  char *body = read_all(argv[2], &len);
+  if (!body) return HERD_EXIT_FAIL;
+  char *t = xasprintf("/v1/services/%s", argv[1]);
+  int status, code;
+  json_t *o = call(cli, "PUT", t, body, len, &status, &code);
+  free(t);
+  free(body);
+  if (!o) return code;
+  if (code) print_error(o, argv[2]);
+  else printf("%s %s\n", argv[1], json_is_true(json_object_get(o, "changed")) ? "replaced" : "unchanged");
+  json_decref(o);
+  return code;
+}
+
+int cli_rm(struct cli *cli, int argc, char **argv) {
+  if (argc < 2) return HERD_EXIT_USAGE;
+  int rc = 0;
+  for (int i = 1; i < argc; i++) {
+    char *t = xasprintf("/v1/services/%s", argv[i]);
+    int status, code;
+    json_t *o = call(cli, "DELETE", t, NULL, 0, &status, &code);
+    free(t);
+    if (!o) return code;
+    if (code) print_error(o, NULL), rc = code;
+    else printf("removed %s\n", argv[i]);
+    json_decref(o);
+  }
+  return rc;
+}
+
+/* ---- start / stop / restart ---- */
+
+/* Expand names and glob patterns into service names. Returns NULL after printing why. */
+static json_t *expand(struct cli *cli, int argc, char **argv, int *code) {
+  json_t *names = json_array();
+  for (int i = 0; i < argc; i++) {
+    if (!strpbrk(argv[i], "*?[")) {
+      json_array_append_new(names, json_string(argv[i]));
+      continue;
+    }
+    char *e = url_encode(argv[i]);
+    char *t = xasprintf("/v1/services?match=%s", e);
+    free(e);
+    int status;
+    json_t *o = call(cli, "GET", t, NULL, 0, &status, code);
+    free(t);
+    if (!o || *code) {
+      if (o) print_error(o, NULL);
+      json_decref(o);
+      json_decref(names);
+      return NULL;
+    }
+    size_t k;
+    json_t *s;
+    json_t *list = json_object_get(o, "services");
+    if (json_array_size(list) == 0) fprintf(stderr, "herd: no service matches %s\n", argv[i]);
+    json_array_foreach(list, k, s) json_array_append(names, json_object_get(s, "name"));
+    json_decref(o);
+  }
+  return names;
+}
+
+static int act(struct cli *cli, int argc, char **argv, const char *verb, const char *target) {
+  bool wait = false;
+  double timeout = 60;
+  static const struct option opts[] = {{"wait", no_argument, 0, 'w'}, {"timeout", required_argument, 0, 't'}, {0, 0, 0, 0}};
+  int ch;
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, "wt:", opts, NULL)) != -1) {
+    if (ch == 'w') wait = true;
+    else if (ch == 't') {
+      if (duration_parse(optarg, &timeout) < 0) {
+        fprintf(stderr, "herd: --timeout %s is not a duration\n", optarg);
+        return HERD_EXIT_USAGE;
+      }
+      wait = true;
+    } else return HERD_EXIT_USAGE;
+  }
+  if (optind >= argc) return HERD_EXIT_USAGE;
+  int code = 0;
+  json_t *names = expand(cli, argc - optind, argv + optind, &code);
+  if (!names) return code ? code : HERD_EXIT_FAIL;
+  if (json_array_size(names) == 0) {
+    json_decref(names);
+    return HERD_EXIT_FAIL;
+  }
+  int rc = 0;
+  size_t i;
+  json_t *n;
+  /* Act on all first, so they proceed in parallel; then wait for each. */
+  json_array_foreach(names, i, n) {
+    char *t = xasprintf("/v1/services/%s/%s", json_string_value(n), verb);
+    int status;
+    json_t *o = call(cli, "POST", t, NULL, 0, &status, &code);
+    free(t);
+    if (!o) {
+      json_decref(names);
+      return code;
+    }
+    if (code) print_error(o, NULL), rc = code;
+    else if (!wait)
+      printf("%s: %s\n", json_string_value(n), json_string_value(json_object_get(json_object_get(o, "service"), "state")));
+    json_decref(o);
+  }
+  if (wait) {
+    double deadline = now_mono() + timeout;
+    json_array_foreach(names, i, n) {
+      double left = deadline - now_mono();
+      if (left < 0.001) left = 0.001;
+      if (cli->tty) fprintf(stderr, "waiting for %s to be %s...\r", json_string_value(n), target);
+      char *t = xasprintf("/v1/services/%s?wait=%s&timeout=%.3f", json_string_value(n), target, left);
+      int status;
+      json_t *o = call(cli, "GET", t, NULL, 0, &status, &code);
+      free(t);
+      if (!o) {
+        json_decref(names);
+        return code;
+      }
+      if (cli->tty) fprintf(stderr, "\033[K");
+      json_t *svc = json_object_get(o, "service");
+      if (!svc) svc = json_object_get(json_object_get(o, "error"), "service");
+      const char *st = json_string_value(json_object_get(svc, "state"));
+      if (status == 200) {
+        printf("%s: %s\n", json_string_value(n), st ? st : "?");
+      } else {
+        print_error(o, NULL);
+        rc = status == 504 ? HERD_EXIT_TIMEOUT : (rc ? rc : HERD_EXIT_FAIL);
+      }
+      json_decref(o);
+    }
+  }
+  json_decref(names);
+  return rc;
+}
+
+int cli_start(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, "start", "healthy"); }
+int cli_stop(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, "stop", "stopped"); }
+int cli_restart(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, "restart", "healthy"); }
+
+/* ---- streams ---- */
+
+static void write_out(void *arg, const char *data, size_t n) {
+  fwrite(data, 1, n, stdout);
+  fflush(stdout);
+}
+
+static int stream(struct cli *cli, const char *target, http_data_cb cb, void *arg) {
+  struct http_resp r;
+  int rc = http_request(cli->socket, "GET", target, NULL, 0, &r, cb, arg);
+  if (rc < 0) {
+    if (rc == -ENOENT || rc == -ECONNREFUSED)
+      fprintf(stderr, "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
+              cli->socket, strerror(-rc), cli->state_dir);
+    else fprintf(stderr, "herd: %s\n", strerror(-rc));
+    http_resp_free(&r);
+    return HERD_EXIT_NO_DAEMON;
+  }
+  int code = HERD_EXIT_OK;
+  if (r.status >= 300) {
+    json_t *o = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
+    if (o) print_error(o, NULL);
+    else fprintf(stderr, "herd: HTTP %d\n", r.status);
+    json_decref(o);
+    code = HERD_EXIT_FAIL;
+  }
+  http_resp_free(&r);
+  return code;
+}
+
+int cli_logs(struct cli *cli, int argc, char **argv) {
+  bool follow = false;
+  long n = -1;
+  int ch;
+  optind = 1;
+  static const struct option opts[] = {{"follow", no_argument, 0, 'f'}, {"lines", required_argument, 0, 'n'}, {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "fn:", opts, NULL)) != -1) {
+    if (ch == 'f') follow = true;
+    else if (ch == 'n') n = strtol(optarg, NULL, 10);
+    else return HERD_EXIT_USAGE;
+  }
+  if (optind != argc - 1) return HERD_EXIT_USAGE;
+  struct buf t = {0};
+  buf_printf(&t, "/v1/services/%s/logs?", argv[optind]);
+  if (n >= 0) buf_printf(&t, "tail=%ld&", n);
+  if (follow) buf_printf(&t, "follow=1");
+  int rc = stream(cli, t.data, write_out, NULL);
+  buf_free(&t);
+  return rc;
+}
+
+struct ev_printer {
+  bool json;
+  struct buf line;
+};
+
+static void print_events(void *arg, const char *data, size_t n) {
+  struct ev_printer *p = arg;
+  buf_append(&p->line, data, n);
+  char *start = p->line.data, *nl;
+  while ((nl = memchr(start, '\n', p->line.len - (size_t)(start - p->line.data)))) {
+    *nl = '\0';
+    if (p->json) {
+      printf("%s\n", start);
+    } else {
+      json_t *o = json_loads(start, 0, NULL);
+      if (o) {
+        double ts = json_number_value(json_object_get(o, "time"));
+        time_t t = (time_t)ts;
+        struct tm tm;
+        localtime_r(&t, &tm);
+        char tbuf[32];
+        strftime(tbuf, sizeof tbuf, "%Y-%m-%d %H:%M:%S", &tm);
+        printf("%6lld %s.%03d %s %s -> %s: %s\n", (long long)json_integer_value(json_object_get(o, "id")), tbuf,
+               (int)(fmod(ts, 1.0) * 1000), json_string_value(json_object_get(o, "service")),
+               json_string_value(json_object_get(o, "from")), json_string_value(json_object_get(o, "to")),
+               json_string_value(json_object_get(o, "reason")));
+        json_decref(o);
+      }
+    }
+    start = nl + 1;
+  }
+  size_t rest = p->line.len - (size_t)(start - p->line.data);
+  memmove(p->line.data, start, rest);
+  p->line.len = rest;
+  fflush(stdout);
+}
+
+int cli_events(struct cli *cli, int argc, char **argv) {
+  bool follow = false;
+  struct ev_printer p = {0};
+  const char *since = NULL, *svc = NULL;
+  int ch;
+  optind = 1;
+  static const struct option opts[] = {{"follow", no_argument, 0, 'f'}, {"since", required_argument, 0, 's'},
+                                       {"service", required_argument, 0, 'S'}, {"json", no_argument, 0, 'j'}, {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "fs:S:j", opts, NULL)) != -1) {
+    if (ch == 'f') follow = true;
+    else if (ch == 's') since = optarg;
+    else if (ch == 'S') svc = optarg;
+    else if (ch == 'j') p.json = true;
+    else return HERD_EXIT_USAGE;
+  }
+  struct buf t = {0};
+  buf_printf(&t, "/v1/events?");
+  if (since) buf_printf(&t, "since=%s&", since);
+  if (svc) buf_printf(&t, "service=%s&", svc);
+  if (follow) buf_printf(&t, "follow=1");
+  int rc = stream(cli, t.data, print_events, &p);
+  buf_free(&t);
+  buf_free(&p.line);
+  return rc;
+}
+
+/* ---- daemon-wide ---- */
+
+int cli_reload(struct cli *cli, int argc, char **argv) {
+  int status, code;
+  json_t *o = call(cli, "POST", "/v1/reload", "", 0, &status, &code);
+  if (!o) return code;
+  if (code) print_error(o, NULL);
+  else
+    printf("reloaded: %zu added, %zu changed, %zu removed, %lld unchanged\n", json_array_size(json_object_get(o, "added")),
+           json_array_size(json_object_get(o, "changed")), json_array_size(json_object_get(o, "removed")),
+           (long long)json_integer_value(json_object_get(o, "unchanged")));
+  json_decref(o);
+  return code;
+}
+
+int cli_info(struct cli *cli, int argc, char **argv) {
+  int status, code;
+  json_t *o = call(cli, "GET", "/v1/daemon", NULL, 0, &status, &code);
+  if (!o) return code;
+  char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+  printf("%s\n", s);
+  free(s);
+  json_decref(o);
+  return code;
+}
+
+int cli_shutdown(struct cli *cli, int argc, char **argv) {
+  int status, code;
+  json_t *o = call(cli, "POST", "/v1/shutdown", "", 0, &status, &code);
+  if (!o) return code;
+  if (code) print_error(o, NULL);
+  else printf("daemon is stopping every service and exiting\n");
+  json_decref(o);
+  return code;
+}
+
+int cli_daemon(struct cli *cli, int argc, char **argv) {
+  struct daemon_opts o = {.state_dir = cli->state_dir, .socket_path = cli->socket, .log_level = LOG_INFO};
+  static const struct option opts[] = {
+    {"config", required_argument, 0, 'c'},     {"state-dir", required_argument, 0, 'd'},
+    {"socket", required_argument, 0, 's'},     {"log-level", required_argument, 0, 'l'},
+    {"log-format", required_argument, 0, 'F'}, {"read-group", required_argument, 0, 'g'},
+    {0, 0, 0, 0}};
+  int ch;
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'c': o.config_dir = optarg; break;
+    case 'd': o.state_dir = optarg; break;
+    case 's': o.socket_path = optarg; break;
+    case 'g': o.read_group = optarg; break;
+    case 'l':
+      if ((o.log_level = log_level_parse(optarg)) < 0) {
+        fprintf(stderr, "herd: --log-level must be debug, info, warn or error\n");
+        return HERD_EXIT_USAGE;
+      }
+      break;
+    case 'F':
+      if (!strcmp(optarg, "text")) o.log_format = LOG_TEXT;
+      else if (!strcmp(optarg, "json")) o.log_format = LOG_JSON;
+      else {
+        fprintf(stderr, "herd: --log-format must be text or json\n");
+        return HERD_EXIT_USAGE;
+      }
+      break;
+    default: return HERD_EXIT_USAGE;
+    }
+  }
+  if (optind != argc) return HERD_EXIT_USAGE;
+  return daemon_run(&o);
+}
+
+static void usage_of(const struct cmd_entry *e, FILE *f) {
+  fprintf(f, "usage: herd %s %s\n", e->name, e->usage);
+}
+
+int cli_help(struct cli *cli, int argc, char **argv) {
+  if (argc > 1) {
+    const struct cmd_entry *e = cmd_find(argv[1]);
+    if (!e) {
+      fprintf(stderr, "herd: no command \"%s\"\n", argv[1]);
+      return HERD_EXIT_USAGE;
+    }
+    usage_of(e, stdout);
+    printf("  %s\n", e->summary);
+    if (e->route) printf("  API: %s %s\n", e->method, e->route);
+    return 0;
+  }
+  printf("herd %s: a supervisor for long-lived services\n\n"
+         "usage: herd [--socket PATH] [--state-dir DIR] COMMAND [ARGS]\n\ncommands:\n", HERD_VERSION);
+  for (size_t i = 0; i < cmd_count; i++)
+    if (cmd_table[i].name) printf("  %-9s %s\n", cmd_table[i].name, cmd_table[i].summary);
+  printf("\nThe socket is --socket, else $HERD_SOCKET, else <state-dir>/herd.sock; the state dir is\n"
+         "--state-dir, else $HERD_STATE_DIR, else %s. `herd help CMD` shows a command's usage.\n",
+         default_state_dir());
+  return 0;
+}
+
+int cli_main(int argc, char **argv) {
+  struct cli cli = {.tty = isatty(STDOUT_FILENO)};
+  const char *state = NULL, *sock = NULL;
+  int i = 1;
+  for (; i < argc && argv[i][0] == '-'; i++) {
+    if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
+      printf("herd %s (API %d)\n", HERD_VERSION, HERD_API_VERSION);
+      return 0;
+    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      return cli_help(&cli, 0, NULL);
+    } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
+      sock = argv[++i];
+    } else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) {
+      state = argv[++i];
+    } else {
+      fprintf(stderr, "herd: unknown option %s (see herd help)\n", argv[i]);
+      return HERD_EXIT_USAGE;
+    }
+  }
+  cli.state_dir = state ? state : default_state_dir();
+  static char sockbuf[4096];
+  if (sock) cli.socket = sock;
+  else if (getenv("HERD_SOCKET") && *getenv("HERD_SOCKET")) cli.socket = getenv("HERD_SOCKET");
+  else {
+    snprintf(sockbuf, sizeof sockbuf, "%s/herd.sock", cli.state_dir);
+    cli.socket = sockbuf;
+  }
+  if (i >= argc) {
+    cli_help(&cli, 0, NULL);
+    return HERD_EXIT_USAGE;
+  }
+  const struct cmd_entry *e = cmd_find(argv[i]);
+  if (!e) {
+    fprintf(stderr, "herd: unknown command \"%s\" (see herd help)\n", argv[i]);
+    return HERD_EXIT_USAGE;
+  }
+  /* The daemon's own --state-dir moves the default socket unless one was given. */
+  if (!strcmp(e->name, "daemon") && !sock && !(getenv("HERD_SOCKET") && *getenv("HERD_SOCKET"))) cli.socket = NULL;
+  int rc = e->cli(&cli, argc - i, argv + i);
+  if (rc == HERD_EXIT_USAGE) usage_of(e, stderr);
+  return rc;
+}

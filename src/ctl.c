@@ -1,0 +1,519 @@
+/* The control socket server (see ctl.h). */
+#include "herd/ctl.h"
+
+#include "herd/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <llhttp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define IDLE_MS 60000     /* an idle keep-alive connection is closed after this */
+#define REQUEST_MS 10000  /* a started request must be complete within this */
+
+struct ctl {
+  struct daemon *d;
+  uv_pipe_t server;
+  int lock_fd;
+  char *lock_path;
+  struct list conns;
+  size_t nconns;
+  bool closing;
+};
+
+enum conn_mode { C_READ, C_BUSY, C_PARKED, C_STREAM };
+
+struct conn {
+  uv_pipe_t h;
+  uv_timer_t timer;
+  int nhandles;
+  struct ctl *ctl;
+  struct list link;
+  llhttp_t parser;
+  enum conn_mode mode;
+  bool closing, keepalive, in_process, in_request, too_big;
+  uid_t uid;
+  gid_t gid;
+  bool can_write, can_read;
+  struct buf url, body, pending;
+  size_t header_bytes;
+  /* parked */
+  void *park_arg;
+  void (*on_gone)(struct conn *, void *);
+  void (*on_timeout)(struct conn *, void *);
+};
+
+struct wreq {
+  uv_write_t req;
+  struct conn *c;
+  bool close_after;
+  char data[];
+};
+
+static void conn_close(struct conn *c);
+static void conn_process(struct conn *c);
+
+static const char *status_text(int s) {
+  switch (s) {
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 400: return "Bad Request";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 413: return "Payload Too Large";
+  case 422: return "Unprocessable Entity";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  default: return "Status";
+  }
+}
+
+static void on_conn_handle_close(uv_handle_t *h) {
+  struct conn *c = h->data;
+  if (--c->nhandles > 0) return;
+  buf_free(&c->url);
+  buf_free(&c->body);
+  buf_free(&c->pending);
+  free(c);
+}
+
+static void conn_close(struct conn *c) {
+  if (c->closing) return;
+  c->closing = true;
+  if (c->on_gone) {
+    void (*gone)(struct conn *, void *) = c->on_gone;
+    c->on_gone = NULL;
+    c->on_timeout = NULL;
+    gone(c, c->park_arg);
+  }
+  list_del(&c->link);
+  c->ctl->nconns--;
+  uv_close((uv_handle_t *)&c->h, on_conn_handle_close);
+  uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
+}
+
+bool conn_closing(const struct conn *c) { return c->closing; }
+
+static void on_write(uv_write_t *req, int status) {
+  struct wreq *w = container_of(req, struct wreq, req);
+  struct conn *c = w->c;
+  bool close_after = w->close_after;
+  free(w);
+  if (c->closing) return;
+  if (status < 0 || close_after) conn_close(c);
+}
+
+static int conn_write(struct conn *c, const char *data, size_t n, bool close_after) {
+  if (c->closing) return -1;
+  struct wreq *w = xmalloc(sizeof *w + n);
+  memcpy(w->data, data, n);
+  w->c = c;
+  w->close_after = close_after;
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, on_write);
+  if (rc < 0) {
+    free(w);
+    conn_close(c);
+    return -1;
+  }
+  return 0;
+}
+
+static void on_timer(uv_timer_t *t) {
+  struct conn *c = t->data;
+  if (c->mode == C_PARKED && c->on_timeout) {
+    void (*cb)(struct conn *, void *) = c->on_timeout;
+    c->on_timeout = NULL;
+    cb(c, c->park_arg);
+    return;
+  }
+  if (c->mode == C_READ && c->in_request) {
+    c->keepalive = false;
+    conn_error(c, 408, "request_timeout", NULL, "request not complete within %d s", REQUEST_MS / 1000);
+    return;
+  }
+  if (c->mode == C_READ) conn_close(c);
+}
+
+static void respond(struct conn *c, int status, const char *ctype, const char *body, size_t n) {
+  struct buf b = {0};
+  buf_printf(&b,
+             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
+             status_text(status), ctype, n, c->keepalive ? "keep-alive" : "close");
+  buf_append(&b, body, n);
+  conn_write(c, b.data, b.len, !c->keepalive);
+  buf_free(&b);
+  c->mode = C_READ;
+  c->on_gone = NULL;
+  c->on_timeout = NULL;
+  if (!c->closing) {
+    uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+    if (!c->in_process) conn_process(c); /* pipelined requests that waited */
+  }
+}
+
+void conn_reply(struct conn *c, int status, json_t *obj) {
+  if (c->closing) {
+    json_decref(obj);
+    return;
+  }
+  json_object_set_new(obj, "api", json_integer(HERD_API_VERSION));
+  char *s = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(obj);
+  size_t n = strlen(s);
+  s = xrealloc(s, n + 2);
+  s[n++] = '\n';
+  respond(c, status, "application/json", s, n);
+  free(s);
+}
+
+void conn_reply_raw(struct conn *c, int status, const char *content_type, const char *data, size_t n) {
+  if (!c->closing) respond(c, status, content_type, data, n);
+}
+
+void conn_stream_end(struct conn *c) {
+  if (!c->closing) conn_write(c, "0\r\n\r\n", 5, true);
+}
+
+void conn_error(struct conn *c, int status, const char *code, json_t *extra, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  json_t *e = json_pack("{s:s,s:s}", "code", code, "message", msg);
+  if (extra) {
+    json_object_update(e, extra);
+    json_decref(extra);
+  }
+  conn_reply(c, status, json_pack("{s:o}", "error", e));
+}
+
+void conn_park(struct conn *c, void *arg, void (*on_gone)(struct conn *, void *),
+               void (*on_timeout)(struct conn *, void *), uint64_t ms) {
+  if (c->mode != C_STREAM) c->mode = C_PARKED;
+  c->park_arg = arg;
+  c->on_gone = on_gone;
+  c->on_timeout = on_timeout;
+  if (ms) uv_timer_start(&c->timer, on_timer, ms, 0);
+  else uv_timer_stop(&c->timer);
+}
+
+void conn_stream_begin(struct conn *c, int status, const char *content_type) {
+  char head[256];
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n",
+                   status, status_text(status), content_type);
+  conn_write(c, head, (size_t)n, false);
+  c->mode = C_STREAM;
+  c->keepalive = false; /* a stream ends with the connection */
+  uv_timer_stop(&c->timer);
+}
+
+int conn_stream_write(struct conn *c, const char *data, size_t n) {
+  if (c->closing) return -1;
+  if (n == 0) return 0;
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->h) > CTL_MAX_BACKLOG) {
+    log_warn("control: a follower fell %d MiB behind; closing its stream", CTL_MAX_BACKLOG >> 20);
+    conn_close(c);
+    return -1;
+  }
+  struct buf b = {0};
+  buf_printf(&b, "%zx\r\n", n);
+  buf_append(&b, data, n);
+  buf_append(&b, "\r\n", 2);
+  int rc = conn_write(c, b.data, b.len, false);
+  buf_free(&b);
+  return rc;
+}
+
+/* ---- llhttp callbacks ---- */
+
+static int on_message_begin(llhttp_t *p) {
+  struct conn *c = p->data;
+  c->url.len = c->body.len = 0;
+  c->header_bytes = 0;
+  c->too_big = false;
+  c->in_request = true;
+  uv_timer_start(&c->timer, on_timer, REQUEST_MS, 0);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n) {
+  struct conn *c = p->data;
+  c->header_bytes += n;
+  if (c->header_bytes > CTL_MAX_HEADER) return -1;
+  buf_append(&c->url, at, n);
+  return 0;
+}
+
+static int on_header_bytes(llhttp_t *p, const char *at, size_t n) {
+  struct conn *c = p->data;
+  c->header_bytes += n;
+  return c->header_bytes > CTL_MAX_HEADER ? -1 : 0;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  struct conn *c = p->data;
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > CTL_MAX_BODY) {
+    c->too_big = true;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+  struct conn *c = p->data;
+  if (c->body.len + n > CTL_MAX_BODY) {
+    c->too_big = true;
+    return -1;
+  }
+  buf_append(&c->body, at, n);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  struct conn *c = p->data;
+  c->in_request = false;
+  return HPE_PAUSED; /* one request at a time: dispatch, then resume */
+}
+
+static llhttp_settings_t settings;
+
+static int hexval(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+static void pct_decode(char *s, bool plus) {
+  char *o = s;
+  for (; *s; s++) {
+    if (*s == '%' && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
+      *o++ = (char)(hexval(s[1]) * 16 + hexval(s[2]));
+      s += 2;
+    } else if (plus && *s == '+') {
+      *o++ = ' ';
+    } else {
+      *o++ = *s;
+    }
+  }
+  *o = '\0';
+}
+
+const char *req_query(const struct request *r, const char *key, char *buf, size_t len) {
+  size_t kl = strlen(key);
+  for (const char *p = r->query; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t seg = amp ? (size_t)(amp - p) : strlen(p);
+    if (seg >= kl && !strncmp(p, key, kl) && (seg == kl || p[kl] == '=')) {
+      size_t vl = seg == kl ? 0 : seg - kl - 1;
+      if (vl >= len) vl = len - 1;
+      memcpy(buf, p + kl + (seg == kl ? 0 : 1), vl);
+      buf[vl] = '\0';
+      pct_decode(buf, true);
+      return buf;
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  return NULL;
+}
+
+static void dispatch(struct conn *c) {
+  struct request r = {0};
+  r.method = llhttp_method_name((llhttp_method_t)c->parser.method);
+  r.path = xstrdup(c->url.data ? c->url.data : "/");
+  char *q = strchr(r.path, '?');
+  if (q) *q++ = '\0';
+  r.query = xstrdup(q ? q : "");
+  pct_decode(r.path, false);
+  r.body = c->body.data ? c->body.data : "";
+  r.body_len = c->body.len;
+  r.uid = c->uid;
+  r.can_write = c->can_write;
+  c->keepalive = llhttp_should_keep_alive(&c->parser);
+  c->mode = C_BUSY;
+  uv_timer_stop(&c->timer);
+  if (!c->can_read) conn_error(c, 403, "forbidden", NULL, "uid %u may not use this daemon (owner uid %u)", (unsigned)c->uid, (unsigned)geteuid());
+  else api_dispatch(c->ctl->d, c, &r);
+  free(r.path);
+  free(r.query);
+}
+
+/* Feed pending bytes to the parser while the connection is free to take a request. */
+static void conn_process(struct conn *c) {
+  c->in_process = true;
+  while (!c->closing && c->mode == C_READ && c->pending.len) {
+    struct buf in = c->pending;
+    c->pending = (struct buf){0};
+    llhttp_errno_t e = llhttp_execute(&c->parser, in.data, in.len);
+    if (e == HPE_PAUSED) {
+      const char *stop = llhttp_get_error_pos(&c->parser);
+      size_t used = stop ? (size_t)(stop - in.data) : in.len;
+      if (used < in.len) buf_append(&c->pending, in.data + used, in.len - used);
+      llhttp_resume(&c->parser);
+      buf_free(&in);
+      dispatch(c);
+      continue;
+    }
+    buf_free(&in);
+    if (e != HPE_OK) {
+      c->keepalive = false;
+      if (c->too_big) conn_error(c, 413, "too_large", NULL, "request body over %d bytes", CTL_MAX_BODY);
+      else if (c->header_bytes > CTL_MAX_HEADER)
+        conn_error(c, 431, "headers_too_large", NULL, "request line and headers over %d bytes", CTL_MAX_HEADER);
+      else conn_error(c, 400, "bad_request", NULL, "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
+      break;
+    }
+  }
+  c->in_process = false;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  struct conn *c = h->data;
+  b->base = c->ctl->d->readbuf;
+  b->len = sizeof c->ctl->d->readbuf;
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+  struct conn *c = st->data;
+  if (n < 0) {
+    conn_close(c);
+    return;
+  }
+  if (n == 0) return;
+  if (c->mode == C_STREAM) return; /* a follower has nothing more to say */
+  if (c->pending.len + (size_t)n > CTL_MAX_HEADER + CTL_MAX_BODY) {
+    conn_close(c); /* flooding while a request is pending */
+    return;
+  }
+  buf_append(&c->pending, b->base, (size_t)n);
+  if (c->mode == C_READ && !c->in_process) conn_process(c);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  struct ctl *ctl = server->data;
+  if (status < 0) return;
+  struct conn *c = xcalloc(1, sizeof *c);
+  c->ctl = ctl;
+  uv_pipe_init(ctl->d->loop, &c->h, 0);
+  uv_timer_init(ctl->d->loop, &c->timer);
+  c->h.data = c->timer.data = c;
+  c->nhandles = 2;
+  list_add_tail(&ctl->conns, &c->link);
+  ctl->nconns++;
+  if (uv_accept(server, (uv_stream_t *)&c->h) < 0) {
+    conn_close(c);
+    return;
+  }
+  int fd;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (uv_fileno((uv_handle_t *)&c->h, &fd) == 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    c->uid = cred.uid;
+    c->gid = cred.gid;
+    c->can_write = cred.uid == 0 || cred.uid == geteuid();
+    c->can_read = c->can_write || (ctl->d->has_read_gid && cred.gid == ctl->d->read_gid);
+  }
+  llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+  c->parser.data = c;
+  c->keepalive = true;
+  if (ctl->nconns > CTL_MAX_CONNS) {
+    c->keepalive = false;
+    conn_error(c, 503, "busy", NULL, "too many connections (%d)", CTL_MAX_CONNS);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+  uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read);
+}
+
+static void on_server_close(uv_handle_t *h) {
+  struct ctl *ctl = container_of((uv_pipe_t *)h, struct ctl, server);
+  free(ctl->lock_path);
+  free(ctl);
+}
+
+int ctl_open(struct daemon *d, char **err) {
+  llhttp_settings_init(&settings);
+  settings.on_message_begin = on_message_begin;
+  settings.on_url = on_url;
+  settings.on_header_field = on_header_bytes;
+  settings.on_header_value = on_header_bytes;
+  settings.on_headers_complete = on_headers_complete;
+  settings.on_body = on_body;
+  settings.on_message_complete = on_message_complete;
+
+  struct ctl *ctl = xcalloc(1, sizeof *ctl);
+  ctl->d = d;
+  list_init(&ctl->conns);
+  ctl->lock_path = xasprintf("%s.lock", d->socket_path);
+  ctl->lock_fd = open(ctl->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (ctl->lock_fd < 0) {
+    *err = xasprintf("cannot open %s: %s", ctl->lock_path, strerror(errno));
+    goto fail;
+  }
+  if (flock(ctl->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    char pid[32] = "";
+    ssize_t n = pread(ctl->lock_fd, pid, sizeof pid - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    *err = xasprintf("socket %s is in use by another herd daemon (pid %s)", d->socket_path, *pid ? pid : "?");
+    goto fail;
+  }
+  char pidbuf[32];
+  int pn = snprintf(pidbuf, sizeof pidbuf, "%d\n", (int)getpid());
+  if (ftruncate(ctl->lock_fd, 0) == 0 && pwrite(ctl->lock_fd, pidbuf, (size_t)pn, 0) < 0) { /* best effort */ }
+  /* We hold the lock, so a socket file here is stale: remove it. */
+  unlink(d->socket_path);
+  uv_pipe_init(d->loop, &ctl->server, 0);
+  ctl->server.data = ctl;
+  mode_t old = umask(0177);
+  int rc = uv_pipe_bind(&ctl->server, d->socket_path);
+  umask(old);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&ctl->server, 1024, on_connection);
+  if (rc < 0) {
+    *err = xasprintf("cannot listen on %s: %s", d->socket_path, uv_strerror(rc));
+    close(ctl->lock_fd);
+    ctl->lock_fd = -1;
+    ctl->closing = true;
+    uv_close((uv_handle_t *)&ctl->server, on_server_close); /* frees ctl */
+    return -1;
+  }
+  chmod(d->socket_path, 0600);
+  d->ctl = ctl;
+  return 0;
+fail:
+  if (ctl->lock_fd >= 0) close(ctl->lock_fd);
+  free(ctl->lock_path);
+  free(ctl);
+  return -1;
+}
+
+void ctl_close(struct ctl *ctl) {
+  if (!ctl || ctl->closing) return;
+  ctl->closing = true;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &ctl->conns) conn_close(container_of(pos, struct conn, link));
+  unlink(ctl->d->socket_path);
+  if (ctl->lock_fd >= 0) {
+    unlink(ctl->lock_path);
+    close(ctl->lock_fd);
+    ctl->lock_fd = -1;
+  }
+  uv_close((uv_handle_t *)&ctl->server, on_server_close);
+}
+
+size_t ctl_nconns(struct ctl *ctl) { return ctl ? ctl->nconns : 0; }

@@ -1,0 +1,399 @@
+/* The daemon: start-up, the loop, reload, signals and an orderly shutdown. */
+#include "herd/daemon.h"
+
+#include "herd/ctl.h"
+#include "herd/log.h"
+#include "herd/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static bool finishing;
+
+static int mkdirs(const char *path, mode_t mode) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(tmp, 0755) < 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -1;
+  return 0;
+}
+
+static bool idle_now(struct daemon *d) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (s->proc || s->fsm.proc_alive) return false;
+  }
+  return true;
+}
+
+static void on_close_noop(uv_handle_t *h) {}
+
+static void finish(struct daemon *d) {
+  if (finishing) return;
+  finishing = true;
+  log_info("all services stopped; exiting");
+  ctl_close(d->ctl);
+  d->ctl = NULL;
+  uv_close((uv_handle_t *)&d->sig_term, on_close_noop);
+  uv_close((uv_handle_t *)&d->sig_int, on_close_noop);
+  uv_close((uv_handle_t *)&d->sig_hup, on_close_noop);
+  uv_close((uv_handle_t *)&d->flush, on_close_noop);
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->watches) list_del(pos);
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    list_del(&s->link);
+    list_add_tail(&d->dying, &s->link);
+    service_close_handles(s);
+  }
+  d->nservices = 0;
+}
+
+void daemon_check_idle(struct daemon *d) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->dying) {
+    struct service *s = container_of(pos, struct service, link);
+    if (s->nhandles == 0) {
+      list_del(&s->link);
+      service_free(s);
+    }
+  }
+  if (d->shutting_down && !finishing && idle_now(d)) finish(d);
+}
+
+void daemon_shutdown(struct daemon *d) {
+  if (d->shutting_down) return;
+  d->shutting_down = true;
+  log_info("shutting down: stopping %zu services", d->nservices);
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    /* In memory only: the persisted wanted state stays, so they come back next start. */
+    service_event(s, EV_STOP, 0, 0, "daemon shutting down");
+  }
+  daemon_check_idle(d);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  struct daemon *d = h->data;
+  if (signum == SIGHUP) {
+    struct cfg_errors errs = {0};
+    json_t *summary = NULL;
+    if (daemon_reload(d, &errs, &summary) < 0) {
+      for (size_t i = 0; i < errs.n; i++) {
+        char *m = cfg_error_str(&errs.v[i]);
+        log_error("reload: %s", m);
+        free(m);
+      }
+      if (errs.n) log_error("reload: %zu error(s); nothing changed", errs.n);
+    }
+    json_decref(summary);
+    cfg_errors_free(&errs);
+    return;
+  }
+  if (++d->nsignals > 1) {
+    log_warn("second SIG%s: exiting now; services left running", signal_name(signum));
+    store_flush(d->store);
+    _exit(1);
+  }
+  log_info("SIG%s received", signal_name(signum));
+  daemon_shutdown(d);
+}
+
+static void on_flush(uv_prepare_t *h) {
+  struct daemon *d = h->data;
+  store_flush(d->store);
+}
+
+/* ---- config and store merge ---- */
+
+static bool from_config(const struct service *s) { return strcmp(s->spec->source, "api") != 0; }
+
+static const char *stored_wanted(struct daemon *d, const char *name, json_t *rows) {
+  json_t *r = json_object_get(rows, name);
+  return r ? json_string_value(json_object_get(r, "wanted")) : NULL;
+}
+
+static void collect_row(void *arg, const struct store_service *row) {
+  json_object_set_new(arg, row->name,
+                      json_pack("{s:s,s:s,s:s}", "source", row->source, "spec", row->spec, "wanted", row->wanted));
+}
+
+static void add_conflict(struct cfg_errors *errs, const struct spec *sp) {
+  if (errs->n == errs->cap) {
+    errs->cap = errs->cap ? errs->cap * 2 : 8;
+    errs->v = xrealloc(errs->v, errs->cap * sizeof *errs->v);
+  }
+  struct cfg_error *x = &errs->v[errs->n++];
+  x->file = xstrdup(sp->source);
+  x->field = xstrdup("name");
+  x->line = x->col = 1;
+  x->msg = xasprintf("service \"%s\" was added over the API; `herd rm %s` it first or rename this one", sp->name, sp->name);
+}
+
+int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
+  if (!d->o.config_dir || d->shutting_down) return -1;
+  struct spec_set set = {0};
+  if (cfg_load_dir(d->o.config_dir, &set, errs) < 0) return -1;
+  for (size_t i = 0; i < set.n; i++) {
+    struct service *s = daemon_find(d, set.v[i]->name);
+    if (s && !from_config(s)) add_conflict(errs, set.v[i]);
+  }
+  if (errs->n) {
+    spec_set_free(&set);
+    return -1;
+  }
+  json_t *added = json_array(), *changed = json_array(), *removed = json_array();
+  int unchanged = 0;
+  /* Removed first, so a name moved between files is not both added and removed. */
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (!from_config(s) || s->removing) continue;
+    bool keep = false;
+    for (size_t i = 0; i < set.n && !keep; i++) keep = !strcmp(set.v[i]->name, s->spec->name);
+    if (!keep) {
+      json_array_append_new(removed, json_string(s->spec->name));
+      service_remove(s);
+    }
+  }
+  for (size_t i = 0; i < set.n; i++) {
+    struct spec *sp = set.v[i];
+    set.v[i] = NULL;
+    struct service *s = daemon_find(d, sp->name);
+    if (s && s->removing) {
+      /* Still stopping after an earlier removal: it comes back by the next reload. */
+      log_warn("reload: %s is still being removed; not re-added this time", sp->name);
+      spec_free(sp);
+      continue;
+    }
+    const char *wanted = s ? (s->fsm.want_up ? "up" : "down") : "up";
+    store_put_service(d->store, sp->name, sp->source, sp->canon, wanted);
+    if (!s) {
+      json_array_append_new(added, json_string(sp->name));
+      service_create(d, sp, true);
+    } else if (!strcmp(s->spec->canon, sp->canon)) {
+      free(s->spec->source);
+      s->spec->source = xstrdup(sp->source);
+      spec_free(sp);
+      unchanged++;
+    } else {
+      json_array_append_new(changed, json_string(sp->name));
+      service_replace(s, sp);
+    }
+  }
+  set.n = 0;
+  spec_set_free(&set);
+  log_info("reload: %zu added, %zu changed, %zu removed, %d unchanged", json_array_size(added),
+           json_array_size(changed), json_array_size(removed), unchanged);
+  *summary = json_pack("{s:o,s:o,s:o,s:i}", "added", added, "changed", changed, "removed", removed, "unchanged",
+                       unchanged);
+  return 0;
+}
+
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) log_warn("cannot raise RLIMIT_NOFILE: %s", strerror(errno));
+  }
+}
+
+static int lock_state_dir(struct daemon *d) {
+  char *path = xasprintf("%s/herd.lock", d->state_dir);
+  d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (d->lock_fd < 0) {
+    fprintf(stderr, "herd: cannot open %s: %s\n", path, strerror(errno));
+    free(path);
+    return -1;
+  }
+  if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    char pid[32] = "";
+    ssize_t n = pread(d->lock_fd, pid, sizeof pid - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    fprintf(stderr, "herd: state dir %s is in use by another herd daemon (pid %s)\n", d->state_dir, *pid ? pid : "?");
+    free(path);
+    return -1;
+  }
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+  if (ftruncate(d->lock_fd, 0) < 0 || pwrite(d->lock_fd, buf, (size_t)n, 0) < 0) { /* the lock is what matters */ }
+  free(path);
+  return 0;
+}
+
+static void report_handle(uv_handle_t *h, void *arg) {
+  log_error("leaked handle: %s%s", uv_handle_type_name(uv_handle_get_type(h)), uv_is_closing(h) ? " (closing)" : "");
+}
+
+int daemon_run(const struct daemon_opts *o) {
+  static struct daemon dd; /* one daemon per process; static keeps it off the stack */
+  struct daemon *d = &dd;
+  memset(d, 0, sizeof *d);
+  d->o = *o;
+  d->exit_code = HERD_EXIT_OK;
+  d->lock_fd = -1;
+  list_init(&d->services);
+  list_init(&d->dying);
+  list_init(&d->watches);
+  d->start_mono = now_mono();
+  d->start_wall = now_wall();
+  d->seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(d->start_wall * 1e6);
+  log_setup((enum log_level)o->log_level, (enum log_format)o->log_format);
+  signal(SIGPIPE, SIG_IGN);
+  raise_nofile();
+
+  if (mkdirs(o->state_dir, 0755) < 0) {
+    fprintf(stderr, "herd: cannot create state dir %s: %s\n", o->state_dir, strerror(errno));
+    return HERD_EXIT_STARTUP;
+  }
+  char *real = realpath(o->state_dir, NULL);
+  d->state_dir = real ? real : xstrdup(o->state_dir);
+  d->log_dir = xasprintf("%s/logs", d->state_dir);
+  d->run_dir = xasprintf("%s/run", d->state_dir);
+  d->socket_path = o->socket_path ? xstrdup(o->socket_path) : xasprintf("%s/herd.sock", d->state_dir);
+  if (mkdirs(d->log_dir, 0755) < 0 || mkdirs(d->run_dir, 0700) < 0) {
+    fprintf(stderr, "herd: cannot create %s/{logs,run}: %s\n", d->state_dir, strerror(errno));
+    return HERD_EXIT_STARTUP;
+  }
+  if (o->read_group) {
+    struct group *g = getgrnam(o->read_group);
+    if (!g) {
+      fprintf(stderr, "herd: --read-group: no such group \"%s\"\n", o->read_group);
+      return HERD_EXIT_USAGE;
+    }
+    d->read_gid = g->gr_gid;
+    d->has_read_gid = true;
+  }
+  if (lock_state_dir(d) < 0) return HERD_EXIT_STARTUP;
+
+  char *err = NULL;
+  char *dbpath = xasprintf("%s/herd.db", d->state_dir);
+  if (store_open(dbpath, &d->store, &err) < 0) {
+    fprintf(stderr, "herd: %s\n", err);
+    free(err);
+    free(dbpath);
+    return HERD_EXIT_STARTUP;
+  }
+  free(dbpath);
+
+  /* Config files, then the services added over the API (from the store). */
+  struct spec_set cfgset = {0};
+  struct cfg_errors errs = {0};
+  json_t *rows = json_object();
+  store_each_service(d->store, collect_row, rows);
+  if (o->config_dir) cfg_load_dir(o->config_dir, &cfgset, &errs);
+  for (size_t i = 0; i < cfgset.n; i++) {
+    json_t *r = json_object_get(rows, cfgset.v[i]->name);
+    if (r && !strcmp(json_string_value(json_object_get(r, "source")), "api")) add_conflict(&errs, cfgset.v[i]);
+  }
+  if (errs.n) {
+    for (size_t i = 0; i < errs.n; i++) {
+      char *m = cfg_error_str(&errs.v[i]);
+      fprintf(stderr, "%s\n", m);
+      free(m);
+    }
+    fprintf(stderr, "herd: %zu config error(s); not starting\n", errs.n);
+    cfg_errors_free(&errs);
+    spec_set_free(&cfgset);
+    json_decref(rows);
+    store_close(d->store);
+    return HERD_EXIT_CONFIG;
+  }
+
+  d->loop = uv_default_loop();
+  uv_signal_init(d->loop, &d->sig_term);
+  uv_signal_init(d->loop, &d->sig_int);
+  uv_signal_init(d->loop, &d->sig_hup);
+  d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+  uv_signal_start(&d->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&d->sig_int, on_signal, SIGINT);
+  uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+  uv_prepare_init(d->loop, &d->flush);
+  d->flush.data = d;
+  uv_prepare_start(&d->flush, on_flush);
+
+  if (ctl_open(d, &err) < 0) {
+    fprintf(stderr, "herd: %s\n", err);
+    free(err);
+    d->shutting_down = true;
+    d->exit_code = HERD_EXIT_STARTUP;
+    finish(d);
+  } else {
+    log_info("herd %s listening on %s (state %s, config %s, pid %d)", HERD_VERSION, d->socket_path, d->state_dir,
+             o->config_dir ? o->config_dir : "none", (int)getpid());
+    for (size_t i = 0; i < cfgset.n; i++) {
+      struct spec *sp = cfgset.v[i];
+      cfgset.v[i] = NULL;
+      const char *w = stored_wanted(d, sp->name, rows);
+      bool up = !w || strcmp(w, "down");
+      store_put_service(d->store, sp->name, sp->source, sp->canon, up ? "up" : "down");
+      json_object_del(rows, sp->name);
+      service_create(d, sp, up);
+    }
+    const char *name;
+    json_t *r;
+    void *iter_tmp;
+    json_object_foreach_safe(rows, iter_tmp, name, r) {
+      const char *source = json_string_value(json_object_get(r, "source"));
+      if (strcmp(source, "api")) {
+        log_info("%s: no longer in the config; forgetting it", name);
+        store_del_service(d->store, name);
+        continue;
+      }
+      const char *spec = json_string_value(json_object_get(r, "spec"));
+      struct spec_set one = {0};
+      struct cfg_errors e2 = {0};
+      char *label = xasprintf("store:%s", name);
+      if (cfg_parse_text(label, spec, strlen(spec), &one, &e2) || one.n != 1) {
+        /* Keep the row: a newer herd may understand it. Say so loudly. */
+        char *m = e2.n ? cfg_error_str(&e2.v[0]) : xstrdup("unreadable spec");
+        log_error("%s: stored spec not loaded: %s", name, m);
+        free(m);
+      } else {
+        free(one.v[0]->source);
+        one.v[0]->source = xstrdup("api");
+        service_create(d, one.v[0], strcmp(json_string_value(json_object_get(r, "wanted")), "down") != 0);
+        one.v[0] = NULL;
+        one.n = 0;
+      }
+      free(label);
+      spec_set_free(&one);
+      cfg_errors_free(&e2);
+    }
+  }
+  spec_set_free(&cfgset);
+  json_decref(rows);
+
+  uv_run(d->loop, UV_RUN_DEFAULT);
+
+  store_close(d->store);
+  int rc = uv_loop_close(d->loop);
+  if (rc != 0) {
+    log_error("loop closed with open handles: %s", uv_strerror(rc));
+    uv_walk(d->loop, report_handle, NULL);
+    if (d->exit_code == 0) d->exit_code = HERD_EXIT_FAIL;
+  }
+  free(d->htab);
+  free(d->state_dir);
+  free(d->log_dir);
+  free(d->run_dir);
+  free(d->socket_path);
+  if (d->lock_fd >= 0) close(d->lock_fd);
+  return d->exit_code;
+}

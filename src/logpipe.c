@@ -1,0 +1,158 @@
+/*
+ * Service logs. A child writes into a per-service FIFO in <state>/run, opened
+ * read-write: because the child's own descriptor counts as a reader, a write never
+ * raises SIGPIPE, even when herd is dead; output waits in the pipe (up to 1 MiB)
+ * until the next herd opens the FIFO and carries on. herd copies what it reads into
+ * <state>/logs/<name>.log, rotating by size, and to any `logs -f` followers.
+ */
+#include "herd/daemon.h"
+#include "herd/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FIFO_SIZE (1024 * 1024)
+
+static void log_rotate(struct service *s) {
+  unsigned keep = s->spec->log_keep;
+  if (s->log_fd >= 0) close(s->log_fd);
+  s->log_fd = -1;
+  if (keep == 0) {
+    unlink(s->log_path);
+  } else {
+    char from[4096], to[4096];
+    for (unsigned k = keep; k >= 1; k--) {
+      if (k == 1) snprintf(from, sizeof from, "%s", s->log_path);
+      else snprintf(from, sizeof from, "%s.%u", s->log_path, k - 1);
+      snprintf(to, sizeof to, "%s.%u", s->log_path, k);
+      if (rename(from, to) < 0 && errno != ENOENT)
+        log_msg(LOG_WARN, s->spec->name, NULL, NULL, "log rotation: rename %s: %s", from, strerror(errno));
+    }
+  }
+  s->log_fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (s->log_fd < 0) log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot open %s: %s", s->log_path, strerror(errno));
+  s->log_size = 0;
+}
+
+static void log_write(struct service *s, const char *data, size_t n) {
+  if (s->log_size > 0 && s->log_size + n > s->spec->log_max_size) log_rotate(s);
+  if (s->log_fd >= 0) {
+    /* A regular file in the page cache: write(2) does not block the loop in practice. */
+    size_t off = 0;
+    while (off < n) {
+      ssize_t w = write(s->log_fd, data + off, n - off);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        break; /* disk full: the bytes still reach followers; the log has a gap */
+      }
+      off += (size_t)w;
+    }
+    s->log_size += off;
+  }
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &s->watches) {
+    struct svc_watch *w = container_of(pos, struct svc_watch, link);
+    if (w->on_log) w->on_log(w, s, data, n);
+  }
+}
+
+void logpipe_note(struct service *s, const char *fmt, ...) {
+  char msg[512], line[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char ts[32];
+  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  int n = snprintf(line, sizeof line, "[herd %s] %s\n", ts, msg);
+  if (n > 0) log_write(s, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  struct service *s = container_of((uv_pipe_t *)h, struct service, logpipe);
+  buf->base = s->d->readbuf;
+  buf->len = sizeof s->d->readbuf;
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  struct service *s = container_of((uv_pipe_t *)st, struct service, logpipe);
+  if (n > 0) log_write(s, buf->base, (size_t)n);
+  else if (n < 0 && n != UV_EAGAIN) {
+    /* Cannot happen while we hold a write end ourselves; if it does, say so. */
+    log_msg(LOG_WARN, s->spec->name, NULL, NULL, "log pipe: %s", uv_strerror((int)n));
+    uv_read_stop(st);
+  }
+}
+
+void logpipe_drain(struct service *s) {
+  int fd = -1;
+  if (!s->logpipe_init || uv_fileno((uv_handle_t *)&s->logpipe, &fd) < 0) return;
+  for (int i = 0; i < 64; i++) { /* bounded: at most 4 MiB per drain */
+    ssize_t n = read(fd, s->d->readbuf, sizeof s->d->readbuf);
+    if (n <= 0) break;
+    log_write(s, s->d->readbuf, (size_t)n);
+  }
+}
+
+int logpipe_child_fd(struct service *s) {
+  int fd = open(s->fifo_path, O_RDWR | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+int logpipe_open(struct service *s, char *err, size_t errlen) {
+  struct stat st;
+  if (lstat(s->fifo_path, &st) == 0 && !S_ISFIFO(st.st_mode)) unlink(s->fifo_path);
+  if (mkfifo(s->fifo_path, 0600) < 0 && errno != EEXIST) {
+    snprintf(err, errlen, "mkfifo %s: %s", s->fifo_path, strerror(errno));
+    return -errno;
+  }
+  /* Read-write: we are a writer too, so the reader never sees EOF between instances. */
+  int fd = open(s->fifo_path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, errlen, "open %s: %s", s->fifo_path, strerror(errno));
+    return -errno;
+  }
+  fcntl(fd, F_SETPIPE_SZ, FIFO_SIZE); /* best effort: fewer blocked writers while herd is down */
+  s->log_fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (s->log_fd < 0) {
+    snprintf(err, errlen, "open %s: %s", s->log_path, strerror(errno));
+    int e = -errno;
+    close(fd);
+    return e;
+  }
+  if (fstat(s->log_fd, &st) == 0) s->log_size = (uint64_t)st.st_size;
+  uv_pipe_init(s->d->loop, &s->logpipe, 0);
+  s->logpipe_init = true;
+  s->nhandles++;
+  int rc = uv_pipe_open(&s->logpipe, fd);
+  if (rc == 0) rc = uv_read_start((uv_stream_t *)&s->logpipe, on_alloc, on_read);
+  if (rc < 0) {
+    snprintf(err, errlen, "log pipe: %s", uv_strerror(rc));
+    return rc; /* the handle is closed by logpipe_close with the service */
+  }
+  return 0;
+}
+
+static void on_logpipe_close(uv_handle_t *h) {
+  struct service *s = container_of((uv_pipe_t *)h, struct service, logpipe);
+  s->nhandles--;
+  daemon_check_idle(s->d);
+}
+
+void logpipe_close(struct service *s) {
+  if (s->logpipe_init && !uv_is_closing((uv_handle_t *)&s->logpipe)) {
+    logpipe_drain(s);
+    uv_close((uv_handle_t *)&s->logpipe, on_logpipe_close);
+  }
+  if (s->log_fd >= 0) close(s->log_fd);
+  s->log_fd = -1;
+}

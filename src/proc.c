@@ -1,0 +1,154 @@
+/*
+ * The local backend: spawn an instance in its own session and process group, signal
+ * the group, and turn its exit into an EV_EXIT for the state machine.
+ *
+ * Each instance gets its own heap-allocated uv_process_t, so a new instance can be
+ * spawned from inside the old one's exit callback while the old handle is closing.
+ */
+#include "herd/daemon.h"
+#include "herd/log.h"
+#include "herd/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct proc {
+  uv_process_t h;
+  struct service *s;
+};
+
+static void on_proc_close(uv_handle_t *h) {
+  struct proc *p = container_of((uv_process_t *)h, struct proc, h);
+  struct service *s = p->s;
+  free(p);
+  s->nhandles--;
+  daemon_check_idle(s->d);
+}
+
+static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
+  struct proc *p = container_of(h, struct proc, h);
+  struct service *s = p->s;
+  int pid = h->pid;
+  uv_close((uv_handle_t *)h, on_proc_close);
+  if (s->proc != p) return; /* an instance we already gave up on */
+  s->proc = NULL;
+  s->pid = 0;
+  /* The leader is gone; anything left in its process group belongs to this instance
+   * and must not outlive it (a straggler could hold the port the next instance needs). */
+  if (kill(-pid, SIGKILL) == 0) log_msg(LOG_INFO, s->spec->name, NULL, NULL, "killed leftover processes of group %d", pid);
+  /* Log lines written just before exit are in the FIFO: read them before the state
+   * change so the log shows them ahead of herd's note. */
+  logpipe_drain(s);
+  if (term_signal) logpipe_note(s, "pid %d killed by signal %d (%s)", pid, term_signal, signal_name(term_signal));
+  else logpipe_note(s, "pid %d exited with code %d", pid, (int)status);
+  service_event(s, EV_EXIT, term_signal ? -1 : (int)status, term_signal, NULL);
+}
+
+static char *join_argv(char **argv) {
+  struct buf b = {0};
+  for (char **a = argv; *a; a++) buf_printf(&b, "%s%s", a == argv ? "" : " ", *a);
+  return b.data;
+}
+
+int proc_spawn(struct service *s, char *err, size_t errlen) {
+  struct daemon *d = s->d;
+  struct spec *sp = s->spec;
+  int fd = logpipe_child_fd(s);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot open log pipe: %s", strerror(-fd));
+    return fd;
+  }
+  /* Environment: herd's own, then the spec's, then herd's identity variables. */
+  size_t nenv = 0, nspec = 0;
+  while (environ[nenv]) nenv++;
+  while (sp->env && sp->env[nspec]) nspec++;
+  char **env = xcalloc(nenv + nspec + 3, sizeof *env);
+  size_t k = 0;
+  for (size_t i = 0; i < nenv; i++) {
+    bool overridden = false;
+    const char *eq = strchr(environ[i], '=');
+    size_t kl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+    for (size_t j = 0; j < nspec && !overridden; j++)
+      overridden = !strncmp(sp->env[j], environ[i], kl) && sp->env[j][kl] == '=';
+    if (!overridden && strncmp(environ[i], "HERD_", 5)) env[k++] = environ[i];
+  }
+  for (size_t j = 0; j < nspec; j++) env[k++] = sp->env[j];
+  char *e_name = xasprintf("HERD_SERVICE=%s", sp->name);
+  char *e_inst = xasprintf("HERD_ATTEMPT=%u", s->fsm.attempt);
+  env[k++] = e_name;
+  env[k++] = e_inst;
+
+  uv_stdio_container_t stdio[3] = {
+    {.flags = UV_IGNORE},
+    {.flags = UV_INHERIT_FD, .data.fd = fd},
+    {.flags = UV_INHERIT_FD, .data.fd = fd},
+  };
+  uv_process_options_t o = {
+    .exit_cb = on_exit_cb,
+    .file = sp->argv[0],
+    .args = sp->argv,
+    .env = env,
+    .cwd = sp->cwd ? sp->cwd : d->state_dir,
+    /* Own session and process group: we signal the group, and the children survive a
+     * daemon crash (they are re-adopted by the next daemon). */
+    .flags = UV_PROCESS_DETACHED,
+    .stdio_count = 3,
+    .stdio = stdio,
+  };
+  if (sp->set_uid) o.flags |= UV_PROCESS_SETUID, o.uid = sp->uid;
+  if (sp->set_gid) o.flags |= UV_PROCESS_SETGID, o.gid = sp->gid;
+
+  struct proc *p = xcalloc(1, sizeof *p);
+  p->s = s;
+  int rc = uv_spawn(d->loop, &p->h, &o);
+  close(fd);
+  free(e_name);
+  free(e_inst);
+  free(env);
+  s->nhandles++;
+  if (rc < 0) {
+    snprintf(err, errlen, "cannot start %s: %s", sp->argv[0], uv_strerror(rc));
+    /* A failed uv_spawn still initialised the handle: it must be closed. */
+    uv_close((uv_handle_t *)&p->h, on_proc_close);
+    logpipe_note(s, "%s", err);
+    return rc;
+  }
+  s->proc = p;
+  s->pid = p->h.pid;
+  s->starttime = proc_starttime(s->pid);
+  s->started_wall = now_wall();
+  s->started_mono = now_mono();
+  char *cmdline = join_argv(sp->argv);
+  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, s->pid, s->starttime, s->started_wall, cmdline);
+  free(cmdline);
+  logpipe_note(s, "started pid %d (instance %lld, attempt %u)", s->pid, (long long)s->instance, s->fsm.attempt);
+  return 0;
+}
+
+void proc_signal(struct service *s, int sig) {
+  if (s->pid <= 0) return;
+  if (kill(-s->pid, sig) < 0 && errno == ESRCH) kill(s->pid, sig);
+}
+
+uint64_t proc_starttime(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  /* comm (field 2) may hold spaces and parentheses: fields resume after the last ')'. */
+  char *p = strrchr(buf, ')');
+  if (!p) return 0;
+  p++;
+  for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
+  return p ? strtoull(p + 1, NULL, 10) : 0;
+}

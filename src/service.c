@@ -1,0 +1,322 @@
+/*
+ * The runner: a service object owns its state machine, its one timer, its log pipe
+ * and its current process; it feeds events to svc_step() and carries out the effects
+ * in order. Everything here runs on the loop thread, from loop callbacks.
+ */
+#include "herd/daemon.h"
+#include "herd/log.h"
+#include "herd/store.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t hash_name(const char *s) {
+  size_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+struct service *daemon_find(struct daemon *d, const char *name) {
+  if (!d->hcap) return NULL;
+  for (struct service *s = d->htab[hash_name(name) & (d->hcap - 1)]; s; s = s->hnext)
+    if (!strcmp(s->spec->name, name)) return s;
+  return NULL;
+}
+
+static void hash_insert(struct daemon *d, struct service *s) {
+  if (d->nservices * 2 >= d->hcap) {
+    size_t ncap = d->hcap ? d->hcap * 2 : 64;
+    struct service **nt = xcalloc(ncap, sizeof *nt);
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &d->services) {
+      struct service *x = container_of(pos, struct service, link);
+      size_t b = hash_name(x->spec->name) & (ncap - 1);
+      x->hnext = nt[b];
+      nt[b] = x;
+    }
+    free(d->htab);
+    d->htab = nt;
+    d->hcap = ncap;
+  }
+  size_t b = hash_name(s->spec->name) & (d->hcap - 1);
+  s->hnext = d->htab[b];
+  d->htab[b] = s;
+}
+
+static void hash_remove(struct daemon *d, struct service *s) {
+  struct service **pp = &d->htab[hash_name(s->spec->name) & (d->hcap - 1)];
+  while (*pp && *pp != s) pp = &(*pp)->hnext;
+  if (*pp) *pp = s->hnext;
+}
+
+static void instance_str(const struct service *s, char *buf, size_t len) {
+  if (s->pid > 0) snprintf(buf, len, "pid %d", s->pid);
+  else if (s->instance > 0) snprintf(buf, len, "instance %lld", (long long)s->instance);
+  else snprintf(buf, len, "-");
+}
+
+static void on_timer(uv_timer_t *t) {
+  struct service *s = container_of(t, struct service, timer);
+  service_event(s, EV_DEADLINE, 0, 0, NULL);
+}
+
+static void publish(struct service *s, const struct svc_fx *x) {
+  struct daemon *d = s->d;
+  double ts = now_wall();
+  snprintf(s->reason, sizeof s->reason, "%s", x->reason);
+  if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
+  int64_t id = store_event_add(d->store, ts, s->spec->name, s->instance, svc_state_name(x->from),
+                               svc_state_name(x->to), x->reason);
+  char inst[48], tr[48];
+  instance_str(s, inst, sizeof inst);
+  snprintf(tr, sizeof tr, "%s -> %s", svc_state_name(x->from), svc_state_name(x->to));
+  enum log_level lvl = (x->to == S_FAILED || x->to == S_TIMEOUT || x->to == S_UNHEALTHY) ? LOG_WARN : LOG_INFO;
+  log_msg(lvl, s->spec->name, inst, tr, "%s", x->reason);
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &s->watches) {
+    struct svc_watch *w = container_of(pos, struct svc_watch, link);
+    if (w->on_transition) w->on_transition(w, s, x->from, x->to, x->reason, id, ts);
+  }
+  list_for_each_safe(pos, tmp, &d->watches) {
+    struct svc_watch *w = container_of(pos, struct svc_watch, link);
+    if (w->on_transition) w->on_transition(w, s, x->from, x->to, x->reason, id, ts);
+  }
+}
+
+static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_err, size_t errlen, bool *spawn_failed) {
+  struct daemon *d = s->d;
+  for (int i = 0; i < fx->n; i++) {
+    const struct svc_fx *x = &fx->fx[i];
+    switch (x->type) {
+    case FX_TRANSITION:
+      publish(s, x);
+      break;
+    case FX_SPAWN:
+      if (proc_spawn(s, spawn_err, errlen) < 0) *spawn_failed = true;
+      break;
+    case FX_SIGNAL:
+      if (s->pid > 0) {
+        logpipe_note(s, "sending SIG%s to process group %d", signal_name(x->sig), s->pid);
+        proc_signal(s, x->sig);
+      }
+      break;
+    case FX_ARM: {
+      double ms = ceil((x->at - now_mono()) * 1000.0);
+      uv_timer_start(&s->timer, on_timer, ms > 0 ? (uint64_t)ms : 0, 0);
+      break;
+    }
+    case FX_DISARM:
+      uv_timer_stop(&s->timer);
+      break;
+    case FX_INSTANCE_END:
+      s->has_exit = true;
+      s->last_exit_wall = now_wall();
+      store_instance_end(d->store, s->instance, svc_state_name(x->to), s->last_code, s->last_sig, x->reason,
+                         s->last_exit_wall);
+      if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
+      break;
+    case FX_CHECKS_START:
+    case FX_CHECKS_STOP:
+      break; /* health checks arrive with the checks backend */
+    case FX__MAX:
+      break;
+    }
+  }
+}
+
+static void on_timer_close(uv_handle_t *h) {
+  struct service *s = container_of((uv_timer_t *)h, struct service, timer);
+  s->nhandles--;
+  daemon_check_idle(s->d);
+}
+
+void service_close_handles(struct service *s) {
+  if (!uv_is_closing((uv_handle_t *)&s->timer)) uv_close((uv_handle_t *)&s->timer, on_timer_close);
+  logpipe_close(s);
+}
+
+void service_free(struct service *s) {
+  spec_free(s->spec);
+  spec_free(s->next_spec);
+  free(s->fifo_path);
+  free(s->log_path);
+  free(s);
+}
+
+/* When the service is at rest: a pending spec swap or removal can go ahead. */
+static void after_step(struct service *s) {
+  if (!svc_fsm_at_rest(&s->fsm) || s->proc) return;
+  if (s->next_spec) {
+    struct spec *old = s->spec;
+    s->spec = s->next_spec;
+    s->next_spec = NULL;
+    spec_free(old);
+    spec_policy(s->spec, &s->pol);
+    if (s->start_after_swap) {
+      s->start_after_swap = false;
+      service_event(s, EV_START, 0, 0, "spec changed");
+      return;
+    }
+  }
+  if (s->removing && !s->destroyed) {
+    s->destroyed = true;
+    struct daemon *d = s->d;
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &s->watches) {
+      struct svc_watch *w = container_of(pos, struct svc_watch, link);
+      list_del(&w->link);
+      if (w->on_gone) w->on_gone(w, s);
+    }
+    hash_remove(d, s);
+    list_del(&s->link);
+    d->nservices--;
+    log_msg(LOG_INFO, s->spec->name, NULL, NULL, "removed");
+    unlink(s->fifo_path);
+    /* Freed by daemon_check_idle once its last handle has closed. */
+    list_add_tail(&d->dying, &s->link);
+    service_close_handles(s);
+  }
+  daemon_check_idle(s->d);
+}
+
+void service_event(struct service *s, svc_event_type type, int code, int sig, const char *msg) {
+  if (s->destroyed) return;
+  struct svc_event ev = {type, code, sig, msg};
+  struct svc_fx_list fx;
+  if (type == EV_EXIT) {
+    s->last_code = code;
+    s->last_sig = sig;
+  }
+  svc_step(&s->fsm, &s->pol, &ev, now_mono(), &fx);
+  char err[256] = "";
+  bool spawn_failed = false;
+  apply(s, &fx, err, sizeof err, &spawn_failed);
+  if (spawn_failed) {
+    s->last_code = -1;
+    s->last_sig = 0;
+    service_event(s, EV_SPAWN_FAILED, -1, 0, err);
+    return;
+  }
+  after_step(s);
+}
+
+void service_add_watch(struct service *s, struct svc_watch *w) { list_add_tail(&s->watches, &w->link); }
+
+struct service *service_create(struct daemon *d, struct spec *spec, bool want_up) {
+  struct service *s = xcalloc(1, sizeof *s);
+  s->d = d;
+  s->spec = spec;
+  s->log_fd = -1;
+  list_init(&s->watches);
+  spec_policy(spec, &s->pol);
+  svc_fsm_init(&s->fsm, d->seed ^ hash_name(spec->name));
+  s->fifo_path = xasprintf("%s/%s.fifo", d->run_dir, spec->name);
+  s->log_path = xasprintf("%s/%s.log", d->log_dir, spec->name);
+  uv_timer_init(d->loop, &s->timer);
+  s->nhandles = 1;
+  list_add_tail(&d->services, &s->link);
+  d->nservices++;
+  hash_insert(d, s);
+  struct store_instance last;
+  if (store_last_instance(d->store, spec->name, &last) == 0) {
+    s->instance = last.id;
+    s->fsm.attempt = last.attempt;
+    if (last.end_state) {
+      s->has_exit = true;
+      s->last_code = last.exit_code;
+      s->last_sig = last.signal;
+      s->last_exit_wall = last.ended_at;
+      if (last.reason && (!strcmp(last.end_state, "FAILED") || !strcmp(last.end_state, "TIMEOUT")))
+        snprintf(s->last_error, sizeof s->last_error, "%s", last.reason);
+    }
+  }
+  char err[256];
+  if (logpipe_open(s, err, sizeof err) < 0) {
+    snprintf(s->last_error, sizeof s->last_error, "%s", err);
+    log_msg(LOG_ERROR, spec->name, NULL, NULL, "%s", err);
+  }
+  if (want_up) service_event(s, EV_START, 0, 0, "herd started it");
+  return s;
+}
+
+void service_start(struct service *s) {
+  store_set_wanted(s->d->store, s->spec->name, "up");
+  service_event(s, EV_START, 0, 0, NULL);
+}
+
+void service_stop(struct service *s) {
+  store_set_wanted(s->d->store, s->spec->name, "down");
+  service_event(s, EV_STOP, 0, 0, NULL);
+}
+
+void service_restart(struct service *s) {
+  store_set_wanted(s->d->store, s->spec->name, "up");
+  service_event(s, EV_RESTART, 0, 0, NULL);
+}
+
+void service_remove(struct service *s) {
+  if (s->removing) return;
+  s->removing = true;
+  store_del_service(s->d->store, s->spec->name);
+  if (s->next_spec) {
+    spec_free(s->next_spec);
+    s->next_spec = NULL;
+  }
+  s->start_after_swap = false;
+  service_event(s, EV_STOP, 0, 0, "removed");
+  after_step(s);
+}
+
+bool service_replace(struct service *s, struct spec *spec) {
+  if (!strcmp(s->spec->canon, spec->canon) && !s->next_spec) {
+    spec_free(spec);
+    return false;
+  }
+  if (s->next_spec) spec_free(s->next_spec);
+  s->next_spec = spec;
+  if (s->fsm.proc_alive) {
+    s->start_after_swap = s->fsm.want_up;
+    service_event(s, EV_STOP, 0, 0, "spec changed");
+  } else {
+    bool up = s->fsm.want_up;
+    if (s->fsm.state == S_BACKOFF || s->fsm.state == S_PENDING) service_event(s, EV_STOP, 0, 0, "spec changed");
+    s->start_after_swap = up;
+    after_step(s);
+  }
+  return true;
+}
+
+json_t *service_json(struct service *s) {
+  struct spec *sp = s->spec;
+  double now = now_mono();
+  json_t *o = json_object();
+  json_object_set_new(o, "name", json_string(sp->name));
+  json_object_set_new(o, "state", json_string(svc_state_name(s->fsm.state)));
+  json_object_set_new(o, "wanted", json_string(s->fsm.want_up ? "up" : "down"));
+  json_object_set_new(o, "reason", json_string(s->reason));
+  json_object_set_new(o, "since", json_real(now_wall() - (now - s->fsm.since)));
+  json_object_set_new(o, "instance", s->instance ? json_integer(s->instance) : json_null());
+  json_object_set_new(o, "attempt", json_integer(s->fsm.attempt));
+  json_object_set_new(o, "pid", s->pid > 0 ? json_integer(s->pid) : json_null());
+  json_object_set_new(o, "uptime", s->pid > 0 ? json_real(now - s->started_mono) : json_null());
+  json_object_set_new(o, "restarts", json_integer(s->fsm.restarts));
+  if (s->has_exit) {
+    json_t *e = json_object();
+    json_object_set_new(e, "code", s->last_code >= 0 ? json_integer(s->last_code) : json_null());
+    json_object_set_new(e, "signal", s->last_sig > 0 ? json_integer(s->last_sig) : json_null());
+    json_object_set_new(e, "at", json_real(s->last_exit_wall));
+    json_object_set_new(o, "last_exit", e);
+  } else {
+    json_object_set_new(o, "last_exit", json_null());
+  }
+  json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
+  json_object_set_new(o, "source", json_string(sp->source));
+  json_t *tags = json_array();
+  for (char **t = sp->tags; t && *t; t++) json_array_append_new(tags, json_string(*t));
+  json_object_set_new(o, "tags", tags);
+  json_object_set_new(o, "log", json_string(s->log_path));
+  json_object_set_new(o, "spec", json_incref(sp->json));
+  if (s->next_spec) json_object_set_new(o, "pending_spec", json_incref(s->next_spec->json));
+  return o;
+}

@@ -1,0 +1,290 @@
+/* The SQLite store (see store.h). */
+#include "herd/store.h"
+
+#include "herd/log.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STORE_SCHEMA 1
+#define STORE_KEEP_EVENTS 200000
+
+struct store {
+  sqlite3 *db;
+  bool in_txn;
+  int64_t next_event, next_instance;
+  char last_error[256];
+  sqlite3_stmt *put_service, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add, *ev_list,
+      *ev_list_svc;
+};
+
+static const char schema[] =
+  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+  "CREATE TABLE IF NOT EXISTS services(name TEXT PRIMARY KEY, source TEXT NOT NULL, spec TEXT NOT NULL,"
+  "  wanted TEXT NOT NULL);"
+  "CREATE TABLE IF NOT EXISTS instances(id INTEGER PRIMARY KEY, service TEXT NOT NULL, attempt INTEGER NOT NULL,"
+  "  pid INTEGER, starttime INTEGER, cmdline TEXT, started_at REAL NOT NULL, ended_at REAL, end_state TEXT,"
+  "  exit_code INTEGER, signal INTEGER, reason TEXT);"
+  "CREATE INDEX IF NOT EXISTS instances_service ON instances(service, id);"
+  "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, ts REAL NOT NULL, service TEXT NOT NULL,"
+  "  instance INTEGER, from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL);";
+
+static void note_error(struct store *st, const char *what) {
+  snprintf(st->last_error, sizeof st->last_error, "%s: %s", what, sqlite3_errmsg(st->db));
+  log_error("store: %s", st->last_error);
+}
+
+static void begin(struct store *st) {
+  if (st->in_txn) return;
+  if (sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) note_error(st, "begin");
+  else st->in_txn = true;
+}
+
+void store_flush(struct store *st) {
+  if (!st || !st->in_txn) return;
+  st->in_txn = false;
+  if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    note_error(st, "commit");
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+  }
+}
+
+static int prep(struct store *st, sqlite3_stmt **s, const char *sql) {
+  return sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL);
+}
+
+static int64_t scalar(struct store *st, const char *sql) {
+  sqlite3_stmt *s;
+  int64_t v = 0;
+  if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) return -1;
+  if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  return v;
+}
+
+int store_open(const char *path, struct store **out, char **err) {
+  struct store *st = xcalloc(1, sizeof *st);
+  int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    *err = xasprintf("cannot open store %s: %s", path, st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+    goto fail;
+  }
+  sqlite3_busy_timeout(st->db, 2000);
+  /* Is this herd's store? A foreign or corrupt file is an error, never a silent reset. */
+  sqlite3_stmt *s = NULL;
+  rc = sqlite3_prepare_v2(st->db, "SELECT count(*) FROM sqlite_master", -1, &s, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(s);
+  int64_t ntables = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+  sqlite3_finalize(s);
+  if (ntables < 0) {
+    *err = xasprintf("store %s is not a readable SQLite database (%s); move it aside to start afresh", path,
+                     sqlite3_errmsg(st->db));
+    goto fail;
+  }
+  if (ntables > 0) {
+    rc = sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key='app'", -1, &s, NULL);
+    bool ours = rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW &&
+                !strcmp((const char *)sqlite3_column_text(s, 0), "herd");
+    sqlite3_finalize(s);
+    if (!ours) {
+      *err = xasprintf("%s is a SQLite database but not herd's store; refusing to touch it", path);
+      goto fail;
+    }
+    int64_t ver = scalar(st, "SELECT value FROM meta WHERE key='schema'");
+    if (ver != STORE_SCHEMA) {
+      *err = xasprintf("store %s has schema %lld; this herd understands %d", path, (long long)ver, STORE_SCHEMA);
+      goto fail;
+    }
+    if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check", -1, &s, NULL) == SQLITE_OK) {
+      rc = sqlite3_step(s);
+      bool ok = rc == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(s, 0), "ok");
+      sqlite3_finalize(s);
+      if (!ok) {
+        *err = xasprintf("store %s is corrupt (integrity check failed); move it aside to start afresh", path);
+        goto fail;
+      }
+    }
+  }
+  char *msg = NULL;
+  if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) != SQLITE_OK ||
+      sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
+      sqlite3_exec(st->db,
+                   "INSERT OR IGNORE INTO meta VALUES('app','herd');"
+                   "INSERT OR IGNORE INTO meta VALUES('schema','1');",
+                   NULL, NULL, &msg) != SQLITE_OK) {
+    *err = xasprintf("cannot initialise store %s: %s", path, msg ? msg : sqlite3_errmsg(st->db));
+    sqlite3_free(msg);
+    goto fail;
+  }
+  if (prep(st, &st->put_service, "INSERT OR REPLACE INTO services(name,source,spec,wanted) VALUES(?,?,?,?)") ||
+      prep(st, &st->set_wanted, "UPDATE services SET wanted=? WHERE name=?") ||
+      prep(st, &st->del_service, "DELETE FROM services WHERE name=?") ||
+      prep(st, &st->inst_start,
+           "INSERT INTO instances(id,service,attempt,pid,starttime,started_at,cmdline) VALUES(?,?,?,?,?,?,?)") ||
+      prep(st, &st->inst_end,
+           "UPDATE instances SET end_state=?,exit_code=?,signal=?,reason=?,ended_at=? WHERE id=?") ||
+      prep(st, &st->last_inst,
+           "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline "
+           "FROM instances WHERE service=? ORDER BY id DESC LIMIT 1") ||
+      prep(st, &st->ev_add, "INSERT INTO events(id,ts,service,instance,from_state,to_state,reason) VALUES(?,?,?,?,?,?,?)") ||
+      prep(st, &st->ev_list, "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? ORDER BY id LIMIT ?") ||
+      prep(st, &st->ev_list_svc,
+           "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? AND service=? ORDER BY id LIMIT ?")) {
+    *err = xasprintf("cannot prepare store statements: %s", sqlite3_errmsg(st->db));
+    goto fail;
+  }
+  st->next_event = scalar(st, "SELECT coalesce(max(id),0) FROM events") + 1;
+  st->next_instance = scalar(st, "SELECT coalesce(max(id),0) FROM instances") + 1;
+  /* Bound the history: keep the newest events only. */
+  char sql[128];
+  snprintf(sql, sizeof sql, "DELETE FROM events WHERE id < %lld", (long long)(st->next_event - STORE_KEEP_EVENTS));
+  sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+  *out = st;
+  return 0;
+fail:
+  store_close(st);
+  return -1;
+}
+
+void store_close(struct store *st) {
+  if (!st) return;
+  if (st->db) store_flush(st);
+  sqlite3_stmt **all[] = {&st->put_service, &st->set_wanted, &st->del_service, &st->inst_start, &st->inst_end,
+                          &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc};
+  for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(*all[i]);
+  if (st->db) sqlite3_close(st->db);
+  free(st);
+}
+
+static void run(struct store *st, sqlite3_stmt *s, const char *what) {
+  if (sqlite3_step(s) != SQLITE_DONE) note_error(st, what);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+}
+
+void store_each_service(struct store *st, store_service_cb cb, void *arg) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(st->db, "SELECT name,source,spec,wanted FROM services ORDER BY name", -1, &s, NULL)) return;
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    struct store_service r = {(const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+                              (const char *)sqlite3_column_text(s, 2), (const char *)sqlite3_column_text(s, 3)};
+    cb(arg, &r);
+  }
+  sqlite3_finalize(s);
+}
+
+void store_put_service(struct store *st, const char *name, const char *source, const char *spec, const char *wanted) {
+  begin(st);
+  sqlite3_bind_text(st->put_service, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st->put_service, 2, source, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st->put_service, 3, spec, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st->put_service, 4, wanted, -1, SQLITE_STATIC);
+  run(st, st->put_service, "put service");
+}
+
+void store_set_wanted(struct store *st, const char *name, const char *wanted) {
+  begin(st);
+  sqlite3_bind_text(st->set_wanted, 1, wanted, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st->set_wanted, 2, name, -1, SQLITE_STATIC);
+  run(st, st->set_wanted, "set wanted");
+}
+
+void store_del_service(struct store *st, const char *name) {
+  begin(st);
+  sqlite3_bind_text(st->del_service, 1, name, -1, SQLITE_STATIC);
+  run(st, st->del_service, "delete service");
+}
+
+int64_t store_instance_start(struct store *st, const char *service, unsigned attempt, int pid, uint64_t starttime,
+                             double started_at, const char *cmdline) {
+  begin(st);
+  int64_t id = st->next_instance++;
+  sqlite3_stmt *s = st->inst_start;
+  sqlite3_bind_int64(s, 1, id);
+  sqlite3_bind_text(s, 2, service, -1, SQLITE_STATIC);
+  sqlite3_bind_int(s, 3, (int)attempt);
+  if (pid > 0) sqlite3_bind_int(s, 4, pid);
+  if (starttime) sqlite3_bind_int64(s, 5, (int64_t)starttime);
+  sqlite3_bind_double(s, 6, started_at);
+  if (cmdline) sqlite3_bind_text(s, 7, cmdline, -1, SQLITE_STATIC);
+  run(st, s, "instance start");
+  return id;
+}
+
+void store_instance_end(struct store *st, int64_t id, const char *end_state, int code, int sig, const char *reason,
+                        double ended_at) {
+  begin(st);
+  sqlite3_stmt *s = st->inst_end;
+  sqlite3_bind_text(s, 1, end_state, -1, SQLITE_STATIC);
+  if (code >= 0) sqlite3_bind_int(s, 2, code);
+  if (sig > 0) sqlite3_bind_int(s, 3, sig);
+  sqlite3_bind_text(s, 4, reason, -1, SQLITE_STATIC);
+  sqlite3_bind_double(s, 5, ended_at);
+  sqlite3_bind_int64(s, 6, id);
+  run(st, s, "instance end");
+}
+
+int store_last_instance(struct store *st, const char *service, struct store_instance *o) {
+  sqlite3_stmt *s = st->last_inst;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, service, -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(s) != SQLITE_ROW) {
+    sqlite3_reset(s);
+    return -1;
+  }
+  memset(o, 0, sizeof *o);
+  o->id = sqlite3_column_int64(s, 0);
+  o->service = service;
+  o->attempt = (unsigned)sqlite3_column_int(s, 1);
+  o->pid = sqlite3_column_int(s, 2);
+  o->starttime = (uint64_t)sqlite3_column_int64(s, 3);
+  o->started_at = sqlite3_column_double(s, 4);
+  o->ended_at = sqlite3_column_double(s, 5);
+  o->end_state = (const char *)sqlite3_column_text(s, 6);
+  o->exit_code = sqlite3_column_type(s, 7) == SQLITE_NULL ? -1 : sqlite3_column_int(s, 7);
+  o->signal = sqlite3_column_int(s, 8);
+  o->reason = (const char *)sqlite3_column_text(s, 9);
+  o->cmdline = (const char *)sqlite3_column_text(s, 10);
+  return 0; /* the statement stays positioned so the strings stay valid */
+}
+
+int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,
+                        const char *to, const char *reason) {
+  begin(st);
+  int64_t id = st->next_event++;
+  sqlite3_stmt *s = st->ev_add;
+  sqlite3_bind_int64(s, 1, id);
+  sqlite3_bind_double(s, 2, ts);
+  sqlite3_bind_text(s, 3, service, -1, SQLITE_STATIC);
+  if (instance > 0) sqlite3_bind_int64(s, 4, instance);
+  sqlite3_bind_text(s, 5, from, -1, SQLITE_STATIC);
+  sqlite3_bind_text(s, 6, to, -1, SQLITE_STATIC);
+  sqlite3_bind_text(s, 7, reason, -1, SQLITE_STATIC);
+  run(st, s, "event");
+  return id;
+}
+
+int64_t store_last_event_id(struct store *st) { return st->next_event - 1; }
+
+void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg) {
+  sqlite3_stmt *s = service ? st->ev_list_svc : st->ev_list;
+  sqlite3_reset(s);
+  sqlite3_bind_int64(s, 1, since);
+  if (service) {
+    sqlite3_bind_text(s, 2, service, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 3, limit);
+  } else {
+    sqlite3_bind_int(s, 2, limit);
+  }
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    struct store_event e = {sqlite3_column_int64(s, 0), sqlite3_column_double(s, 1),
+                            (const char *)sqlite3_column_text(s, 2), sqlite3_column_int64(s, 3),
+                            (const char *)sqlite3_column_text(s, 4), (const char *)sqlite3_column_text(s, 5),
+                            (const char *)sqlite3_column_text(s, 6)};
+    cb(arg, &e);
+  }
+  sqlite3_reset(s);
+}
+
+const char *store_last_error(struct store *st) { return st->last_error[0] ? st->last_error : NULL; }

@@ -1,0 +1,410 @@
+/*
+ * The service state machine (see svc.h). Pure: everything it does to the world is an
+ * effect in the list it returns, so every state x event pair is tested by a table.
+ *
+ * enter() owns the side effects of entering a state (systemd's service_set_state,
+ * s6's settimeout): it disarms the old deadline, arms the new one and starts or stops
+ * health checks, so no event handler arms timers by hand.
+ */
+#include "herd/svc.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const state_names[] = {
+  [S_SUBMITTED] = "SUBMITTED", [S_PENDING] = "PENDING", [S_STARTING] = "STARTING",
+  [S_HEALTHY] = "HEALTHY",     [S_UNHEALTHY] = "UNHEALTHY", [S_STOPPING] = "STOPPING",
+  [S_STOPPED] = "STOPPED",     [S_FAILED] = "FAILED",   [S_TIMEOUT] = "TIMEOUT",
+  [S_COMPLETED] = "COMPLETED", [S_BACKOFF] = "BACKOFF", [S_UNKNOWN] = "UNKNOWN",
+};
+static_assert(sizeof state_names / sizeof state_names[0] == S__MAX, "state name table");
+
+static const char *const event_names[] = {
+  [EV_START] = "start",           [EV_STOP] = "stop",         [EV_RESTART] = "restart",
+  [EV_SPAWN_FAILED] = "spawn-failed", [EV_EXIT] = "exit",     [EV_DEADLINE] = "deadline",
+  [EV_CHECK_PASS] = "check-pass", [EV_CHECK_FAIL] = "check-fail", [EV_LOST] = "lost",
+  [EV_BLOCKED] = "blocked",
+};
+static_assert(sizeof event_names / sizeof event_names[0] == EV__MAX, "event name table");
+
+static const char *const fx_names[] = {
+  [FX_TRANSITION] = "transition", [FX_SPAWN] = "spawn",   [FX_SIGNAL] = "signal",
+  [FX_ARM] = "arm",               [FX_DISARM] = "disarm", [FX_INSTANCE_END] = "instance-end",
+  [FX_CHECKS_START] = "checks-start", [FX_CHECKS_STOP] = "checks-stop",
+};
+static_assert(sizeof fx_names / sizeof fx_names[0] == FX__MAX, "effect name table");
+
+static const char *const restart_names[] = {
+  [RESTART_ALWAYS] = "always", [RESTART_ON_FAILURE] = "on-failure", [RESTART_NEVER] = "never"};
+static_assert(sizeof restart_names / sizeof restart_names[0] == RESTART__MAX, "restart name table");
+
+const char *svc_state_name(svc_state s) { return (unsigned)s < S__MAX ? state_names[s] : "?"; }
+const char *svc_event_name(svc_event_type e) { return (unsigned)e < EV__MAX ? event_names[e] : "?"; }
+const char *svc_fx_name(svc_fx_type f) { return (unsigned)f < FX__MAX ? fx_names[f] : "?"; }
+const char *restart_policy_name(restart_policy r) { return (unsigned)r < RESTART__MAX ? restart_names[r] : "?"; }
+
+int svc_state_parse(const char *s) {
+  for (int i = 0; i < S__MAX; i++)
+    if (!strcasecmp(s, state_names[i])) return i;
+  return -1;
+}
+
+void svc_fsm_init(struct svc_fsm *f, uint64_t seed) {
+  memset(f, 0, sizeof *f);
+  f->state = S_STOPPED;
+  f->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
+}
+
+bool svc_state_running(svc_state s) { return s == S_STARTING || s == S_HEALTHY || s == S_UNHEALTHY; }
+
+bool svc_fsm_at_rest(const struct svc_fsm *f) {
+  if (f->proc_alive) return false;
+  switch (f->state) {
+  case S_STOPPED: case S_FAILED: case S_TIMEOUT: case S_COMPLETED: return true;
+  default: return false;
+  }
+}
+
+double svc_backoff_delay(const struct svc_backoff *b, unsigned fails) {
+  if (fails == 0) return 0;
+  double d = b->initial * pow(b->multiplier, (double)(fails - 1));
+  if (d > b->max) d = b->max;
+  /* A crash loop never spins, whatever the config says: from the second consecutive
+   * failure on, wait at least 100 ms, doubling, up to one second. */
+  if (fails >= 2) {
+    double floor = fmin(0.1 * pow(2.0, (double)(fails - 2)), 1.0);
+    if (d < floor) d = floor;
+  }
+  return d;
+}
+
+static double rng_unit(struct svc_fsm *f) {
+  /* xorshift64* */
+  uint64_t x = f->rng;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  f->rng = x;
+  return (double)((x * 2685821657736338717ULL) >> 11) * 0x1.0p-53;
+}
+
+static struct svc_fx *push(struct svc_fx_list *out, svc_fx_type t) {
+  /* The list is sized for the longest chain svc_step can produce; overflow is a bug. */
+  assert(out->n < SVC_FX_MAX);
+  struct svc_fx *x = &out->fx[out->n++];
+  memset(x, 0, sizeof *x);
+  x->type = t;
+  return x;
+}
+
+static void arm(struct svc_fsm *f, struct svc_fx_list *out, double at) {
+  f->deadline = at;
+  push(out, FX_ARM)->at = at;
+}
+
+static void vreason(struct svc_fx *x, const char *fmt, va_list ap) {
+  vsnprintf(x->reason, sizeof x->reason, fmt, ap);
+}
+
+struct ctx {
+  struct svc_fsm *f;
+  const struct svc_policy *p;
+  double now;
+  struct svc_fx_list *out;
+};
+
+static void enter(struct ctx *c, svc_state to, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
+  struct svc_fsm *f = c->f;
+  const struct svc_policy *p = c->p;
+  svc_state from = f->state;
+  struct svc_fx *t = push(c->out, FX_TRANSITION);
+  t->from = from;
+  t->to = to;
+  va_list ap;
+  va_start(ap, fmt);
+  vreason(t, fmt, ap);
+  va_end(ap);
+
+  if (f->deadline) {
+    f->deadline = 0;
+    push(c->out, FX_DISARM);
+  }
+  if (p->has_check && svc_state_running(from) && !svc_state_running(to)) push(c->out, FX_CHECKS_STOP);
+  f->state = to;
+  f->since = c->now;
+
+  switch (to) {
+  case S_STARTING:
+    f->pass_streak = f->fail_streak = 0;
+    f->healthy_since = 0;
+    if (p->has_check) {
+      push(c->out, FX_CHECKS_START);
+      if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
+    } else if (p->ready_after > 0) {
+      arm(f, c->out, c->now + p->ready_after);
+    } else {
+      enter(c, S_HEALTHY, "running (ready_after 0)");
+    }
+    break;
+  case S_HEALTHY:
+    if (!f->healthy_since) f->healthy_since = c->now;
+    f->fail_streak = 0;
+    break;
+  case S_UNHEALTHY:
+    f->pass_streak = 0;
+    if (p->restart_on_unhealthy) arm(f, c->out, c->now + p->unhealthy_grace);
+    break;
+  case S_STOPPING:
+  case S_TIMEOUT:
+    if (f->proc_alive) {
+      f->killed_hard = false;
+      push(c->out, FX_SIGNAL)->sig = p->stop_signal;
+      arm(f, c->out, c->now + p->stop_grace);
+    }
+    break;
+  default:
+    break;
+  }
+}
+
+static void spawn(struct ctx *c, const char *why) {
+  struct svc_fsm *f = c->f;
+  f->attempt++;
+  f->proc_alive = true;
+  f->killed_hard = false;
+  f->restart_pending = false;
+  push(c->out, FX_SPAWN);
+  enter(c, S_STARTING, "%s (attempt %u)", why, f->attempt);
+}
+
+static void instance_end(struct ctx *c, svc_state end, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void instance_end(struct ctx *c, svc_state end, const char *fmt, ...) {
+  struct svc_fx *x = push(c->out, FX_INSTANCE_END);
+  x->from = c->f->state;
+  x->to = end;
+  va_list ap;
+  va_start(ap, fmt);
+  vreason(x, fmt, ap);
+  va_end(ap);
+}
+
+/* After an instance ended in FAILED/TIMEOUT/COMPLETED: restart by policy, or rest. */
+static void apply_policy(struct ctx *c) {
+  struct svc_fsm *f = c->f;
+  const struct svc_policy *p = c->p;
+  if (f->restart_pending && f->want_up) {
+    f->restarts++;
+    spawn(c, "restart requested");
+    return;
+  }
+  f->restart_pending = false;
+  if (!f->want_up) return;
+  bool again = p->restart == RESTART_ALWAYS || (p->restart == RESTART_ON_FAILURE && f->state != S_COMPLETED);
+  if (!again) return;
+  if (f->healthy_since && c->now - f->healthy_since >= p->backoff.reset_after) f->fails = 0;
+  f->fails++;
+  f->restarts++;
+  double d = svc_backoff_delay(&p->backoff, f->fails);
+  d *= 1.0 - p->backoff.jitter * rng_unit(f);
+  if (d < 0) d = 0;
+  enter(c, S_BACKOFF, "restart %u in %.3fs", f->restarts, d);
+  arm(f, c->out, c->now + d);
+}
+
+static void describe_exit(char *buf, size_t len, const struct svc_event *ev) {
+  if (ev->sig) snprintf(buf, len, "killed by signal %d", ev->sig);
+  else if (ev->code < 0) snprintf(buf, len, "%s", ev->msg ? ev->msg : "exited (status unknown)");
+  else snprintf(buf, len, "exited with code %d", ev->code);
+}
+
+static void on_start(struct ctx *c, const struct svc_event *ev, bool restart) {
+  struct svc_fsm *f = c->f;
+  f->want_up = true;
+  switch (f->state) {
+  case S_STARTING: case S_HEALTHY: case S_UNHEALTHY:
+    if (restart) {
+      f->restart_pending = true;
+      enter(c, S_STOPPING, "restart requested");
+    }
+    break;
+  case S_STOPPING:
+    f->restart_pending = true;
+    break;
+  case S_BACKOFF: case S_PENDING:
+    if (restart) f->restarts++;
+    spawn(c, ev->msg ? ev->msg : (restart ? "restart requested" : "start requested"));
+    break;
+  case S_STOPPED: case S_FAILED: case S_TIMEOUT: case S_COMPLETED:
+    if (f->proc_alive) {
+      f->restart_pending = true; /* still being killed; start when it is gone */
+    } else {
+      f->fails = 0;
+      if (restart) f->restarts++;
+      spawn(c, ev->msg ? ev->msg : (restart ? "restart requested" : "start requested"));
+    }
+    break;
+  case S_SUBMITTED: case S_UNKNOWN: case S__MAX:
+    break;
+  }
+}
+
+static void on_stop(struct ctx *c, const struct svc_event *ev) {
+  struct svc_fsm *f = c->f;
+  f->want_up = false;
+  f->restart_pending = false;
+  const char *why = ev->msg ? ev->msg : "stop requested";
+  switch (f->state) {
+  case S_STARTING: case S_HEALTHY: case S_UNHEALTHY: case S_SUBMITTED: case S_UNKNOWN:
+    if (f->proc_alive) enter(c, S_STOPPING, "%s", why);
+    else enter(c, S_STOPPED, "%s", why);
+    break;
+  case S_BACKOFF: case S_PENDING:
+    enter(c, S_STOPPED, "%s", why);
+    break;
+  default: /* STOPPING, or at rest / being killed: nothing more to do */
+    break;
+  }
+}
+
+static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
+  struct svc_fsm *f = c->f;
+  if (!f->proc_alive) return; /* stale: no instance of ours */
+  f->proc_alive = false;
+  char what[96];
+  describe_exit(what, sizeof what, ev);
+  switch (f->state) {
+  case S_STARTING: case S_HEALTHY: case S_UNHEALTHY: case S_UNKNOWN: case S_SUBMITTED: case S_PENDING: {
+    bool clean = ev->code == 0 && ev->sig == 0;
+    svc_state end = clean ? S_COMPLETED : S_FAILED;
+    const char *when = f->state == S_STARTING ? " while starting" : "";
+    instance_end(c, end, "%s%s", what, when);
+    enter(c, end, "%s%s", what, when);
+    apply_policy(c);
+    break;
+  }
+  case S_STOPPING:
+    if (f->killed_hard) instance_end(c, S_STOPPED, "killed after %.3gs grace", c->p->stop_grace);
+    else instance_end(c, S_STOPPED, "stopped (%s)", what);
+    enter(c, S_STOPPED, "%s", f->killed_hard ? "killed with SIGKILL after grace" : what);
+    if (f->want_up && f->restart_pending) {
+      f->restarts++;
+      spawn(c, "restart requested");
+    }
+    break;
+  case S_TIMEOUT: case S_FAILED:
+    /* The instance was already declared over; now that its process is gone, the
+     * restart policy decides. */
+    if (f->deadline) {
+      f->deadline = 0;
+      push(c->out, FX_DISARM);
+    }
+    instance_end(c, f->state, "%s after %s", what, f->state == S_TIMEOUT ? "start timeout" : "failure");
+    apply_policy(c);
+    break;
+  default:
+    break;
+  }
+}
+
+static void on_deadline(struct ctx *c) {
+  struct svc_fsm *f = c->f;
+  const struct svc_policy *p = c->p;
+  f->deadline = 0;
+  switch (f->state) {
+  case S_STARTING:
+    if (p->has_check) enter(c, S_TIMEOUT, "not healthy within start_timeout %.3gs", p->start_timeout);
+    else enter(c, S_HEALTHY, "up for ready_after %.3gs", p->ready_after);
+    break;
+  case S_UNHEALTHY:
+    if (p->restart_on_unhealthy && f->proc_alive) {
+      /* Ends the instance as a failure: the restart policy and its backoff apply. */
+      enter(c, S_FAILED, "unhealthy for %.3gs", p->unhealthy_grace);
+      f->killed_hard = false;
+      push(c->out, FX_SIGNAL)->sig = p->stop_signal;
+      arm(f, c->out, c->now + p->stop_grace);
+    }
+    break;
+  case S_STOPPING: case S_TIMEOUT: case S_FAILED:
+    if (f->proc_alive) {
+      /* Grace is over: SIGKILL the group, then keep re-sending while it lingers. */
+      f->killed_hard = true;
+      push(c->out, FX_SIGNAL)->sig = 9;
+      arm(f, c->out, c->now + 5.0);
+    }
+    break;
+  case S_BACKOFF:
+    spawn(c, "backoff over");
+    break;
+  default:
+    break; /* a stale deadline */
+  }
+}
+
+static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
+  struct svc_fsm *f = c->f;
+  const struct svc_policy *p = c->p;
+  unsigned succ = p->success_threshold ? p->success_threshold : 1;
+  unsigned fail = p->failure_threshold ? p->failure_threshold : 1;
+  const char *msg = ev->msg ? ev->msg : "";
+  switch (f->state) {
+  case S_STARTING:
+  case S_UNHEALTHY:
+    if (pass) {
+      f->fail_streak = 0;
+      if (++f->pass_streak >= succ) enter(c, S_HEALTHY, "check passed %u time(s)%s%s", f->pass_streak, *msg ? ": " : "", msg);
+    } else {
+      f->pass_streak = 0;
+      f->fail_streak++;
+    }
+    break;
+  case S_HEALTHY:
+    if (pass) {
+      f->fail_streak = 0;
+    } else if (++f->fail_streak >= fail) {
+      enter(c, S_UNHEALTHY, "check failed %u time(s)%s%s", f->fail_streak, *msg ? ": " : "", msg);
+    }
+    break;
+  default:
+    break;
+  }
+}
+
+void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_event *ev, double now,
+              struct svc_fx_list *out) {
+  out->n = 0;
+  struct ctx c = {f, p, now, out};
+  switch (ev->type) {
+  case EV_START: on_start(&c, ev, false); break;
+  case EV_RESTART: on_start(&c, ev, true); break;
+  case EV_STOP: on_stop(&c, ev); break;
+  case EV_SPAWN_FAILED:
+    if (f->state == S_STARTING && f->proc_alive) {
+      f->proc_alive = false;
+      const char *m = ev->msg ? ev->msg : "spawn failed";
+      instance_end(&c, S_FAILED, "%s", m);
+      enter(&c, S_FAILED, "%s", m);
+      apply_policy(&c);
+    }
+    break;
+  case EV_EXIT: on_exit_ev(&c, ev); break;
+  case EV_DEADLINE: on_deadline(&c); break;
+  case EV_CHECK_PASS: on_check(&c, true, ev); break;
+  case EV_CHECK_FAIL: on_check(&c, false, ev); break;
+  case EV_LOST:
+    if (svc_state_running(f->state) || f->state == S_SUBMITTED || f->state == S_PENDING)
+      enter(&c, S_UNKNOWN, "%s", ev->msg ? ev->msg : "cannot observe the instance");
+    break;
+  case EV_BLOCKED:
+    f->want_up = true;
+    if (!f->proc_alive && (svc_fsm_at_rest(f) || f->state == S_BACKOFF))
+      enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "waiting");
+    break;
+  case EV__MAX:
+    break;
+  }
+}

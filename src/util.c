@@ -1,0 +1,191 @@
+/* Small helpers: time, durations, sizes, signals, names, memory, buffers. */
+#include "herd/herd.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double now_wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double now_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int duration_parse(const char *s, double *out) {
+  if (!s || !*s) return -1;
+  errno = 0;
+  char *end;
+  double v = strtod(s, &end);
+  if (errno || end == s || !isfinite(v) || v < 0) return -1;
+  while (*end == ' ') end++;
+  double mult;
+  if (*end == '\0' || !strcmp(end, "s")) mult = 1;
+  else if (!strcmp(end, "ms")) mult = 1e-3;
+  else if (!strcmp(end, "us")) mult = 1e-6;
+  else if (!strcmp(end, "m")) mult = 60;
+  else if (!strcmp(end, "h")) mult = 3600;
+  else if (!strcmp(end, "d")) mult = 86400;
+  else return -1;
+  /* Reject text like "0x10" or "1e400" that strtod accepts but nobody means. */
+  for (const char *p = s; p < end; p++)
+    if (!(isdigit((unsigned char)*p) || *p == '.' || *p == ' ')) return -1;
+  *out = v * mult;
+  return 0;
+}
+
+int size_parse(const char *s, uint64_t *out) {
+  if (!s || !*s || !isdigit((unsigned char)*s)) return -1;
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno) return -1;
+  uint64_t mult = 1;
+  if (!strcasecmp(end, "") || !strcasecmp(end, "b")) mult = 1;
+  else if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib")) mult = 1024;
+  else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib")) mult = 1024 * 1024;
+  else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib")) mult = 1024ULL * 1024 * 1024;
+  else return -1;
+  if (v > UINT64_MAX / mult) return -1;
+  *out = (uint64_t)v * mult;
+  return 0;
+}
+
+void duration_fmt(double secs, char *buf, size_t len) {
+  if (secs < 0) secs = 0;
+  if (secs < 1) {
+    snprintf(buf, len, "%dms", (int)(secs * 1000));
+    return;
+  }
+  uint64_t s = (uint64_t)secs;
+  if (s < 60) snprintf(buf, len, "%us", (unsigned)s);
+  else if (s < 3600) snprintf(buf, len, "%um%02us", (unsigned)(s / 60), (unsigned)(s % 60));
+  else if (s < 86400) snprintf(buf, len, "%uh%02um", (unsigned)(s / 3600), (unsigned)(s % 3600 / 60));
+  else snprintf(buf, len, "%ud%02uh", (unsigned)(s / 86400), (unsigned)(s % 86400 / 3600));
+}
+
+static const struct {
+  int num;
+  const char *name;
+} signals[] = {
+  {SIGHUP, "HUP"},   {SIGINT, "INT"},   {SIGQUIT, "QUIT"}, {SIGILL, "ILL"},   {SIGTRAP, "TRAP"},
+  {SIGABRT, "ABRT"}, {SIGBUS, "BUS"},   {SIGFPE, "FPE"},   {SIGKILL, "KILL"}, {SIGUSR1, "USR1"},
+  {SIGSEGV, "SEGV"}, {SIGUSR2, "USR2"}, {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"}, {SIGTERM, "TERM"},
+  {SIGCHLD, "CHLD"}, {SIGCONT, "CONT"}, {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"}, {SIGTTIN, "TTIN"},
+  {SIGTTOU, "TTOU"}, {SIGURG, "URG"},   {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"}, {SIGVTALRM, "VTALRM"},
+  {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"}, {SIGIO, "IO"},  {SIGSYS, "SYS"},
+};
+
+int signal_parse(const char *s) {
+  if (!s || !*s) return -1;
+  if (isdigit((unsigned char)*s)) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    return (*end || v <= 0 || v >= 65) ? -1 : (int)v;
+  }
+  if (!strncasecmp(s, "SIG", 3)) s += 3;
+  for (size_t i = 0; i < ARRAY_LEN(signals); i++)
+    if (!strcasecmp(s, signals[i].name)) return signals[i].num;
+  return -1;
+}
+
+const char *signal_name(int sig) {
+  for (size_t i = 0; i < ARRAY_LEN(signals); i++)
+    if (signals[i].num == sig) return signals[i].name;
+  return "?";
+}
+
+bool name_valid(const char *s) {
+  if (!s) return false;
+  size_t n = strlen(s);
+  if (n < 1 || n > 63) return false;
+  if (!(islower((unsigned char)s[0]) || isdigit((unsigned char)s[0]))) return false;
+  for (size_t i = 1; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!(islower(c) || isdigit(c) || c == '.' || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+bool glob_match(const char *pattern, const char *s) { return fnmatch(pattern, s, 0) == 0; }
+
+void *xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (!p) abort();
+  return p;
+}
+
+void *xcalloc(size_t n, size_t m) {
+  void *p = calloc(n ? n : 1, m ? m : 1);
+  if (!p) abort();
+  return p;
+}
+
+void *xrealloc(void *p, size_t n) {
+  p = realloc(p, n ? n : 1);
+  if (!p) abort();
+  return p;
+}
+
+char *xstrdup(const char *s) {
+  char *p = strdup(s ? s : "");
+  if (!p) abort();
+  return p;
+}
+
+char *xasprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *p;
+  if (vasprintf(&p, fmt, ap) < 0) abort();
+  va_end(ap);
+  return p;
+}
+
+void buf_append(struct buf *b, const void *p, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1) cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char tmp[512];
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n < sizeof tmp) {
+    buf_append(b, tmp, (size_t)n);
+    return;
+  }
+  char *big = xmalloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(big, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  buf_append(b, big, (size_t)n);
+  free(big);
+}
+
+void buf_free(struct buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
