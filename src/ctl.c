@@ -492,7 +492,12 @@ int ctl_open(struct daemon *d, char **err) {
     uv_close((uv_handle_t *)&ctl->server, on_server_close); /* frees ctl */
     return -1;
   }
-  chmod(d->socket_path, 0600);
+  if (d->has_read_gid) {
+    /* Members of --read-group may connect (and read); writes stay owner-only (403). */
+    if (chown(d->socket_path, (uid_t)-1, d->read_gid) == 0) chmod(d->socket_path, 0660);
+  } else {
+    chmod(d->socket_path, 0600);
+  }
   d->ctl = ctl;
   return 0;
 fail:
