@@ -1,1 +1,363 @@
-int main(void){return 0;}
+/*
+ * svc_step, table-driven: every state x event pair has at least one row, and the test
+ * fails if a pair is missing. A row gives the machine's starting point, the policy,
+ * the event, and the exact effects expected, written compactly:
+ *   "FROM>TO" a transition, "spawn", "sig:N", "arm", "disarm", "end:STATE" (instance
+ *   end), "chk+"/"chk-" (checks start/stop).
+ */
+#include "herd/svc.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int failures, checks;
+
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    checks++;                                              \
+    if (!(cond)) {                                         \
+      failures++;                                          \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);          \
+      printf(__VA_ARGS__);                                 \
+      printf("\n");                                        \
+    }                                                      \
+  } while (0)
+
+enum { P_PLAIN, P_CHECK, P_NEVER, P_ONFAIL, P__MAX };
+
+static struct svc_policy policy(int which) {
+  struct svc_policy p = {
+    .restart = RESTART_ALWAYS,
+    .backoff = {.initial = 1, .max = 60, .multiplier = 2, .jitter = 0, .reset_after = 60},
+    .stop_signal = 15,
+    .stop_grace = 10,
+    .start_timeout = 5,
+    .ready_after = 1,
+    .success_threshold = 1,
+    .failure_threshold = 1,
+  };
+  if (which == P_CHECK) {
+    p.has_check = true;
+    p.failure_threshold = 2;
+    p.restart_on_unhealthy = true;
+    p.unhealthy_grace = 3;
+  }
+  if (which == P_NEVER) p.restart = RESTART_NEVER;
+  if (which == P_ONFAIL) p.restart = RESTART_ON_FAILURE;
+  return p;
+}
+
+struct row {
+  svc_state from;
+  bool proc, want, deadline;
+  int pol;
+  svc_event_type ev;
+  int code;  /* EV_EXIT code (signal when negative) */
+  svc_state to;
+  const char *fx;
+  int line;
+};
+
+#define R(from, proc, want, dl, pol, ev, code, to, fx) {from, proc, want, dl, pol, ev, code, to, fx, __LINE__}
+
+static const struct row rows[] = {
+  /* SUBMITTED: a scheduler accepted the job (slurm backend) */
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_START, 0, S_SUBMITTED, ""),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "SUBMITTED>STOPPING sig:15 arm"),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_SUBMITTED, ""),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_SUBMITTED, ""),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED SUBMITTED>FAILED FAILED>BACKOFF arm"),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_SUBMITTED, ""),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_SUBMITTED, ""),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_SUBMITTED, ""),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "SUBMITTED>UNKNOWN"),
+  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_SUBMITTED, ""),
+  /* PENDING: wanted up, waiting (dependencies, queue) */
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn PENDING>STARTING arm"),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, "PENDING>STOPPED"),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn PENDING>STARTING arm"),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_PENDING, ""),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_EXIT, 1, S_PENDING, ""),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_PENDING, ""),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_PENDING, ""),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_PENDING, ""),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "PENDING>UNKNOWN"),
+  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, ""),
+  /* STARTING: never UNHEALTHY; only HEALTHY, TIMEOUT, FAILED/COMPLETED or STOPPING */
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, ""),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_RESTART, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF, "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 0, S_BACKOFF, "end:COMPLETED STARTING>COMPLETED disarm COMPLETED>BACKOFF arm"),
+  R(S_STARTING, 1, 1, 1, P_ONFAIL, EV_EXIT, 0, S_COMPLETED, "end:COMPLETED STARTING>COMPLETED disarm"),
+  R(S_STARTING, 1, 1, 1, P_NEVER, EV_EXIT, -9, S_FAILED, "end:FAILED STARTING>FAILED disarm"),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_HEALTHY, "STARTING>HEALTHY"),
+  R(S_STARTING, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_TIMEOUT, "STARTING>TIMEOUT chk- sig:15 arm"),
+  R(S_STARTING, 1, 1, 1, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, "STARTING>HEALTHY disarm"),
+  R(S_STARTING, 1, 1, 1, P_CHECK, EV_CHECK_FAIL, 0, S_STARTING, ""),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "STARTING>UNKNOWN disarm"),
+  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_BLOCKED, 0, S_STARTING, ""),
+  /* HEALTHY */
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_START, 0, S_HEALTHY, ""),
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "HEALTHY>STOPPING sig:15 arm"),
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_STOPPING, "HEALTHY>STOPPING sig:15 arm"),
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_HEALTHY, ""),
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED HEALTHY>FAILED FAILED>BACKOFF arm"),
+  R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_EXIT, 1, S_BACKOFF, "end:FAILED HEALTHY>FAILED chk- FAILED>BACKOFF arm"),
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_HEALTHY, ""),
+  R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, ""),
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_UNHEALTHY, "HEALTHY>UNHEALTHY"),
+  R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_FAIL, 0, S_HEALTHY, ""), /* threshold 2: one failure is not enough */
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "HEALTHY>UNKNOWN"),
+  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_HEALTHY, ""),
+  /* UNHEALTHY */
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_START, 0, S_UNHEALTHY, ""),
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "UNHEALTHY>STOPPING sig:15 arm"),
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_STOPPING, "UNHEALTHY>STOPPING sig:15 arm"),
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_UNHEALTHY, ""),
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED UNHEALTHY>FAILED FAILED>BACKOFF arm"),
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_UNHEALTHY, ""),
+  R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_DEADLINE, 0, S_FAILED, "UNHEALTHY>FAILED chk- sig:15 arm"),
+  R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, "UNHEALTHY>HEALTHY"),
+  R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_FAIL, 0, S_UNHEALTHY, ""),
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "UNHEALTHY>UNKNOWN"),
+  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_UNHEALTHY, ""),
+  /* STOPPING: the stop signal was sent; grace deadline armed */
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_START, 0, S_STOPPING, ""),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_STOP, 0, S_STOPPING, ""),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_RESTART, 0, S_STOPPING, ""),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPING, ""),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_EXIT, -15, S_STOPPED, "end:STOPPED STOPPING>STOPPED disarm"),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_DEADLINE, 0, S_STOPPING, "sig:9 arm"),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_CHECK_PASS, 0, S_STOPPING, ""),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_CHECK_FAIL, 0, S_STOPPING, ""),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_LOST, 0, S_STOPPING, ""),
+  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_BLOCKED, 0, S_STOPPING, ""),
+  /* STOPPED */
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, ""),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPED, ""),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_EXIT, 1, S_STOPPED, ""),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_DEADLINE, 0, S_STOPPED, ""),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_CHECK_PASS, 0, S_STOPPED, ""),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_STOPPED, ""),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_LOST, 0, S_STOPPED, ""),
+  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "STOPPED>PENDING"),
+  /* FAILED at rest (restart never) */
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_START, 0, S_STARTING, "spawn FAILED>STARTING arm"),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_STOP, 0, S_FAILED, ""),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_RESTART, 0, S_STARTING, "spawn FAILED>STARTING arm"),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_SPAWN_FAILED, 0, S_FAILED, ""),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_EXIT, 1, S_FAILED, ""),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_DEADLINE, 0, S_FAILED, ""),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_CHECK_PASS, 0, S_FAILED, ""),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_CHECK_FAIL, 0, S_FAILED, ""),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_LOST, 0, S_FAILED, ""),
+  R(S_FAILED, 0, 1, 0, P_NEVER, EV_BLOCKED, 0, S_PENDING, "FAILED>PENDING"),
+  /* FAILED while its process is being killed (unhealthy restart) */
+  R(S_FAILED, 1, 1, 1, P_CHECK, EV_EXIT, -15, S_BACKOFF, "disarm end:FAILED FAILED>BACKOFF arm"),
+  R(S_FAILED, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_FAILED, "sig:9 arm"),
+  /* TIMEOUT: declared over, process being killed */
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_START, 0, S_TIMEOUT, ""),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_STOP, 0, S_TIMEOUT, ""),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_RESTART, 0, S_TIMEOUT, ""),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_SPAWN_FAILED, 0, S_TIMEOUT, ""),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_EXIT, -15, S_BACKOFF, "disarm end:TIMEOUT TIMEOUT>BACKOFF arm"),
+  R(S_TIMEOUT, 1, 1, 1, P_NEVER, EV_EXIT, -15, S_TIMEOUT, "disarm end:TIMEOUT"),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_TIMEOUT, "sig:9 arm"),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_CHECK_PASS, 0, S_TIMEOUT, ""),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_CHECK_FAIL, 0, S_TIMEOUT, ""),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_LOST, 0, S_TIMEOUT, ""),
+  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_BLOCKED, 0, S_TIMEOUT, ""),
+  /* COMPLETED */
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_START, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_STOP, 0, S_COMPLETED, ""),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_RESTART, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_SPAWN_FAILED, 0, S_COMPLETED, ""),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_EXIT, 0, S_COMPLETED, ""),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_DEADLINE, 0, S_COMPLETED, ""),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_CHECK_PASS, 0, S_COMPLETED, ""),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_CHECK_FAIL, 0, S_COMPLETED, ""),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_LOST, 0, S_COMPLETED, ""),
+  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_BLOCKED, 0, S_PENDING, "COMPLETED>PENDING"),
+  /* BACKOFF: waiting to restart */
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPED, "BACKOFF>STOPPED disarm"),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF, ""),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, ""),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn BACKOFF>STARTING arm"),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_PASS, 0, S_BACKOFF, ""),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_FAIL, 0, S_BACKOFF, ""),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_LOST, 0, S_BACKOFF, ""),
+  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "BACKOFF>PENDING disarm"),
+  /* UNKNOWN: cannot observe; never restarts by itself */
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_START, 0, S_UNKNOWN, ""),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "UNKNOWN>STOPPING sig:15 arm"),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_UNKNOWN, ""),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_UNKNOWN, ""),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED UNKNOWN>FAILED FAILED>BACKOFF arm"),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_UNKNOWN, ""),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_UNKNOWN, ""),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_UNKNOWN, ""),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, ""),
+  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_UNKNOWN, ""),
+};
+
+static void fx_string(const struct svc_fx_list *l, char *out, size_t len) {
+  out[0] = '\0';
+  size_t n = 0;
+  for (int i = 0; i < l->n; i++) {
+    const struct svc_fx *x = &l->fx[i];
+    char one[64];
+    switch (x->type) {
+    case FX_TRANSITION: snprintf(one, sizeof one, "%s>%s", svc_state_name(x->from), svc_state_name(x->to)); break;
+    case FX_SPAWN: snprintf(one, sizeof one, "spawn"); break;
+    case FX_SIGNAL: snprintf(one, sizeof one, "sig:%d", x->sig); break;
+    case FX_ARM: snprintf(one, sizeof one, "arm"); break;
+    case FX_DISARM: snprintf(one, sizeof one, "disarm"); break;
+    case FX_INSTANCE_END: snprintf(one, sizeof one, "end:%s", svc_state_name(x->to)); break;
+    case FX_CHECKS_START: snprintf(one, sizeof one, "chk+"); break;
+    case FX_CHECKS_STOP: snprintf(one, sizeof one, "chk-"); break;
+    default: snprintf(one, sizeof one, "?"); break;
+    }
+    n += (size_t)snprintf(out + n, len - n, "%s%s", n ? " " : "", one);
+  }
+}
+
+static void test_table(void) {
+  bool covered[S__MAX][EV__MAX] = {{false}};
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    const struct row *r = &rows[i];
+    struct svc_policy p = policy(r->pol);
+    struct svc_fsm f;
+    svc_fsm_init(&f, 42);
+    f.state = r->from;
+    f.proc_alive = r->proc;
+    f.want_up = r->want;
+    f.deadline = r->deadline ? 50 : 0;
+    f.attempt = 1;
+    f.healthy_since = r->from == S_HEALTHY || r->from == S_UNHEALTHY ? 90 : 0;
+    struct svc_event ev = {r->ev, r->code >= 0 ? r->code : -1, r->code < 0 ? -r->code : 0, NULL};
+    struct svc_fx_list out;
+    svc_step(&f, &p, &ev, 100, &out);
+    char got[512];
+    fx_string(&out, got, sizeof got);
+    CHECK(f.state == r->to, "row at line %d: %s + %s: state %s, want %s", r->line, svc_state_name(r->from),
+          svc_event_name(r->ev), svc_state_name(f.state), svc_state_name(r->to));
+    CHECK(!strcmp(got, r->fx), "row at line %d: %s + %s: effects \"%s\", want \"%s\"", r->line,
+          svc_state_name(r->from), svc_event_name(r->ev), got, r->fx);
+    /* Invariants that hold after every step. */
+    CHECK(!(f.state == S_STARTING) || f.proc_alive, "row %d: STARTING without a process", r->line);
+    CHECK(!(r->from == S_STARTING && f.state == S_UNHEALTHY), "row %d: STARTING went UNHEALTHY", r->line);
+    CHECK(!(r->from == S_UNKNOWN && out.n && out.fx[0].type == FX_SPAWN), "row %d: UNKNOWN restarted", r->line);
+    covered[r->from][r->ev] = true;
+  }
+  for (int s = 0; s < S__MAX; s++)
+    for (int e = 0; e < EV__MAX; e++)
+      CHECK(covered[s][e], "no table row for %s x %s", svc_state_name(s), svc_event_name(e));
+}
+
+static void test_backoff(void) {
+  struct svc_backoff b = {.initial = 1, .max = 10, .multiplier = 2, .jitter = 0, .reset_after = 60};
+  CHECK(svc_backoff_delay(&b, 1) == 1, "first delay is initial");
+  CHECK(svc_backoff_delay(&b, 2) == 2, "second doubles");
+  CHECK(svc_backoff_delay(&b, 4) == 8, "fourth is 8");
+  CHECK(svc_backoff_delay(&b, 9) == 10, "capped at max");
+  struct svc_backoff z = {.initial = 0, .max = 0, .multiplier = 2, .jitter = 0, .reset_after = 60};
+  CHECK(svc_backoff_delay(&z, 1) == 0, "initial 0: first restart immediate");
+  CHECK(svc_backoff_delay(&z, 2) >= 0.1, "initial 0: second waits at least 100ms (no busy loop)");
+  CHECK(svc_backoff_delay(&z, 3) >= 0.2, "initial 0: third waits at least 200ms");
+  CHECK(svc_backoff_delay(&z, 50) >= 1.0, "initial 0: a long crash loop waits at least 1s");
+}
+
+/* A crash loop through svc_step: delays grow, jitter stays in bounds, reset_after resets. */
+static void test_crash_loop(void) {
+  struct svc_policy p = policy(P_PLAIN);
+  p.ready_after = 0;
+  p.backoff.jitter = 0.5;
+  struct svc_fsm f;
+  svc_fsm_init(&f, 7);
+  struct svc_fx_list out;
+  struct svc_event start = {EV_START, 0, 0, NULL}, crash = {EV_EXIT, 1, 0, NULL}, tick = {EV_DEADLINE, 0, 0, NULL};
+  double now = 1000;
+  svc_step(&f, &p, &start, now, &out);
+  CHECK(f.state == S_HEALTHY, "ready_after 0: HEALTHY at once, got %s", svc_state_name(f.state));
+  double prev = 0;
+  for (unsigned i = 1; i <= 8; i++) {
+    now += 0.01; /* crashes right away: never healthy long enough to reset */
+    svc_step(&f, &p, &crash, now, &out);
+    CHECK(f.state == S_BACKOFF, "crash %u: BACKOFF, got %s", i, svc_state_name(f.state));
+    double delay = f.deadline - now;
+    double base = svc_backoff_delay(&p.backoff, i);
+    CHECK(delay <= base + 1e-9 && delay >= base * 0.5 - 1e-9, "crash %u: delay %.3f outside [%.3f, %.3f]", i, delay,
+          base * 0.5, base);
+    CHECK(i < 3 || delay > prev * 0.5, "crash %u: delays keep growing (%.3f after %.3f)", i, delay, prev);
+    prev = delay;
+    now = f.deadline;
+    svc_step(&f, &p, &tick, now, &out);
+    CHECK(f.state == S_HEALTHY && f.attempt == i + 1, "after backoff %u: new instance, attempt %u", i, f.attempt);
+  }
+  CHECK(f.restarts == 8, "8 restarts counted, got %u", f.restarts);
+  /* Healthy for reset_after: the next failure starts the backoff over. */
+  now += p.backoff.reset_after + 1;
+  svc_step(&f, &p, &crash, now, &out);
+  CHECK(f.fails == 1 && f.deadline - now <= p.backoff.initial + 1e-9, "reset_after resets the backoff (fails=%u)", f.fails);
+}
+
+static void test_restart_and_stop(void) {
+  struct svc_policy p = policy(P_PLAIN);
+  struct svc_fsm f;
+  svc_fsm_init(&f, 1);
+  struct svc_fx_list out;
+  struct svc_event ev = {EV_START, 0, 0, NULL};
+  svc_step(&f, &p, &ev, 0, &out);
+  ev.type = EV_DEADLINE;
+  svc_step(&f, &p, &ev, 1, &out);
+  CHECK(f.state == S_HEALTHY, "up after ready_after");
+  ev.type = EV_RESTART;
+  svc_step(&f, &p, &ev, 2, &out);
+  CHECK(f.state == S_STOPPING && f.restart_pending, "restart: STOPPING with a restart pending");
+  struct svc_event ex = {EV_EXIT, -1, 15, NULL};
+  svc_step(&f, &p, &ex, 2.1, &out);
+  char got[512];
+  fx_string(&out, got, sizeof got);
+  CHECK(!strcmp(got, "end:STOPPED STOPPING>STOPPED disarm spawn STOPPED>STARTING arm"), "restart sequence: %s", got);
+  CHECK(f.attempt == 2 && f.restarts == 1, "restart counts: attempt %u restarts %u", f.attempt, f.restarts);
+  /* Stop wins over a pending restart. */
+  ev.type = EV_RESTART;
+  svc_step(&f, &p, &ev, 3, &out);
+  ev.type = EV_STOP;
+  svc_step(&f, &p, &ev, 3.1, &out);
+  svc_step(&f, &p, &ex, 3.2, &out);
+  CHECK(f.state == S_STOPPED && !f.want_up, "stop cancels the pending restart: %s", svc_state_name(f.state));
+  /* The stop deadline escalates to SIGKILL, then keeps re-sending. */
+  ev.type = EV_START;
+  svc_step(&f, &p, &ev, 4, &out);
+  ev.type = EV_STOP;
+  svc_step(&f, &p, &ev, 5, &out);
+  ev.type = EV_DEADLINE;
+  svc_step(&f, &p, &ev, 15, &out);
+  CHECK(f.killed_hard && out.n == 2 && out.fx[0].sig == 9, "grace over: SIGKILL");
+  svc_step(&f, &p, &ex, 15.1, &out);
+  CHECK(f.state == S_STOPPED, "killed: STOPPED");
+  CHECK(svc_fsm_at_rest(&f), "at rest after stop");
+}
+
+static void test_names(void) {
+  for (int s = 0; s < S__MAX; s++) CHECK(svc_state_parse(svc_state_name(s)) == s, "state name round trip %d", s);
+  CHECK(svc_state_parse("healthy") == S_HEALTHY, "state names parse case-insensitively");
+  CHECK(svc_state_parse("nope") == -1, "unknown state");
+}
+
+int main(void) {
+  test_table();
+  test_backoff();
+  test_crash_loop();
+  test_restart_and_stop();
+  test_names();
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
