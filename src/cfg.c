@@ -63,9 +63,7 @@ struct pctx {
   int nerr;
 };
 
-static void err_at(struct pctx *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void err_at(struct pctx *c, const char *field, const char *fmt, ...) {
+static void verr(struct pctx *c, const char *field, bool at_key, const char *fmt, va_list ap) {
   struct cfg_errors *e = c->errs;
   if (e->n == e->cap) {
     e->cap = e->cap ? e->cap * 2 : 8;
@@ -74,12 +72,25 @@ static void err_at(struct pctx *c, const char *field, const char *fmt, ...) {
   struct cfg_error *x = &e->v[e->n++];
   x->file = xstrdup(c->file);
   x->field = xstrdup(field);
-  jpos_find(c->text, c->len, field, &x->line, &x->col);
+  jpos_find(c->text, c->len, field, at_key, &x->line, &x->col);
+  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
+  c->nerr++;
+}
+
+static void err_at(struct pctx *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void err_at(struct pctx *c, const char *field, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
+  verr(c, field, false, fmt, ap);
   va_end(ap);
-  c->nerr++;
+}
+
+static void err_at_key(struct pctx *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void err_at_key(struct pctx *c, const char *field, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  verr(c, field, true, fmt, ap);
+  va_end(ap);
 }
 
 static const char *type_name(const json_t *v) {
@@ -170,7 +181,7 @@ static void check_keys(struct pctx *c, const char *prefix, json_t *obj, const ch
     char f[256];
     struct buf known = {0};
     for (const char *const *a = allowed; *a; a++) buf_printf(&known, "%s%s", a == allowed ? "" : ", ", *a);
-    err_at(c, FIELD(f, prefix, key), "unknown key (known keys: %s)", known.data);
+    err_at_key(c, FIELD(f, prefix, key), "unknown key (known keys: %s)", known.data);
     buf_free(&known);
   }
 }
@@ -343,6 +354,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
 
 int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs) {
   struct pctx c = {file, text, len, errs, 0};
+  size_t first = out->n;
   json_error_t je;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
@@ -380,6 +392,10 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
     if (s) spec_set_add(out, s);
   }
   json_decref(root);
+  if (c.nerr) { /* all or nothing: a document with errors yields no spec */
+    for (size_t i = first; i < out->n; i++) spec_free(out->v[i]);
+    out->n = first;
+  }
   return c.nerr;
 }
 
@@ -444,7 +460,7 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
             bool multi = json_is_object(all.v[k]->json) && len && strstr(text, "\"services\"");
             if (multi) snprintf(field, sizeof field, "services[%zu].name", idx);
             else snprintf(field, sizeof field, "name");
-            err_at(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name, all.v[j]->source);
+            err_at_key(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name, all.v[j]->source);
             break;
           }
     }

@@ -110,7 +110,7 @@ static int next_seg(const char **pp, char *key, size_t cap, long *index, bool *i
   return 1;
 }
 
-int jpos_find(const char *text, size_t len, const char *path, int *line, int *col) {
+int jpos_find(const char *text, size_t len, const char *path, bool at_key, int *line, int *col) {
   struct scan sc = {text, 0, len, 1, 1};
   ws(&sc);
   *line = sc.line;
@@ -136,13 +136,10 @@ int jpos_find(const char *text, size_t len, const char *path, int *line, int *co
         adv(&sc);
         ws(&sc);
         if (!strcmp(got, key)) {
-          /* An unknown key is best shown at the key itself; a value at the value. */
-          *line = *p ? sc.line : kl;
-          *col = *p ? sc.col : kc;
-          if (!*p) {
-            *line = kl;
-            *col = kc;
-          }
+          /* An unknown key is best shown at the key itself; a bad value at the value. */
+          bool last = !*p;
+          *line = last && at_key ? kl : sc.line;
+          *col = last && at_key ? kc : sc.col;
           found = true;
           break;
         }

@@ -43,8 +43,9 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
  */
 int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs);
 
-/** Find the 1-based line and column of the value at `path` ("a.b[2].c") in JSON text.
- *  Falls back to the deepest ancestor found. Returns 0 when the whole path was found. */
-int jpos_find(const char *text, size_t len, const char *path, int *line, int *col);
+/** Find the 1-based line and column of the value at `path` ("a.b[2].c") in JSON text,
+ *  or of its key when at_key. Falls back to the deepest ancestor found. Returns 0 when
+ *  the whole path was found. */
+int jpos_find(const char *text, size_t len, const char *path, bool at_key, int *line, int *col);
 
 #endif

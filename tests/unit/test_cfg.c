@@ -1,1 +1,127 @@
-int main(void){return 0;}
+/* Config parsing: values, defaults, and errors that name line, column and field. */
+#include "herd/cfg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures, checks;
+#define CHECK(cond, ...)                          \
+  do {                                            \
+    checks++;                                     \
+    if (!(cond)) {                                \
+      failures++;                                 \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+      printf(__VA_ARGS__);                        \
+      printf("\n");                               \
+    }                                             \
+  } while (0)
+
+/* Parse text; return the errors (caller frees) and the specs in *set. */
+static struct cfg_errors parse(const char *text, struct spec_set *set) {
+  struct cfg_errors e = {0};
+  cfg_parse_text("t.json", text, strlen(text), set, &e);
+  return e;
+}
+
+static void expect_error(const char *text, int line, int col, const char *field, const char *needle) {
+  struct spec_set set = {0};
+  struct cfg_errors e = parse(text, &set);
+  CHECK(e.n >= 1, "expected an error for %s", text);
+  if (e.n >= 1) {
+    char *s = cfg_error_str(&e.v[0]);
+    CHECK(e.v[0].line == line && e.v[0].col == col, "position %d:%d, want %d:%d (%s)", e.v[0].line, e.v[0].col, line,
+          col, s);
+    CHECK(!strcmp(e.v[0].field, field), "field \"%s\", want \"%s\" (%s)", e.v[0].field, field, s);
+    CHECK(strstr(e.v[0].msg, needle) != NULL, "message \"%s\" lacks \"%s\"", e.v[0].msg, needle);
+    CHECK(!strncmp(s, "t.json:", 7), "error names the file: %s", s);
+    free(s);
+  }
+  CHECK(set.n == 0, "no spec from an invalid document");
+  cfg_errors_free(&e);
+  spec_set_free(&set);
+}
+
+static void test_errors(void) {
+  expect_error("{\"name\": \"a\",\n \"command\": [\"x\"],\n \"comand\": 1}", 3, 2, "comand", "unknown key");
+  expect_error("{\"name\": \"a\",\n \"command\": [\"x\"],\n \"stop\": {\"grace\": \"5 parsecs\"}}", 3, 20, "stop.grace",
+               "expected a duration");
+  expect_error("{\"services\": [\n  {\"name\": \"ok\", \"command\": [\"x\"]},\n  {\"name\": \"Bad Name\", \"command\": [\"x\"]}\n]}", 3,
+               12, "services[1].name", "not a valid name");
+  expect_error("{\"name\": \"a\", \"command\": \"sleep 1\"}", 1, 26, "command", "argv array");
+  expect_error("{\"name\": \"a\"}", 1, 1, "", "missing required key \"command\"");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"restart\": \"sometimes\"}", 1, 44, "restart", "on-failure");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"],\n\"backoff\": {\"initial\": 5, \"max\": 1}}", 2, 34, "backoff.max",
+               "less than initial");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\", 3]}", 1, 32, "command[1]", "expected a string");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"log\": {\"max_size\": \"lots\"}}", 1, 53, "log.max_size", "size");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"user\": \"no-such-user-herd\"}", 1, 41, "user", "no such user");
+  /* Syntax errors: jansson's own position. */
+  expect_error("{\"name\": \"a\",\n \"command\": [\"x\",]\n}", 2, 18, "", "invalid JSON");
+  expect_error("{\"name\": \"a\", \"name\": \"b\", \"command\": [\"x\"]}", 1, 20, "", "duplicate");
+}
+
+static void test_all_errors_listed(void) {
+  struct spec_set set = {0};
+  struct cfg_errors e = parse("{\"services\": [{\"name\": \"a\", \"command\": [], \"ready_after\": -1},"
+                              " {\"nme\": \"b\", \"command\": [\"x\"]}]}", &set);
+  CHECK(e.n == 4, "every error is listed, got %zu", e.n); /* empty command, negative duration, unknown key, missing name */
+  cfg_errors_free(&e);
+  spec_set_free(&set);
+}
+
+static void test_values(void) {
+  struct spec_set set = {0};
+  struct cfg_errors e = parse("{\"name\": \"web.1\", \"command\": [\"/bin/sleep\", \"5\"], \"env\": {\"A\": \"1\", \"N\": 2},"
+                              " \"restart\": \"on-failure\", \"backoff\": {\"initial\": \"250ms\", \"max\": \"2m\", \"jitter\": 0},"
+                              " \"stop\": {\"signal\": \"INT\", \"grace\": 1.5}, \"ready_after\": 0, \"tags\": [\"x\"],"
+                              " \"log\": {\"max_size\": \"1M\", \"keep\": 2}}", &set);
+  CHECK(e.n == 0, "valid spec parses (%zu errors)", e.n);
+  if (set.n == 1) {
+    struct spec *s = set.v[0];
+    CHECK(!strcmp(s->name, "web.1"), "name");
+    CHECK(!strcmp(s->argv[0], "/bin/sleep") && !strcmp(s->argv[1], "5") && !s->argv[2], "argv");
+    CHECK(!strcmp(s->env[0], "A=1") && !strcmp(s->env[1], "N=2"), "env");
+    CHECK(s->restart == RESTART_ON_FAILURE, "restart");
+    CHECK(s->backoff.initial == 0.25 && s->backoff.max == 120 && s->backoff.multiplier == 2, "backoff");
+    CHECK(s->stop_signal == 2 && s->stop_grace == 1.5, "stop");
+    CHECK(s->ready_after == 0 && s->start_timeout == 60, "durations and defaults");
+    CHECK(spec_has_tag(s, "x") && !spec_has_tag(s, "y"), "tags");
+    CHECK(s->log_max_size == 1024 * 1024 && s->log_keep == 2, "log");
+    CHECK(s->canon && strstr(s->canon, "\"name\":\"web.1\""), "canonical form");
+  } else {
+    CHECK(0, "one spec expected, got %zu", set.n);
+  }
+  cfg_errors_free(&e);
+  spec_set_free(&set);
+}
+
+static void test_scalars(void) {
+  double d;
+  CHECK(duration_parse("250ms", &d) == 0 && d == 0.25, "250ms");
+  CHECK(duration_parse("2m", &d) == 0 && d == 120, "2m");
+  CHECK(duration_parse("1.5", &d) == 0 && d == 1.5, "1.5");
+  CHECK(duration_parse("1h", &d) == 0 && d == 3600, "1h");
+  CHECK(duration_parse("-1s", &d) < 0, "negative");
+  CHECK(duration_parse("5 parsecs", &d) < 0, "unit");
+  CHECK(duration_parse("0x10", &d) < 0, "hex");
+  CHECK(duration_parse("", &d) < 0, "empty");
+  uint64_t z;
+  CHECK(size_parse("10M", &z) == 0 && z == 10485760, "10M");
+  CHECK(size_parse("512k", &z) == 0 && z == 524288, "512k");
+  CHECK(size_parse("x", &z) < 0, "bad size");
+  CHECK(name_valid("a") && name_valid("web-1.x_y") && !name_valid("") && !name_valid("A") && !name_valid("-a") &&
+          !name_valid("a b") && !name_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        "names");
+  CHECK(signal_parse("TERM") == 15 && signal_parse("SIGKILL") == 9 && signal_parse("9") == 9 && signal_parse("FOO") < 0,
+        "signals");
+}
+
+int main(void) {
+  test_errors();
+  test_all_errors_listed();
+  test_values();
+  test_scalars();
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures ? 1 : 0;
+}
