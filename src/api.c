@@ -50,10 +50,12 @@ void api_dispatch(struct daemon *d, struct conn *c, struct request *r) {
     e->api(d, c, r, name);
     return;
   }
-  if (path_known) conn_error(c, 405, "method_not_allowed", NULL, "%s is not allowed on %s", r->method, r->path);
+  if (path_known)
+    conn_error(c, 405, "method_not_allowed", NULL, "%s is not allowed on %s", r->method, r->path);
   else if (strncmp(r->path, "/v1/", 4) && strncmp(r->path, "/v", 2) == 0)
     conn_error(c, 404, "api_version", NULL, "this daemon speaks API version %d (paths under /v1/)", HERD_API_VERSION);
-  else conn_error(c, 404, "not_found", NULL, "no route for %s %s", r->method, r->path);
+  else
+    conn_error(c, 404, "not_found", NULL, "no route for %s %s", r->method, r->path);
 }
 
 static struct service *find_or_404(struct daemon *d, struct conn *c, const char *name) {
@@ -104,7 +106,6 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
   conn_reply(c, 200, json_pack("{s:o}", "services", a));
 }
 
-
 static void reply_spec_errors(struct conn *c, struct cfg_errors *errs) {
   char *first = cfg_error_str(&errs->v[0]);
   conn_error(c, 422, "invalid_spec", json_pack("{s:o}", "errors", cfg_errors_json(errs)), "%s", first);
@@ -115,8 +116,10 @@ void api_add(struct daemon *d, struct conn *c, struct request *r, const char *un
   struct spec_set set = {0};
   struct cfg_errors errs = {0};
   if (cfg_parse_text("request body", r->body, r->body_len, &set, &errs) || set.n == 0) {
-    if (errs.n) reply_spec_errors(c, &errs);
-    else conn_error(c, 422, "invalid_spec", NULL, "no service in the request body");
+    if (errs.n)
+      reply_spec_errors(c, &errs);
+    else
+      conn_error(c, 422, "invalid_spec", NULL, "no service in the request body");
     goto out;
   }
   for (size_t i = 0; i < set.n; i++) {
@@ -153,14 +156,17 @@ void api_replace(struct daemon *d, struct conn *c, struct request *r, const char
   struct service *s = find_or_404(d, c, name);
   if (!s) return;
   if (strcmp(s->spec->source, "api")) {
-    conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: edit that file and reload", name, s->spec->source);
+    conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: edit that file and reload", name,
+               s->spec->source);
     return;
   }
   struct spec_set set = {0};
   struct cfg_errors errs = {0};
   if (cfg_parse_text("request body", r->body, r->body_len, &set, &errs) || set.n != 1) {
-    if (errs.n) reply_spec_errors(c, &errs);
-    else conn_error(c, 422, "invalid_spec", NULL, "PUT takes exactly one service");
+    if (errs.n)
+      reply_spec_errors(c, &errs);
+    else
+      conn_error(c, 422, "invalid_spec", NULL, "PUT takes exactly one service");
     goto out;
   }
   if (strcmp(set.v[0]->name, name)) {
@@ -184,7 +190,8 @@ void api_delete(struct daemon *d, struct conn *c, struct request *r, const char 
   struct service *s = find_or_404(d, c, name);
   if (!s) return;
   if (strcmp(s->spec->source, "api")) {
-    conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: remove it there and reload", name, s->spec->source);
+    conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: remove it there and reload", name,
+               s->spec->source);
     return;
   }
   const char *state = svc_state_name(s->fsm.state);
@@ -223,7 +230,8 @@ static void waiter_answer(struct waiter *wt, int st) {
   struct service *s = wt->s;
   json_t *svc = service_json(s);
   waiter_free(wt);
-  if (st > 0) conn_reply(c, 200, json_pack("{s:o}", "service", svc));
+  if (st > 0)
+    conn_reply(c, 200, json_pack("{s:o}", "service", svc));
   else
     conn_error(c, 409, "not_reached", json_pack("{s:o}", "service", svc), "%s is %s and will not become HEALTHY: %s",
                s->spec->name, svc_state_name(s->fsm.state), s->last_error[0] ? s->last_error : s->reason);
@@ -264,9 +272,12 @@ static void act(struct daemon *d, struct conn *c, struct request *r, const char 
   const char *tmo = req_query(r, "timeout", tbuf, sizeof tbuf);
   int target = default_target;
   if (wait && *wait) {
-    if (!strcmp(wait, "healthy")) target = WAIT_HEALTHY;
-    else if (!strcmp(wait, "stopped")) target = WAIT_STOPPED;
-    else if (!strcmp(wait, "1") || !strcmp(wait, "true")) target = default_target;
+    if (!strcmp(wait, "healthy"))
+      target = WAIT_HEALTHY;
+    else if (!strcmp(wait, "stopped"))
+      target = WAIT_STOPPED;
+    else if (!strcmp(wait, "1") || !strcmp(wait, "true"))
+      target = default_target;
     else {
       conn_error(c, 400, "bad_wait", NULL, "wait must be \"healthy\" or \"stopped\"");
       return;
@@ -287,7 +298,8 @@ static void act(struct daemon *d, struct conn *c, struct request *r, const char 
     struct waiter tmp = {.c = c, .s = s, .target = target};
     list_init(&tmp.w.link);
     json_t *svc = service_json(s);
-    if (st > 0) conn_reply(c, 200, json_pack("{s:o}", "service", svc));
+    if (st > 0)
+      conn_reply(c, 200, json_pack("{s:o}", "service", svc));
     else
       conn_error(c, 409, "not_reached", json_pack("{s:o}", "service", svc), "%s is %s and will not become HEALTHY: %s",
                  s->spec->name, svc_state_name(s->fsm.state), s->last_error[0] ? s->last_error : s->reason);

@@ -35,8 +35,8 @@ json_t *cfg_errors_json(const struct cfg_errors *e) {
   json_t *a = json_array();
   for (size_t i = 0; i < e->n; i++) {
     const struct cfg_error *x = &e->v[i];
-    json_array_append_new(a, json_pack("{s:s,s:i,s:i,s:s,s:s}", "file", x->file, "line", x->line, "column",
-                                       x->col, "field", x->field ? x->field : "", "message", x->msg));
+    json_array_append_new(a, json_pack("{s:s,s:i,s:i,s:s,s:s}", "file", x->file, "line", x->line, "column", x->col,
+                                       "field", x->field ? x->field : "", "message", x->msg));
   }
   return a;
 }
@@ -98,8 +98,10 @@ static const char *type_name(const json_t *v) {
   case JSON_OBJECT: return "an object";
   case JSON_ARRAY: return "an array";
   case JSON_STRING: return "a string";
-  case JSON_INTEGER: case JSON_REAL: return "a number";
-  case JSON_TRUE: case JSON_FALSE: return "a boolean";
+  case JSON_INTEGER:
+  case JSON_REAL: return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "a boolean";
   default: return "null";
   }
 }
@@ -186,9 +188,9 @@ static void check_keys(struct pctx *c, const char *prefix, json_t *obj, const ch
   }
 }
 
-static const char *const service_keys[] = {"name", "command", "env", "cwd", "user", "group", "restart",
-                                           "backoff", "stop", "start_timeout", "ready_after", "tags", "log",
-                                           NULL};
+static const char *const service_keys[] = {"name",        "command", "env",     "cwd",  "user",
+                                           "group",       "restart", "backoff", "stop", "start_timeout",
+                                           "ready_after", "tags",    "log",     NULL};
 static const char *const backoff_keys[] = {"initial", "max", "multiplier", "jitter", "reset_after", NULL};
 static const char *const stop_keys[] = {"signal", "grace", NULL};
 static const char *const log_keys[] = {"max_size", "keep", NULL};
@@ -222,10 +224,14 @@ static void parse_stop(struct pctx *c, const char *prefix, json_t *o, struct spe
   json_t *v;
   if ((v = json_object_get(o, "signal"))) {
     int sig = -1;
-    if (json_is_string(v)) sig = signal_parse(json_string_value(v));
-    else if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < 65) sig = (int)json_integer_value(v);
-    if (sig <= 0) err_at(c, FIELD(f, prefix, "signal"), "expected a signal name such as \"TERM\" or \"INT\"");
-    else s->stop_signal = sig;
+    if (json_is_string(v))
+      sig = signal_parse(json_string_value(v));
+    else if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < 65)
+      sig = (int)json_integer_value(v);
+    if (sig <= 0)
+      err_at(c, FIELD(f, prefix, "signal"), "expected a signal name such as \"TERM\" or \"INT\"");
+    else
+      s->stop_signal = sig;
   }
   if ((v = json_object_get(o, "grace"))) get_duration(c, FIELD(f, prefix, "grace"), v, &s->stop_grace);
 }
@@ -241,11 +247,17 @@ static void parse_log(struct pctx *c, const char *prefix, json_t *o, struct spec
   if ((v = json_object_get(o, "max_size"))) {
     uint64_t sz = 0;
     int bad = 0;
-    if (json_is_integer(v) && json_integer_value(v) > 0) sz = (uint64_t)json_integer_value(v);
-    else if (json_is_string(v)) bad = size_parse(json_string_value(v), &sz);
-    else bad = 1;
-    if (bad || sz < 1024) err_at(c, FIELD(f, prefix, "max_size"), "expected a size of at least 1024 bytes (a number of bytes, or \"512K\", \"10M\", \"1G\")");
-    else s->log_max_size = sz;
+    if (json_is_integer(v) && json_integer_value(v) > 0)
+      sz = (uint64_t)json_integer_value(v);
+    else if (json_is_string(v))
+      bad = size_parse(json_string_value(v), &sz);
+    else
+      bad = 1;
+    if (bad || sz < 1024)
+      err_at(c, FIELD(f, prefix, "max_size"),
+             "expected a size of at least 1024 bytes (a number of bytes, or \"512K\", \"10M\", \"1G\")");
+    else
+      s->log_max_size = sz;
   }
   if ((v = json_object_get(o, "keep"))) {
     double k;
@@ -277,16 +289,19 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   check_keys(c, prefix, o, service_keys);
   json_t *v;
 
-  if (!(v = json_object_get(o, "name"))) err_at(c, prefix, "missing required key \"name\"");
+  if (!(v = json_object_get(o, "name")))
+    err_at(c, prefix, "missing required key \"name\"");
   else if (get_string(c, FIELD(f, prefix, "name"), v, &s->name) == 0 && !name_valid(s->name))
     err_at(c, FIELD(f, prefix, "name"), "\"%s\" is not a valid name: use [a-z0-9][a-z0-9._-]{0,62}", s->name);
 
-  if (!(v = json_object_get(o, "command"))) err_at(c, prefix, "missing required key \"command\" (an argv array)");
+  if (!(v = json_object_get(o, "command")))
+    err_at(c, prefix, "missing required key \"command\" (an argv array)");
   else if (json_is_string(v))
     err_at(c, FIELD(f, prefix, "command"),
            "expected an argv array such as [\"/usr/bin/python3\", \"app.py\"]; write [\"/bin/sh\", \"-c\", \"...\"] "
            "if you want a shell");
-  else s->argv = get_strv(c, FIELD(f, prefix, "command"), v, true);
+  else
+    s->argv = get_strv(c, FIELD(f, prefix, "command"), v, true);
 
   if ((v = json_object_get(o, "env"))) {
     if (!json_is_object(v)) {
@@ -299,13 +314,16 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
       json_object_foreach(v, key, x) {
         char ef[300];
         snprintf(ef, sizeof ef, "%s%senv.%s", prefix, *prefix ? "." : "", key);
-        if (!*key || strchr(key, '=')) err_at(c, ef, "not a valid environment variable name");
-        else if (json_is_string(x)) s->env[k++] = xasprintf("%s=%s", key, json_string_value(x));
+        if (!*key || strchr(key, '='))
+          err_at(c, ef, "not a valid environment variable name");
+        else if (json_is_string(x))
+          s->env[k++] = xasprintf("%s=%s", key, json_string_value(x));
         else if (json_is_number(x)) {
           char *num = json_dumps(x, JSON_ENCODE_ANY);
           s->env[k++] = xasprintf("%s=%s", key, num);
           free(num);
-        } else err_at(c, ef, "expected a string, got %s", type_name(x));
+        } else
+          err_at(c, ef, "expected a string, got %s", type_name(x));
       }
     }
   }
@@ -315,7 +333,8 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   }
   if ((v = json_object_get(o, "user")) && get_string(c, FIELD(f, prefix, "user"), v, &s->user) == 0) {
     struct passwd *pw = getpwnam(s->user);
-    if (!pw) err_at(c, FIELD(f, prefix, "user"), "no such user \"%s\"", s->user);
+    if (!pw)
+      err_at(c, FIELD(f, prefix, "user"), "no such user \"%s\"", s->user);
     else {
       s->uid = pw->pw_uid;
       s->set_uid = true;
@@ -324,19 +343,26 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   }
   if ((v = json_object_get(o, "group")) && get_string(c, FIELD(f, prefix, "group"), v, &s->group) == 0) {
     struct group *gr = getgrnam(s->group);
-    if (!gr) err_at(c, FIELD(f, prefix, "group"), "no such group \"%s\"", s->group);
-    else s->gid = gr->gr_gid, s->set_gid = true;
+    if (!gr)
+      err_at(c, FIELD(f, prefix, "group"), "no such group \"%s\"", s->group);
+    else
+      s->gid = gr->gr_gid, s->set_gid = true;
   }
   if ((v = json_object_get(o, "restart"))) {
     const char *r = json_string_value(v);
-    if (r && !strcmp(r, "always")) s->restart = RESTART_ALWAYS;
-    else if (r && !strcmp(r, "on-failure")) s->restart = RESTART_ON_FAILURE;
-    else if (r && !strcmp(r, "never")) s->restart = RESTART_NEVER;
-    else err_at(c, FIELD(f, prefix, "restart"), "expected \"always\", \"on-failure\" or \"never\"");
+    if (r && !strcmp(r, "always"))
+      s->restart = RESTART_ALWAYS;
+    else if (r && !strcmp(r, "on-failure"))
+      s->restart = RESTART_ON_FAILURE;
+    else if (r && !strcmp(r, "never"))
+      s->restart = RESTART_NEVER;
+    else
+      err_at(c, FIELD(f, prefix, "restart"), "expected \"always\", \"on-failure\" or \"never\"");
   }
   if ((v = json_object_get(o, "backoff"))) parse_backoff(c, FIELD(f, prefix, "backoff"), v, s);
   if ((v = json_object_get(o, "stop"))) parse_stop(c, FIELD(f, prefix, "stop"), v, s);
-  if ((v = json_object_get(o, "start_timeout"))) get_duration(c, FIELD(f, prefix, "start_timeout"), v, &s->start_timeout);
+  if ((v = json_object_get(o, "start_timeout")))
+    get_duration(c, FIELD(f, prefix, "start_timeout"), v, &s->start_timeout);
   if ((v = json_object_get(o, "ready_after"))) get_duration(c, FIELD(f, prefix, "ready_after"), v, &s->ready_after);
   if ((v = json_object_get(o, "tags"))) s->tags = get_strv(c, FIELD(f, prefix, "tags"), v, false);
   if ((v = json_object_get(o, "log"))) parse_log(c, FIELD(f, prefix, "log"), v, s);
@@ -458,9 +484,12 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
             char field[64];
             size_t idx = k - first;
             bool multi = json_is_object(all.v[k]->json) && len && strstr(text, "\"services\"");
-            if (multi) snprintf(field, sizeof field, "services[%zu].name", idx);
-            else snprintf(field, sizeof field, "name");
-            err_at_key(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name, all.v[j]->source);
+            if (multi)
+              snprintf(field, sizeof field, "services[%zu].name", idx);
+            else
+              snprintf(field, sizeof field, "name");
+            err_at_key(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name,
+                       all.v[j]->source);
             break;
           }
     }

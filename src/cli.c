@@ -23,21 +23,25 @@ static const char *default_state_dir(void) {
   if (e && *e) return e;
   if (geteuid() == 0) return "/var/lib/herd";
   const char *x = getenv("XDG_STATE_HOME");
-  if (x && *x) snprintf(buf, sizeof buf, "%s/herd", x);
-  else snprintf(buf, sizeof buf, "%s/.local/state/herd", getenv("HOME") ? getenv("HOME") : "/tmp");
+  if (x && *x)
+    snprintf(buf, sizeof buf, "%s/herd", x);
+  else
+    snprintf(buf, sizeof buf, "%s/.local/state/herd", getenv("HOME") ? getenv("HOME") : "/tmp");
   return buf;
 }
 
 /* One request; prints the problem and returns NULL on failure. *status gets the HTTP status. */
-static json_t *call(struct cli *cli, const char *method, const char *target, const char *body, size_t len,
-                    int *status, int *exit_code) {
+static json_t *call(struct cli *cli, const char *method, const char *target, const char *body, size_t len, int *status,
+                    int *exit_code) {
   struct http_resp r;
   int rc = http_request(cli->socket, method, target, body, len, &r, NULL, NULL);
   if (rc < 0) {
     if (rc == -ENOENT || rc == -ECONNREFUSED)
-      fprintf(stderr, "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
+      fprintf(stderr,
+              "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
               cli->socket, strerror(-rc), cli->state_dir);
-    else fprintf(stderr, "herd: talking to the daemon on %s: %s\n", cli->socket, strerror(-rc));
+    else
+      fprintf(stderr, "herd: talking to the daemon on %s: %s\n", cli->socket, strerror(-rc));
     *exit_code = HERD_EXIT_NO_DAEMON;
     http_resp_free(&r);
     return NULL;
@@ -53,7 +57,9 @@ static json_t *call(struct cli *cli, const char *method, const char *target, con
   }
   json_t *api = json_object_get(o, "api");
   if (!json_is_integer(api) || json_integer_value(api) != HERD_API_VERSION) {
-    fprintf(stderr, "herd: the daemon on %s speaks API %lld; this herd speaks API %d. Use the herd binary that matches the daemon.\n",
+    fprintf(stderr,
+            "herd: the daemon on %s speaks API %lld; this herd speaks API %d. Use the herd binary that matches the "
+            "daemon.\n",
             cli->socket, api ? (long long)json_integer_value(api) : 0LL, HERD_API_VERSION);
     json_decref(o);
     *exit_code = HERD_EXIT_FAIL;
@@ -117,7 +123,8 @@ static void print_table(struct cli *cli, json_t *services) {
     if (l > w) w = l;
   }
   struct buf out = {0};
-  buf_printf(&out, "%-*s  %-10s  %-8s  %-8s  %-8s  %s\n", (int)w, "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-ERROR");
+  buf_printf(&out, "%-*s  %-10s  %-8s  %-8s  %-8s  %s\n", (int)w, "NAME", "STATE", "PID", "UPTIME", "RESTARTS",
+             "LAST-ERROR");
   json_array_foreach(services, i, s) {
     const char *st = json_string_value(json_object_get(s, "state"));
     char pid[24] = "-", up[24] = "-";
@@ -142,15 +149,21 @@ static void print_table(struct cli *cli, json_t *services) {
 int cli_status(struct cli *cli, int argc, char **argv) {
   bool as_json = false;
   const char *state = NULL, *tag = NULL;
-  static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"state", required_argument, 0, 's'},
-                                       {"tag", required_argument, 0, 't'}, {0, 0, 0, 0}};
+  static const struct option opts[] = {{"json", no_argument, 0, 'j'},
+                                       {"state", required_argument, 0, 's'},
+                                       {"tag", required_argument, 0, 't'},
+                                       {0, 0, 0, 0}};
   int ch;
   optind = 1;
   while ((ch = getopt_long(argc, argv, "js:t:", opts, NULL)) != -1) {
-    if (ch == 'j') as_json = true;
-    else if (ch == 's') state = optarg;
-    else if (ch == 't') tag = optarg;
-    else return HERD_EXIT_USAGE;
+    if (ch == 'j')
+      as_json = true;
+    else if (ch == 's')
+      state = optarg;
+    else if (ch == 't')
+      tag = optarg;
+    else
+      return HERD_EXIT_USAGE;
   }
   struct buf target = {0};
   buf_printf(&target, "/v1/services?");
@@ -216,7 +229,8 @@ int cli_show(struct cli *cli, int argc, char **argv) {
   json_t *o = call(cli, "GET", t, NULL, 0, &status, &code);
   free(t);
   if (!o) return code;
-  if (code) print_error(o, NULL);
+  if (code)
+    print_error(o, NULL);
   else {
     char *s = json_dumps(json_object_get(o, "service"), JSON_INDENT(2));
     printf("%s\n", s);
@@ -235,12 +249,14 @@ int cli_add(struct cli *cli, int argc, char **argv) {
   json_t *o = call(cli, "POST", "/v1/services", body, len, &status, &code);
   free(body);
   if (!o) return code;
-  if (code) print_error(o, argv[1]);
+  if (code)
+    print_error(o, argv[1]);
   else {
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(o, "services"), i, s)
-      printf("added %s (%s)\n", json_string_value(json_object_get(s, "name")), json_string_value(json_object_get(s, "state")));
+        printf("added %s (%s)\n", json_string_value(json_object_get(s, "name")),
+               json_string_value(json_object_get(s, "state")));
   }
   json_decref(o);
   return code;
@@ -257,8 +273,10 @@ int cli_replace(struct cli *cli, int argc, char **argv) {
   free(t);
   free(body);
   if (!o) return code;
-  if (code) print_error(o, argv[2]);
-  else printf("%s %s\n", argv[1], json_is_true(json_object_get(o, "changed")) ? "replaced" : "unchanged");
+  if (code)
+    print_error(o, argv[2]);
+  else
+    printf("%s %s\n", argv[1], json_is_true(json_object_get(o, "changed")) ? "replaced" : "unchanged");
   json_decref(o);
   return code;
 }
@@ -272,8 +290,10 @@ int cli_rm(struct cli *cli, int argc, char **argv) {
     json_t *o = call(cli, "DELETE", t, NULL, 0, &status, &code);
     free(t);
     if (!o) return code;
-    if (code) print_error(o, NULL), rc = code;
-    else printf("removed %s\n", argv[i]);
+    if (code)
+      print_error(o, NULL), rc = code;
+    else
+      printf("removed %s\n", argv[i]);
     json_decref(o);
   }
   return rc;
@@ -314,18 +334,21 @@ static json_t *expand(struct cli *cli, int argc, char **argv, int *code) {
 static int act(struct cli *cli, int argc, char **argv, const char *verb, const char *target) {
   bool wait = false;
   double timeout = 60;
-  static const struct option opts[] = {{"wait", no_argument, 0, 'w'}, {"timeout", required_argument, 0, 't'}, {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"wait", no_argument, 0, 'w'}, {"timeout", required_argument, 0, 't'}, {0, 0, 0, 0}};
   int ch;
   optind = 1;
   while ((ch = getopt_long(argc, argv, "wt:", opts, NULL)) != -1) {
-    if (ch == 'w') wait = true;
+    if (ch == 'w')
+      wait = true;
     else if (ch == 't') {
       if (duration_parse(optarg, &timeout) < 0) {
         fprintf(stderr, "herd: --timeout %s is not a duration\n", optarg);
         return HERD_EXIT_USAGE;
       }
       wait = true;
-    } else return HERD_EXIT_USAGE;
+    } else
+      return HERD_EXIT_USAGE;
   }
   if (optind >= argc) return HERD_EXIT_USAGE;
   int code = 0;
@@ -348,9 +371,11 @@ static int act(struct cli *cli, int argc, char **argv, const char *verb, const c
       json_decref(names);
       return code;
     }
-    if (code) print_error(o, NULL), rc = code;
+    if (code)
+      print_error(o, NULL), rc = code;
     else if (!wait)
-      printf("%s: %s\n", json_string_value(n), json_string_value(json_object_get(json_object_get(o, "service"), "state")));
+      printf("%s: %s\n", json_string_value(n),
+             json_string_value(json_object_get(json_object_get(o, "service"), "state")));
     json_decref(o);
   }
   if (wait) {
@@ -400,17 +425,21 @@ static int stream(struct cli *cli, const char *target, http_data_cb cb, void *ar
   int rc = http_request(cli->socket, "GET", target, NULL, 0, &r, cb, arg);
   if (rc < 0) {
     if (rc == -ENOENT || rc == -ECONNREFUSED)
-      fprintf(stderr, "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
+      fprintf(stderr,
+              "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
               cli->socket, strerror(-rc), cli->state_dir);
-    else fprintf(stderr, "herd: %s\n", strerror(-rc));
+    else
+      fprintf(stderr, "herd: %s\n", strerror(-rc));
     http_resp_free(&r);
     return HERD_EXIT_NO_DAEMON;
   }
   int code = HERD_EXIT_OK;
   if (r.status >= 300) {
     json_t *o = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
-    if (o) print_error(o, NULL);
-    else fprintf(stderr, "herd: HTTP %d\n", r.status);
+    if (o)
+      print_error(o, NULL);
+    else
+      fprintf(stderr, "herd: HTTP %d\n", r.status);
     json_decref(o);
     code = HERD_EXIT_FAIL;
   }
@@ -423,11 +452,15 @@ int cli_logs(struct cli *cli, int argc, char **argv) {
   long n = -1;
   int ch;
   optind = 1;
-  static const struct option opts[] = {{"follow", no_argument, 0, 'f'}, {"lines", required_argument, 0, 'n'}, {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"follow", no_argument, 0, 'f'}, {"lines", required_argument, 0, 'n'}, {0, 0, 0, 0}};
   while ((ch = getopt_long(argc, argv, "fn:", opts, NULL)) != -1) {
-    if (ch == 'f') follow = true;
-    else if (ch == 'n') n = strtol(optarg, NULL, 10);
-    else return HERD_EXIT_USAGE;
+    if (ch == 'f')
+      follow = true;
+    else if (ch == 'n')
+      n = strtol(optarg, NULL, 10);
+    else
+      return HERD_EXIT_USAGE;
   }
   if (optind != argc - 1) return HERD_EXIT_USAGE;
   struct buf t = {0};
@@ -482,14 +515,22 @@ int cli_events(struct cli *cli, int argc, char **argv) {
   const char *since = NULL, *svc = NULL;
   int ch;
   optind = 1;
-  static const struct option opts[] = {{"follow", no_argument, 0, 'f'}, {"since", required_argument, 0, 's'},
-                                       {"service", required_argument, 0, 'S'}, {"json", no_argument, 0, 'j'}, {0, 0, 0, 0}};
+  static const struct option opts[] = {{"follow", no_argument, 0, 'f'},
+                                       {"since", required_argument, 0, 's'},
+                                       {"service", required_argument, 0, 'S'},
+                                       {"json", no_argument, 0, 'j'},
+                                       {0, 0, 0, 0}};
   while ((ch = getopt_long(argc, argv, "fs:S:j", opts, NULL)) != -1) {
-    if (ch == 'f') follow = true;
-    else if (ch == 's') since = optarg;
-    else if (ch == 'S') svc = optarg;
-    else if (ch == 'j') p.json = true;
-    else return HERD_EXIT_USAGE;
+    if (ch == 'f')
+      follow = true;
+    else if (ch == 's')
+      since = optarg;
+    else if (ch == 'S')
+      svc = optarg;
+    else if (ch == 'j')
+      p.json = true;
+    else
+      return HERD_EXIT_USAGE;
   }
   struct buf t = {0};
   buf_printf(&t, "/v1/events?");
@@ -508,10 +549,12 @@ int cli_reload(struct cli *cli, int argc, char **argv) {
   int status, code;
   json_t *o = call(cli, "POST", "/v1/reload", "", 0, &status, &code);
   if (!o) return code;
-  if (code) print_error(o, NULL);
+  if (code)
+    print_error(o, NULL);
   else
-    printf("reloaded: %zu added, %zu changed, %zu removed, %lld unchanged\n", json_array_size(json_object_get(o, "added")),
-           json_array_size(json_object_get(o, "changed")), json_array_size(json_object_get(o, "removed")),
+    printf("reloaded: %zu added, %zu changed, %zu removed, %lld unchanged\n",
+           json_array_size(json_object_get(o, "added")), json_array_size(json_object_get(o, "changed")),
+           json_array_size(json_object_get(o, "removed")),
            (long long)json_integer_value(json_object_get(o, "unchanged")));
   json_decref(o);
   return code;
@@ -532,19 +575,23 @@ int cli_shutdown(struct cli *cli, int argc, char **argv) {
   int status, code;
   json_t *o = call(cli, "POST", "/v1/shutdown", "", 0, &status, &code);
   if (!o) return code;
-  if (code) print_error(o, NULL);
-  else printf("daemon is stopping every service and exiting\n");
+  if (code)
+    print_error(o, NULL);
+  else
+    printf("daemon is stopping every service and exiting\n");
   json_decref(o);
   return code;
 }
 
 int cli_daemon(struct cli *cli, int argc, char **argv) {
   struct daemon_opts o = {.state_dir = cli->state_dir, .socket_path = cli->socket, .log_level = LOG_INFO};
-  static const struct option opts[] = {
-    {"config", required_argument, 0, 'c'},     {"state-dir", required_argument, 0, 'd'},
-    {"socket", required_argument, 0, 's'},     {"log-level", required_argument, 0, 'l'},
-    {"log-format", required_argument, 0, 'F'}, {"read-group", required_argument, 0, 'g'},
-    {0, 0, 0, 0}};
+  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+                                       {"state-dir", required_argument, 0, 'd'},
+                                       {"socket", required_argument, 0, 's'},
+                                       {"log-level", required_argument, 0, 'l'},
+                                       {"log-format", required_argument, 0, 'F'},
+                                       {"read-group", required_argument, 0, 'g'},
+                                       {0, 0, 0, 0}};
   int ch;
   optind = 1;
   while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:", opts, NULL)) != -1) {
@@ -560,8 +607,10 @@ int cli_daemon(struct cli *cli, int argc, char **argv) {
       }
       break;
     case 'F':
-      if (!strcmp(optarg, "text")) o.log_format = LOG_TEXT;
-      else if (!strcmp(optarg, "json")) o.log_format = LOG_JSON;
+      if (!strcmp(optarg, "text"))
+        o.log_format = LOG_TEXT;
+      else if (!strcmp(optarg, "json"))
+        o.log_format = LOG_JSON;
       else {
         fprintf(stderr, "herd: --log-format must be text or json\n");
         return HERD_EXIT_USAGE;
@@ -574,9 +623,7 @@ int cli_daemon(struct cli *cli, int argc, char **argv) {
   return daemon_run(&o);
 }
 
-static void usage_of(const struct cmd_entry *e, FILE *f) {
-  fprintf(f, "usage: herd %s %s\n", e->name, e->usage);
-}
+static void usage_of(const struct cmd_entry *e, FILE *f) { fprintf(f, "usage: herd %s %s\n", e->name, e->usage); }
 
 int cli_help(struct cli *cli, int argc, char **argv) {
   if (argc > 1) {
@@ -591,7 +638,8 @@ int cli_help(struct cli *cli, int argc, char **argv) {
     return 0;
   }
   printf("herd %s: a supervisor for long-lived services\n\n"
-         "usage: herd [--socket PATH] [--state-dir DIR] COMMAND [ARGS]\n\ncommands:\n", HERD_VERSION);
+         "usage: herd [--socket PATH] [--state-dir DIR] COMMAND [ARGS]\n\ncommands:\n",
+         HERD_VERSION);
   for (size_t i = 0; i < cmd_count; i++)
     if (cmd_table[i].name) printf("  %-9s %s\n", cmd_table[i].name, cmd_table[i].summary);
   printf("\nThe socket is --socket, else $HERD_SOCKET, else <state-dir>/herd.sock; the state dir is\n"
@@ -621,8 +669,10 @@ int cli_main(int argc, char **argv) {
   }
   cli.state_dir = state ? state : default_state_dir();
   static char sockbuf[4096];
-  if (sock) cli.socket = sock;
-  else if (getenv("HERD_SOCKET") && *getenv("HERD_SOCKET")) cli.socket = getenv("HERD_SOCKET");
+  if (sock)
+    cli.socket = sock;
+  else if (getenv("HERD_SOCKET") && *getenv("HERD_SOCKET"))
+    cli.socket = getenv("HERD_SOCKET");
   else {
     snprintf(sockbuf, sizeof sockbuf, "%s/herd.sock", cli.state_dir);
     cli.socket = sockbuf;

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define IDLE_MS 60000     /* an idle keep-alive connection is closed after this */
-#define REQUEST_MS 10000  /* a started request must be complete within this */
+#define IDLE_MS 60000    /* an idle keep-alive connection is closed after this */
+#define REQUEST_MS 10000 /* a started request must be complete within this */
 
 struct ctl {
   struct daemon *d;
@@ -149,8 +149,7 @@ static void on_timer(uv_timer_t *t) {
 
 static void respond(struct conn *c, int status, const char *ctype, const char *body, size_t n) {
   struct buf b = {0};
-  buf_printf(&b,
-             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
+  buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
              status_text(status), ctype, n, c->keepalive ? "keep-alive" : "close");
   buf_append(&b, body, n);
   conn_write(c, b.data, b.len, !c->keepalive);
@@ -207,15 +206,18 @@ void conn_park(struct conn *c, void *arg, void (*on_gone)(struct conn *, void *)
   c->park_arg = arg;
   c->on_gone = on_gone;
   c->on_timeout = on_timeout;
-  if (ms) uv_timer_start(&c->timer, on_timer, ms, 0);
-  else uv_timer_stop(&c->timer);
+  if (ms)
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+  else
+    uv_timer_stop(&c->timer);
 }
 
 void conn_stream_begin(struct conn *c, int status, const char *content_type) {
   char head[256];
-  int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n",
-                   status, status_text(status), content_type);
+  int n =
+      snprintf(head, sizeof head,
+               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n",
+               status, status_text(status), content_type);
   conn_write(c, head, (size_t)n, false);
   c->mode = C_STREAM;
   c->keepalive = false; /* a stream ends with the connection */
@@ -347,8 +349,11 @@ static void dispatch(struct conn *c) {
   c->keepalive = llhttp_should_keep_alive(&c->parser);
   c->mode = C_BUSY;
   uv_timer_stop(&c->timer);
-  if (!c->can_read) conn_error(c, 403, "forbidden", NULL, "uid %u may not use this daemon (owner uid %u)", (unsigned)c->uid, (unsigned)geteuid());
-  else api_dispatch(c->ctl->d, c, &r);
+  if (!c->can_read)
+    conn_error(c, 403, "forbidden", NULL, "uid %u may not use this daemon (owner uid %u)", (unsigned)c->uid,
+               (unsigned)geteuid());
+  else
+    api_dispatch(c->ctl->d, c, &r);
   free(r.path);
   free(r.query);
 }
@@ -372,10 +377,12 @@ static void conn_process(struct conn *c) {
     buf_free(&in);
     if (e != HPE_OK) {
       c->keepalive = false;
-      if (c->too_big) conn_error(c, 413, "too_large", NULL, "request body over %d bytes", CTL_MAX_BODY);
+      if (c->too_big)
+        conn_error(c, 413, "too_large", NULL, "request body over %d bytes", CTL_MAX_BODY);
       else if (c->header_bytes > CTL_MAX_HEADER)
         conn_error(c, 431, "headers_too_large", NULL, "request line and headers over %d bytes", CTL_MAX_HEADER);
-      else conn_error(c, 400, "bad_request", NULL, "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
+      else
+        conn_error(c, 400, "bad_request", NULL, "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
       break;
     }
   }
@@ -475,7 +482,8 @@ int ctl_open(struct daemon *d, char **err) {
   }
   char pidbuf[32];
   int pn = snprintf(pidbuf, sizeof pidbuf, "%d\n", (int)getpid());
-  if (ftruncate(ctl->lock_fd, 0) == 0 && pwrite(ctl->lock_fd, pidbuf, (size_t)pn, 0) < 0) { /* best effort */ }
+  if (ftruncate(ctl->lock_fd, 0) == 0 && pwrite(ctl->lock_fd, pidbuf, (size_t)pn, 0) < 0) { /* best effort */
+  }
   /* We hold the lock, so a socket file here is stale: remove it. */
   unlink(d->socket_path);
   uv_pipe_init(d->loop, &ctl->server, 0);

@@ -142,7 +142,8 @@ static void add_conflict(struct cfg_errors *errs, const struct spec *sp) {
   x->file = xstrdup(sp->source);
   x->field = xstrdup("name");
   x->line = x->col = 1;
-  x->msg = xasprintf("service \"%s\" was added over the API; `herd rm %s` it first or rename this one", sp->name, sp->name);
+  x->msg =
+      xasprintf("service \"%s\" was added over the API; `herd rm %s` it first or rename this one", sp->name, sp->name);
 }
 
 int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
@@ -200,8 +201,8 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
   spec_set_free(&set);
   log_info("reload: %zu added, %zu changed, %zu removed, %d unchanged", json_array_size(added),
            json_array_size(changed), json_array_size(removed), unchanged);
-  *summary = json_pack("{s:o,s:o,s:o,s:i}", "added", added, "changed", changed, "removed", removed, "unchanged",
-                       unchanged);
+  *summary =
+      json_pack("{s:o,s:o,s:o,s:i}", "added", added, "changed", changed, "removed", removed, "unchanged", unchanged);
   return 0;
 }
 
@@ -232,7 +233,8 @@ static int lock_state_dir(struct daemon *d) {
   }
   char buf[32];
   int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
-  if (ftruncate(d->lock_fd, 0) < 0 || pwrite(d->lock_fd, buf, (size_t)n, 0) < 0) { /* the lock is what matters */ }
+  if (ftruncate(d->lock_fd, 0) < 0 || pwrite(d->lock_fd, buf, (size_t)n, 0) < 0) { /* the lock is what matters */
+  }
   free(path);
   return 0;
 }

@@ -51,8 +51,10 @@ static int on_header_value_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t n) {
   struct hctx *h = p->data;
-  if (h->on_data && h->r->status >= 200 && h->r->status < 300) h->on_data(h->arg, at, n);
-  else buf_append(&h->r->body, at, n);
+  if (h->on_data && h->r->status >= 200 && h->r->status < 300)
+    h->on_data(h->arg, at, n);
+  else
+    buf_append(&h->r->body, at, n);
   return 0;
 }
 
@@ -139,8 +141,10 @@ char *url_encode(const char *s) {
   struct buf b = {0};
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
-    if (isalnum(c) || strchr("-._~*?[]", c)) buf_append(&b, s, 1);
-    else buf_printf(&b, "%%%02X", c);
+    if (isalnum(c) || strchr("-._~*?[]", c))
+      buf_append(&b, s, 1);
+    else
+      buf_printf(&b, "%%%02X", c);
   }
   if (!b.data) buf_append(&b, "", 0);
   return b.data;

@@ -15,7 +15,7 @@ static enum log_level min_level = LOG_INFO;
 static enum log_format format = LOG_TEXT;
 
 static const char *const level_names[LOG_LEVEL_MAX] = {
-  [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error"};
+    [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error"};
 
 void log_setup(enum log_level level, enum log_format fmt) {
   min_level = level;

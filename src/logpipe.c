@@ -28,8 +28,10 @@ static void log_rotate(struct service *s) {
   } else {
     char from[4096], to[4096];
     for (unsigned k = keep; k >= 1; k--) {
-      if (k == 1) snprintf(from, sizeof from, "%s", s->log_path);
-      else snprintf(from, sizeof from, "%s.%u", s->log_path, k - 1);
+      if (k == 1)
+        snprintf(from, sizeof from, "%s", s->log_path);
+      else
+        snprintf(from, sizeof from, "%s.%u", s->log_path, k - 1);
       snprintf(to, sizeof to, "%s.%u", s->log_path, k);
       if (rename(from, to) < 0 && errno != ENOENT)
         log_msg(LOG_WARN, s->spec->name, NULL, NULL, "log rotation: rename %s: %s", from, strerror(errno));
@@ -85,7 +87,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   struct service *s = container_of((uv_pipe_t *)st, struct service, logpipe);
-  if (n > 0) log_write(s, buf->base, (size_t)n);
+  if (n > 0)
+    log_write(s, buf->base, (size_t)n);
   else if (n < 0 && n != UV_EAGAIN) {
     /* Cannot happen while we hold a write end ourselves; if it does, say so. */
     log_msg(LOG_WARN, s->spec->name, NULL, NULL, "log pipe: %s", uv_strerror((int)n));

@@ -41,12 +41,15 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
   s->pid = 0;
   /* The leader is gone; anything left in its process group belongs to this instance
    * and must not outlive it (a straggler could hold the port the next instance needs). */
-  if (kill(-pid, SIGKILL) == 0) log_msg(LOG_INFO, s->spec->name, NULL, NULL, "killed leftover processes of group %d", pid);
+  if (kill(-pid, SIGKILL) == 0)
+    log_msg(LOG_INFO, s->spec->name, NULL, NULL, "killed leftover processes of group %d", pid);
   /* Log lines written just before exit are in the FIFO: read them before the state
    * change so the log shows them ahead of herd's note. */
   logpipe_drain(s);
-  if (term_signal) logpipe_note(s, "pid %d killed by signal %d (%s)", pid, term_signal, signal_name(term_signal));
-  else logpipe_note(s, "pid %d exited with code %d", pid, (int)status);
+  if (term_signal)
+    logpipe_note(s, "pid %d killed by signal %d (%s)", pid, term_signal, signal_name(term_signal));
+  else
+    logpipe_note(s, "pid %d exited with code %d", pid, (int)status);
   service_event(s, EV_EXIT, term_signal ? -1 : (int)status, term_signal, NULL);
 }
 
@@ -85,21 +88,21 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   env[k++] = e_inst;
 
   uv_stdio_container_t stdio[3] = {
-    {.flags = UV_IGNORE},
-    {.flags = UV_INHERIT_FD, .data.fd = fd},
-    {.flags = UV_INHERIT_FD, .data.fd = fd},
+      {.flags = UV_IGNORE},
+      {.flags = UV_INHERIT_FD, .data.fd = fd},
+      {.flags = UV_INHERIT_FD, .data.fd = fd},
   };
   uv_process_options_t o = {
-    .exit_cb = on_exit_cb,
-    .file = sp->argv[0],
-    .args = sp->argv,
-    .env = env,
-    .cwd = sp->cwd ? sp->cwd : d->state_dir,
-    /* Own session and process group: we signal the group, and the children survive a
-     * daemon crash (they are re-adopted by the next daemon). */
-    .flags = UV_PROCESS_DETACHED,
-    .stdio_count = 3,
-    .stdio = stdio,
+      .exit_cb = on_exit_cb,
+      .file = sp->argv[0],
+      .args = sp->argv,
+      .env = env,
+      .cwd = sp->cwd ? sp->cwd : d->state_dir,
+      /* Own session and process group: we signal the group, and the children survive a
+       * daemon crash (they are re-adopted by the next daemon). */
+      .flags = UV_PROCESS_DETACHED,
+      .stdio_count = 3,
+      .stdio = stdio,
   };
   if (sp->set_uid) o.flags |= UV_PROCESS_SETUID, o.uid = sp->uid;
   if (sp->set_gid) o.flags |= UV_PROCESS_SETGID, o.gid = sp->gid;
@@ -125,7 +128,8 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   s->started_wall = now_wall();
   s->started_mono = now_mono();
   char *cmdline = join_argv(sp->argv);
-  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, s->pid, s->starttime, s->started_wall, cmdline);
+  s->instance =
+      store_instance_start(d->store, sp->name, s->fsm.attempt, s->pid, s->starttime, s->started_wall, cmdline);
   free(cmdline);
   logpipe_note(s, "started pid %d (instance %lld, attempt %u)", s->pid, (long long)s->instance, s->fsm.attempt);
   return 0;

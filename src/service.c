@@ -51,9 +51,12 @@ static void hash_remove(struct daemon *d, struct service *s) {
 }
 
 static void instance_str(const struct service *s, char *buf, size_t len) {
-  if (s->pid > 0) snprintf(buf, len, "pid %d", s->pid);
-  else if (s->instance > 0) snprintf(buf, len, "instance %lld", (long long)s->instance);
-  else snprintf(buf, len, "-");
+  if (s->pid > 0)
+    snprintf(buf, len, "pid %d", s->pid);
+  else if (s->instance > 0)
+    snprintf(buf, len, "instance %lld", (long long)s->instance);
+  else
+    snprintf(buf, len, "-");
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -66,8 +69,8 @@ static void publish(struct service *s, const struct svc_fx *x) {
   double ts = now_wall();
   snprintf(s->reason, sizeof s->reason, "%s", x->reason);
   if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
-  int64_t id = store_event_add(d->store, ts, s->spec->name, s->instance, svc_state_name(x->from),
-                               svc_state_name(x->to), x->reason);
+  int64_t id = store_event_add(d->store, ts, s->spec->name, s->instance, svc_state_name(x->from), svc_state_name(x->to),
+                               x->reason);
   char inst[48], tr[48];
   instance_str(s, inst, sizeof inst);
   snprintf(tr, sizeof tr, "%s -> %s", svc_state_name(x->from), svc_state_name(x->to));
@@ -89,9 +92,7 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
   for (int i = 0; i < fx->n; i++) {
     const struct svc_fx *x = &fx->fx[i];
     switch (x->type) {
-    case FX_TRANSITION:
-      publish(s, x);
-      break;
+    case FX_TRANSITION: publish(s, x); break;
     case FX_SPAWN:
       if (proc_spawn(s, spawn_err, errlen) < 0) *spawn_failed = true;
       break;
@@ -106,9 +107,7 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
       uv_timer_start(&s->timer, on_timer, ms > 0 ? (uint64_t)ms : 0, 0);
       break;
     }
-    case FX_DISARM:
-      uv_timer_stop(&s->timer);
-      break;
+    case FX_DISARM: uv_timer_stop(&s->timer); break;
     case FX_INSTANCE_END:
       s->has_exit = true;
       s->last_exit_wall = now_wall();
@@ -117,10 +116,8 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
       if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
       break;
     case FX_CHECKS_START:
-    case FX_CHECKS_STOP:
-      break; /* health checks arrive with the checks backend */
-    case FX__MAX:
-      break;
+    case FX_CHECKS_STOP: break; /* health checks arrive with the checks backend */
+    case FX__MAX: break;
     }
   }
 }

@@ -20,15 +20,15 @@ struct store {
 };
 
 static const char schema[] =
-  "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-  "CREATE TABLE IF NOT EXISTS services(name TEXT PRIMARY KEY, source TEXT NOT NULL, spec TEXT NOT NULL,"
-  "  wanted TEXT NOT NULL);"
-  "CREATE TABLE IF NOT EXISTS instances(id INTEGER PRIMARY KEY, service TEXT NOT NULL, attempt INTEGER NOT NULL,"
-  "  pid INTEGER, starttime INTEGER, cmdline TEXT, started_at REAL NOT NULL, ended_at REAL, end_state TEXT,"
-  "  exit_code INTEGER, signal INTEGER, reason TEXT);"
-  "CREATE INDEX IF NOT EXISTS instances_service ON instances(service, id);"
-  "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, ts REAL NOT NULL, service TEXT NOT NULL,"
-  "  instance INTEGER, from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS services(name TEXT PRIMARY KEY, source TEXT NOT NULL, spec TEXT NOT NULL,"
+    "  wanted TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS instances(id INTEGER PRIMARY KEY, service TEXT NOT NULL, attempt INTEGER NOT NULL,"
+    "  pid INTEGER, starttime INTEGER, cmdline TEXT, started_at REAL NOT NULL, ended_at REAL, end_state TEXT,"
+    "  exit_code INTEGER, signal INTEGER, reason TEXT);"
+    "CREATE INDEX IF NOT EXISTS instances_service ON instances(service, id);"
+    "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, ts REAL NOT NULL, service TEXT NOT NULL,"
+    "  instance INTEGER, from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL);";
 
 static void note_error(struct store *st, const char *what) {
   snprintf(st->last_error, sizeof st->last_error, "%s: %s", what, sqlite3_errmsg(st->db));
@@ -37,8 +37,10 @@ static void note_error(struct store *st, const char *what) {
 
 static void begin(struct store *st) {
   if (st->in_txn) return;
-  if (sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) note_error(st, "begin");
-  else st->in_txn = true;
+  if (sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+    note_error(st, "begin");
+  else
+    st->in_txn = true;
 }
 
 void store_flush(struct store *st) {
@@ -84,8 +86,8 @@ int store_open(const char *path, struct store **out, char **err) {
   }
   if (ntables > 0) {
     rc = sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key='app'", -1, &s, NULL);
-    bool ours = rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW &&
-                !strcmp((const char *)sqlite3_column_text(s, 0), "herd");
+    bool ours =
+        rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(s, 0), "herd");
     sqlite3_finalize(s);
     if (!ours) {
       *err = xasprintf("%s is a SQLite database but not herd's store; refusing to touch it", path);
@@ -122,15 +124,17 @@ int store_open(const char *path, struct store **out, char **err) {
       prep(st, &st->del_service, "DELETE FROM services WHERE name=?") ||
       prep(st, &st->inst_start,
            "INSERT INTO instances(id,service,attempt,pid,starttime,started_at,cmdline) VALUES(?,?,?,?,?,?,?)") ||
-      prep(st, &st->inst_end,
-           "UPDATE instances SET end_state=?,exit_code=?,signal=?,reason=?,ended_at=? WHERE id=?") ||
+      prep(st, &st->inst_end, "UPDATE instances SET end_state=?,exit_code=?,signal=?,reason=?,ended_at=? WHERE id=?") ||
       prep(st, &st->last_inst,
            "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline "
            "FROM instances WHERE service=? ORDER BY id DESC LIMIT 1") ||
-      prep(st, &st->ev_add, "INSERT INTO events(id,ts,service,instance,from_state,to_state,reason) VALUES(?,?,?,?,?,?,?)") ||
-      prep(st, &st->ev_list, "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? ORDER BY id LIMIT ?") ||
+      prep(st, &st->ev_add,
+           "INSERT INTO events(id,ts,service,instance,from_state,to_state,reason) VALUES(?,?,?,?,?,?,?)") ||
+      prep(st, &st->ev_list,
+           "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? ORDER BY id LIMIT ?") ||
       prep(st, &st->ev_list_svc,
-           "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? AND service=? ORDER BY id LIMIT ?")) {
+           "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? AND service=? ORDER BY id "
+           "LIMIT ?")) {
     *err = xasprintf("cannot prepare store statements: %s", sqlite3_errmsg(st->db));
     goto fail;
   }
@@ -278,9 +282,12 @@ void store_each_event(struct store *st, int64_t since, int limit, const char *se
     sqlite3_bind_int(s, 2, limit);
   }
   while (sqlite3_step(s) == SQLITE_ROW) {
-    struct store_event e = {sqlite3_column_int64(s, 0), sqlite3_column_double(s, 1),
-                            (const char *)sqlite3_column_text(s, 2), sqlite3_column_int64(s, 3),
-                            (const char *)sqlite3_column_text(s, 4), (const char *)sqlite3_column_text(s, 5),
+    struct store_event e = {sqlite3_column_int64(s, 0),
+                            sqlite3_column_double(s, 1),
+                            (const char *)sqlite3_column_text(s, 2),
+                            sqlite3_column_int64(s, 3),
+                            (const char *)sqlite3_column_text(s, 4),
+                            (const char *)sqlite3_column_text(s, 5),
                             (const char *)sqlite3_column_text(s, 6)};
     cb(arg, &e);
   }

@@ -14,30 +14,40 @@
 #include <string.h>
 
 static const char *const state_names[] = {
-  [S_SUBMITTED] = "SUBMITTED", [S_PENDING] = "PENDING", [S_STARTING] = "STARTING",
-  [S_HEALTHY] = "HEALTHY",     [S_UNHEALTHY] = "UNHEALTHY", [S_STOPPING] = "STOPPING",
-  [S_STOPPED] = "STOPPED",     [S_FAILED] = "FAILED",   [S_TIMEOUT] = "TIMEOUT",
-  [S_COMPLETED] = "COMPLETED", [S_BACKOFF] = "BACKOFF", [S_UNKNOWN] = "UNKNOWN",
+    [S_SUBMITTED] = "SUBMITTED", [S_PENDING] = "PENDING",     [S_STARTING] = "STARTING", [S_HEALTHY] = "HEALTHY",
+    [S_UNHEALTHY] = "UNHEALTHY", [S_STOPPING] = "STOPPING",   [S_STOPPED] = "STOPPED",   [S_FAILED] = "FAILED",
+    [S_TIMEOUT] = "TIMEOUT",     [S_COMPLETED] = "COMPLETED", [S_BACKOFF] = "BACKOFF",   [S_UNKNOWN] = "UNKNOWN",
 };
 static_assert(sizeof state_names / sizeof state_names[0] == S__MAX, "state name table");
 
 static const char *const event_names[] = {
-  [EV_START] = "start",           [EV_STOP] = "stop",         [EV_RESTART] = "restart",
-  [EV_SPAWN_FAILED] = "spawn-failed", [EV_EXIT] = "exit",     [EV_DEADLINE] = "deadline",
-  [EV_CHECK_PASS] = "check-pass", [EV_CHECK_FAIL] = "check-fail", [EV_LOST] = "lost",
-  [EV_BLOCKED] = "blocked",
+    [EV_START] = "start",
+    [EV_STOP] = "stop",
+    [EV_RESTART] = "restart",
+    [EV_SPAWN_FAILED] = "spawn-failed",
+    [EV_EXIT] = "exit",
+    [EV_DEADLINE] = "deadline",
+    [EV_CHECK_PASS] = "check-pass",
+    [EV_CHECK_FAIL] = "check-fail",
+    [EV_LOST] = "lost",
+    [EV_BLOCKED] = "blocked",
 };
 static_assert(sizeof event_names / sizeof event_names[0] == EV__MAX, "event name table");
 
 static const char *const fx_names[] = {
-  [FX_TRANSITION] = "transition", [FX_SPAWN] = "spawn",   [FX_SIGNAL] = "signal",
-  [FX_ARM] = "arm",               [FX_DISARM] = "disarm", [FX_INSTANCE_END] = "instance-end",
-  [FX_CHECKS_START] = "checks-start", [FX_CHECKS_STOP] = "checks-stop",
+    [FX_TRANSITION] = "transition",
+    [FX_SPAWN] = "spawn",
+    [FX_SIGNAL] = "signal",
+    [FX_ARM] = "arm",
+    [FX_DISARM] = "disarm",
+    [FX_INSTANCE_END] = "instance-end",
+    [FX_CHECKS_START] = "checks-start",
+    [FX_CHECKS_STOP] = "checks-stop",
 };
 static_assert(sizeof fx_names / sizeof fx_names[0] == FX__MAX, "effect name table");
 
 static const char *const restart_names[] = {
-  [RESTART_ALWAYS] = "always", [RESTART_ON_FAILURE] = "on-failure", [RESTART_NEVER] = "never"};
+    [RESTART_ALWAYS] = "always", [RESTART_ON_FAILURE] = "on-failure", [RESTART_NEVER] = "never"};
 static_assert(sizeof restart_names / sizeof restart_names[0] == RESTART__MAX, "restart name table");
 
 const char *svc_state_name(svc_state s) { return (unsigned)s < S__MAX ? state_names[s] : "?"; }
@@ -62,7 +72,10 @@ bool svc_state_running(svc_state s) { return s == S_STARTING || s == S_HEALTHY |
 bool svc_fsm_at_rest(const struct svc_fsm *f) {
   if (f->proc_alive) return false;
   switch (f->state) {
-  case S_STOPPED: case S_FAILED: case S_TIMEOUT: case S_COMPLETED: return true;
+  case S_STOPPED:
+  case S_FAILED:
+  case S_TIMEOUT:
+  case S_COMPLETED: return true;
   default: return false;
   }
 }
@@ -104,9 +117,7 @@ static void arm(struct svc_fsm *f, struct svc_fx_list *out, double at) {
   push(out, FX_ARM)->at = at;
 }
 
-static void vreason(struct svc_fx *x, const char *fmt, va_list ap) {
-  vsnprintf(x->reason, sizeof x->reason, fmt, ap);
-}
+static void vreason(struct svc_fx *x, const char *fmt, va_list ap) { vsnprintf(x->reason, sizeof x->reason, fmt, ap); }
 
 struct ctx {
   struct svc_fsm *f;
@@ -166,8 +177,7 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
       arm(f, c->out, c->now + p->stop_grace);
     }
     break;
-  default:
-    break;
+  default: break;
   }
 }
 
@@ -217,29 +227,36 @@ static void apply_policy(struct ctx *c) {
 }
 
 static void describe_exit(char *buf, size_t len, const struct svc_event *ev) {
-  if (ev->sig) snprintf(buf, len, "killed by signal %d", ev->sig);
-  else if (ev->code < 0) snprintf(buf, len, "%s", ev->msg ? ev->msg : "exited (status unknown)");
-  else snprintf(buf, len, "exited with code %d", ev->code);
+  if (ev->sig)
+    snprintf(buf, len, "killed by signal %d", ev->sig);
+  else if (ev->code < 0)
+    snprintf(buf, len, "%s", ev->msg ? ev->msg : "exited (status unknown)");
+  else
+    snprintf(buf, len, "exited with code %d", ev->code);
 }
 
 static void on_start(struct ctx *c, const struct svc_event *ev, bool restart) {
   struct svc_fsm *f = c->f;
   f->want_up = true;
   switch (f->state) {
-  case S_STARTING: case S_HEALTHY: case S_UNHEALTHY:
+  case S_STARTING:
+  case S_HEALTHY:
+  case S_UNHEALTHY:
     if (restart) {
       f->restart_pending = true;
       enter(c, S_STOPPING, "restart requested");
     }
     break;
-  case S_STOPPING:
-    f->restart_pending = true;
-    break;
-  case S_BACKOFF: case S_PENDING:
+  case S_STOPPING: f->restart_pending = true; break;
+  case S_BACKOFF:
+  case S_PENDING:
     if (restart) f->restarts++;
     spawn(c, ev->msg ? ev->msg : (restart ? "restart requested" : "start requested"));
     break;
-  case S_STOPPED: case S_FAILED: case S_TIMEOUT: case S_COMPLETED:
+  case S_STOPPED:
+  case S_FAILED:
+  case S_TIMEOUT:
+  case S_COMPLETED:
     if (f->proc_alive) {
       f->restart_pending = true; /* still being killed; start when it is gone */
     } else {
@@ -248,8 +265,9 @@ static void on_start(struct ctx *c, const struct svc_event *ev, bool restart) {
       spawn(c, ev->msg ? ev->msg : (restart ? "restart requested" : "start requested"));
     }
     break;
-  case S_SUBMITTED: case S_UNKNOWN: case S__MAX:
-    break;
+  case S_SUBMITTED:
+  case S_UNKNOWN:
+  case S__MAX: break;
   }
 }
 
@@ -259,15 +277,19 @@ static void on_stop(struct ctx *c, const struct svc_event *ev) {
   f->restart_pending = false;
   const char *why = ev->msg ? ev->msg : "stop requested";
   switch (f->state) {
-  case S_STARTING: case S_HEALTHY: case S_UNHEALTHY: case S_SUBMITTED: case S_UNKNOWN:
-    if (f->proc_alive) enter(c, S_STOPPING, "%s", why);
-    else enter(c, S_STOPPED, "%s", why);
+  case S_STARTING:
+  case S_HEALTHY:
+  case S_UNHEALTHY:
+  case S_SUBMITTED:
+  case S_UNKNOWN:
+    if (f->proc_alive)
+      enter(c, S_STOPPING, "%s", why);
+    else
+      enter(c, S_STOPPED, "%s", why);
     break;
-  case S_BACKOFF: case S_PENDING:
-    enter(c, S_STOPPED, "%s", why);
-    break;
-  default: /* STOPPING, or at rest / being killed: nothing more to do */
-    break;
+  case S_BACKOFF:
+  case S_PENDING: enter(c, S_STOPPED, "%s", why); break;
+  default: /* STOPPING, or at rest / being killed: nothing more to do */ break;
   }
 }
 
@@ -278,7 +300,12 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
   char what[96];
   describe_exit(what, sizeof what, ev);
   switch (f->state) {
-  case S_STARTING: case S_HEALTHY: case S_UNHEALTHY: case S_UNKNOWN: case S_SUBMITTED: case S_PENDING: {
+  case S_STARTING:
+  case S_HEALTHY:
+  case S_UNHEALTHY:
+  case S_UNKNOWN:
+  case S_SUBMITTED:
+  case S_PENDING: {
     bool clean = ev->code == 0 && ev->sig == 0;
     svc_state end = clean ? S_COMPLETED : S_FAILED;
     const char *when = f->state == S_STARTING ? " while starting" : "";
@@ -288,15 +315,18 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
     break;
   }
   case S_STOPPING:
-    if (f->killed_hard) instance_end(c, S_STOPPED, "killed after %.3gs grace", c->p->stop_grace);
-    else instance_end(c, S_STOPPED, "stopped (%s)", what);
+    if (f->killed_hard)
+      instance_end(c, S_STOPPED, "killed after %.3gs grace", c->p->stop_grace);
+    else
+      instance_end(c, S_STOPPED, "stopped (%s)", what);
     enter(c, S_STOPPED, "%s", f->killed_hard ? "killed with SIGKILL after grace" : what);
     if (f->want_up && f->restart_pending) {
       f->restarts++;
       spawn(c, "restart requested");
     }
     break;
-  case S_TIMEOUT: case S_FAILED:
+  case S_TIMEOUT:
+  case S_FAILED:
     /* The instance was already declared over; now that its process is gone, the
      * restart policy decides. */
     if (f->deadline) {
@@ -306,8 +336,7 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
     instance_end(c, f->state, "%s after %s", what, f->state == S_TIMEOUT ? "start timeout" : "failure");
     apply_policy(c);
     break;
-  default:
-    break;
+  default: break;
   }
 }
 
@@ -317,8 +346,10 @@ static void on_deadline(struct ctx *c) {
   f->deadline = 0;
   switch (f->state) {
   case S_STARTING:
-    if (p->has_check) enter(c, S_TIMEOUT, "not healthy within start_timeout %.3gs", p->start_timeout);
-    else enter(c, S_HEALTHY, "up for ready_after %.3gs", p->ready_after);
+    if (p->has_check)
+      enter(c, S_TIMEOUT, "not healthy within start_timeout %.3gs", p->start_timeout);
+    else
+      enter(c, S_HEALTHY, "up for ready_after %.3gs", p->ready_after);
     break;
   case S_UNHEALTHY:
     if (p->restart_on_unhealthy && f->proc_alive) {
@@ -329,7 +360,9 @@ static void on_deadline(struct ctx *c) {
       arm(f, c->out, c->now + p->stop_grace);
     }
     break;
-  case S_STOPPING: case S_TIMEOUT: case S_FAILED:
+  case S_STOPPING:
+  case S_TIMEOUT:
+  case S_FAILED:
     if (f->proc_alive) {
       /* Grace is over: SIGKILL the group, then keep re-sending while it lingers. */
       f->killed_hard = true;
@@ -337,11 +370,8 @@ static void on_deadline(struct ctx *c) {
       arm(f, c->out, c->now + 5.0);
     }
     break;
-  case S_BACKOFF:
-    spawn(c, "backoff over");
-    break;
-  default:
-    break; /* a stale deadline */
+  case S_BACKOFF: spawn(c, "backoff over"); break;
+  default: break; /* a stale deadline */
   }
 }
 
@@ -356,7 +386,8 @@ static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
   case S_UNHEALTHY:
     if (pass) {
       f->fail_streak = 0;
-      if (++f->pass_streak >= succ) enter(c, S_HEALTHY, "check passed %u time(s)%s%s", f->pass_streak, *msg ? ": " : "", msg);
+      if (++f->pass_streak >= succ)
+        enter(c, S_HEALTHY, "check passed %u time(s)%s%s", f->pass_streak, *msg ? ": " : "", msg);
     } else {
       f->pass_streak = 0;
       f->fail_streak++;
@@ -369,8 +400,7 @@ static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
       enter(c, S_UNHEALTHY, "check failed %u time(s)%s%s", f->fail_streak, *msg ? ": " : "", msg);
     }
     break;
-  default:
-    break;
+  default: break;
   }
 }
 
@@ -404,7 +434,6 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
     if (!f->proc_alive && (svc_fsm_at_rest(f) || f->state == S_BACKOFF))
       enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "waiting");
     break;
-  case EV__MAX:
-    break;
+  case EV__MAX: break;
   }
 }

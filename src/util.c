@@ -31,13 +31,20 @@ int duration_parse(const char *s, double *out) {
   if (errno || end == s || !isfinite(v) || v < 0) return -1;
   while (*end == ' ') end++;
   double mult;
-  if (*end == '\0' || !strcmp(end, "s")) mult = 1;
-  else if (!strcmp(end, "ms")) mult = 1e-3;
-  else if (!strcmp(end, "us")) mult = 1e-6;
-  else if (!strcmp(end, "m")) mult = 60;
-  else if (!strcmp(end, "h")) mult = 3600;
-  else if (!strcmp(end, "d")) mult = 86400;
-  else return -1;
+  if (*end == '\0' || !strcmp(end, "s"))
+    mult = 1;
+  else if (!strcmp(end, "ms"))
+    mult = 1e-3;
+  else if (!strcmp(end, "us"))
+    mult = 1e-6;
+  else if (!strcmp(end, "m"))
+    mult = 60;
+  else if (!strcmp(end, "h"))
+    mult = 3600;
+  else if (!strcmp(end, "d"))
+    mult = 86400;
+  else
+    return -1;
   /* Reject text like "0x10" or "1e400" that strtod accepts but nobody means. */
   for (const char *p = s; p < end; p++)
     if (!(isdigit((unsigned char)*p) || *p == '.' || *p == ' ')) return -1;
@@ -52,11 +59,16 @@ int size_parse(const char *s, uint64_t *out) {
   unsigned long long v = strtoull(s, &end, 10);
   if (errno) return -1;
   uint64_t mult = 1;
-  if (!strcasecmp(end, "") || !strcasecmp(end, "b")) mult = 1;
-  else if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib")) mult = 1024;
-  else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib")) mult = 1024 * 1024;
-  else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib")) mult = 1024ULL * 1024 * 1024;
-  else return -1;
+  if (!strcasecmp(end, "") || !strcasecmp(end, "b"))
+    mult = 1;
+  else if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib"))
+    mult = 1024;
+  else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib"))
+    mult = 1024 * 1024;
+  else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib"))
+    mult = 1024ULL * 1024 * 1024;
+  else
+    return -1;
   if (v > UINT64_MAX / mult) return -1;
   *out = (uint64_t)v * mult;
   return 0;
@@ -69,22 +81,26 @@ void duration_fmt(double secs, char *buf, size_t len) {
     return;
   }
   uint64_t s = (uint64_t)secs;
-  if (s < 60) snprintf(buf, len, "%us", (unsigned)s);
-  else if (s < 3600) snprintf(buf, len, "%um%02us", (unsigned)(s / 60), (unsigned)(s % 60));
-  else if (s < 86400) snprintf(buf, len, "%uh%02um", (unsigned)(s / 3600), (unsigned)(s % 3600 / 60));
-  else snprintf(buf, len, "%ud%02uh", (unsigned)(s / 86400), (unsigned)(s % 86400 / 3600));
+  if (s < 60)
+    snprintf(buf, len, "%us", (unsigned)s);
+  else if (s < 3600)
+    snprintf(buf, len, "%um%02us", (unsigned)(s / 60), (unsigned)(s % 60));
+  else if (s < 86400)
+    snprintf(buf, len, "%uh%02um", (unsigned)(s / 3600), (unsigned)(s % 3600 / 60));
+  else
+    snprintf(buf, len, "%ud%02uh", (unsigned)(s / 86400), (unsigned)(s % 86400 / 3600));
 }
 
 static const struct {
   int num;
   const char *name;
 } signals[] = {
-  {SIGHUP, "HUP"},   {SIGINT, "INT"},   {SIGQUIT, "QUIT"}, {SIGILL, "ILL"},   {SIGTRAP, "TRAP"},
-  {SIGABRT, "ABRT"}, {SIGBUS, "BUS"},   {SIGFPE, "FPE"},   {SIGKILL, "KILL"}, {SIGUSR1, "USR1"},
-  {SIGSEGV, "SEGV"}, {SIGUSR2, "USR2"}, {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"}, {SIGTERM, "TERM"},
-  {SIGCHLD, "CHLD"}, {SIGCONT, "CONT"}, {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"}, {SIGTTIN, "TTIN"},
-  {SIGTTOU, "TTOU"}, {SIGURG, "URG"},   {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"}, {SIGVTALRM, "VTALRM"},
-  {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"}, {SIGIO, "IO"},  {SIGSYS, "SYS"},
+    {SIGHUP, "HUP"},   {SIGINT, "INT"},     {SIGQUIT, "QUIT"}, {SIGILL, "ILL"},   {SIGTRAP, "TRAP"},
+    {SIGABRT, "ABRT"}, {SIGBUS, "BUS"},     {SIGFPE, "FPE"},   {SIGKILL, "KILL"}, {SIGUSR1, "USR1"},
+    {SIGSEGV, "SEGV"}, {SIGUSR2, "USR2"},   {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"}, {SIGTERM, "TERM"},
+    {SIGCHLD, "CHLD"}, {SIGCONT, "CONT"},   {SIGSTOP, "STOP"}, {SIGTSTP, "TSTP"}, {SIGTTIN, "TTIN"},
+    {SIGTTOU, "TTOU"}, {SIGURG, "URG"},     {SIGXCPU, "XCPU"}, {SIGXFSZ, "XFSZ"}, {SIGVTALRM, "VTALRM"},
+    {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"}, {SIGIO, "IO"},     {SIGSYS, "SYS"},
 };
 
 int signal_parse(const char *s) {

@@ -5,9 +5,9 @@
 #include "herd/spec.h"
 
 struct cfg_error {
-  char *file;   /* file path, or "request body" */
+  char *file; /* file path, or "request body" */
   int line, col;
-  char *field;  /* "services[1].backoff.initial", or "" for syntax errors */
+  char *field; /* "services[1].backoff.initial", or "" for syntax errors */
   char *msg;
 };
 

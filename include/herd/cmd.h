@@ -13,12 +13,12 @@ typedef void (*api_fn)(struct daemon *d, struct conn *c, struct request *r, cons
 typedef int (*cli_fn)(struct cli *cli, int argc, char **argv);
 
 struct cmd_entry {
-  const char *name;    /* CLI command, or NULL for API-only routes */
-  const char *usage;   /* CLI arguments */
+  const char *name;  /* CLI command, or NULL for API-only routes */
+  const char *usage; /* CLI arguments */
   const char *summary;
-  const char *method;  /* HTTP method, or NULL for CLI-only commands */
-  const char *route;   /* "/v1/services/{name}/start": {name} captures one segment */
-  bool write;          /* changes something: owner or root only */
+  const char *method; /* HTTP method, or NULL for CLI-only commands */
+  const char *route;  /* "/v1/services/{name}/start": {name} captures one segment */
+  bool write;         /* changes something: owner or root only */
   api_fn api;
   cli_fn cli;
 };

@@ -18,9 +18,9 @@
 struct conn;
 
 struct request {
-  const char *method;  /* "GET", "POST", ... */
-  char *path;          /* decoded path, without the query */
-  char *query;         /* raw query string or "" */
+  const char *method; /* "GET", "POST", ... */
+  char *path;         /* decoded path, without the query */
+  char *query;        /* raw query string or "" */
   const char *body;
   size_t body_len;
   uid_t uid;
@@ -40,7 +40,7 @@ const char *req_query(const struct request *r, const char *key, char *buf, size_
 void conn_reply(struct conn *c, int status, json_t *obj);
 /** Answer {"api":1,"error":{"code":...,"message":...}}; `extra` (stolen, may be NULL) is merged into error. */
 void conn_error(struct conn *c, int status, const char *code, json_t *extra, const char *fmt, ...)
-  __attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 
 /** Answer with raw bytes of the given content type. */
 void conn_reply_raw(struct conn *c, int status, const char *content_type, const char *data, size_t n);

@@ -10,7 +10,7 @@
 #include <uv.h>
 
 struct daemon_opts {
-  const char *config_dir;  /* NULL: no config files, only services added over the API */
+  const char *config_dir; /* NULL: no config files, only services added over the API */
   const char *state_dir;
   const char *socket_path; /* NULL: <state_dir>/herd.sock */
   const char *read_group;  /* group whose members may read (GET) over the socket */
@@ -39,20 +39,20 @@ struct daemon {
   gid_t read_gid;
   bool has_read_gid;
   struct store *store;
-  struct list services;  /* in order of creation */
-  struct list dying;     /* removed services waiting for their handles to close */
+  struct list services; /* in order of creation */
+  struct list dying;    /* removed services waiting for their handles to close */
   size_t nservices;
   struct service **htab; /* name -> service, chained */
   size_t hcap;
   uv_signal_t sig_term, sig_int, sig_hup;
-  uv_prepare_t flush;    /* commits the store once per loop turn */
+  uv_prepare_t flush; /* commits the store once per loop turn */
   struct ctl *ctl;
   bool shutting_down;
   int nsignals;
   double start_mono, start_wall;
-  struct list watches;   /* daemon-wide observers (event streams) */
+  struct list watches; /* daemon-wide observers (event streams) */
   uint64_t seed;
-  char readbuf[65536];   /* shared read buffer: reads are handled synchronously */
+  char readbuf[65536]; /* shared read buffer: reads are handled synchronously */
   int exit_code;
 };
 
@@ -63,19 +63,19 @@ struct service {
   struct list link;
   struct service *hnext;
   struct spec *spec;
-  struct spec *next_spec;  /* replacement waiting for the current instance to stop */
+  struct spec *next_spec; /* replacement waiting for the current instance to stop */
   bool start_after_swap;
   struct svc_policy pol;
   struct svc_fsm fsm;
-  uv_timer_t timer;        /* the service's one deadline timer */
-  uv_pipe_t logpipe;       /* read end of the service's log FIFO */
+  uv_timer_t timer;  /* the service's one deadline timer */
+  uv_pipe_t logpipe; /* read end of the service's log FIFO */
   bool logpipe_init;
-  int nhandles;            /* open uv handles owned by this service (timer, logpipe, procs) */
-  struct proc *proc;       /* the current instance's process, or NULL */
+  int nhandles;      /* open uv handles owned by this service (timer, logpipe, procs) */
+  struct proc *proc; /* the current instance's process, or NULL */
   int log_fd;
   uint64_t log_size;
   char *fifo_path, *log_path;
-  int64_t instance;        /* current/last instance id (0 = none) */
+  int64_t instance; /* current/last instance id (0 = none) */
   int pid;
   uint64_t starttime;
   double started_wall, started_mono;
@@ -83,7 +83,7 @@ struct service {
   int last_code, last_sig;
   double last_exit_wall;
   char last_error[256];
-  char reason[128];        /* why the current state was entered */
+  char reason[128]; /* why the current state was entered */
   bool removing, destroyed;
   struct list watches;
 };

@@ -23,12 +23,12 @@
 /* Exit codes shared by the daemon and the CLI (documented in README.md). */
 enum {
   HERD_EXIT_OK = 0,
-  HERD_EXIT_FAIL = 1,        /* the request failed (4xx/5xx, state not reached) */
-  HERD_EXIT_USAGE = 2,       /* bad command line */
-  HERD_EXIT_NO_DAEMON = 3,   /* no daemon answers on the socket */
-  HERD_EXIT_TIMEOUT = 4,     /* --wait timed out */
-  HERD_EXIT_CONFIG = 100,    /* daemon: configuration errors at start-up */
-  HERD_EXIT_STARTUP = 101,   /* daemon: state dir, store, socket or lock problem */
+  HERD_EXIT_FAIL = 1,      /* the request failed (4xx/5xx, state not reached) */
+  HERD_EXIT_USAGE = 2,     /* bad command line */
+  HERD_EXIT_NO_DAEMON = 3, /* no daemon answers on the socket */
+  HERD_EXIT_TIMEOUT = 4,   /* --wait timed out */
+  HERD_EXIT_CONFIG = 100,  /* daemon: configuration errors at start-up */
+  HERD_EXIT_STARTUP = 101, /* daemon: state dir, store, socket or lock problem */
 };
 
 /** Wall-clock time in seconds (CLOCK_REALTIME), for records shown to people. */
@@ -93,7 +93,7 @@ static inline void list_del(struct list *n) {
   n->next->prev = n->prev;
   n->prev = n->next = n;
 }
-#define list_for_each_safe(pos, tmp, head) \
+#define list_for_each_safe(pos, tmp, head)                                                                             \
   for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

@@ -14,8 +14,8 @@ int log_level_parse(const char *s);
  * Write one line. `svc` (service name) may be NULL; `inst` is "pid 123" or
  * "job 77" or NULL; `state` describes the state or "A -> B" transition or NULL.
  */
-void log_msg(enum log_level lvl, const char *svc, const char *inst, const char *state, const char *fmt,
-             ...) __attribute__((format(printf, 5, 6)));
+void log_msg(enum log_level lvl, const char *svc, const char *inst, const char *state, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 #define log_debug(...) log_msg(LOG_DEBUG, NULL, NULL, NULL, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, NULL, NULL, NULL, __VA_ARGS__)

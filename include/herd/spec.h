@@ -9,9 +9,9 @@
 
 struct spec {
   char *name;
-  char **argv;      /* NULL-terminated */
-  char **env;       /* "K=V", NULL-terminated; added to herd's own environment */
-  char *cwd;        /* NULL: the state dir */
+  char **argv; /* NULL-terminated */
+  char **env;  /* "K=V", NULL-terminated; added to herd's own environment */
+  char *cwd;   /* NULL: the state dir */
   char *user, *group;
   uid_t uid;
   gid_t gid;
@@ -22,12 +22,12 @@ struct spec {
   double stop_grace;
   double start_timeout;
   double ready_after;
-  char **tags;      /* NULL-terminated */
+  char **tags; /* NULL-terminated */
   uint64_t log_max_size;
   unsigned log_keep;
-  json_t *json;     /* the spec as given (owned reference) */
-  char *canon;      /* canonical compact JSON with sorted keys: equal canon = same spec */
-  char *source;     /* the file it came from, or "api" */
+  json_t *json; /* the spec as given (owned reference) */
+  char *canon;  /* canonical compact JSON with sorted keys: equal canon = same spec */
+  char *source; /* the file it came from, or "api" */
 };
 
 void spec_free(struct spec *s);

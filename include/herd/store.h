@@ -29,7 +29,7 @@ struct store_instance {
   const char *service;
   unsigned attempt;
   int pid;
-  uint64_t starttime;   /* field 22 of /proc/PID/stat, in clock ticks since boot */
+  uint64_t starttime; /* field 22 of /proc/PID/stat, in clock ticks since boot */
   double started_at, ended_at;
   const char *end_state, *reason, *cmdline;
   int exit_code, signal;

@@ -12,18 +12,18 @@
 #include <stdint.h>
 
 typedef enum {
-  S_SUBMITTED,  /* a batch job was accepted by the scheduler (slurm backend) */
-  S_PENDING,    /* wanted up, waiting: on dependencies or the scheduler's queue */
-  S_STARTING,   /* the process/job runs; not yet proven healthy */
-  S_HEALTHY,    /* running and healthy (checks pass, or up for ready_after) */
-  S_UNHEALTHY,  /* was healthy, checks now fail */
-  S_STOPPING,   /* stop signal sent, waiting for the process to go */
-  S_STOPPED,    /* not running because it was asked to stop (or never started) */
-  S_FAILED,     /* the instance ended badly (exit != 0, signal, spawn error) */
-  S_TIMEOUT,    /* the instance did not become healthy before its start deadline */
-  S_COMPLETED,  /* the instance exited 0 */
-  S_BACKOFF,    /* waiting before the next restart */
-  S_UNKNOWN,    /* herd cannot observe the service right now; never restarts by itself */
+  S_SUBMITTED, /* a batch job was accepted by the scheduler (slurm backend) */
+  S_PENDING,   /* wanted up, waiting: on dependencies or the scheduler's queue */
+  S_STARTING,  /* the process/job runs; not yet proven healthy */
+  S_HEALTHY,   /* running and healthy (checks pass, or up for ready_after) */
+  S_UNHEALTHY, /* was healthy, checks now fail */
+  S_STOPPING,  /* stop signal sent, waiting for the process to go */
+  S_STOPPED,   /* not running because it was asked to stop (or never started) */
+  S_FAILED,    /* the instance ended badly (exit != 0, signal, spawn error) */
+  S_TIMEOUT,   /* the instance did not become healthy before its start deadline */
+  S_COMPLETED, /* the instance exited 0 */
+  S_BACKOFF,   /* waiting before the next restart */
+  S_UNKNOWN,   /* herd cannot observe the service right now; never restarts by itself */
   S__MAX
 } svc_state;
 
@@ -53,8 +53,8 @@ struct svc_policy {
   struct svc_backoff backoff;
   int stop_signal;
   double stop_grace;
-  double start_timeout;  /* with a check: STARTING longer than this -> TIMEOUT (0 = never) */
-  double ready_after;    /* without a check: up this long -> HEALTHY */
+  double start_timeout; /* with a check: STARTING longer than this -> TIMEOUT (0 = never) */
+  double ready_after;   /* without a check: up this long -> HEALTHY */
   bool has_check;
   unsigned success_threshold, failure_threshold;
   bool restart_on_unhealthy;
@@ -64,24 +64,24 @@ struct svc_policy {
 struct svc_fsm {
   svc_state state;
   bool want_up;
-  bool proc_alive;       /* an instance process exists that we must see exit */
-  bool killed_hard;      /* SIGKILL already sent to the instance */
-  bool restart_pending;  /* start again when the current instance is gone */
-  unsigned attempt;      /* attempt number of the current/last instance (1-based) */
-  unsigned fails;        /* consecutive failed instances since the last reset: drives backoff */
-  unsigned restarts;     /* restarts made by policy or request */
+  bool proc_alive;      /* an instance process exists that we must see exit */
+  bool killed_hard;     /* SIGKILL already sent to the instance */
+  bool restart_pending; /* start again when the current instance is gone */
+  unsigned attempt;     /* attempt number of the current/last instance (1-based) */
+  unsigned fails;       /* consecutive failed instances since the last reset: drives backoff */
+  unsigned restarts;    /* restarts made by policy or request */
   unsigned pass_streak, fail_streak;
-  double since;          /* when the current state was entered */
-  double healthy_since;  /* when the current instance became HEALTHY (0 = not yet) */
-  double deadline;       /* armed deadline (0 = none) */
-  uint64_t rng;          /* xorshift state for jitter: keeps svc_step pure and repeatable */
+  double since;         /* when the current state was entered */
+  double healthy_since; /* when the current instance became HEALTHY (0 = not yet) */
+  double deadline;      /* armed deadline (0 = none) */
+  uint64_t rng;         /* xorshift state for jitter: keeps svc_step pure and repeatable */
 };
 
 struct svc_event {
   svc_event_type type;
-  int code;         /* EV_EXIT: exit status (-1 when unknown) */
-  int sig;          /* EV_EXIT: terminating signal or 0 */
-  const char *msg;  /* free text (spawn error, check message, lost reason) */
+  int code;        /* EV_EXIT: exit status (-1 when unknown) */
+  int sig;         /* EV_EXIT: terminating signal or 0 */
+  const char *msg; /* free text (spawn error, check message, lost reason) */
 };
 
 typedef enum {

@@ -6,15 +6,15 @@
 #include <string.h>
 
 static int failures, checks;
-#define CHECK(cond, ...)                          \
-  do {                                            \
-    checks++;                                     \
-    if (!(cond)) {                                \
-      failures++;                                 \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                        \
-      printf("\n");                               \
-    }                                             \
+#define CHECK(cond, ...)                                                                                               \
+  do {                                                                                                                 \
+    checks++;                                                                                                          \
+    if (!(cond)) {                                                                                                     \
+      failures++;                                                                                                      \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                                      \
+      printf(__VA_ARGS__);                                                                                             \
+      printf("\n");                                                                                                    \
+    }                                                                                                                  \
   } while (0)
 
 /* Parse text; return the errors (caller frees) and the specs in *set. */
@@ -46,16 +46,19 @@ static void test_errors(void) {
   expect_error("{\"name\": \"a\",\n \"command\": [\"x\"],\n \"comand\": 1}", 3, 2, "comand", "unknown key");
   expect_error("{\"name\": \"a\",\n \"command\": [\"x\"],\n \"stop\": {\"grace\": \"5 parsecs\"}}", 3, 20, "stop.grace",
                "expected a duration");
-  expect_error("{\"services\": [\n  {\"name\": \"ok\", \"command\": [\"x\"]},\n  {\"name\": \"Bad Name\", \"command\": [\"x\"]}\n]}", 3,
-               12, "services[1].name", "not a valid name");
+  expect_error("{\"services\": [\n  {\"name\": \"ok\", \"command\": [\"x\"]},\n  {\"name\": \"Bad Name\", \"command\": "
+               "[\"x\"]}\n]}",
+               3, 12, "services[1].name", "not a valid name");
   expect_error("{\"name\": \"a\", \"command\": \"sleep 1\"}", 1, 26, "command", "argv array");
   expect_error("{\"name\": \"a\"}", 1, 1, "", "missing required key \"command\"");
   expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"restart\": \"sometimes\"}", 1, 44, "restart", "on-failure");
-  expect_error("{\"name\": \"a\", \"command\": [\"x\"],\n\"backoff\": {\"initial\": 5, \"max\": 1}}", 2, 34, "backoff.max",
-               "less than initial");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"],\n\"backoff\": {\"initial\": 5, \"max\": 1}}", 2, 34,
+               "backoff.max", "less than initial");
   expect_error("{\"name\": \"a\", \"command\": [\"x\", 3]}", 1, 32, "command[1]", "expected a string");
-  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"log\": {\"max_size\": \"lots\"}}", 1, 53, "log.max_size", "size");
-  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"user\": \"no-such-user-herd\"}", 1, 41, "user", "no such user");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"log\": {\"max_size\": \"lots\"}}", 1, 53, "log.max_size",
+               "size");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"user\": \"no-such-user-herd\"}", 1, 41, "user",
+               "no such user");
   /* Syntax errors: jansson's own position. */
   expect_error("{\"name\": \"a\",\n \"command\": [\"x\",]\n}", 2, 18, "", "invalid JSON");
   expect_error("{\"name\": \"a\", \"name\": \"b\", \"command\": [\"x\"]}", 1, 20, "", "duplicate");
@@ -64,18 +67,22 @@ static void test_errors(void) {
 static void test_all_errors_listed(void) {
   struct spec_set set = {0};
   struct cfg_errors e = parse("{\"services\": [{\"name\": \"a\", \"command\": [], \"ready_after\": -1},"
-                              " {\"nme\": \"b\", \"command\": [\"x\"]}]}", &set);
-  CHECK(e.n == 4, "every error is listed, got %zu", e.n); /* empty command, negative duration, unknown key, missing name */
+                              " {\"nme\": \"b\", \"command\": [\"x\"]}]}",
+                              &set);
+  CHECK(e.n == 4, "every error is listed, got %zu",
+        e.n); /* empty command, negative duration, unknown key, missing name */
   cfg_errors_free(&e);
   spec_set_free(&set);
 }
 
 static void test_values(void) {
   struct spec_set set = {0};
-  struct cfg_errors e = parse("{\"name\": \"web.1\", \"command\": [\"/bin/sleep\", \"5\"], \"env\": {\"A\": \"1\", \"N\": 2},"
-                              " \"restart\": \"on-failure\", \"backoff\": {\"initial\": \"250ms\", \"max\": \"2m\", \"jitter\": 0},"
-                              " \"stop\": {\"signal\": \"INT\", \"grace\": 1.5}, \"ready_after\": 0, \"tags\": [\"x\"],"
-                              " \"log\": {\"max_size\": \"1M\", \"keep\": 2}}", &set);
+  struct cfg_errors e =
+      parse("{\"name\": \"web.1\", \"command\": [\"/bin/sleep\", \"5\"], \"env\": {\"A\": \"1\", \"N\": 2},"
+            " \"restart\": \"on-failure\", \"backoff\": {\"initial\": \"250ms\", \"max\": \"2m\", \"jitter\": 0},"
+            " \"stop\": {\"signal\": \"INT\", \"grace\": 1.5}, \"ready_after\": 0, \"tags\": [\"x\"],"
+            " \"log\": {\"max_size\": \"1M\", \"keep\": 2}}",
+            &set);
   CHECK(e.n == 0, "valid spec parses (%zu errors)", e.n);
   if (set.n == 1) {
     struct spec *s = set.v[0];
@@ -111,7 +118,7 @@ static void test_scalars(void) {
   CHECK(size_parse("512k", &z) == 0 && z == 524288, "512k");
   CHECK(size_parse("x", &z) < 0, "bad size");
   CHECK(name_valid("a") && name_valid("web-1.x_y") && !name_valid("") && !name_valid("A") && !name_valid("-a") &&
-          !name_valid("a b") && !name_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            !name_valid("a b") && !name_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         "names");
   CHECK(signal_parse("TERM") == 15 && signal_parse("SIGKILL") == 9 && signal_parse("9") == 9 && signal_parse("FOO") < 0,
         "signals");

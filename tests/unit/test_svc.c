@@ -12,29 +12,29 @@
 
 static int failures, checks;
 
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    checks++;                                              \
-    if (!(cond)) {                                         \
-      failures++;                                          \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);          \
-      printf(__VA_ARGS__);                                 \
-      printf("\n");                                        \
-    }                                                      \
+#define CHECK(cond, ...)                                                                                               \
+  do {                                                                                                                 \
+    checks++;                                                                                                          \
+    if (!(cond)) {                                                                                                     \
+      failures++;                                                                                                      \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                                      \
+      printf(__VA_ARGS__);                                                                                             \
+      printf("\n");                                                                                                    \
+    }                                                                                                                  \
   } while (0)
 
 enum { P_PLAIN, P_CHECK, P_NEVER, P_ONFAIL, P__MAX };
 
 static struct svc_policy policy(int which) {
   struct svc_policy p = {
-    .restart = RESTART_ALWAYS,
-    .backoff = {.initial = 1, .max = 60, .multiplier = 2, .jitter = 0, .reset_after = 60},
-    .stop_signal = 15,
-    .stop_grace = 10,
-    .start_timeout = 5,
-    .ready_after = 1,
-    .success_threshold = 1,
-    .failure_threshold = 1,
+      .restart = RESTART_ALWAYS,
+      .backoff = {.initial = 1, .max = 60, .multiplier = 2, .jitter = 0, .reset_after = 60},
+      .stop_signal = 15,
+      .stop_grace = 10,
+      .start_timeout = 5,
+      .ready_after = 1,
+      .success_threshold = 1,
+      .failure_threshold = 1,
   };
   if (which == P_CHECK) {
     p.has_check = true;
@@ -52,158 +52,161 @@ struct row {
   bool proc, want, deadline;
   int pol;
   svc_event_type ev;
-  int code;  /* EV_EXIT code (signal when negative) */
+  int code; /* EV_EXIT code (signal when negative) */
   svc_state to;
   const char *fx;
   int line;
 };
 
-#define R(from, proc, want, dl, pol, ev, code, to, fx) {from, proc, want, dl, pol, ev, code, to, fx, __LINE__}
+#define R(from, proc, want, dl, pol, ev, code, to, fx)                                                                 \
+  { from, proc, want, dl, pol, ev, code, to, fx, __LINE__ }
 
 static const struct row rows[] = {
-  /* SUBMITTED: a scheduler accepted the job (slurm backend) */
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_START, 0, S_SUBMITTED, ""),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "SUBMITTED>STOPPING sig:15 arm"),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_SUBMITTED, ""),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_SUBMITTED, ""),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED SUBMITTED>FAILED FAILED>BACKOFF arm"),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_SUBMITTED, ""),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_SUBMITTED, ""),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_SUBMITTED, ""),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "SUBMITTED>UNKNOWN"),
-  R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_SUBMITTED, ""),
-  /* PENDING: wanted up, waiting (dependencies, queue) */
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn PENDING>STARTING arm"),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, "PENDING>STOPPED"),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn PENDING>STARTING arm"),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_PENDING, ""),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_EXIT, 1, S_PENDING, ""),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_PENDING, ""),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_PENDING, ""),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_PENDING, ""),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "PENDING>UNKNOWN"),
-  R(S_PENDING, 0, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, ""),
-  /* STARTING: never UNHEALTHY; only HEALTHY, TIMEOUT, FAILED/COMPLETED or STOPPING */
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, ""),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_RESTART, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF, "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 0, S_BACKOFF, "end:COMPLETED STARTING>COMPLETED disarm COMPLETED>BACKOFF arm"),
-  R(S_STARTING, 1, 1, 1, P_ONFAIL, EV_EXIT, 0, S_COMPLETED, "end:COMPLETED STARTING>COMPLETED disarm"),
-  R(S_STARTING, 1, 1, 1, P_NEVER, EV_EXIT, -9, S_FAILED, "end:FAILED STARTING>FAILED disarm"),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_HEALTHY, "STARTING>HEALTHY"),
-  R(S_STARTING, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_TIMEOUT, "STARTING>TIMEOUT chk- sig:15 arm"),
-  R(S_STARTING, 1, 1, 1, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, "STARTING>HEALTHY disarm"),
-  R(S_STARTING, 1, 1, 1, P_CHECK, EV_CHECK_FAIL, 0, S_STARTING, ""),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "STARTING>UNKNOWN disarm"),
-  R(S_STARTING, 1, 1, 1, P_PLAIN, EV_BLOCKED, 0, S_STARTING, ""),
-  /* HEALTHY */
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_START, 0, S_HEALTHY, ""),
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "HEALTHY>STOPPING sig:15 arm"),
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_STOPPING, "HEALTHY>STOPPING sig:15 arm"),
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_HEALTHY, ""),
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED HEALTHY>FAILED FAILED>BACKOFF arm"),
-  R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_EXIT, 1, S_BACKOFF, "end:FAILED HEALTHY>FAILED chk- FAILED>BACKOFF arm"),
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_HEALTHY, ""),
-  R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, ""),
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_UNHEALTHY, "HEALTHY>UNHEALTHY"),
-  R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_FAIL, 0, S_HEALTHY, ""), /* threshold 2: one failure is not enough */
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "HEALTHY>UNKNOWN"),
-  R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_HEALTHY, ""),
-  /* UNHEALTHY */
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_START, 0, S_UNHEALTHY, ""),
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "UNHEALTHY>STOPPING sig:15 arm"),
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_STOPPING, "UNHEALTHY>STOPPING sig:15 arm"),
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_UNHEALTHY, ""),
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED UNHEALTHY>FAILED FAILED>BACKOFF arm"),
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_UNHEALTHY, ""),
-  R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_DEADLINE, 0, S_FAILED, "UNHEALTHY>FAILED chk- sig:15 arm"),
-  R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, "UNHEALTHY>HEALTHY"),
-  R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_FAIL, 0, S_UNHEALTHY, ""),
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "UNHEALTHY>UNKNOWN"),
-  R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_UNHEALTHY, ""),
-  /* STOPPING: the stop signal was sent; grace deadline armed */
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_START, 0, S_STOPPING, ""),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_STOP, 0, S_STOPPING, ""),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_RESTART, 0, S_STOPPING, ""),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPING, ""),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_EXIT, -15, S_STOPPED, "end:STOPPED STOPPING>STOPPED disarm"),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_DEADLINE, 0, S_STOPPING, "sig:9 arm"),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_CHECK_PASS, 0, S_STOPPING, ""),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_CHECK_FAIL, 0, S_STOPPING, ""),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_LOST, 0, S_STOPPING, ""),
-  R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_BLOCKED, 0, S_STOPPING, ""),
-  /* STOPPED */
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, ""),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPED, ""),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_EXIT, 1, S_STOPPED, ""),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_DEADLINE, 0, S_STOPPED, ""),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_CHECK_PASS, 0, S_STOPPED, ""),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_STOPPED, ""),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_LOST, 0, S_STOPPED, ""),
-  R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "STOPPED>PENDING"),
-  /* FAILED at rest (restart never) */
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_START, 0, S_STARTING, "spawn FAILED>STARTING arm"),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_STOP, 0, S_FAILED, ""),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_RESTART, 0, S_STARTING, "spawn FAILED>STARTING arm"),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_SPAWN_FAILED, 0, S_FAILED, ""),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_EXIT, 1, S_FAILED, ""),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_DEADLINE, 0, S_FAILED, ""),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_CHECK_PASS, 0, S_FAILED, ""),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_CHECK_FAIL, 0, S_FAILED, ""),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_LOST, 0, S_FAILED, ""),
-  R(S_FAILED, 0, 1, 0, P_NEVER, EV_BLOCKED, 0, S_PENDING, "FAILED>PENDING"),
-  /* FAILED while its process is being killed (unhealthy restart) */
-  R(S_FAILED, 1, 1, 1, P_CHECK, EV_EXIT, -15, S_BACKOFF, "disarm end:FAILED FAILED>BACKOFF arm"),
-  R(S_FAILED, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_FAILED, "sig:9 arm"),
-  /* TIMEOUT: declared over, process being killed */
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_START, 0, S_TIMEOUT, ""),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_STOP, 0, S_TIMEOUT, ""),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_RESTART, 0, S_TIMEOUT, ""),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_SPAWN_FAILED, 0, S_TIMEOUT, ""),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_EXIT, -15, S_BACKOFF, "disarm end:TIMEOUT TIMEOUT>BACKOFF arm"),
-  R(S_TIMEOUT, 1, 1, 1, P_NEVER, EV_EXIT, -15, S_TIMEOUT, "disarm end:TIMEOUT"),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_TIMEOUT, "sig:9 arm"),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_CHECK_PASS, 0, S_TIMEOUT, ""),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_CHECK_FAIL, 0, S_TIMEOUT, ""),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_LOST, 0, S_TIMEOUT, ""),
-  R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_BLOCKED, 0, S_TIMEOUT, ""),
-  /* COMPLETED */
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_START, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_STOP, 0, S_COMPLETED, ""),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_RESTART, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_SPAWN_FAILED, 0, S_COMPLETED, ""),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_EXIT, 0, S_COMPLETED, ""),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_DEADLINE, 0, S_COMPLETED, ""),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_CHECK_PASS, 0, S_COMPLETED, ""),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_CHECK_FAIL, 0, S_COMPLETED, ""),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_LOST, 0, S_COMPLETED, ""),
-  R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_BLOCKED, 0, S_PENDING, "COMPLETED>PENDING"),
-  /* BACKOFF: waiting to restart */
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPED, "BACKOFF>STOPPED disarm"),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF, ""),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, ""),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn BACKOFF>STARTING arm"),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_PASS, 0, S_BACKOFF, ""),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_FAIL, 0, S_BACKOFF, ""),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_LOST, 0, S_BACKOFF, ""),
-  R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "BACKOFF>PENDING disarm"),
-  /* UNKNOWN: cannot observe; never restarts by itself */
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_START, 0, S_UNKNOWN, ""),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "UNKNOWN>STOPPING sig:15 arm"),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_UNKNOWN, ""),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_UNKNOWN, ""),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED UNKNOWN>FAILED FAILED>BACKOFF arm"),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_UNKNOWN, ""),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_UNKNOWN, ""),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_UNKNOWN, ""),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, ""),
-  R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_UNKNOWN, ""),
+    /* SUBMITTED: a scheduler accepted the job (slurm backend) */
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_START, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "SUBMITTED>STOPPING sig:15 arm"),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED SUBMITTED>FAILED FAILED>BACKOFF arm"),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "SUBMITTED>UNKNOWN"),
+    R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_SUBMITTED, ""),
+    /* PENDING: wanted up, waiting (dependencies, queue) */
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn PENDING>STARTING arm"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, "PENDING>STOPPED"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn PENDING>STARTING arm"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_PENDING, ""),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_EXIT, 1, S_PENDING, ""),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_PENDING, ""),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_PENDING, ""),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_PENDING, ""),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "PENDING>UNKNOWN"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, ""),
+    /* STARTING: never UNHEALTHY; only HEALTHY, TIMEOUT, FAILED/COMPLETED or STOPPING */
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, ""),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_RESTART, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF,
+      "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 0, S_BACKOFF,
+      "end:COMPLETED STARTING>COMPLETED disarm COMPLETED>BACKOFF arm"),
+    R(S_STARTING, 1, 1, 1, P_ONFAIL, EV_EXIT, 0, S_COMPLETED, "end:COMPLETED STARTING>COMPLETED disarm"),
+    R(S_STARTING, 1, 1, 1, P_NEVER, EV_EXIT, -9, S_FAILED, "end:FAILED STARTING>FAILED disarm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_HEALTHY, "STARTING>HEALTHY"),
+    R(S_STARTING, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_TIMEOUT, "STARTING>TIMEOUT chk- sig:15 arm"),
+    R(S_STARTING, 1, 1, 1, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, "STARTING>HEALTHY disarm"),
+    R(S_STARTING, 1, 1, 1, P_CHECK, EV_CHECK_FAIL, 0, S_STARTING, ""),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "STARTING>UNKNOWN disarm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_BLOCKED, 0, S_STARTING, ""),
+    /* HEALTHY */
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_START, 0, S_HEALTHY, ""),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "HEALTHY>STOPPING sig:15 arm"),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_STOPPING, "HEALTHY>STOPPING sig:15 arm"),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_HEALTHY, ""),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED HEALTHY>FAILED FAILED>BACKOFF arm"),
+    R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_EXIT, 1, S_BACKOFF, "end:FAILED HEALTHY>FAILED chk- FAILED>BACKOFF arm"),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_HEALTHY, ""),
+    R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, ""),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_UNHEALTHY, "HEALTHY>UNHEALTHY"),
+    R(S_HEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_FAIL, 0, S_HEALTHY, ""), /* threshold 2: one failure is not enough */
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "HEALTHY>UNKNOWN"),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_HEALTHY, ""),
+    /* UNHEALTHY */
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_START, 0, S_UNHEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "UNHEALTHY>STOPPING sig:15 arm"),
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_STOPPING, "UNHEALTHY>STOPPING sig:15 arm"),
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_UNHEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED UNHEALTHY>FAILED FAILED>BACKOFF arm"),
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_UNHEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_DEADLINE, 0, S_FAILED, "UNHEALTHY>FAILED chk- sig:15 arm"),
+    R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_PASS, 0, S_HEALTHY, "UNHEALTHY>HEALTHY"),
+    R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_CHECK_FAIL, 0, S_UNHEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "UNHEALTHY>UNKNOWN"),
+    R(S_UNHEALTHY, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_UNHEALTHY, ""),
+    /* STOPPING: the stop signal was sent; grace deadline armed */
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_START, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_STOP, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_RESTART, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_EXIT, -15, S_STOPPED, "end:STOPPED STOPPING>STOPPED disarm"),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_DEADLINE, 0, S_STOPPING, "sig:9 arm"),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_CHECK_PASS, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_CHECK_FAIL, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_LOST, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_BLOCKED, 0, S_STOPPING, ""),
+    /* STOPPED */
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_EXIT, 1, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_DEADLINE, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_CHECK_PASS, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_LOST, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "STOPPED>PENDING"),
+    /* FAILED at rest (restart never) */
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_START, 0, S_STARTING, "spawn FAILED>STARTING arm"),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_STOP, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_RESTART, 0, S_STARTING, "spawn FAILED>STARTING arm"),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_SPAWN_FAILED, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_EXIT, 1, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_DEADLINE, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_CHECK_PASS, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_CHECK_FAIL, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_LOST, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_BLOCKED, 0, S_PENDING, "FAILED>PENDING"),
+    /* FAILED while its process is being killed (unhealthy restart) */
+    R(S_FAILED, 1, 1, 1, P_CHECK, EV_EXIT, -15, S_BACKOFF, "disarm end:FAILED FAILED>BACKOFF arm"),
+    R(S_FAILED, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_FAILED, "sig:9 arm"),
+    /* TIMEOUT: declared over, process being killed */
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_START, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_STOP, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_RESTART, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_SPAWN_FAILED, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_EXIT, -15, S_BACKOFF, "disarm end:TIMEOUT TIMEOUT>BACKOFF arm"),
+    R(S_TIMEOUT, 1, 1, 1, P_NEVER, EV_EXIT, -15, S_TIMEOUT, "disarm end:TIMEOUT"),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_DEADLINE, 0, S_TIMEOUT, "sig:9 arm"),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_CHECK_PASS, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_CHECK_FAIL, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_LOST, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_BLOCKED, 0, S_TIMEOUT, ""),
+    /* COMPLETED */
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_START, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_STOP, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_RESTART, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_SPAWN_FAILED, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_EXIT, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_DEADLINE, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_CHECK_PASS, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_CHECK_FAIL, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_LOST, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_BLOCKED, 0, S_PENDING, "COMPLETED>PENDING"),
+    /* BACKOFF: waiting to restart */
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPED, "BACKOFF>STOPPED disarm"),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn BACKOFF>STARTING arm"),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_PASS, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_FAIL, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_LOST, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "BACKOFF>PENDING disarm"),
+    /* UNKNOWN: cannot observe; never restarts by itself */
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_START, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "UNKNOWN>STOPPING sig:15 arm"),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_RESTART, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED UNKNOWN>FAILED FAILED>BACKOFF arm"),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_UNKNOWN, ""),
 };
 
 static void fx_string(const struct svc_fx_list *l, char *out, size_t len) {
@@ -247,8 +250,8 @@ static void test_table(void) {
     fx_string(&out, got, sizeof got);
     CHECK(f.state == r->to, "row at line %d: %s + %s: state %s, want %s", r->line, svc_state_name(r->from),
           svc_event_name(r->ev), svc_state_name(f.state), svc_state_name(r->to));
-    CHECK(!strcmp(got, r->fx), "row at line %d: %s + %s: effects \"%s\", want \"%s\"", r->line,
-          svc_state_name(r->from), svc_event_name(r->ev), got, r->fx);
+    CHECK(!strcmp(got, r->fx), "row at line %d: %s + %s: effects \"%s\", want \"%s\"", r->line, svc_state_name(r->from),
+          svc_event_name(r->ev), got, r->fx);
     /* Invariants that hold after every step. */
     CHECK(!(f.state == S_STARTING) || f.proc_alive, "row %d: STARTING without a process", r->line);
     CHECK(!(r->from == S_STARTING && f.state == S_UNHEALTHY), "row %d: STARTING went UNHEALTHY", r->line);
@@ -304,7 +307,8 @@ static void test_crash_loop(void) {
   /* Healthy for reset_after: the next failure starts the backoff over. */
   now += p.backoff.reset_after + 1;
   svc_step(&f, &p, &crash, now, &out);
-  CHECK(f.fails == 1 && f.deadline - now <= p.backoff.initial + 1e-9, "reset_after resets the backoff (fails=%u)", f.fails);
+  CHECK(f.fails == 1 && f.deadline - now <= p.backoff.initial + 1e-9, "reset_after resets the backoff (fails=%u)",
+        f.fails);
 }
 
 static void test_restart_and_stop(void) {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install what herd needs from Debian 12's packages. `deps.sh` for building and running;
+# `deps.sh --test` adds what the test suite and benchmarks use.
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(build-essential cmake pkg-config ca-certificates python3
+      libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev node-llhttp)
+if [ "${1:-}" = "--test" ]; then
+  pkgs+=(procps sqlite3 supervisor runit clang-format)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
