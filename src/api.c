@@ -256,11 +256,11 @@ static void waiter_conn_gone(struct conn *c, void *arg) { waiter_free(arg); }
 static void waiter_timeout(struct conn *c, void *arg) {
   struct waiter *wt = arg;
   struct service *s = wt->s;
+  int target = wt->target;
   json_t *svc = service_json(s);
   waiter_free(wt);
   conn_error(c, 504, "timeout", json_pack("{s:o}", "service", svc), "%s did not become %s in time; it is %s: %s",
-             s->spec->name, wt->target == WAIT_HEALTHY ? "HEALTHY" : "stopped", svc_state_name(s->fsm.state),
-             s->reason);
+             s->spec->name, target == WAIT_HEALTHY ? "HEALTHY" : "stopped", svc_state_name(s->fsm.state), s->reason);
 }
 
 static void act(struct daemon *d, struct conn *c, struct request *r, const char *name, void (*fn)(struct service *),

@@ -107,7 +107,16 @@ static const char *type_name(const json_t *v) {
 }
 
 /* A field path: prefix + "." + key, built on the stack. */
-#define FIELD(buf, prefix, key) (snprintf(buf, sizeof buf, "%s%s%s", prefix, *(prefix) ? "." : "", key), buf)
+/* A field path: prefix + "." + key, truncated to fit (paths are short in practice). */
+static char *field_join(char *buf, size_t len, const char *prefix, const char *key) {
+  size_t n = 0;
+  for (const char *p = prefix; *p && n + 1 < len; p++) buf[n++] = *p;
+  if (*prefix && n + 1 < len) buf[n++] = '.';
+  for (const char *p = key; *p && n + 1 < len; p++) buf[n++] = *p;
+  buf[n] = '\0';
+  return buf;
+}
+#define FIELD(buf, prefix, key) field_join(buf, sizeof buf, prefix, key)
 
 static int get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
   if (json_is_number(v)) {

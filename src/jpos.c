@@ -117,8 +117,8 @@ int jpos_find(const char *text, size_t len, const char *path, bool at_key, int *
   *col = sc.col;
   const char *p = path ? path : "";
   char key[256], got[256];
-  long index;
-  bool is_index;
+  long index = 0;
+  bool is_index = false;
   while (next_seg(&p, key, sizeof key, &index, &is_index)) {
     ws(&sc);
     if (sc.i >= sc.n) return -1;
