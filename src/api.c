@@ -135,11 +135,17 @@ void api_add(struct daemon *d, struct conn *c, struct request *r, const char *un
       goto out;
     }
   }
+  for (size_t i = 0; i < set.n; i++) {
+    free(set.v[i]->source);
+    set.v[i]->source = xstrdup("api");
+  }
+  if (daemon_validate_deps(d, set.v, set.n, &errs)) {
+    reply_spec_errors(c, &errs);
+    goto out;
+  }
   json_t *a = json_array();
   for (size_t i = 0; i < set.n; i++) {
     struct spec *sp = set.v[i];
-    free(sp->source);
-    sp->source = xstrdup("api");
     store_put_service(d->store, sp->name, "api", sp->canon, "up");
     struct service *s = service_create(d, sp, true);
     json_array_append_new(a, service_json(s));
@@ -173,11 +179,15 @@ void api_replace(struct daemon *d, struct conn *c, struct request *r, const char
     conn_error(c, 400, "name_mismatch", NULL, "the body names \"%s\" but the path names \"%s\"", set.v[0]->name, name);
     goto out;
   }
+  free(set.v[0]->source);
+  set.v[0]->source = xstrdup("api");
+  if (daemon_validate_deps(d, set.v, 1, &errs)) {
+    reply_spec_errors(c, &errs);
+    goto out;
+  }
   struct spec *sp = set.v[0];
   set.v[0] = NULL;
   set.n = 0;
-  free(sp->source);
-  sp->source = xstrdup("api");
   store_put_service(d->store, name, "api", sp->canon, s->fsm.want_up ? "up" : "down");
   bool changed = service_replace(s, sp);
   conn_reply(c, 200, json_pack("{s:b,s:o}", "changed", changed, "service", service_json(s)));
@@ -193,6 +203,15 @@ void api_delete(struct daemon *d, struct conn *c, struct request *r, const char 
     conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: remove it there and reload", name,
                s->spec->source);
     return;
+  }
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *x = container_of(pos, struct service, link);
+    for (size_t i = 0; !x->removing && i < x->spec->ndeps; i++)
+      if (!strcmp(x->spec->deps[i].service, name)) {
+        conn_error(c, 409, "depended_on", NULL, "%s depends on %s: remove or change it first", x->spec->name, name);
+        return;
+      }
   }
   const char *state = svc_state_name(s->fsm.state);
   service_remove(s); /* may free s once at rest */
@@ -219,10 +238,11 @@ static void waiter_free(struct waiter *wt) {
 static int wait_status(struct service *s, int target, svc_state to) {
   if (target == WAIT_HEALTHY) {
     if (to == S_HEALTHY || s->fsm.state == S_HEALTHY) return 1;
-    if (svc_fsm_at_rest(&s->fsm) && !s->next_spec && !s->fsm.restart_pending) return -1;
+    if (svc_fsm_at_rest(&s->fsm) && !s->start_after_swap && !s->dep_restart && !s->fsm.restart_pending) return -1;
     return 0;
   }
-  return svc_fsm_at_rest(&s->fsm) && !s->next_spec ? 1 : 0;
+  /* At rest, and not about to start again with a new spec or after a dependency. */
+  return svc_fsm_at_rest(&s->fsm) && !s->start_after_swap && !s->dep_restart ? 1 : 0;
 }
 
 static void waiter_answer(struct waiter *wt, int st) {
@@ -286,6 +306,10 @@ static void act(struct daemon *d, struct conn *c, struct request *r, const char 
   double timeout = 60;
   if (tmo && duration_parse(tmo, &timeout) < 0) {
     conn_error(c, 400, "bad_timeout", NULL, "timeout \"%s\" is not a duration", tmo);
+    return;
+  }
+  if (fn && fn != service_stop && d->shutting_down) {
+    conn_error(c, 503, "shutting_down", NULL, "the daemon is shutting down");
     return;
   }
   if (fn) fn(s);

@@ -197,6 +197,39 @@ static void check_keys(struct pctx *c, const char *prefix, json_t *obj, const ch
   }
 }
 
+static const char *const check_keys_http[] = {"type",
+                                              "url",
+                                              "path",
+                                              "method",
+                                              "status",
+                                              "headers",
+                                              "body_contains",
+                                              "ca_file",
+                                              "insecure",
+                                              "interval",
+                                              "timeout",
+                                              "start_period",
+                                              "failure_threshold",
+                                              "success_threshold",
+                                              "on_unhealthy",
+                                              "unhealthy_grace",
+                                              NULL};
+static const char *const check_keys_tcp[] = {"type",
+                                             "host",
+                                             "port",
+                                             "interval",
+                                             "timeout",
+                                             "start_period",
+                                             "failure_threshold",
+                                             "success_threshold",
+                                             "on_unhealthy",
+                                             "unhealthy_grace",
+                                             NULL};
+static const char *const check_keys_exec[] = {
+    "type",         "command",         "interval", "timeout", "start_period", "failure_threshold", "success_threshold",
+    "on_unhealthy", "unhealthy_grace", NULL};
+static const char *const endpoint_keys[] = {"protocol", "host", "port", "allocate", "port_range", NULL};
+static const char *const dep_keys[] = {"service", "condition", NULL};
 static const char *const service_keys[] = {"name",        "command", "env",     "cwd",  "user",
                                            "group",       "restart", "backoff", "stop", "start_timeout",
                                            "ready_after", "tags",    "log",     NULL};
@@ -271,6 +304,252 @@ static void parse_log(struct pctx *c, const char *prefix, json_t *o, struct spec
   if ((v = json_object_get(o, "keep"))) {
     double k;
     if (get_number(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
+  }
+}
+
+static int get_port(struct pctx *c, const char *field, json_t *v, int *out) {
+  if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535) {
+    err_at(c, field, "expected a port number from 1 to 65535");
+    return -1;
+  }
+  *out = (int)json_integer_value(v);
+  return 0;
+}
+
+static void parse_status(struct pctx *c, const char *field, json_t *v, struct check_spec *k) {
+  if (json_is_integer(v) && json_integer_value(v) >= 100 && json_integer_value(v) <= 599) {
+    k->status_lo = k->status_hi = (int)json_integer_value(v);
+    return;
+  }
+  int lo, hi, n = 0;
+  if (json_is_string(v) && sscanf(json_string_value(v), "%d-%d%n", &lo, &hi, &n) == 2 &&
+      n == (int)strlen(json_string_value(v)) && lo >= 100 && hi <= 599 && lo <= hi) {
+    k->status_lo = lo;
+    k->status_hi = hi;
+    return;
+  }
+  err_at(c, field, "expected a status code such as 200 or a range such as \"200-399\"");
+}
+
+static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
+  char f[256];
+  if (!json_is_object(o)) {
+    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    return;
+  }
+  struct check_spec *k = xcalloc(1, sizeof *k);
+  s->check = k;
+  k->interval = 5;
+  k->timeout = 2;
+  k->failure_threshold = 3;
+  k->success_threshold = 1;
+  k->restart_on_unhealthy = true;
+  k->unhealthy_grace = 0;
+  k->status_lo = 200;
+  k->status_hi = 399;
+  json_t *v = json_object_get(o, "type");
+  const char *t = json_string_value(v);
+  if (!v) {
+    err_at(c, prefix, "missing required key \"type\" (\"http\", \"tcp\" or \"exec\")");
+    return;
+  }
+  if (t && !strcmp(t, "http"))
+    k->type = CHECK_HTTP;
+  else if (t && !strcmp(t, "tcp"))
+    k->type = CHECK_TCP;
+  else if (t && !strcmp(t, "exec"))
+    k->type = CHECK_EXEC;
+  else {
+    err_at(c, FIELD(f, prefix, "type"), "expected \"http\", \"tcp\" or \"exec\"");
+    return;
+  }
+  check_keys(c, prefix, o,
+             k->type == CHECK_HTTP  ? check_keys_http
+             : k->type == CHECK_TCP ? check_keys_tcp
+                                    : check_keys_exec);
+  if ((v = json_object_get(o, "interval"))) {
+    if (get_duration(c, FIELD(f, prefix, "interval"), v, &k->interval) == 0 && k->interval < 0.05)
+      err_at(c, FIELD(f, prefix, "interval"), "must be at least 50ms");
+  }
+  if ((v = json_object_get(o, "timeout"))) {
+    if (get_duration(c, FIELD(f, prefix, "timeout"), v, &k->timeout) == 0 && k->timeout < 0.001)
+      err_at(c, FIELD(f, prefix, "timeout"), "must be at least 1ms");
+  }
+  if ((v = json_object_get(o, "start_period"))) get_duration(c, FIELD(f, prefix, "start_period"), v, &s->start_period);
+  double num;
+  if ((v = json_object_get(o, "failure_threshold")) &&
+      get_number(c, FIELD(f, prefix, "failure_threshold"), v, 1, 1000, &num) == 0)
+    k->failure_threshold = (unsigned)num;
+  if ((v = json_object_get(o, "success_threshold")) &&
+      get_number(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
+    k->success_threshold = (unsigned)num;
+  if ((v = json_object_get(o, "on_unhealthy"))) {
+    const char *w = json_string_value(v);
+    if (w && !strcmp(w, "restart"))
+      k->restart_on_unhealthy = true;
+    else if (w && !strcmp(w, "keep"))
+      k->restart_on_unhealthy = false;
+    else
+      err_at(c, FIELD(f, prefix, "on_unhealthy"), "expected \"restart\" or \"keep\"");
+  }
+  if ((v = json_object_get(o, "unhealthy_grace")))
+    get_duration(c, FIELD(f, prefix, "unhealthy_grace"), v, &k->unhealthy_grace);
+
+  switch (k->type) {
+  case CHECK_HTTP:
+    if ((v = json_object_get(o, "url"))) {
+      if (get_string(c, FIELD(f, prefix, "url"), v, &k->url) == 0 && strncmp(k->url, "http://", 7) &&
+          strncmp(k->url, "https://", 8))
+        err_at(c, FIELD(f, prefix, "url"), "must start with http:// or https://");
+    }
+    if ((v = json_object_get(o, "path"))) {
+      if (get_string(c, FIELD(f, prefix, "path"), v, &k->path) == 0 && k->path[0] != '/')
+        err_at(c, FIELD(f, prefix, "path"), "must start with /");
+    }
+    if (k->url && k->path) err_at(c, FIELD(f, prefix, "path"), "give either url or path, not both");
+    if (!k->url && !k->path) err_at(c, prefix, "an http check needs \"url\", or \"path\" with an endpoint");
+    k->method = xstrdup("GET");
+    if ((v = json_object_get(o, "method")) && get_string(c, FIELD(f, prefix, "method"), v, &k->method) == 0 &&
+        strcmp(k->method, "GET") && strcmp(k->method, "HEAD"))
+      err_at(c, FIELD(f, prefix, "method"), "expected \"GET\" or \"HEAD\"");
+    if ((v = json_object_get(o, "status"))) parse_status(c, FIELD(f, prefix, "status"), v, k);
+    if ((v = json_object_get(o, "headers"))) {
+      if (!json_is_object(v)) {
+        err_at(c, FIELD(f, prefix, "headers"), "expected an object of strings");
+      } else {
+        k->headers = xcalloc(json_object_size(v) + 1, sizeof *k->headers);
+        size_t n = 0;
+        const char *key;
+        json_t *x;
+        json_object_foreach(v, key, x) {
+          if (!json_is_string(x) || strpbrk(key, ":\r\n") || strpbrk(json_string_value(x), "\r\n")) {
+            char hf[300];
+            snprintf(hf, sizeof hf, "%s.headers.%s", prefix, key);
+            err_at(c, hf, "expected a header value (a string without line breaks)");
+            continue;
+          }
+          k->headers[n++] = xasprintf("%s: %s", key, json_string_value(x));
+        }
+      }
+    }
+    if ((v = json_object_get(o, "body_contains")))
+      get_string(c, FIELD(f, prefix, "body_contains"), v, &k->body_contains);
+    if ((v = json_object_get(o, "ca_file"))) {
+      if (get_string(c, FIELD(f, prefix, "ca_file"), v, &k->ca_file) == 0 && access(k->ca_file, R_OK) < 0)
+        err_at(c, FIELD(f, prefix, "ca_file"), "cannot read %s: %s", k->ca_file, strerror(errno));
+    }
+    if ((v = json_object_get(o, "insecure"))) {
+      if (!json_is_boolean(v))
+        err_at(c, FIELD(f, prefix, "insecure"), "expected true or false");
+      else
+        k->insecure = json_is_true(v);
+    }
+    break;
+  case CHECK_TCP:
+    if ((v = json_object_get(o, "host"))) get_string(c, FIELD(f, prefix, "host"), v, &k->host);
+    if ((v = json_object_get(o, "port"))) get_port(c, FIELD(f, prefix, "port"), v, &k->port);
+    break;
+  case CHECK_EXEC:
+    if (!(v = json_object_get(o, "command")))
+      err_at(c, prefix, "an exec check needs \"command\" (an argv array)");
+    else
+      k->command = get_strv(c, FIELD(f, prefix, "command"), v, true);
+    break;
+  case CHECK__MAX: break;
+  }
+}
+
+static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
+  char f[256];
+  if (!json_is_object(o)) {
+    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    return;
+  }
+  check_keys(c, prefix, o, endpoint_keys);
+  struct endpoint_spec *e = &s->endpoint;
+  e->set = true;
+  e->protocol = PROTO_TCP;
+  e->range_lo = 20000;
+  e->range_hi = 29999;
+  json_t *v;
+  if ((v = json_object_get(o, "protocol"))) {
+    const char *p = json_string_value(v);
+    if (p && !strcmp(p, "tcp"))
+      e->protocol = PROTO_TCP;
+    else if (p && !strcmp(p, "http"))
+      e->protocol = PROTO_HTTP;
+    else if (p && !strcmp(p, "https"))
+      e->protocol = PROTO_HTTPS;
+    else
+      err_at(c, FIELD(f, prefix, "protocol"), "expected \"tcp\", \"http\" or \"https\"");
+  }
+  if ((v = json_object_get(o, "host")))
+    get_string(c, FIELD(f, prefix, "host"), v, &e->host);
+  else
+    e->host = xstrdup("127.0.0.1");
+  if ((v = json_object_get(o, "port"))) get_port(c, FIELD(f, prefix, "port"), v, &e->port);
+  if ((v = json_object_get(o, "allocate"))) {
+    if (!json_is_boolean(v))
+      err_at(c, FIELD(f, prefix, "allocate"), "expected true or false");
+    else
+      e->allocate = json_is_true(v);
+  }
+  if ((v = json_object_get(o, "port_range"))) {
+    if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(json_array_get(v, 0)) ||
+        !json_is_integer(json_array_get(v, 1)) || json_integer_value(json_array_get(v, 0)) < 1 ||
+        json_integer_value(json_array_get(v, 1)) > 65535 ||
+        json_integer_value(json_array_get(v, 0)) > json_integer_value(json_array_get(v, 1)))
+      err_at(c, FIELD(f, prefix, "port_range"), "expected [low, high] with 1 <= low <= high <= 65535");
+    else {
+      e->range_lo = (int)json_integer_value(json_array_get(v, 0));
+      e->range_hi = (int)json_integer_value(json_array_get(v, 1));
+    }
+  }
+  if (!e->port) e->allocate = true; /* no port given: always choose one */
+}
+
+static void parse_deps(struct pctx *c, const char *prefix, json_t *a, struct spec *s) {
+  if (!json_is_array(a)) {
+    err_at(c, prefix, "expected an array of {\"service\", \"condition\"} objects or service names");
+    return;
+  }
+  s->deps = xcalloc(json_array_size(a) + 1, sizeof *s->deps);
+  size_t i;
+  json_t *x;
+  json_array_foreach(a, i, x) {
+    char f[300], g[320];
+    snprintf(f, sizeof f, "%s[%zu]", prefix, i);
+    struct dep_spec *d = &s->deps[s->ndeps];
+    d->cond = DEP_HEALTHY;
+    json_t *name = x;
+    if (json_is_object(x)) {
+      check_keys(c, f, x, dep_keys);
+      name = json_object_get(x, "service");
+      json_t *cond = json_object_get(x, "condition");
+      if (cond) {
+        const char *cs = json_string_value(cond);
+        int k = -1;
+        for (int j = 0; j < DEP__MAX && cs; j++)
+          if (!strcmp(cs, dep_cond_name(j))) k = j;
+        snprintf(g, sizeof g, "%s.condition", f);
+        if (k < 0)
+          err_at(c, g, "expected \"started\", \"healthy\" or \"completed\"");
+        else
+          d->cond = (enum dep_cond)k;
+      }
+      snprintf(g, sizeof g, "%s.service", f);
+    } else {
+      snprintf(g, sizeof g, "%s", f);
+    }
+    if (!json_is_string(name) || !name_valid(json_string_value(name))) {
+      err_at(c, name ? g : f, "expected a service name");
+      continue;
+    }
+    for (size_t j = 0; j < s->ndeps; j++)
+      if (!strcmp(s->deps[j].service, json_string_value(name))) err_at(c, g, "listed twice");
+    d->service = xstrdup(json_string_value(name));
+    jpos_find(c->text, c->len, g, false, &d->line, &d->col);
+    s->ndeps++;
   }
 }
 
@@ -375,6 +654,19 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   if ((v = json_object_get(o, "ready_after"))) get_duration(c, FIELD(f, prefix, "ready_after"), v, &s->ready_after);
   if ((v = json_object_get(o, "tags"))) s->tags = get_strv(c, FIELD(f, prefix, "tags"), v, false);
   if ((v = json_object_get(o, "log"))) parse_log(c, FIELD(f, prefix, "log"), v, s);
+  if ((v = json_object_get(o, "endpoint"))) parse_endpoint(c, FIELD(f, prefix, "endpoint"), v, s);
+  if ((v = json_object_get(o, "check"))) parse_check(c, FIELD(f, prefix, "check"), v, s);
+  if ((v = json_object_get(o, "depends_on"))) parse_deps(c, FIELD(f, prefix, "depends_on"), v, s);
+  if ((v = json_object_get(o, "restart_with_dependency"))) {
+    if (!json_is_boolean(v))
+      err_at(c, FIELD(f, prefix, "restart_with_dependency"), "expected true or false");
+    else
+      s->restart_with_dependency = json_is_true(v);
+  }
+  if (s->check && s->check->type == CHECK_HTTP && s->check->path && !s->endpoint.set)
+    err_at(c, FIELD(f, prefix, "check.path"), "a check path needs an endpoint (or give an absolute url)");
+  if (s->check && s->check->type == CHECK_TCP && !s->check->port && !s->endpoint.set)
+    err_at(c, FIELD(f, prefix, "check"), "a tcp check needs a port (or an endpoint)");
 
   if (c->nerr != before) {
     spec_free(s);
@@ -514,4 +806,76 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
   for (size_t i = 0; i < all.n; i++) spec_set_add(out, all.v[i]);
   free(all.v);
   return 0;
+}
+
+/* ---- dependencies across services ---- */
+
+static void dep_error(struct cfg_errors *e, const struct spec *s, const struct dep_spec *d, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void dep_error(struct cfg_errors *e, const struct spec *s, const struct dep_spec *d, const char *fmt, ...) {
+  if (e->n == e->cap) {
+    e->cap = e->cap ? e->cap * 2 : 8;
+    e->v = xrealloc(e->v, e->cap * sizeof *e->v);
+  }
+  struct cfg_error *x = &e->v[e->n++];
+  x->file = xstrdup(s->source ? s->source : "?");
+  x->line = d->line > 0 ? d->line : 1;
+  x->col = d->col > 0 ? d->col : 1;
+  x->field = xasprintf("%s.depends_on", s->name);
+  va_list ap;
+  va_start(ap, fmt);
+  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
+  va_end(ap);
+}
+
+static long find_spec(struct spec *const *v, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(v[i]->name, name)) return (long)i;
+  return -1;
+}
+
+/* DFS colours: 0 new, 1 on the stack, 2 done. On a back edge, report the cycle once. */
+static int dfs(struct spec *const *v, size_t n, size_t i, int *colour, size_t *stack, size_t depth,
+               struct cfg_errors *errs) {
+  colour[i] = 1;
+  stack[depth] = i;
+  int found = 0;
+  for (size_t k = 0; k < v[i]->ndeps; k++) {
+    long j = find_spec(v, n, v[i]->deps[k].service);
+    if (j < 0) continue;
+    if (colour[j] == 1) {
+      struct buf path = {0};
+      size_t from = 0;
+      while (stack[from] != (size_t)j) from++;
+      for (size_t m = from; m <= depth; m++) buf_printf(&path, "%s -> ", v[stack[m]]->name);
+      buf_printf(&path, "%s", v[j]->name);
+      dep_error(errs, v[i], &v[i]->deps[k], "dependency cycle: %s", path.data);
+      buf_free(&path);
+      found++;
+    } else if (colour[j] == 0) {
+      found += dfs(v, n, (size_t)j, colour, stack, depth + 1, errs);
+    }
+  }
+  colour[i] = 2;
+  return found;
+}
+
+int cfg_validate_deps(struct spec *const *v, size_t n, struct cfg_errors *errs) {
+  size_t before = errs->n;
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < v[i]->ndeps; k++) {
+      const struct dep_spec *d = &v[i]->deps[k];
+      if (!strcmp(d->service, v[i]->name))
+        dep_error(errs, v[i], d, "%s depends on itself", v[i]->name);
+      else if (find_spec(v, n, d->service) < 0)
+        dep_error(errs, v[i], d, "%s depends on \"%s\", which is not defined", v[i]->name, d->service);
+    }
+  int *colour = xcalloc(n, sizeof *colour);
+  size_t *stack = xcalloc(n + 1, sizeof *stack);
+  for (size_t i = 0; i < n; i++)
+    if (!colour[i]) dfs(v, n, i, colour, stack, 0, errs);
+  free(colour);
+  free(stack);
+  return (int)(errs->n - before);
 }

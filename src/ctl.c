@@ -27,7 +27,7 @@ struct ctl {
   bool closing;
 };
 
-enum conn_mode { C_READ, C_BUSY, C_PARKED, C_STREAM };
+enum conn_mode { C_READ, C_BUSY, C_PARKED, C_STREAM, C_DONE };
 
 struct conn {
   uv_pipe_t h;
@@ -152,11 +152,19 @@ static void respond(struct conn *c, int status, const char *ctype, const char *b
   buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
              status_text(status), ctype, n, c->keepalive ? "keep-alive" : "close");
   buf_append(&b, body, n);
-  conn_write(c, b.data, b.len, !c->keepalive);
-  buf_free(&b);
-  c->mode = C_READ;
+  /* The request is answered: whoever parked the connection lets go of it now. */
   c->on_gone = NULL;
   c->on_timeout = NULL;
+  conn_write(c, b.data, b.len, !c->keepalive);
+  buf_free(&b);
+  if (!c->keepalive) {
+    /* The last reply on this connection: nothing after it is parsed. */
+    c->mode = C_DONE;
+    c->pending.len = 0;
+    uv_timer_stop(&c->timer);
+    return;
+  }
+  c->mode = C_READ;
   if (!c->closing) {
     uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
     if (!c->in_process) conn_process(c); /* pipelined requests that waited */
@@ -402,7 +410,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     return;
   }
   if (n == 0) return;
-  if (c->mode == C_STREAM) return; /* a follower has nothing more to say */
+  if (c->mode == C_STREAM || c->mode == C_DONE) return; /* nothing more is read from this peer */
   if (c->pending.len + (size_t)n > CTL_MAX_HEADER + CTL_MAX_BODY) {
     conn_close(c); /* flooding while a request is pending */
     return;

@@ -1,6 +1,7 @@
 /* The daemon: start-up, the loop, reload, signals and an orderly shutdown. */
 #include "herd/daemon.h"
 
+#include "herd/check.h"
 #include "herd/ctl.h"
 #include "herd/log.h"
 #include "herd/store.h"
@@ -61,6 +62,7 @@ static void finish(struct daemon *d) {
     service_close_handles(s);
   }
   d->nservices = 0;
+  check_global_close(d); /* after every checker let go of its easy handle */
 }
 
 void daemon_check_idle(struct daemon *d) {
@@ -72,19 +74,24 @@ void daemon_check_idle(struct daemon *d) {
       service_free(s);
     }
   }
-  if (d->shutting_down && !finishing && idle_now(d)) finish(d);
+  /* Not finish() here: we may be deep in a callback chain (curl's, a close callback). */
+  if (d->shutting_down && !finishing && idle_now(d)) d->finish_pending = true;
 }
 
 void daemon_shutdown(struct daemon *d) {
   if (d->shutting_down) return;
   d->shutting_down = true;
-  log_info("shutting down: stopping %zu services", d->nservices);
+  log_info("shutting down: stopping %zu services (dependents first)", d->nservices);
+  /* In memory only: the persisted wanted state stays, so they come back next start.
+   * deps_reconcile sends the stops: a service stops once nothing that depends on it runs. */
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
-    struct service *s = container_of(pos, struct service, link);
-    /* In memory only: the persisted wanted state stays, so they come back next start. */
-    service_event(s, EV_STOP, 0, 0, "daemon shutting down");
+    /* Nothing restarts from here on, even a service that crashes while it waits for its
+     * dependents to stop first. */
+    container_of(pos, struct service, link)->fsm.want_up = false;
   }
+  d->deps_dirty = true;
+  deps_reconcile(d);
   daemon_check_idle(d);
 }
 
@@ -114,9 +121,40 @@ static void on_signal(uv_signal_t *h, int signum) {
   daemon_shutdown(d);
 }
 
+/* Once per loop turn, before the loop blocks: settle dependencies, then commit the store. */
 static void on_flush(uv_prepare_t *h) {
   struct daemon *d = h->data;
+  if (d->deps_dirty) deps_reconcile(d);
   store_flush(d->store);
+  if (d->finish_pending) finish(d);
+}
+
+/* Every spec the daemon would run: the config's (new) plus the services added over the API,
+ * with `replace` standing in for the one of the same name. */
+static size_t union_specs(struct daemon *d, struct spec_set *cfg, struct spec **extra, size_t nextra,
+                          struct spec ***out) {
+  size_t n = 0;
+  struct spec **v = xcalloc(d->nservices + (cfg ? cfg->n : 0) + nextra + 1, sizeof *v);
+  for (size_t i = 0; cfg && i < cfg->n; i++) v[n++] = cfg->v[i];
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (s->removing || (cfg && strcmp(s->spec->source, "api"))) continue;
+    bool replaced = false;
+    for (size_t i = 0; i < nextra; i++) replaced |= !strcmp(extra[i]->name, s->spec->name);
+    if (!replaced) v[n++] = s->spec;
+  }
+  for (size_t i = 0; i < nextra; i++) v[n++] = extra[i];
+  *out = v;
+  return n;
+}
+
+int daemon_validate_deps(struct daemon *d, struct spec **extra, size_t nextra, struct cfg_errors *errs) {
+  struct spec **v;
+  size_t n = union_specs(d, NULL, extra, nextra, &v);
+  int k = cfg_validate_deps(v, n, errs);
+  free(v);
+  return k;
 }
 
 /* ---- config and store merge ---- */
@@ -153,6 +191,12 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
   for (size_t i = 0; i < set.n; i++) {
     struct service *s = daemon_find(d, set.v[i]->name);
     if (s && !from_config(s)) add_conflict(errs, set.v[i]);
+  }
+  if (!errs->n) {
+    struct spec **v;
+    size_t n = union_specs(d, &set, NULL, 0, &v);
+    cfg_validate_deps(v, n, errs);
+    free(v);
   }
   if (errs->n) {
     spec_set_free(&set);
@@ -304,6 +348,27 @@ int daemon_run(const struct daemon_opts *o) {
     json_t *r = json_object_get(rows, cfgset.v[i]->name);
     if (r && !strcmp(json_string_value(json_object_get(r, "source")), "api")) add_conflict(&errs, cfgset.v[i]);
   }
+  struct spec_set apiset = {0};
+  if (!errs.n) {
+    /* Dependencies are checked across config files and stored API services together. */
+    const char *name;
+    json_t *r;
+    json_object_foreach(rows, name, r) {
+      if (strcmp(json_string_value(json_object_get(r, "source")), "api")) continue;
+      const char *spec = json_string_value(json_object_get(r, "spec"));
+      struct cfg_errors ignore = {0};
+      char *label = xasprintf("store:%s", name);
+      cfg_parse_text(label, spec, strlen(spec), &apiset, &ignore);
+      free(label);
+      cfg_errors_free(&ignore);
+    }
+    struct spec **v = xcalloc(cfgset.n + apiset.n + 1, sizeof *v);
+    for (size_t i = 0; i < cfgset.n; i++) v[i] = cfgset.v[i];
+    for (size_t i = 0; i < apiset.n; i++) v[cfgset.n + i] = apiset.v[i];
+    cfg_validate_deps(v, cfgset.n + apiset.n, &errs);
+    free(v);
+  }
+  spec_set_free(&apiset);
   if (errs.n) {
     for (size_t i = 0; i < errs.n; i++) {
       char *m = cfg_error_str(&errs.v[i]);
@@ -326,6 +391,7 @@ int daemon_run(const struct daemon_opts *o) {
   uv_signal_start(&d->sig_term, on_signal, SIGTERM);
   uv_signal_start(&d->sig_int, on_signal, SIGINT);
   uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+  check_global_init(d);
   uv_prepare_init(d->loop, &d->flush);
   d->flush.data = d;
   uv_prepare_start(&d->flush, on_flush);

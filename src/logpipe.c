@@ -40,22 +40,48 @@ static void log_rotate(struct service *s) {
   s->log_fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
   if (s->log_fd < 0) log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot open %s: %s", s->log_path, strerror(errno));
   s->log_size = 0;
+  s->log_at_bol = true;
+}
+
+static void file_write(struct service *s, const char *data, size_t n) {
+  if (s->log_fd < 0 || n == 0) return;
+  /* A regular file in the page cache: write(2) does not block the loop in practice. */
+  size_t off = 0;
+  while (off < n) {
+    ssize_t w = write(s->log_fd, data + off, n - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      break; /* disk full: the bytes still reach followers; the log has a gap */
+    }
+    off += (size_t)w;
+  }
+  s->log_size += off;
+  s->log_at_bol = data[n - 1] == '\n';
 }
 
 static void log_write(struct service *s, const char *data, size_t n) {
-  if (s->log_size > 0 && s->log_size + n > s->spec->log_max_size) log_rotate(s);
-  if (s->log_fd >= 0) {
-    /* A regular file in the page cache: write(2) does not block the loop in practice. */
-    size_t off = 0;
-    while (off < n) {
-      ssize_t w = write(s->log_fd, data + off, n - off);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        break; /* disk full: the bytes still reach followers; the log has a gap */
+  const char *p = data;
+  size_t left = n;
+  /* Rotate only between lines: when the next bytes would pass max_size, finish the
+   * current line first (a line longer than what is left goes into this file whole). */
+  while (left) {
+    if (s->log_size > 0 && s->log_size + left > s->spec->log_max_size) {
+      if (s->log_at_bol) {
+        log_rotate(s);
+      } else {
+        const char *nl = memchr(p, '\n', left);
+        if (nl) {
+          size_t k = (size_t)(nl - p) + 1;
+          file_write(s, p, k);
+          p += k;
+          left -= k;
+          log_rotate(s);
+          continue;
+        }
       }
-      off += (size_t)w;
     }
-    s->log_size += off;
+    file_write(s, p, left);
+    break;
   }
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &s->watches) {
@@ -75,7 +101,8 @@ void logpipe_note(struct service *s, const char *fmt, ...) {
   gmtime_r(&t, &tm);
   char ts[32];
   strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  int n = snprintf(line, sizeof line, "[herd %s] %s\n", ts, msg);
+  /* herd's notes start on a line of their own even when the service left one open. */
+  int n = snprintf(line, sizeof line, "%s[herd %s] %s\n", s->log_at_bol ? "" : "\n", ts, msg);
   if (n > 0) log_write(s, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
@@ -125,14 +152,19 @@ int logpipe_open(struct service *s, char *err, size_t errlen) {
     return -errno;
   }
   fcntl(fd, F_SETPIPE_SZ, FIFO_SIZE); /* best effort: fewer blocked writers while herd is down */
-  s->log_fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  s->log_fd = open(s->log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (s->log_fd < 0) {
     snprintf(err, errlen, "open %s: %s", s->log_path, strerror(errno));
     int e = -errno;
     close(fd);
     return e;
   }
-  if (fstat(s->log_fd, &st) == 0) s->log_size = (uint64_t)st.st_size;
+  s->log_at_bol = true;
+  if (fstat(s->log_fd, &st) == 0) {
+    s->log_size = (uint64_t)st.st_size;
+    char last;
+    if (st.st_size > 0 && pread(s->log_fd, &last, 1, st.st_size - 1) == 1) s->log_at_bol = last == '\n';
+  }
   uv_pipe_init(s->d->loop, &s->logpipe, 0);
   s->logpipe_init = true;
   s->nhandles++;

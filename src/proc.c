@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -53,6 +54,75 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
   service_event(s, EV_EXIT, term_signal ? -1 : (int)status, term_signal, NULL);
 }
 
+/* Whether host:port can be bound now (a TIME_WAIT leftover does not count as busy). */
+static bool port_free(const char *host, int port) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  if (!strcmp(host, "localhost")) host = "127.0.0.1";
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+    uv_ip4_addr("0.0.0.0", port, (struct sockaddr_in *)&ss);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  bool ok = bind(fd, (struct sockaddr *)&ss, len) == 0;
+  close(fd);
+  return ok;
+}
+
+/* Choose the instance's port as ZenML does: the configured one if free; if it is busy
+ * (or none is configured) and allocation is allowed, the last run's port if free, else
+ * a free one from the range. */
+static int choose_port(struct service *s, char *err, size_t errlen) {
+  const struct endpoint_spec *e = &s->spec->endpoint;
+  s->port = 0;
+  if (!e->set) return 0;
+  if (e->port && port_free(e->host, e->port)) {
+    s->port = e->port;
+    return 0;
+  }
+  if (!e->allocate) {
+    snprintf(err, errlen, "port %d on %s is in use (set endpoint.allocate to take another)", e->port, e->host);
+    return -EADDRINUSE;
+  }
+  if (s->last_port && s->last_port != e->port && port_free(e->host, s->last_port)) {
+    s->port = s->last_port;
+    return 0;
+  }
+  int span = e->range_hi - e->range_lo + 1;
+  int start = (int)(now_mono() * 1000) % span;
+  for (int i = 0; i < span; i++) {
+    int p = e->range_lo + (start + i) % span;
+    if (p != e->port && port_free(e->host, p)) {
+      s->port = p;
+      return 0;
+    }
+  }
+  snprintf(err, errlen, "no free port on %s in %d-%d", e->host, e->range_lo, e->range_hi);
+  return -EADDRINUSE;
+}
+
+/* Copy argv/env strings with ${port} replaced by the instance's port. */
+static char *subst_port(const char *in, int port) {
+  if (!strstr(in, "${port}")) return xstrdup(in);
+  struct buf b = {0};
+  const char *p = in, *m;
+  while ((m = strstr(p, "${port}"))) {
+    buf_append(&b, p, (size_t)(m - p));
+    buf_printf(&b, "%d", port);
+    p = m + 7;
+  }
+  buf_append(&b, p, strlen(p));
+  return b.data;
+}
+
+static void strv_free(char **v) {
+  for (char **p = v; p && *p; p++) free(*p);
+  free(v);
+}
+
 static char *join_argv(char **argv) {
   struct buf b = {0};
   for (char **a = argv; *a; a++) buf_printf(&b, "%s%s", a == argv ? "" : " ", *a);
@@ -62,30 +132,47 @@ static char *join_argv(char **argv) {
 int proc_spawn(struct service *s, char *err, size_t errlen) {
   struct daemon *d = s->d;
   struct spec *sp = s->spec;
+  int prc = choose_port(s, err, errlen);
+  if (prc < 0) {
+    logpipe_note(s, "%s", err);
+    return prc;
+  }
   int fd = logpipe_child_fd(s);
   if (fd < 0) {
     snprintf(err, errlen, "cannot open log pipe: %s", strerror(-fd));
     return fd;
   }
   /* Environment: herd's own, then the spec's, then herd's identity variables. */
-  size_t nenv = 0, nspec = 0;
+  size_t nenv = 0, nspec = 0, nargs = 0;
   while (environ[nenv]) nenv++;
   while (sp->env && sp->env[nspec]) nspec++;
-  char **env = xcalloc(nenv + nspec + 3, sizeof *env);
+  while (sp->argv[nargs]) nargs++;
+  char **senv = xcalloc(nspec + 1, sizeof *senv), **args = xcalloc(nargs + 1, sizeof *args);
+  for (size_t j = 0; j < nspec; j++) senv[j] = subst_port(sp->env[j], s->port);
+  for (size_t j = 0; j < nargs; j++) args[j] = subst_port(sp->argv[j], s->port);
+  char **env = xcalloc(nenv + nspec + 5, sizeof *env);
   size_t k = 0;
   for (size_t i = 0; i < nenv; i++) {
     bool overridden = false;
     const char *eq = strchr(environ[i], '=');
     size_t kl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
     for (size_t j = 0; j < nspec && !overridden; j++)
-      overridden = !strncmp(sp->env[j], environ[i], kl) && sp->env[j][kl] == '=';
+      overridden = !strncmp(senv[j], environ[i], kl) && senv[j][kl] == '=';
+    if (s->port && !strncmp(environ[i], "PORT=", 5)) overridden = true;
     if (!overridden && strncmp(environ[i], "HERD_", 5)) env[k++] = environ[i];
   }
-  for (size_t j = 0; j < nspec; j++) env[k++] = sp->env[j];
+  for (size_t j = 0; j < nspec; j++) env[k++] = senv[j];
   char *e_name = xasprintf("HERD_SERVICE=%s", sp->name);
   char *e_inst = xasprintf("HERD_ATTEMPT=%u", s->fsm.attempt);
+  char *e_port = xasprintf("PORT=%d", s->port), *e_hport = xasprintf("HERD_PORT=%d", s->port);
   env[k++] = e_name;
   env[k++] = e_inst;
+  if (s->port) {
+    bool user_port = false;
+    for (size_t j = 0; j < nspec; j++) user_port |= !strncmp(senv[j], "PORT=", 5);
+    if (!user_port) env[k++] = e_port;
+    env[k++] = e_hport;
+  }
 
   uv_stdio_container_t stdio[3] = {
       {.flags = UV_IGNORE},
@@ -113,7 +200,11 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   close(fd);
   free(e_name);
   free(e_inst);
+  free(e_port);
+  free(e_hport);
   free(env);
+  strv_free(senv);
+  strv_free(args);
   s->nhandles++;
   if (rc < 0) {
     snprintf(err, errlen, "cannot start %s: %s", sp->argv[0], uv_strerror(rc));
@@ -129,9 +220,15 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   s->started_mono = now_mono();
   char *cmdline = join_argv(sp->argv);
   s->instance =
-      store_instance_start(d->store, sp->name, s->fsm.attempt, s->pid, s->starttime, s->started_wall, cmdline);
+      store_instance_start(d->store, sp->name, s->fsm.attempt, s->pid, s->starttime, s->started_wall, cmdline, s->port);
   free(cmdline);
-  logpipe_note(s, "started pid %d (instance %lld, attempt %u)", s->pid, (long long)s->instance, s->fsm.attempt);
+  if (s->port) {
+    s->last_port = s->port;
+    logpipe_note(s, "started pid %d (instance %lld, attempt %u, port %d)", s->pid, (long long)s->instance,
+                 s->fsm.attempt, s->port);
+  } else {
+    logpipe_note(s, "started pid %d (instance %lld, attempt %u)", s->pid, (long long)s->instance, s->fsm.attempt);
+  }
   return 0;
 }
 

@@ -4,6 +4,7 @@
  * in order. Everything here runs on the loop thread, from loop callbacks.
  */
 #include "herd/daemon.h"
+#include "herd/check.h"
 #include "herd/log.h"
 #include "herd/store.h"
 
@@ -31,6 +32,7 @@ static void hash_insert(struct daemon *d, struct service *s) {
     struct list *pos, *tmp;
     list_for_each_safe(pos, tmp, &d->services) {
       struct service *x = container_of(pos, struct service, link);
+      if (x == s) continue; /* already on the list; inserted below */
       size_t b = hash_name(x->spec->name) & (ncap - 1);
       x->hnext = nt[b];
       nt[b] = x;
@@ -68,6 +70,7 @@ static void publish(struct service *s, const struct svc_fx *x) {
   struct daemon *d = s->d;
   double ts = now_wall();
   snprintf(s->reason, sizeof s->reason, "%s", x->reason);
+  d->deps_dirty = true;
   if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
   int64_t id = store_event_add(d->store, ts, s->spec->name, s->instance, svc_state_name(x->from), svc_state_name(x->to),
                                x->reason);
@@ -129,6 +132,7 @@ static void on_timer_close(uv_handle_t *h) {
 }
 
 void service_close_handles(struct service *s) {
+  check_close(s);
   if (!uv_is_closing((uv_handle_t *)&s->timer)) uv_close((uv_handle_t *)&s->timer, on_timer_close);
   logpipe_close(s);
 }
@@ -150,11 +154,18 @@ static void after_step(struct service *s) {
     s->next_spec = NULL;
     spec_free(old);
     spec_policy(s->spec, &s->pol);
+    check_close(s); /* the new spec may check differently, or not at all */
+    check_attach(s);
     if (s->start_after_swap) {
       s->start_after_swap = false;
-      service_event(s, EV_START, 0, 0, "spec changed");
+      service_want_up(s, "spec changed");
       return;
     }
+  }
+  if (s->dep_restart && !s->removing) {
+    s->dep_restart = false;
+    if (s->fsm.want_up && !s->d->shutting_down) service_want_up(s, "restart with dependency");
+    return;
   }
   if (s->removing && !s->destroyed) {
     s->destroyed = true;
@@ -219,6 +230,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   if (store_last_instance(d->store, spec->name, &last) == 0) {
     s->instance = last.id;
     s->fsm.attempt = last.attempt;
+    s->last_port = last.port;
     if (last.end_state) {
       s->has_exit = true;
       s->last_code = last.exit_code;
@@ -228,21 +240,34 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
         snprintf(s->last_error, sizeof s->last_error, "%s", last.reason);
     }
   }
+  check_attach(s);
   char err[256];
   if (logpipe_open(s, err, sizeof err) < 0) {
     snprintf(s->last_error, sizeof s->last_error, "%s", err);
     log_msg(LOG_ERROR, spec->name, NULL, NULL, "%s", err);
   }
-  if (want_up) service_event(s, EV_START, 0, 0, "herd started it");
+  if (want_up) service_want_up(s, "herd started it");
   return s;
+}
+
+void service_want_up(struct service *s, const char *why) {
+  if (s->d->shutting_down) return; /* nothing starts while the daemon stops everything */
+  char blk[160];
+  if (deps_blocker(s, blk, sizeof blk))
+    service_event(s, EV_BLOCKED, 0, 0, blk);
+  else
+    service_event(s, EV_START, 0, 0, why);
 }
 
 void service_start(struct service *s) {
   store_set_wanted(s->d->store, s->spec->name, "up");
-  service_event(s, EV_START, 0, 0, NULL);
+  service_want_up(s, NULL);
 }
 
 void service_stop(struct service *s) {
+  /* A stop wins over a restart that a spec change or a dependency had planned. */
+  s->start_after_swap = false;
+  s->dep_restart = false;
   store_set_wanted(s->d->store, s->spec->name, "down");
   service_event(s, EV_STOP, 0, 0, NULL);
 }
@@ -313,6 +338,18 @@ json_t *service_json(struct service *s) {
   for (char **t = sp->tags; t && *t; t++) json_array_append_new(tags, json_string(*t));
   json_object_set_new(o, "tags", tags);
   json_object_set_new(o, "log", json_string(s->log_path));
+  json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());
+  json_object_set_new(o, "check", check_json(s));
+  if (s->spec->ndeps) {
+    json_t *deps = json_array();
+    for (size_t i = 0; i < s->spec->ndeps; i++) {
+      struct service *t = daemon_find(s->d, s->spec->deps[i].service);
+      json_array_append_new(deps, json_pack("{s:s,s:s,s:s}", "service", s->spec->deps[i].service, "condition",
+                                            dep_cond_name(s->spec->deps[i].cond), "state",
+                                            t ? svc_state_name(t->fsm.state) : "MISSING"));
+    }
+    json_object_set_new(o, "depends_on", deps);
+  }
   json_object_set_new(o, "spec", json_incref(sp->json));
   if (s->next_spec) json_object_set_new(o, "pending_spec", json_incref(s->next_spec->json));
   return o;

@@ -1,6 +1,7 @@
 /* Spec lifetime and derived views. */
 #include "herd/spec.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,8 +11,38 @@ static void strv_free(char **v) {
   free(v);
 }
 
+static void check_free(struct check_spec *c) {
+  if (!c) return;
+  free(c->url);
+  free(c->path);
+  free(c->method);
+  strv_free(c->headers);
+  free(c->body_contains);
+  free(c->ca_file);
+  free(c->host);
+  strv_free(c->command);
+  free(c);
+}
+
+const char *dep_cond_name(enum dep_cond c) {
+  static const char *const names[] = {
+      [DEP_STARTED] = "started", [DEP_HEALTHY] = "healthy", [DEP_COMPLETED] = "completed"};
+  static_assert(sizeof names / sizeof names[0] == DEP__MAX, "dep names");
+  return (unsigned)c < DEP__MAX ? names[c] : "?";
+}
+
+const char *check_type_name(enum check_type t) {
+  static const char *const names[] = {[CHECK_HTTP] = "http", [CHECK_TCP] = "tcp", [CHECK_EXEC] = "exec"};
+  static_assert(sizeof names / sizeof names[0] == CHECK__MAX, "check names");
+  return (unsigned)t < CHECK__MAX ? names[t] : "?";
+}
+
 void spec_free(struct spec *s) {
   if (!s) return;
+  check_free(s->check);
+  free(s->endpoint.host);
+  for (size_t i = 0; i < s->ndeps; i++) free(s->deps[i].service);
+  free(s->deps);
   free(s->name);
   strv_free(s->argv);
   strv_free(s->env);
@@ -33,9 +64,16 @@ void spec_policy(const struct spec *s, struct svc_policy *p) {
   p->stop_grace = s->stop_grace;
   p->start_timeout = s->start_timeout;
   p->ready_after = s->ready_after;
-  p->has_check = false;
+  p->has_check = s->check != NULL;
   p->success_threshold = 1;
   p->failure_threshold = 1;
+  if (s->check) {
+    p->start_timeout = s->start_period > 0 ? s->start_period : s->start_timeout;
+    p->success_threshold = s->check->success_threshold;
+    p->failure_threshold = s->check->failure_threshold;
+    p->restart_on_unhealthy = s->check->restart_on_unhealthy;
+    p->unhealthy_grace = s->check->unhealthy_grace;
+  }
 }
 
 bool spec_has_tag(const struct spec *s, const char *tag) {

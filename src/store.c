@@ -25,7 +25,7 @@ static const char schema[] =
     "  wanted TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS instances(id INTEGER PRIMARY KEY, service TEXT NOT NULL, attempt INTEGER NOT NULL,"
     "  pid INTEGER, starttime INTEGER, cmdline TEXT, started_at REAL NOT NULL, ended_at REAL, end_state TEXT,"
-    "  exit_code INTEGER, signal INTEGER, reason TEXT);"
+    "  exit_code INTEGER, signal INTEGER, reason TEXT, port INTEGER);"
     "CREATE INDEX IF NOT EXISTS instances_service ON instances(service, id);"
     "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, ts REAL NOT NULL, service TEXT NOT NULL,"
     "  instance INTEGER, from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL);";
@@ -123,10 +123,10 @@ int store_open(const char *path, struct store **out, char **err) {
       prep(st, &st->set_wanted, "UPDATE services SET wanted=? WHERE name=?") ||
       prep(st, &st->del_service, "DELETE FROM services WHERE name=?") ||
       prep(st, &st->inst_start,
-           "INSERT INTO instances(id,service,attempt,pid,starttime,started_at,cmdline) VALUES(?,?,?,?,?,?,?)") ||
+           "INSERT INTO instances(id,service,attempt,pid,starttime,started_at,cmdline,port) VALUES(?,?,?,?,?,?,?,?)") ||
       prep(st, &st->inst_end, "UPDATE instances SET end_state=?,exit_code=?,signal=?,reason=?,ended_at=? WHERE id=?") ||
       prep(st, &st->last_inst,
-           "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline "
+           "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline,port "
            "FROM instances WHERE service=? ORDER BY id DESC LIMIT 1") ||
       prep(st, &st->ev_add,
            "INSERT INTO events(id,ts,service,instance,from_state,to_state,reason) VALUES(?,?,?,?,?,?,?)") ||
@@ -201,7 +201,7 @@ void store_del_service(struct store *st, const char *name) {
 }
 
 int64_t store_instance_start(struct store *st, const char *service, unsigned attempt, int pid, uint64_t starttime,
-                             double started_at, const char *cmdline) {
+                             double started_at, const char *cmdline, int port) {
   begin(st);
   int64_t id = st->next_instance++;
   sqlite3_stmt *s = st->inst_start;
@@ -212,6 +212,7 @@ int64_t store_instance_start(struct store *st, const char *service, unsigned att
   if (starttime) sqlite3_bind_int64(s, 5, (int64_t)starttime);
   sqlite3_bind_double(s, 6, started_at);
   if (cmdline) sqlite3_bind_text(s, 7, cmdline, -1, SQLITE_STATIC);
+  if (port > 0) sqlite3_bind_int(s, 8, port);
   run(st, s, "instance start");
   return id;
 }
@@ -250,6 +251,7 @@ int store_last_instance(struct store *st, const char *service, struct store_inst
   o->signal = sqlite3_column_int(s, 8);
   o->reason = (const char *)sqlite3_column_text(s, 9);
   o->cmdline = (const char *)sqlite3_column_text(s, 10);
+  o->port = sqlite3_column_int(s, 11);
   return 0; /* the statement stays positioned so the strings stay valid */
 }
 

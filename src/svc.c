@@ -80,16 +80,15 @@ bool svc_fsm_at_rest(const struct svc_fsm *f) {
   }
 }
 
+/* A crash loop never spins, whatever the config says: from the second consecutive
+ * failure on, wait at least 100 ms, doubling, up to one second. */
+static double backoff_floor(unsigned fails) { return fmin(0.1 * pow(2.0, (double)(fails - 2)), 1.0); }
+
 double svc_backoff_delay(const struct svc_backoff *b, unsigned fails) {
   if (fails == 0) return 0;
   double d = b->initial * pow(b->multiplier, (double)(fails - 1));
   if (d > b->max) d = b->max;
-  /* A crash loop never spins, whatever the config says: from the second consecutive
-   * failure on, wait at least 100 ms, doubling, up to one second. */
-  if (fails >= 2) {
-    double floor = fmin(0.1 * pow(2.0, (double)(fails - 2)), 1.0);
-    if (d < floor) d = floor;
-  }
+  if (fails >= 2 && d < backoff_floor(fails)) d = backoff_floor(fails);
   return d;
 }
 
@@ -155,10 +154,10 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
     if (p->has_check) {
       push(c->out, FX_CHECKS_START);
       if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
-    } else if (p->ready_after > 0) {
-      arm(f, c->out, c->now + p->ready_after);
     } else {
-      enter(c, S_HEALTHY, "running (ready_after 0)");
+      /* Even with ready_after 0, HEALTHY comes from the deadline (next loop turn), so a
+       * spawn that fails is reported as STARTING -> FAILED, never as HEALTHY first. */
+      arm(f, c->out, c->now + p->ready_after);
     }
     break;
   case S_HEALTHY:
@@ -221,6 +220,8 @@ static void apply_policy(struct ctx *c) {
   f->restarts++;
   double d = svc_backoff_delay(&p->backoff, f->fails);
   d *= 1.0 - p->backoff.jitter * rng_unit(f);
+  /* Jitter never takes a crash loop below its floor. */
+  if (f->fails >= 2 && d < backoff_floor(f->fails)) d = backoff_floor(f->fails);
   if (d < 0) d = 0;
   enter(c, S_BACKOFF, "restart %u in %.3fs", f->restarts, d);
   arm(f, c->out, c->now + d);

@@ -43,6 +43,13 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
  */
 int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs);
 
+/**
+ * Check depends_on across a whole set of specs (config files and API-added services
+ * together): every dependency exists, none is the service itself, and there is no cycle
+ * (the error names it: "a -> b -> c -> a"). Returns the number of errors added.
+ */
+int cfg_validate_deps(struct spec *const *v, size_t n, struct cfg_errors *errs);
+
 /** Find the 1-based line and column of the value at `path` ("a.b[2].c") in JSON text,
  *  or of its key when at_key. Falls back to the deepest ancestor found. Returns 0 when
  *  the whole path was found. */

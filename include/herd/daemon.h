@@ -54,6 +54,8 @@ struct daemon {
   uint64_t seed;
   char readbuf[65536]; /* shared read buffer: reads are handled synchronously */
   int exit_code;
+  bool deps_dirty;     /* some service changed state: re-evaluate dependencies */
+  bool finish_pending; /* shutting down and idle: tear down at the end of this loop turn */
 };
 
 struct proc; /* one spawned instance's process handle (proc.c) */
@@ -74,6 +76,7 @@ struct service {
   struct proc *proc; /* the current instance's process, or NULL */
   int log_fd;
   uint64_t log_size;
+  bool log_at_bol; /* the log file ends with a newline (or is empty) */
   char *fifo_path, *log_path;
   int64_t instance; /* current/last instance id (0 = none) */
   int pid;
@@ -86,6 +89,11 @@ struct service {
   char reason[128]; /* why the current state was entered */
   bool removing, destroyed;
   struct list watches;
+  struct checker *checker; /* health checks (check.c), or NULL */
+  int port;                /* the endpoint port of the current/last instance (0 = none) */
+  int last_port;           /* the port used last time, preferred when allocating */
+  bool stop_sent;          /* shutdown: the stop was sent (dependents first) */
+  bool dep_restart;        /* stopped because a dependency went down: start again when at rest */
 };
 
 /** Run the daemon in the foreground until a shutdown. Returns the process exit code. */
@@ -110,10 +118,18 @@ void service_free(struct service *s);
 /** The service as the API shows it. */
 json_t *service_json(struct service *s);
 void service_add_watch(struct service *s, struct svc_watch *w);
+/** Start a service that is wanted up, or park it in PENDING while its dependencies are not met. */
+void service_want_up(struct service *s, const char *why);
+/** Re-evaluate PENDING services, dependency restarts and the shutdown order (once per loop turn). */
+void deps_reconcile(struct daemon *d);
+/** Why `s` cannot start now ("waiting for db: STARTING"), or NULL when its dependencies are met. */
+const char *deps_blocker(struct service *s, char *buf, size_t len);
 /** Called when a service becomes at rest during shutdown or removal. */
 void daemon_check_idle(struct daemon *d);
 /** Reload config files: on errors nothing changes and errs is filled; returns 0 on success. */
 int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary);
+/** Check depends_on across all services, with `extra` added or replacing same-named ones. */
+int daemon_validate_deps(struct daemon *d, struct spec **extra, size_t nextra, struct cfg_errors *errs);
 /** Begin an orderly shutdown (stop all services, then exit). */
 void daemon_shutdown(struct daemon *d);
 

@@ -33,6 +33,7 @@ struct store_instance {
   double started_at, ended_at;
   const char *end_state, *reason, *cmdline;
   int exit_code, signal;
+  int port;
 };
 
 /** Open (creating if needed) the store at path. On failure *err says why (caller frees). */
@@ -50,7 +51,7 @@ void store_del_service(struct store *st, const char *name);
 
 /** Record a new instance; returns its id. */
 int64_t store_instance_start(struct store *st, const char *service, unsigned attempt, int pid, uint64_t starttime,
-                             double started_at, const char *cmdline);
+                             double started_at, const char *cmdline, int port);
 void store_instance_end(struct store *st, int64_t id, const char *end_state, int code, int sig, const char *reason,
                         double ended_at);
 /** The newest instance of a service (any state); returns 0 when found. Strings valid until the next store call. */

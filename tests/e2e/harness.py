@@ -218,3 +218,163 @@ class DaemonTest(unittest.TestCase):
 
 def main():
     unittest.main(verbosity=2)
+
+
+# ---- helpers added for the e2e suites (additive; nothing above changed) -------------
+
+def proc_stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name: [0] is the state (field 3)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    f = proc_stat_fields(pid)
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def pids_in_pgid(pgid):
+    """Live (non-zombie) processes whose process group is pgid."""
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            f = proc_stat_fields(int(e))
+        except (OSError, IndexError):
+            continue
+        if f[0] != "Z" and int(f[2]) == pgid:
+            out.append(int(e))
+    return out
+
+
+def pids_with_cwd(path):
+    """Live processes whose working directory is `path` (services run in the state dir
+    by default, so this finds a daemon's children, and their children)."""
+    real = os.path.realpath(path)
+    out = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit() or int(e) == os.getpid():
+            continue
+        try:
+            if os.readlink("/proc/%s/cwd" % e) in (real, real + " (deleted)") and pid_alive(int(e)):
+                out.append(int(e))
+        except OSError:
+            pass
+    return out
+
+
+def kill_pids(pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def raw_connect(path, timeout=10):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+def read_http_response(s, buf=b""):
+    """Read one HTTP/1.1 response (Content-Length framed) from socket s.
+    Returns (status, headers dict (lower-case names), body bytes, leftover bytes)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed before a full response header: %r" % buf[:200])
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    while len(rest) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed inside a response body")
+        rest += chunk
+    return status, headers, rest[:n], rest[n:]
+
+
+def read_until_eof(s, timeout=5):
+    """Everything the peer sends until it closes (or resets) the connection."""
+    s.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
+
+
+def run_as(uid, gid, fn, groups=()):
+    """Run fn() in a forked child with the given gid/uid (root only); returns what fn
+    returns (it must be JSON-serialisable), or raises with the child's error."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups(list(groups))
+            os.setgid(gid)
+            os.setuid(uid)
+            res = {"ok": fn()}
+        except BaseException as e:  # report anything to the parent
+            res = {"error": "%s: %s" % (type(e).__name__, e)}
+        try:
+            os.write(w, json.dumps(res).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    res = json.loads(data.decode())
+    if "error" in res:
+        raise AssertionError("child as uid %d failed: %s" % (uid, res["error"]))
+    return res["ok"]
+
+
+class SuiteTest(DaemonTest):
+    """DaemonTest that also kills any service process left behind (found by its working
+    directory, the state dir), so one failing test cannot leak processes into the next."""
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            kill_pids(pids_with_cwd(self.d.state))
+
+
+def checked_request(d, method, path, body=None, timeout=10, raw=False):
+    """d.request(), but a dead or hung daemon becomes a clear AssertionError (with its
+    exit status) instead of a bare connection error."""
+    try:
+        return d.request(method, path, body=body, timeout=timeout, raw=raw)
+    except (OSError, http.client.HTTPException) as e:
+        time.sleep(0.2)
+        rc = d.proc.poll() if d.proc else None
+        what = ("daemon died (exit status %s)" % rc) if rc is not None else "daemon did not answer"
+        raise AssertionError("%s %s: %s: %s: %s\n%s" % (method, path, what, type(e).__name__, e,
+                                                        d.log()[-3000:]))

@@ -287,7 +287,9 @@ static void test_crash_loop(void) {
   struct svc_event start = {EV_START, 0, 0, NULL}, crash = {EV_EXIT, 1, 0, NULL}, tick = {EV_DEADLINE, 0, 0, NULL};
   double now = 1000;
   svc_step(&f, &p, &start, now, &out);
-  CHECK(f.state == S_HEALTHY, "ready_after 0: HEALTHY at once, got %s", svc_state_name(f.state));
+  CHECK(f.state == S_STARTING && f.deadline == now, "ready_after 0: STARTING with a deadline of now");
+  svc_step(&f, &p, &tick, now, &out);
+  CHECK(f.state == S_HEALTHY, "ready_after 0: HEALTHY on the next turn, got %s", svc_state_name(f.state));
   double prev = 0;
   for (unsigned i = 1; i <= 8; i++) {
     now += 0.01; /* crashes right away: never healthy long enough to reset */
@@ -301,7 +303,9 @@ static void test_crash_loop(void) {
     prev = delay;
     now = f.deadline;
     svc_step(&f, &p, &tick, now, &out);
-    CHECK(f.state == S_HEALTHY && f.attempt == i + 1, "after backoff %u: new instance, attempt %u", i, f.attempt);
+    CHECK(f.state == S_STARTING && f.attempt == i + 1, "after backoff %u: new instance, attempt %u", i, f.attempt);
+    svc_step(&f, &p, &tick, now, &out);
+    CHECK(f.state == S_HEALTHY, "after backoff %u: HEALTHY", i);
   }
   CHECK(f.restarts == 8, "8 restarts counted, got %u", f.restarts);
   /* Healthy for reset_after: the next failure starts the backoff over. */

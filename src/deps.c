@@ -1,0 +1,104 @@
+/*
+ * Start order and stop order. A service wanted up waits in PENDING until each of its
+ * dependencies meets its condition (started, healthy, completed). Re-evaluation runs
+ * once per loop turn, from the loop's prepare phase, whenever some service changed
+ * state: deferring it keeps one service's transition from re-entering another's
+ * effects while they are being carried out.
+ */
+#include "herd/daemon.h"
+#include "herd/log.h"
+
+#include <string.h>
+
+static bool dep_met(const struct service *t, enum dep_cond cond) {
+  switch (cond) {
+  case DEP_STARTED: return svc_state_running(t->fsm.state) || t->fsm.state == S_COMPLETED;
+  case DEP_HEALTHY: return t->fsm.state == S_HEALTHY;
+  case DEP_COMPLETED: return t->fsm.state == S_COMPLETED;
+  default: return false;
+  }
+}
+
+const char *deps_blocker(struct service *s, char *buf, size_t len) {
+  for (size_t i = 0; i < s->spec->ndeps; i++) {
+    const struct dep_spec *dp = &s->spec->deps[i];
+    struct service *t = daemon_find(s->d, dp->service);
+    if (!t || t->removing) {
+      snprintf(buf, len, "waiting for %s: not defined", dp->service);
+      return buf;
+    }
+    if (!dep_met(t, dp->cond)) {
+      snprintf(buf, len, "waiting for %s (%s): %s", dp->service, dep_cond_name(dp->cond), svc_state_name(t->fsm.state));
+      return buf;
+    }
+  }
+  return NULL;
+}
+
+/* A dependency that was met and no longer is, for restart_with_dependency. */
+static const struct service *dep_down(struct service *s) {
+  for (size_t i = 0; i < s->spec->ndeps; i++) {
+    const struct dep_spec *dp = &s->spec->deps[i];
+    struct service *t = daemon_find(s->d, dp->service);
+    if (!t) continue;
+    svc_state st = t->fsm.state;
+    bool down = st == S_UNHEALTHY || st == S_FAILED || st == S_TIMEOUT || st == S_STOPPED || st == S_STOPPING ||
+                st == S_BACKOFF || (dp->cond == DEP_HEALTHY && st == S_STARTING);
+    if (dp->cond == DEP_COMPLETED) down = false; /* a finished job does not go down */
+    if (down) return t;
+  }
+  return NULL;
+}
+
+/* Shutdown: may s stop now? Only when nothing that depends on it still runs. */
+static bool dependents_gone(struct daemon *d, struct service *s) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *x = container_of(pos, struct service, link);
+    if (x == s || !x->fsm.proc_alive) continue;
+    for (size_t i = 0; i < x->spec->ndeps; i++)
+      if (!strcmp(x->spec->deps[i].service, s->spec->name)) return false;
+  }
+  return true;
+}
+
+void deps_reconcile(struct daemon *d) {
+  /* Each pass may change states again; a DAG settles in at most (longest chain) passes. */
+  for (int pass = 0; d->deps_dirty && pass < 64; pass++) {
+    d->deps_dirty = false;
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &d->services) {
+      struct service *s = container_of(pos, struct service, link);
+      if (s->removing) continue;
+      if (d->shutting_down) {
+        if (!s->stop_sent && (!s->fsm.proc_alive || dependents_gone(d, s))) {
+          s->stop_sent = true;
+          s->dep_restart = false;
+          service_event(s, EV_STOP, 0, 0, "daemon shutting down");
+        }
+        continue;
+      }
+      if (!s->spec->ndeps) continue;
+      char why[sizeof s->reason];
+      if (s->fsm.state == S_PENDING && s->fsm.want_up && !s->fsm.proc_alive) {
+        if (!deps_blocker(s, why, sizeof why))
+          service_event(s, EV_START, 0, 0, "dependencies ready");
+        else if (strcmp(why, s->reason))
+          snprintf(s->reason, sizeof s->reason, "%s", why); /* show the current wait */
+        continue;
+      }
+      if (s->spec->restart_with_dependency && s->fsm.proc_alive && svc_state_running(s->fsm.state)) {
+        const struct service *t = dep_down(s);
+        if (t) {
+          char msg[160];
+          snprintf(msg, sizeof msg, "dependency %s is %s: restarting with it", t->spec->name,
+                   svc_state_name(t->fsm.state));
+          bool want = s->fsm.want_up;
+          s->dep_restart = want;
+          service_event(s, EV_STOP, 0, 0, msg);
+          s->fsm.want_up = want; /* in memory as before: the persisted wanted state is unchanged */
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,176 @@
+"""Stopping: the grace period and SIGKILL, the whole process group, and the daemon's own
+SIGTERM shutdown that stops every service in parallel."""
+import os
+import signal
+import subprocess
+import time
+
+from harness import SuiteTest, main, pid_alive, pids_in_pgid, pids_with_cwd, wait_until
+
+# Ignores SIGTERM, and so does the background child it leaves in its process group
+# (an ignored signal stays ignored across fork and exec).
+STUBBORN = ["/bin/sh", "-c", "trap '' TERM; sleep 1000 & while :; do sleep 0.1; done"]
+
+
+def group_members(pgid):
+    return wait_until(lambda: (lambda p: p if len(p) >= 2 else None)(pids_in_pgid(pgid)),
+                      timeout=5, what="the service's process group to have its children")
+
+
+class GraceKill(SuiteTest):
+    def test_term_ignored_is_killed_after_grace(self):
+        self.d.write_config([{"name": "stubborn", "command": STUBBORN, "ready_after": 0,
+                              "stop": {"grace": "1s"}}])
+        self.d.start()
+        s = self.d.wait_state("stubborn", "HEALTHY")
+        pid = s["pid"]
+        members = group_members(pid)
+        self.assertIn(pid, members)
+        t0 = time.monotonic()
+        st, body = self.d.request("POST", "/v1/services/stubborn/stop")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["service"]["state"], "STOPPING")
+        time.sleep(0.5)
+        s = self.d.service("stubborn")
+        self.assertEqual(s["state"], "STOPPING", "still in its grace period: %s" % s)
+        self.assertTrue(pid_alive(pid), "SIGTERM is ignored; the process must still run during grace")
+        s = self.d.wait_state("stubborn", "STOPPED", timeout=5)
+        took = time.monotonic() - t0
+        self.assertGreaterEqual(took, 0.9, "stopped before the 1s grace was over")
+        self.assertLess(took, 2.5, "SIGKILL did not follow the 1s grace promptly")
+        self.assertEqual(s["last_exit"]["signal"], 9, s)
+        self.assertIsNone(s["pid"])
+        for p in members:
+            self.assertFalse(pid_alive(p), "process %d of the group survived" % p)
+        self.assertEqual(pids_in_pgid(pid), [])
+        self.assertEqual(pids_with_cwd(self.d.state), [])
+        st, log = self.d.request("GET", "/v1/services/stubborn/logs", raw=True)
+        self.assertEqual(st, 200)
+        self.assertIn(b"sending SIGTERM to process group %d" % pid, log)
+        self.assertIn(b"sending SIGKILL to process group %d" % pid, log)
+
+    def test_stop_wait_returns_when_process_gone(self):
+        self.d.write_config([{"name": "stubborn", "command": STUBBORN, "ready_after": 0,
+                              "stop": {"grace": "0.5s"}}])
+        self.d.start()
+        pid = self.d.wait_state("stubborn", "HEALTHY")["pid"]
+        members = group_members(pid)
+        t0 = time.monotonic()
+        r = self.d.cli("stop", "stubborn", "--wait", "--timeout", "5")
+        took = time.monotonic() - t0
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("stubborn: STOPPED", r.stdout)
+        self.assertGreaterEqual(took, 0.45)
+        # STOPPED only when the process is gone.
+        for p in members:
+            self.assertFalse(pid_alive(p), "process %d alive after stop --wait returned" % p)
+
+    def test_custom_stop_signal(self):
+        script = "trap '' TERM; trap 'echo got-INT; exit 0' INT; while :; do sleep 0.05; done"
+        self.d.write_config([{"name": "intme", "command": ["/bin/sh", "-c", script], "ready_after": 0,
+                              "stop": {"signal": "INT", "grace": "5s"}}])
+        self.d.start()
+        pid = self.d.wait_state("intme", "HEALTHY")["pid"]
+        t0 = time.monotonic()
+        st, body = self.d.request("POST", "/v1/services/intme/stop?wait=stopped&timeout=5")
+        self.assertEqual(st, 200, body)
+        self.assertLess(time.monotonic() - t0, 2.0, "SIGINT was not delivered; waited for the grace period")
+        self.assertEqual(body["service"]["last_exit"]["code"], 0)
+        self.assertFalse(pid_alive(pid))
+        st, log = self.d.request("GET", "/v1/services/intme/logs", raw=True)
+        self.assertIn(b"got-INT", log)
+        self.assertIn(b"sending SIGINT", log)
+
+
+class DaemonSigterm(SuiteTest):
+    def test_sigterm_stops_all_in_parallel_and_exits_0(self):
+        specs = [{"name": "plain%d" % i, "command": ["sleep", "1000"], "ready_after": 0} for i in range(3)]
+        specs += [{"name": "stubborn%d" % i, "command": STUBBORN, "ready_after": 0, "stop": {"grace": "1s"}}
+                  for i in range(2)]
+        self.d.write_config(specs)
+        self.d.start()
+        pids = []
+        for sp in specs:
+            pids.append(self.d.wait_state(sp["name"], "HEALTHY")["pid"])
+        for p in pids[3:]:
+            group_members(p)
+        everything = pids_with_cwd(self.d.state)
+        self.assertGreaterEqual(len(everything), 7, everything)  # 3 sleeps + 2 x (sh + sleep)
+        t0 = time.monotonic()
+        self.d.signal(signal.SIGTERM)
+        rc = self.d.wait_exit(timeout=10)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, self.d.log()[-3000:])
+        # Two services each need their 1s grace: in parallel that is ~1s, one after the other 2s+.
+        self.assertGreaterEqual(took, 0.9)
+        self.assertLess(took, 1.8, "shutdown took %.2fs: services not stopped in parallel?" % took)
+        for p in everything:
+            self.assertFalse(pid_alive(p), "process %d survived the daemon's shutdown" % p)
+        self.assertFalse(os.path.exists(self.d.sock), "socket left behind after a clean exit")
+        self.assertNotIn("leaked handle", self.d.log())
+
+    def test_sigint_like_sigterm_with_service_in_backoff(self):
+        self.d.write_config([{"name": "web", "command": ["sleep", "1000"], "ready_after": 0},
+                             {"name": "crash", "command": ["/bin/sh", "-c", "exit 1"],
+                              "backoff": {"initial": "30s", "max": "30s"}}])
+        self.d.start()
+        pid = self.d.wait_state("web", "HEALTHY")["pid"]
+        self.d.wait_state("crash", "BACKOFF")
+        t0 = time.monotonic()
+        self.d.signal(signal.SIGINT)
+        self.assertEqual(self.d.wait_exit(timeout=10), 0)
+        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertFalse(pid_alive(pid))
+
+    def test_second_sigterm_exits_at_once(self):
+        self.d.write_config([{"name": "stubborn", "command": STUBBORN, "ready_after": 0,
+                              "stop": {"grace": "10s"}}])
+        self.d.start()
+        self.d.wait_state("stubborn", "HEALTHY")
+        self.d.signal(signal.SIGTERM)
+        self.d.wait_state("stubborn", "STOPPING")
+        t0 = time.monotonic()
+        self.d.signal(signal.SIGTERM)
+        rc = self.d.wait_exit(timeout=5)
+        self.assertLess(time.monotonic() - t0, 1.0, "the second SIGTERM did not exit at once")
+        self.assertEqual(rc, 1)
+        # It leaves the services running (they are killed by the test's cleanup).
+        self.assertTrue(pids_with_cwd(self.d.state))
+
+    def test_sigterm_during_spec_change_exits(self):
+        # SIGTERM while a replaced service's old instance is still stopping: the daemon
+        # must not start the new spec, and must exit.
+        slow = ["/bin/sh", "-c", "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.05; done"]
+        self.d.start()
+        st, body = self.d.request("POST", "/v1/services", {"name": "web", "command": slow, "ready_after": 0})
+        self.assertEqual(st, 201, body)
+        old = self.d.wait_state("web", "HEALTHY")["pid"]
+        st, body = self.d.request("PUT", "/v1/services/web", {"name": "web", "command": slow, "ready_after": 0,
+                                                              "env": {"V": "2"}})
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["service"]["state"], "STOPPING")
+        self.d.signal(signal.SIGTERM)
+        try:
+            rc = self.d.wait_exit(timeout=5)
+        except subprocess.TimeoutExpired:
+            left = pids_with_cwd(self.d.state)
+            self.d.proc.kill()
+            self.fail("daemon still running 5s after SIGTERM; service processes: %s\n%s"
+                      % (left, self.d.log()[-2000:]))
+        self.assertEqual(rc, 0)
+        self.assertFalse(pid_alive(old))
+        self.assertEqual(pids_with_cwd(self.d.state), [], "a service was started during shutdown")
+
+    def test_shutdown_api_202_then_exit_0(self):
+        self.d.write_config([{"name": "web", "command": ["sleep", "1000"], "ready_after": 0}])
+        self.d.start()
+        pid = self.d.wait_state("web", "HEALTHY")["pid"]
+        st, body = self.d.request("POST", "/v1/shutdown")
+        self.assertEqual(st, 202, body)
+        self.assertEqual(body["api"], 1)
+        self.assertEqual(self.d.wait_exit(timeout=10), 0)
+        self.assertFalse(pid_alive(pid))
+
+
+if __name__ == "__main__":
+    main()
