@@ -11,6 +11,7 @@
 # Builds herd (Release) in build-bench/ when needed, raises the fd limit identically for
 # all three daemons, and prints the results to stdout (progress goes to stderr).
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -25,12 +26,14 @@ for tool in supervisord supervisorctl runsvdir runsv sv python3 cmake; do
 done
 
 # ---- herd binary -------------------------------------------------------------------
-build_dir() { # dir extra-cflags
+build_dir() { # dir extra-cflags; output in DIR/bench-build.log
   local dir=$1 flags=$2
+  mkdir -p "$dir"
+  : >"$dir/bench-build.log"
   if [ ! -f "$dir/CMakeCache.txt" ]; then
-    cmake -S "$repo" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$flags" >"$dir.log" 2>&1 || return 1
+    cmake -S "$repo" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$flags" >>"$dir/bench-build.log" 2>&1 || return 1
   fi
-  cmake --build "$dir" -j2 --target herd >>"$dir.log" 2>&1
+  cmake --build "$dir" -j2 --target herd >>"$dir/bench-build.log" 2>&1
 }
 
 herd_info=
@@ -38,7 +41,6 @@ if [ -n "${HERD_BIN:-}" ]; then
   herd=$HERD_BIN
   herd_info="given by HERD_BIN"
 else
-  mkdir -p "$repo/build-bench"
   if build_dir "$repo/build-bench" ""; then
     herd=$repo/build-bench/herd
     herd_info="Release build"
@@ -46,19 +48,18 @@ else
     # GCC 12 at -O3 raises warnings -O2 does not (format-truncation, maybe-uninitialized,
     # use-after-free) and the project builds with -Werror. Same code, warnings not fatal.
     echo "run.sh: the plain Release build failed; errors:" >&2
-    grep -E 'error:' "$repo/build-bench.log" | sort -u | sed 's/^/    /' >&2 || true
+    grep -E 'error' "$repo/build-bench/bench-build.log" | sort -u | head -20 | sed 's/^/    /' >&2 || true
     relaxed="-Wno-error=maybe-uninitialized -Wno-error=format-truncation -Wno-error=use-after-free -Wno-error=stringop-truncation -Wno-error=stringop-overflow -Wno-error=array-bounds"
-    mkdir -p "$repo/build-bench-relaxed"
     if build_dir "$repo/build-bench-relaxed" "$relaxed"; then
       herd=$repo/build-bench-relaxed/herd
       herd_info="Release build with -Wno-error for -O3-only warnings (plain Release build fails with -Werror)"
       echo "run.sh: using $herd ($herd_info)" >&2
     elif [ -x "$repo/build-bench/herd" ]; then
       herd=$repo/build-bench/herd
-      herd_info="STALE Release build: the current tree does not build (see build-bench.log)"
+      herd_info="STALE Release build: the current tree does not build (see build-bench/bench-build.log)"
       echo "run.sh: build failed; using the stale $herd" >&2
     else
-      echo "run.sh: cannot build herd; see $repo/build-bench.log and $repo/build-bench-relaxed.log" >&2
+      echo "run.sh: cannot build herd; see $repo/build-bench/bench-build.log and $repo/build-bench-relaxed/bench-build.log" >&2
       exit 2
     fi
   fi

@@ -230,9 +230,24 @@ static const char *const check_keys_exec[] = {
     "on_unhealthy", "unhealthy_grace", NULL};
 static const char *const endpoint_keys[] = {"protocol", "host", "port", "allocate", "port_range", NULL};
 static const char *const dep_keys[] = {"service", "condition", NULL};
-static const char *const service_keys[] = {"name",        "command", "env",     "cwd",  "user",
-                                           "group",       "restart", "backoff", "stop", "start_timeout",
-                                           "ready_after", "tags",    "log",     NULL};
+static const char *const service_keys[] = {"name",
+                                           "command",
+                                           "env",
+                                           "cwd",
+                                           "user",
+                                           "group",
+                                           "restart",
+                                           "backoff",
+                                           "stop",
+                                           "start_timeout",
+                                           "ready_after",
+                                           "tags",
+                                           "log",
+                                           "endpoint",
+                                           "check",
+                                           "depends_on",
+                                           "restart_with_dependency",
+                                           NULL};
 static const char *const backoff_keys[] = {"initial", "max", "multiplier", "jitter", "reset_after", NULL};
 static const char *const stop_keys[] = {"signal", "grace", NULL};
 static const char *const log_keys[] = {"max_size", "keep", NULL};

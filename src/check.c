@@ -454,21 +454,38 @@ static void on_exec_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
 
 static void exec_begin(struct checker *ck, struct run *r) {
   struct service *s = ck->s;
+  /* One pipe for stdout and stderr together: its write end goes to both. */
+  uv_file fds[2];
+  int prc = uv_pipe(fds, 0, 0);
+  if (prc < 0) {
+    deliver(ck, r, false, "cannot make a pipe: %s", uv_strerror(prc));
+    return;
+  }
   uv_pipe_init(s->d->loop, &r->out, 0);
   r->out.data = r;
   r->nhandles++;
   s->nhandles++;
+  uv_pipe_open(&r->out, fds[0]);
   uv_stdio_container_t stdio[3] = {
       {.flags = UV_IGNORE},
-      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->out},
-      {.flags = UV_INHERIT_STREAM, .data.stream = (uv_stream_t *)&r->out},
+      {.flags = UV_INHERIT_FD, .data.fd = fds[1]},
+      {.flags = UV_INHERIT_FD, .data.fd = fds[1]},
   };
-  char port[32];
-  snprintf(port, sizeof port, "HERD_PORT=%d", s->port);
+  extern char **environ;
+  size_t nenv = 0;
+  while (environ[nenv]) nenv++;
+  char **env = xcalloc(nenv + 3, sizeof *env);
+  size_t k = 0;
+  for (size_t i = 0; i < nenv; i++)
+    if (strncmp(environ[i], "HERD_", 5)) env[k++] = environ[i];
+  char *e_port = xasprintf("HERD_PORT=%d", s->port), *e_name = xasprintf("HERD_SERVICE=%s", s->spec->name);
+  env[k++] = e_port;
+  env[k++] = e_name;
   uv_process_options_t o = {
       .exit_cb = on_exec_exit,
       .file = s->spec->check->command[0],
       .args = s->spec->check->command,
+      .env = env,
       .cwd = s->spec->cwd ? s->spec->cwd : s->d->state_dir,
       .flags = UV_PROCESS_DETACHED,
       .stdio_count = 3,
@@ -478,6 +495,10 @@ static void exec_begin(struct checker *ck, struct run *r) {
   if (s->spec->set_gid) o.flags |= UV_PROCESS_SETGID, o.gid = s->spec->gid;
   r->proc.data = r;
   int rc = uv_spawn(s->d->loop, &r->proc, &o);
+  close(fds[1]); /* the child has it; EOF comes when the child (and its children) close it */
+  free(env);
+  free(e_port);
+  free(e_name);
   r->nhandles++;
   s->nhandles++;
   if (rc < 0) {

@@ -138,6 +138,13 @@ static void print_table(struct cli *cli, json_t *services) {
     const char *why = err ? err : "";
     if (!strcmp(st, "PENDING") || !strcmp(st, "BACKOFF") || !strcmp(st, "UNKNOWN") || !strcmp(st, "UNHEALTHY"))
       why = reason ? reason : why;
+    /* Starting and its check fails: that is the news. */
+    json_t *last = json_object_get(json_object_get(s, "check"), "last");
+    char checkmsg[300];
+    if (!strcmp(st, "STARTING") && json_is_false(json_object_get(last, "ok"))) {
+      snprintf(checkmsg, sizeof checkmsg, "check: %s", json_string_value(json_object_get(last, "message")));
+      why = checkmsg;
+    }
     buf_printf(&out, "%-*s  %s%-10s%s  %-8s  %-8s  %-8lld  %s\n", (int)w, json_string_value(json_object_get(s, "name")),
                cli->tty ? state_colour(st) : "", st, cli->tty ? "\033[0m" : "", pid, up,
                (long long)json_integer_value(json_object_get(s, "restarts")), why);

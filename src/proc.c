@@ -181,8 +181,8 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   };
   uv_process_options_t o = {
       .exit_cb = on_exit_cb,
-      .file = sp->argv[0],
-      .args = sp->argv,
+      .file = args[0],
+      .args = args,
       .env = env,
       .cwd = sp->cwd ? sp->cwd : d->state_dir,
       /* Own session and process group: we signal the group, and the children survive a

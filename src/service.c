@@ -118,8 +118,8 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
                          s->last_exit_wall);
       if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
       break;
-    case FX_CHECKS_START:
-    case FX_CHECKS_STOP: break; /* health checks arrive with the checks backend */
+    case FX_CHECKS_START: check_start(s); break;
+    case FX_CHECKS_STOP: check_stop(s); break;
     case FX__MAX: break;
     }
   }
