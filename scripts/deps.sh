@@ -8,7 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential cmake pkg-config ca-certificates python3
       libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev node-llhttp)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(procps sqlite3 supervisor runit clang-format)
+  pkgs+=(procps sqlite3 supervisor runit monit clang-format openssl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
