@@ -147,7 +147,7 @@ void api_add(struct daemon *d, struct conn *c, struct request *r, const char *un
   for (size_t i = 0; i < set.n; i++) {
     struct spec *sp = set.v[i];
     store_put_service(d->store, sp->name, "api", sp->canon, "up");
-    struct service *s = service_create(d, sp, true);
+    struct service *s = service_create(d, sp, true, NULL, 0);
     json_array_append_new(a, service_json(s));
     set.v[i] = NULL;
   }
@@ -600,6 +600,14 @@ void api_info(struct daemon *d, struct conn *c, struct request *r, const char *u
 }
 
 void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
-  conn_reply(c, 202, json_pack("{s:s,s:I}", "shutdown", "stopping all services", "services", (json_int_t)d->nservices));
-  daemon_shutdown(d);
+  char lb[16];
+  const char *leave = req_query(r, "leave_running", lb, sizeof lb);
+  bool lv = leave && (!strcmp(leave, "1") || !strcmp(leave, "true") || !*leave);
+  conn_reply(c, 202,
+             json_pack("{s:s,s:I}", "shutdown", lv ? "leaving services running" : "stopping all services", "services",
+                       (json_int_t)d->nservices));
+  if (lv)
+    daemon_leave(d);
+  else
+    daemon_shutdown(d);
 }

@@ -5,7 +5,8 @@
 
 const struct cmd_entry cmd_table[] = {
     {"daemon",
-     "[--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] [--log-format text|json] [--read-group G]",
+     "[--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] [--log-format text|json] [--read-group G] "
+     "[--leave-running]",
      "run the daemon in the foreground", NULL, NULL, false, NULL, cli_daemon},
     {"status", "[PATTERN...] [--json] [--state S] [--tag T]", "show services (table, or the API's objects with --json)",
      "GET", "/v1/services", false, api_list, cli_status},
@@ -29,8 +30,8 @@ const struct cmd_entry cmd_table[] = {
     {"reload", "", "re-read the config directory", "POST", "/v1/reload", true, api_reload, cli_reload},
     {"info", "", "show the daemon's version, uptime and counts by state", "GET", "/v1/daemon", false, api_info,
      cli_info},
-    {"shutdown", "", "stop every service and exit the daemon", "POST", "/v1/shutdown", true, api_shutdown,
-     cli_shutdown},
+    {"shutdown", "[--leave-running]", "stop every service and exit the daemon (or leave them running)", "POST",
+     "/v1/shutdown", true, api_shutdown, cli_shutdown},
     {"help", "[CMD]", "show help", NULL, NULL, false, NULL, cli_help},
 };
 const size_t cmd_count = sizeof cmd_table / sizeof cmd_table[0];

@@ -46,7 +46,7 @@ static void on_close_noop(uv_handle_t *h) {}
 static void finish(struct daemon *d) {
   if (finishing) return;
   finishing = true;
-  log_info("all services stopped; exiting");
+  log_info(idle_now(d) ? "all services stopped; exiting" : "exiting; services left running");
   ctl_close(d->ctl);
   d->ctl = NULL;
   uv_close((uv_handle_t *)&d->sig_term, on_close_noop);
@@ -95,6 +95,13 @@ void daemon_shutdown(struct daemon *d) {
   daemon_check_idle(d);
 }
 
+void daemon_leave(struct daemon *d) {
+  if (d->shutting_down) return;
+  d->shutting_down = true;
+  log_info("leaving %zu services running for the next daemon to re-adopt", d->nservices);
+  d->finish_pending = true; /* at the end of this loop turn: close our handles, not the services */
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   struct daemon *d = h->data;
   if (signum == SIGHUP) {
@@ -118,7 +125,10 @@ static void on_signal(uv_signal_t *h, int signum) {
     _exit(1);
   }
   log_info("SIG%s received", signal_name(signum));
-  daemon_shutdown(d);
+  if (d->o.leave_running)
+    daemon_leave(d);
+  else
+    daemon_shutdown(d);
 }
 
 /* Once per loop turn, before the loop blocks: settle dependencies, then commit the store. */
@@ -168,7 +178,8 @@ static const char *stored_wanted(struct daemon *d, const char *name, json_t *row
 
 static void collect_row(void *arg, const struct store_service *row) {
   json_object_set_new(arg, row->name,
-                      json_pack("{s:s,s:s,s:s}", "source", row->source, "spec", row->spec, "wanted", row->wanted));
+                      json_pack("{s:s,s:s,s:s,s:s?,s:i}", "source", row->source, "spec", row->spec, "wanted",
+                                row->wanted, "state", row->state, "restarts", (int)row->restarts));
 }
 
 static void add_conflict(struct cfg_errors *errs, const struct spec *sp) {
@@ -230,7 +241,7 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
     store_put_service(d->store, sp->name, sp->source, sp->canon, wanted);
     if (!s) {
       json_array_append_new(added, json_string(sp->name));
-      service_create(d, sp, true);
+      service_create(d, sp, true, NULL, 0);
     } else if (!strcmp(s->spec->canon, sp->canon)) {
       free(s->spec->source);
       s->spec->source = xstrdup(sp->source);
@@ -411,19 +422,17 @@ int daemon_run(const struct daemon_opts *o) {
       const char *w = stored_wanted(d, sp->name, rows);
       bool up = !w || strcmp(w, "down");
       store_put_service(d->store, sp->name, sp->source, sp->canon, up ? "up" : "down");
+      json_t *row = json_object_get(rows, sp->name);
+      service_create(d, sp, up, row ? json_string_value(json_object_get(row, "state")) : NULL,
+                     row ? (unsigned)json_integer_value(json_object_get(row, "restarts")) : 0);
       json_object_del(rows, sp->name);
-      service_create(d, sp, up);
     }
     const char *name;
     json_t *r;
     void *iter_tmp;
     json_object_foreach_safe(rows, iter_tmp, name, r) {
       const char *source = json_string_value(json_object_get(r, "source"));
-      if (strcmp(source, "api")) {
-        log_info("%s: no longer in the config; forgetting it", name);
-        store_del_service(d->store, name);
-        continue;
-      }
+      bool gone_from_config = strcmp(source, "api") != 0;
       const char *spec = json_string_value(json_object_get(r, "spec"));
       struct spec_set one = {0};
       struct cfg_errors e2 = {0};
@@ -433,10 +442,21 @@ int daemon_run(const struct daemon_opts *o) {
         char *m = e2.n ? cfg_error_str(&e2.v[0]) : xstrdup("unreadable spec");
         log_error("%s: stored spec not loaded: %s", name, m);
         free(m);
+      } else if (gone_from_config) {
+        /* Removed from the config while no daemon ran: if its instance still runs, stop
+         * it properly (with its stop signal and grace); then forget it. */
+        log_info("%s: no longer in the config; stopping and forgetting it", name);
+        struct service *s = service_create(d, one.v[0], false, json_string_value(json_object_get(r, "state")),
+                                           (unsigned)json_integer_value(json_object_get(r, "restarts")));
+        one.v[0] = NULL;
+        one.n = 0;
+        service_remove(s);
       } else {
         free(one.v[0]->source);
         one.v[0]->source = xstrdup("api");
-        service_create(d, one.v[0], strcmp(json_string_value(json_object_get(r, "wanted")), "down") != 0);
+        service_create(d, one.v[0], strcmp(json_string_value(json_object_get(r, "wanted")), "down") != 0,
+                       json_string_value(json_object_get(r, "state")),
+                       (unsigned)json_integer_value(json_object_get(r, "restarts")));
         one.v[0] = NULL;
         one.n = 0;
       }

@@ -15,28 +15,41 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 extern char **environ;
 
+/* An instance's process: our child (a uv_process_t), or a process re-adopted from an
+ * earlier daemon, which is not our child and is watched through a pidfd (or, where the
+ * kernel has none, a polling timer). */
 struct proc {
-  uv_process_t h;
   struct service *s;
+  int pid;
+  bool adopted;
+  int pidfd;
+  uint64_t starttime;
+  union {
+    uv_process_t child;
+    uv_poll_t poll;
+    uv_timer_t timer;
+  } h;
 };
 
 static void on_proc_close(uv_handle_t *h) {
-  struct proc *p = container_of((uv_process_t *)h, struct proc, h);
+  struct proc *p = h->data;
   struct service *s = p->s;
+  if (p->pidfd >= 0) close(p->pidfd);
   free(p);
   s->nhandles--;
   daemon_check_idle(s->d);
 }
 
-static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
-  struct proc *p = container_of(h, struct proc, h);
+/* The instance's leader is gone (code -1: status unknown). */
+static void instance_gone(struct proc *p, int code, int term_signal, const char *msg) {
   struct service *s = p->s;
-  int pid = h->pid;
-  uv_close((uv_handle_t *)h, on_proc_close);
+  int pid = p->pid;
+  uv_close((uv_handle_t *)&p->h, on_proc_close);
   if (s->proc != p) return; /* an instance we already gave up on */
   s->proc = NULL;
   s->pid = 0;
@@ -49,9 +62,105 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
   logpipe_drain(s);
   if (term_signal)
     logpipe_note(s, "pid %d killed by signal %d (%s)", pid, term_signal, signal_name(term_signal));
+  else if (code >= 0)
+    logpipe_note(s, "pid %d exited with code %d", pid, code);
   else
-    logpipe_note(s, "pid %d exited with code %d", pid, (int)status);
-  service_event(s, EV_EXIT, term_signal ? -1 : (int)status, term_signal, NULL);
+    logpipe_note(s, "pid %d %s", pid, msg);
+  service_event(s, EV_EXIT, term_signal ? -1 : code, term_signal, msg);
+}
+
+static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
+  instance_gone(h->data, (int)status, term_signal, NULL);
+}
+
+/* The state letter of /proc/PID/stat (after the last ')'), or 0 when there is no such process. */
+static char proc_state(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+  if (fd >= 0) close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  return p && p[1] == ' ' ? p[2] : 0;
+}
+
+bool proc_identity(int pid, uint64_t starttime, const char *cmdline, char *why, size_t len) {
+  char st = proc_state(pid);
+  if (!st || st == 'Z' || st == 'X') {
+    snprintf(why, len, "exited while herd was down (status unknown)");
+    return false;
+  }
+  if (proc_starttime(pid) != starttime) {
+    snprintf(why, len, "gone while herd was down: pid %d now belongs to another process", pid);
+    return false;
+  }
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct buf cl = {0};
+  ssize_t n;
+  if (fd >= 0) {
+    while ((n = read(fd, buf, sizeof buf)) > 0) buf_append(&cl, buf, (size_t)n);
+    close(fd);
+  }
+  for (size_t i = 0; i < cl.len; i++)
+    if (cl.data[i] == '\0') cl.data[i] = ' ';
+  while (cl.len && cl.data[cl.len - 1] == ' ') cl.data[--cl.len] = '\0';
+  bool same = cl.data && cmdline && !strcmp(cl.data, cmdline);
+  if (!same)
+    snprintf(why, len, "gone while herd was down: pid %d runs \"%.60s\", not this service", pid,
+             cl.data ? cl.data : "");
+  buf_free(&cl);
+  return same;
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events) {
+  uv_poll_stop(h);
+  instance_gone(h->data, -1, 0, "exited (status unknown, adopted)");
+}
+
+static void on_adopt_timer(uv_timer_t *t) {
+  struct proc *p = t->data;
+  char st = proc_state(p->pid);
+  if (st && st != 'Z' && st != 'X' && proc_starttime(p->pid) == p->starttime) return; /* still running */
+  uv_timer_stop(t);
+  instance_gone(p, -1, 0, "exited (status unknown, adopted)");
+}
+
+void proc_release(struct service *s) {
+  struct proc *p = s->proc;
+  if (!p) return;
+  s->proc = NULL;
+  s->pid = 0;
+  /* Closing a process handle stops watching it; the process itself runs on. */
+  uv_close((uv_handle_t *)&p->h, on_proc_close);
+}
+
+int proc_adopt(struct service *s, int pid, uint64_t starttime) {
+  struct proc *p = xcalloc(1, sizeof *p);
+  p->s = s;
+  p->pid = pid;
+  p->adopted = true;
+  p->starttime = starttime;
+  p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (p->pidfd >= 0) {
+    /* A pidfd turns readable when the process exits, even though it is not our child. */
+    uv_poll_init(s->d->loop, &p->h.poll, p->pidfd);
+    p->h.poll.data = p;
+    uv_poll_start(&p->h.poll, UV_READABLE, on_pidfd);
+  } else {
+    /* No pidfd (a kernel before 5.3): look twice a second. */
+    uv_timer_init(s->d->loop, &p->h.timer);
+    p->h.timer.data = p;
+    uv_timer_start(&p->h.timer, on_adopt_timer, 500, 500);
+  }
+  s->nhandles++;
+  s->proc = p;
+  s->pid = pid;
+  s->starttime = starttime;
+  return 0;
 }
 
 /* Whether host:port can be bound now (a TIME_WAIT leftover does not count as busy). */
@@ -196,7 +305,9 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
 
   struct proc *p = xcalloc(1, sizeof *p);
   p->s = s;
-  int rc = uv_spawn(d->loop, &p->h, &o);
+  p->pidfd = -1;
+  p->h.child.data = p;
+  int rc = uv_spawn(d->loop, &p->h.child, &o);
   close(fd);
   free(e_name);
   free(e_inst);
@@ -204,21 +315,23 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   free(e_hport);
   free(env);
   strv_free(senv);
-  strv_free(args);
   s->nhandles++;
   if (rc < 0) {
     snprintf(err, errlen, "cannot start %s: %s", sp->argv[0], uv_strerror(rc));
     /* A failed uv_spawn still initialised the handle: it must be closed. */
     uv_close((uv_handle_t *)&p->h, on_proc_close);
     logpipe_note(s, "%s", err);
+    strv_free(args);
     return rc;
   }
+  p->pid = p->h.child.pid;
   s->proc = p;
-  s->pid = p->h.pid;
+  s->pid = p->pid;
   s->starttime = proc_starttime(s->pid);
   s->started_wall = now_wall();
   s->started_mono = now_mono();
-  char *cmdline = join_argv(sp->argv);
+  char *cmdline = join_argv(args); /* as /proc/PID/cmdline will read: the proof of identity later */
+  strv_free(args);
   s->instance =
       store_instance_start(d->store, sp->name, s->fsm.attempt, s->pid, s->starttime, s->started_wall, cmdline, s->port);
   free(cmdline);
@@ -250,6 +363,6 @@ uint64_t proc_starttime(int pid) {
   char *p = strrchr(buf, ')');
   if (!p) return 0;
   p++;
-  for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
+  for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
   return p ? strtoull(p + 1, NULL, 10) : 0;
 }

@@ -71,6 +71,8 @@ static void publish(struct service *s, const struct svc_fx *x) {
   double ts = now_wall();
   snprintf(s->reason, sizeof s->reason, "%s", x->reason);
   d->deps_dirty = true;
+  /* What the next daemon resumes from (same transaction as the event). */
+  store_set_state(d->store, s->spec->name, svc_state_name(x->to), s->fsm.restarts);
   if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
   int64_t id = store_event_add(d->store, ts, s->spec->name, s->instance, svc_state_name(x->from), svc_state_name(x->to),
                                x->reason);
@@ -132,6 +134,7 @@ static void on_timer_close(uv_handle_t *h) {
 }
 
 void service_close_handles(struct service *s) {
+  proc_release(s);
   check_close(s);
   if (!uv_is_closing((uv_handle_t *)&s->timer)) uv_close((uv_handle_t *)&s->timer, on_timer_close);
   logpipe_close(s);
@@ -211,7 +214,8 @@ void service_event(struct service *s, svc_event_type type, int code, int sig, co
 
 void service_add_watch(struct service *s, struct svc_watch *w) { list_add_tail(&s->watches, &w->link); }
 
-struct service *service_create(struct daemon *d, struct spec *spec, bool want_up) {
+struct service *service_create(struct daemon *d, struct spec *spec, bool want_up, const char *stored_state,
+                               unsigned restarts) {
   struct service *s = xcalloc(1, sizeof *s);
   s->d = d;
   s->spec = spec;
@@ -227,7 +231,15 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   d->nservices++;
   hash_insert(d, s);
   struct store_instance last;
+  int last_pid = 0;
+  uint64_t last_starttime = 0;
+  double last_started = 0;
+  char *last_cmdline = NULL;
   if (store_last_instance(d->store, spec->name, &last) == 0) {
+    last_pid = last.pid;
+    last_starttime = last.starttime;
+    last_started = last.started_at;
+    last_cmdline = last.cmdline ? xstrdup(last.cmdline) : NULL;
     s->instance = last.id;
     s->fsm.attempt = last.attempt;
     s->last_port = last.port;
@@ -246,7 +258,45 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
     snprintf(s->last_error, sizeof s->last_error, "%s", err);
     log_msg(LOG_ERROR, spec->name, NULL, NULL, "%s", err);
   }
-  if (want_up) service_want_up(s, "herd started it");
+  int st = stored_state ? svc_state_parse(stored_state) : -1;
+  if (st < 0) {
+    if (want_up) service_want_up(s, "herd started it");
+    return s;
+  }
+  /* A daemon ran this service before us: resume where it left off. */
+  s->fsm.restarts = restarts;
+  s->fsm.want_up = want_up;
+  bool alive = false;
+  char why[200] = "";
+  if (s->instance && !s->has_exit && last_pid > 0) {
+    alive = proc_identity(last_pid, last_starttime, last_cmdline, why, sizeof why);
+    if (alive) {
+      proc_adopt(s, last_pid, last_starttime);
+      s->started_wall = last_started;
+      s->started_mono = now_mono() - (now_wall() - last_started);
+      s->port = s->last_port;
+      logpipe_note(s, "re-adopted pid %d (instance %lld, attempt %u) after a daemon restart", last_pid,
+                   (long long)s->instance, s->fsm.attempt);
+      log_msg(LOG_INFO, spec->name, NULL, svc_state_name(st), "re-adopted pid %d (instance %lld)", last_pid,
+              (long long)s->instance);
+    } else {
+      logpipe_note(s, "instance %lld (pid %d): %s", (long long)s->instance, last_pid, why);
+    }
+  }
+  free(last_cmdline);
+  struct svc_fx_list fx;
+  svc_resume(&s->fsm, &s->pol, (svc_state)st, alive, s->started_mono, why[0] ? why : NULL, now_mono(), &fx);
+  err[0] = '\0';
+  bool spawn_failed = false;
+  apply(s, &fx, err, sizeof err, &spawn_failed);
+  if (spawn_failed) service_event(s, EV_SPAWN_FAILED, -1, 0, err);
+  if (s->fsm.proc_alive && !want_up && s->fsm.state != S_STOPPING) {
+    service_event(s, EV_STOP, 0, 0, "wanted down");
+  } else if (!s->fsm.proc_alive && want_up &&
+             (s->fsm.state == S_STOPPED || s->fsm.state == S_BACKOFF || s->fsm.state == S_PENDING) &&
+             !s->fsm.deadline) {
+    service_want_up(s, "herd started it");
+  }
   return s;
 }
 

@@ -15,14 +15,14 @@ struct store {
   bool in_txn;
   int64_t next_event, next_instance;
   char last_error[256];
-  sqlite3_stmt *put_service, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add, *ev_list,
-      *ev_list_svc;
+  sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
+      *ev_list, *ev_list_svc;
 };
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS services(name TEXT PRIMARY KEY, source TEXT NOT NULL, spec TEXT NOT NULL,"
-    "  wanted TEXT NOT NULL);"
+    "  wanted TEXT NOT NULL, state TEXT, restarts INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS instances(id INTEGER PRIMARY KEY, service TEXT NOT NULL, attempt INTEGER NOT NULL,"
     "  pid INTEGER, starttime INTEGER, cmdline TEXT, started_at REAL NOT NULL, ended_at REAL, end_state TEXT,"
     "  exit_code INTEGER, signal INTEGER, reason TEXT, port INTEGER);"
@@ -119,7 +119,10 @@ int store_open(const char *path, struct store **out, char **err) {
     sqlite3_free(msg);
     goto fail;
   }
-  if (prep(st, &st->put_service, "INSERT OR REPLACE INTO services(name,source,spec,wanted) VALUES(?,?,?,?)") ||
+  if (prep(st, &st->put_service,
+           "INSERT INTO services(name,source,spec,wanted) VALUES(?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+           "source=excluded.source, spec=excluded.spec, wanted=excluded.wanted") ||
+      prep(st, &st->set_state, "UPDATE services SET state=?, restarts=? WHERE name=?") ||
       prep(st, &st->set_wanted, "UPDATE services SET wanted=? WHERE name=?") ||
       prep(st, &st->del_service, "DELETE FROM services WHERE name=?") ||
       prep(st, &st->inst_start,
@@ -154,8 +157,8 @@ fail:
 void store_close(struct store *st) {
   if (!st) return;
   if (st->db) store_flush(st);
-  sqlite3_stmt **all[] = {&st->put_service, &st->set_wanted, &st->del_service, &st->inst_start, &st->inst_end,
-                          &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc};
+  sqlite3_stmt **all[] = {&st->set_state, &st->put_service, &st->set_wanted, &st->del_service, &st->inst_start,
+                          &st->inst_end,  &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(*all[i]);
   if (st->db) sqlite3_close(st->db);
   free(st);
@@ -169,10 +172,13 @@ static void run(struct store *st, sqlite3_stmt *s, const char *what) {
 
 void store_each_service(struct store *st, store_service_cb cb, void *arg) {
   sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(st->db, "SELECT name,source,spec,wanted FROM services ORDER BY name", -1, &s, NULL)) return;
+  if (sqlite3_prepare_v2(st->db, "SELECT name,source,spec,wanted,state,restarts FROM services ORDER BY name", -1, &s,
+                         NULL))
+    return;
   while (sqlite3_step(s) == SQLITE_ROW) {
     struct store_service r = {(const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
-                              (const char *)sqlite3_column_text(s, 2), (const char *)sqlite3_column_text(s, 3)};
+                              (const char *)sqlite3_column_text(s, 2), (const char *)sqlite3_column_text(s, 3),
+                              (const char *)sqlite3_column_text(s, 4), (unsigned)sqlite3_column_int(s, 5)};
     cb(arg, &r);
   }
   sqlite3_finalize(s);
@@ -185,6 +191,14 @@ void store_put_service(struct store *st, const char *name, const char *source, c
   sqlite3_bind_text(st->put_service, 3, spec, -1, SQLITE_STATIC);
   sqlite3_bind_text(st->put_service, 4, wanted, -1, SQLITE_STATIC);
   run(st, st->put_service, "put service");
+}
+
+void store_set_state(struct store *st, const char *name, const char *state, unsigned restarts) {
+  begin(st);
+  sqlite3_bind_text(st->set_state, 1, state, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st->set_state, 2, (int)restarts);
+  sqlite3_bind_text(st->set_state, 3, name, -1, SQLITE_STATIC);
+  run(st, st->set_state, "set state");
 }
 
 void store_set_wanted(struct store *st, const char *name, const char *wanted) {

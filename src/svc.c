@@ -438,3 +438,49 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
   case EV__MAX: break;
   }
 }
+
+void svc_resume(struct svc_fsm *f, const struct svc_policy *p, svc_state stored, bool alive, double started,
+                const char *why_gone, double now, struct svc_fx_list *out) {
+  out->n = 0;
+  struct ctx c = {f, p, now, out};
+  f->state = stored;
+  f->since = now;
+  f->deadline = 0;
+  bool had_instance = svc_state_running(stored) || stored == S_STOPPING || stored == S_UNKNOWN ||
+                      stored == S_SUBMITTED || ((stored == S_TIMEOUT || stored == S_FAILED) && alive);
+  f->proc_alive = had_instance;
+  if (!had_instance) return; /* at rest, BACKOFF or PENDING: the caller decides what to start */
+  if (!alive) {
+    /* The instance ended while no daemon watched it. */
+    struct svc_event ev = {EV_EXIT, -1, 0, why_gone ? why_gone : "exited while herd was down (status unknown)"};
+    svc_step(f, p, &ev, now, out);
+    return;
+  }
+  switch (stored) {
+  case S_STARTING:
+    f->pass_streak = f->fail_streak = 0;
+    if (p->has_check) {
+      push(out, FX_CHECKS_START);
+      if (p->start_timeout > 0) arm(f, out, fmax(now, started + p->start_timeout));
+    } else {
+      arm(f, out, fmax(now, started + p->ready_after));
+    }
+    break;
+  case S_HEALTHY:
+  case S_UNHEALTHY:
+    f->healthy_since = now;
+    if (p->has_check) push(out, FX_CHECKS_START);
+    if (stored == S_UNHEALTHY && p->restart_on_unhealthy) arm(f, out, now + p->unhealthy_grace);
+    break;
+  case S_STOPPING:
+  case S_TIMEOUT:
+  case S_FAILED:
+    /* It was being stopped: stop it again, with a fresh grace. */
+    f->killed_hard = false;
+    push(out, FX_SIGNAL)->sig = p->stop_signal;
+    arm(f, out, now + p->stop_grace);
+    break;
+  default: break;
+  }
+  (void)c;
+}

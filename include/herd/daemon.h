@@ -15,6 +15,7 @@ struct daemon_opts {
   const char *socket_path; /* NULL: <state_dir>/herd.sock */
   const char *read_group;  /* group whose members may read (GET) over the socket */
   int log_level, log_format;
+  bool leave_running; /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
 };
 
 struct service;
@@ -100,8 +101,14 @@ struct service {
 int daemon_run(const struct daemon_opts *o);
 
 struct service *daemon_find(struct daemon *d, const char *name);
-/** Create a service from a spec (taking ownership) and register it. It starts if want_up. */
-struct service *service_create(struct daemon *d, struct spec *spec, bool want_up);
+/**
+ * Create a service from a spec (taking ownership) and register it. With no stored
+ * state it starts if want_up. With the state an earlier daemon recorded, it resumes:
+ * a live instance whose identity is proven is re-adopted (same pid, instance, attempt),
+ * a dead one ends and the restart policy applies.
+ */
+struct service *service_create(struct daemon *d, struct spec *spec, bool want_up, const char *stored_state,
+                               unsigned restarts);
 /** Feed one event to the service's state machine and carry out the effects. */
 void service_event(struct service *s, svc_event_type type, int code, int sig, const char *msg);
 /** Start/stop/restart on a user's request: the wanted state is persisted. */
@@ -132,12 +139,21 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary);
 int daemon_validate_deps(struct daemon *d, struct spec **extra, size_t nextra, struct cfg_errors *errs);
 /** Begin an orderly shutdown (stop all services, then exit). */
 void daemon_shutdown(struct daemon *d);
+/** Exit without stopping services: the next daemon re-adopts them. */
+void daemon_leave(struct daemon *d);
 
 /* proc.c: the local backend */
 /** Spawn the service's instance. On failure fills err and returns a negative UV_E* code. */
 int proc_spawn(struct service *s, char *err, size_t errlen);
 /** Send sig to the instance's process group. */
 void proc_signal(struct service *s, int sig);
+/** Stop watching the instance's process without touching it (the daemon leaves it running). */
+void proc_release(struct service *s);
+/** Watch a live process an earlier daemon started (not our child). */
+int proc_adopt(struct service *s, int pid, uint64_t starttime);
+/** Whether pid is still the instance recorded with this start time and command line
+ *  (a zombie is not alive). Fills why with the reason when it is not. */
+bool proc_identity(int pid, uint64_t starttime, const char *cmdline, char *why, size_t len);
 /** Read field 22 (starttime) of /proc/PID/stat; 0 when unavailable. */
 uint64_t proc_starttime(int pid);
 

@@ -14,6 +14,8 @@ struct store;
 
 struct store_service {
   const char *name, *source, *spec, *wanted;
+  const char *state; /* the state the last daemon recorded, or NULL */
+  unsigned restarts;
 };
 
 struct store_event {
@@ -47,6 +49,8 @@ typedef void (*store_service_cb)(void *arg, const struct store_service *row);
 void store_each_service(struct store *st, store_service_cb cb, void *arg);
 void store_put_service(struct store *st, const char *name, const char *source, const char *spec, const char *wanted);
 void store_set_wanted(struct store *st, const char *name, const char *wanted);
+/** Record the service's current state and restart count (what the next daemon resumes from). */
+void store_set_state(struct store *st, const char *name, const char *state, unsigned restarts);
 void store_del_service(struct store *st, const char *name);
 
 /** Record a new instance; returns its id. */

@@ -128,6 +128,17 @@ bool svc_fsm_at_rest(const struct svc_fsm *f);
 /** The backoff delay before restart number `fails` (1-based), before jitter. */
 double svc_backoff_delay(const struct svc_backoff *b, unsigned fails);
 
+/**
+ * Resume a machine after a daemon restart. `stored` is the state the previous daemon
+ * last recorded; `alive` says whether the recorded instance's process is still there
+ * (identity proven by the caller). A live instance is re-adopted in its state, with its
+ * deadline re-armed and its checks resumed; a dead one ends (EV_EXIT, status unknown)
+ * and the restart policy applies. `started` is when the instance started (monotonic
+ * clock), to re-arm STARTING's deadline where it would have been.
+ */
+void svc_resume(struct svc_fsm *f, const struct svc_policy *p, svc_state stored, bool alive, double started,
+                const char *why_gone, double now, struct svc_fx_list *out);
+
 /** Advance the machine by one event. Effects are appended to `out` (which is reset first). */
 void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_event *ev, double now,
               struct svc_fx_list *out);

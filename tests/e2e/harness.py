@@ -378,3 +378,51 @@ def checked_request(d, method, path, body=None, timeout=10, raw=False):
         what = ("daemon died (exit status %s)" % rc) if rc is not None else "daemon did not answer"
         raise AssertionError("%s %s: %s: %s: %s\n%s" % (method, path, what, type(e).__name__, e,
                                                         d.log()[-3000:]))
+
+
+# ---- helpers for the checks / ports / deps suites (additive) -------------------------
+
+def find_events(events, service=None, to=None, frm=None, after=0):
+    """The events (dicts from Daemon.events) matching service / to / from, with id > after."""
+    return [e for e in events if e["id"] > after and (service is None or e["service"] == service)
+            and (to is None or e["to"] == to) and (frm is None or e["from"] == frm)]
+
+
+def first_event(d, service, to, frm=None, after=0, timeout=10):
+    """Poll the daemon's events until one of `service` going to `to` (from `frm`) appears
+    with id > after; returns it."""
+    box = []
+
+    def look():
+        evs = find_events(d.events(since=after, service=service), service, to, frm, after)
+        if evs:
+            box.append(evs[0])
+            return True
+        return False
+    try:
+        wait_until(look, timeout=timeout, what="%s -> %s" % (service, to))
+    except AssertionError:
+        raise AssertionError("no event %s %s-> %s after id %d within %ss; events: %s\n%s" % (
+            service, (frm + " ") if frm else "", to, after, timeout,
+            json.dumps(d.events(since=after, service=service))[-3000:], d.log()[-3000:]))
+    return box[0]
+
+
+def wait_service(d, name, pred, timeout=10, what="condition"):
+    """Poll GET /v1/services/NAME until pred(service) is true; returns the service."""
+    box = [None]
+
+    def look():
+        box[0] = d.service(name)
+        return pred(box[0])
+    try:
+        wait_until(look, timeout=timeout, what=what)
+    except AssertionError:
+        raise AssertionError("%s: timed out waiting for %s; last: %s\n%s" % (
+            name, what, json.dumps(box[0]), d.log()[-3000:]))
+    return box[0]
+
+
+def last_event_id(d):
+    evs = d.events()
+    return evs[-1]["id"] if evs else 0

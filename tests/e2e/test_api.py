@@ -323,6 +323,23 @@ class Events(SuiteTest):
         st, payload = self.d.request("GET", "/v1/events?since=0&limit=3", raw=True)
         self.assertEqual([json.loads(l)["id"] for l in payload.decode().splitlines()], all_ids[:3])
 
+    def test_events_newest_for_one_service(self):
+        # ?service= without since: the newest events *of that service*, even when other
+        # services changed state more recently.
+        self.d.write_config([svc("a"), svc("b")])
+        self.d.start()
+        self.d.wait_state("a", "HEALTHY")
+        self.d.wait_state("b", "HEALTHY")
+        mine = [e["id"] for e in self.d.events(since=0, service="a")]
+        for _ in range(3):
+            self.d.cli("restart", "b", "--wait", check=True)
+        st, payload = self.d.request("GET", "/v1/events?service=a&limit=2", raw=True)
+        self.assertEqual(st, 200)
+        got = [json.loads(l)["id"] for l in payload.decode().splitlines()]
+        self.assertEqual(got, mine[-2:])
+        r = self.d.cli("events", "--service", "a", "--json", check=True)
+        self.assertEqual([json.loads(l)["id"] for l in r.stdout.splitlines()], mine)
+
     def test_events_follow_receives_new_transition(self):
         self.d.write_config([svc("a"), svc("b")])
         self.d.start()

@@ -90,6 +90,39 @@ class StartupConfig(SuiteTest):
             line, _ = pos_of(text, needle)
             self.assertRegex(r.stderr, r"(?m)^%s:%d:\d+: %s: " % (path, line, field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")))
 
+    def test_accepted_forms(self):
+        # Every documented form of durations and sizes is accepted.
+        self.d.write_config([
+            {"name": "a", "command": ["sleep", "1000"], "ready_after": "250ms",
+             "backoff": {"initial": "1.5s", "max": "2m", "multiplier": 3, "jitter": 0, "reset_after": "1h"},
+             "stop": {"signal": "SIGINT", "grace": 2.5}, "start_timeout": 30, "log": {"max_size": "512K", "keep": 0},
+             "tags": [], "env": {}, "restart": "on-failure"},
+            {"name": "b.c_d-9", "command": ["sleep", "1000"], "ready_after": 0, "stop": {"signal": 15},
+             "log": {"max_size": 1024}}])
+        self.d.start()
+        self.d.wait_state("a", "HEALTHY")
+        self.d.wait_state("b.c_d-9", "HEALTHY")
+
+    def test_missing_config_dir(self):
+        missing = self.d.confdir + "-missing"
+        r = subprocess.run([HERD_BIN, "daemon", "--config", missing, "--state-dir", self.d.state],
+                           capture_output=True, text=True, timeout=10, env=self.d.env)
+        self.assertEqual(r.returncode, 100, r.stderr)
+        self.assertIn(missing, r.stderr)
+
+    def test_out_of_range_values(self):
+        text = ('{"services": [\n {"name": "a", "command": ["true"], "log": {"max_size": 1023, "keep": 101}},\n'
+                ' {"name": "b", "command": [], "backoff": {"initial": "2s", "max": "1s", "jitter": 1.5}},\n'
+                ' {"name": "c", "command": ["true"], "ready_after": -1, "stop": {"signal": "NOPE"}}\n], "x": 1}\n')
+        path = self.d.write_config(text)
+        r = self.run_daemon()
+        self.assertEqual(r.returncode, 100, r.stderr)
+        for field in ("services[0].log.max_size", "services[0].log.keep", "services[1].command",
+                      "services[1].backoff.max", "services[1].backoff.jitter", "services[2].ready_after",
+                      "services[2].stop.signal", "x"):
+            self.assertRegex(r.stderr, r"(?m)^%s:\d+:\d+: %s: " % (path, field.replace("[", r"\[").replace(
+                "]", r"\]").replace(".", r"\.")), "no error for %s" % field)
+
     def test_second_daemon_on_same_state_dir_refused(self):
         self.d.write_config([{"name": "web", "command": ["sleep", "1000"], "ready_after": 0}])
         self.d.start()

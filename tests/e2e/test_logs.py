@@ -121,6 +121,20 @@ class Rotation(SuiteTest):
         self.assertEqual(numbers, list(range(numbers[0], nlines)), "lines missing or out of order across files")
         self.assertIn("exited with code 0", lines[-2])
 
+    def test_rotation_bounded_without_newlines(self):
+        # A service that never writes a newline (a progress bar, binary output) must not
+        # grow one file without bound: files stay within max_size + one read chunk.
+        prog = "import os\nfor _ in range(256):\n    os.write(1, b'x' * 4096)\n"
+        self.d.write_config([{"name": "blob", "command": ["python3", "-c", prog], "restart": "never",
+                              "ready_after": 0, "log": {"max_size": 4096, "keep": 2}}])
+        self.d.start()
+        self.d.wait_state("blob", "COMPLETED", timeout=30)
+        base = os.path.join(self.d.state, "logs", "blob.log")
+        for f in (base, base + ".1", base + ".2"):
+            self.assertTrue(os.path.exists(f), "%s missing: no rotation happened" % f)
+            size = os.path.getsize(f)
+            self.assertLessEqual(size, 4096 + READ_CHUNK, "%s is %d bytes (max_size 4096)" % (f, size))
+
     def check_whole_lines(self, files):
         files = [f for f in files if os.path.exists(f)]
         self.assertGreaterEqual(len(files), 5, "expected several rotations")
