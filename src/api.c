@@ -537,8 +537,7 @@ void api_events(struct daemon *d, struct conn *c, struct request *r, const char 
   /* Without since: the newest `limit` events (default 1000), oldest first. */
   if (!since && !fol) {
     if (!limit) lim = 1000;
-    from = store_last_event_id(d->store) - lim;
-    if (from < 0) from = 0;
+    from = -1;
   }
   if (svc && !name_valid(svc)) {
     conn_error(c, 400, "bad_name", NULL, "\"%s\" is not a valid service name", svc);

@@ -188,7 +188,16 @@ static int choose_port(struct service *s, char *err, size_t errlen) {
   const struct endpoint_spec *e = &s->spec->endpoint;
   s->port = 0;
   if (!e->set) return 0;
-  if (e->port && port_free(e->host, e->port)) {
+  /* Ports our other live instances hold: a port just handed out may not be bound yet. */
+  static uint8_t taken[65536 / 8];
+  memset(taken, 0, sizeof taken);
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &s->d->services) {
+    struct service *x = container_of(pos, struct service, link);
+    if (x != s && x->port > 0 && x->fsm.proc_alive) taken[x->port / 8] |= (uint8_t)(1u << (x->port % 8));
+  }
+#define TAKEN(p) (taken[(p) / 8] & (1u << ((p) % 8)))
+  if (e->port && !TAKEN(e->port) && port_free(e->host, e->port)) {
     s->port = e->port;
     return 0;
   }
@@ -196,7 +205,7 @@ static int choose_port(struct service *s, char *err, size_t errlen) {
     snprintf(err, errlen, "port %d on %s is in use (set endpoint.allocate to take another)", e->port, e->host);
     return -EADDRINUSE;
   }
-  if (s->last_port && s->last_port != e->port && port_free(e->host, s->last_port)) {
+  if (s->last_port && s->last_port != e->port && !TAKEN(s->last_port) && port_free(e->host, s->last_port)) {
     s->port = s->last_port;
     return 0;
   }
@@ -204,11 +213,12 @@ static int choose_port(struct service *s, char *err, size_t errlen) {
   int start = (int)(now_mono() * 1000) % span;
   for (int i = 0; i < span; i++) {
     int p = e->range_lo + (start + i) % span;
-    if (p != e->port && port_free(e->host, p)) {
+    if (p != e->port && !TAKEN(p) && port_free(e->host, p)) {
       s->port = p;
       return 0;
     }
   }
+#undef TAKEN
   snprintf(err, errlen, "no free port on %s in %d-%d", e->host, e->range_lo, e->range_hi);
   return -EADDRINUSE;
 }

@@ -16,7 +16,7 @@ struct store {
   int64_t next_event, next_instance;
   char last_error[256];
   sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
-      *ev_list, *ev_list_svc;
+      *ev_list, *ev_list_svc, *ev_newest;
 };
 
 static const char schema[] =
@@ -135,6 +135,9 @@ int store_open(const char *path, struct store **out, char **err) {
            "INSERT INTO events(id,ts,service,instance,from_state,to_state,reason) VALUES(?,?,?,?,?,?,?)") ||
       prep(st, &st->ev_list,
            "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? ORDER BY id LIMIT ?") ||
+      prep(st, &st->ev_newest,
+           "SELECT * FROM (SELECT id,ts,service,instance,from_state,to_state,reason FROM events "
+           "WHERE ?1 IS NULL OR service=?1 ORDER BY id DESC LIMIT ?2) ORDER BY id") ||
       prep(st, &st->ev_list_svc,
            "SELECT id,ts,service,instance,from_state,to_state,reason FROM events WHERE id>? AND service=? ORDER BY id "
            "LIMIT ?")) {
@@ -157,8 +160,9 @@ fail:
 void store_close(struct store *st) {
   if (!st) return;
   if (st->db) store_flush(st);
-  sqlite3_stmt **all[] = {&st->set_state, &st->put_service, &st->set_wanted, &st->del_service, &st->inst_start,
-                          &st->inst_end,  &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc};
+  sqlite3_stmt **all[] = {&st->set_state,  &st->put_service, &st->set_wanted, &st->del_service,
+                          &st->inst_start, &st->inst_end,    &st->last_inst,  &st->ev_add,
+                          &st->ev_list,    &st->ev_list_svc, &st->ev_newest};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(*all[i]);
   if (st->db) sqlite3_close(st->db);
   free(st);
@@ -288,10 +292,17 @@ int64_t store_event_add(struct store *st, double ts, const char *service, int64_
 int64_t store_last_event_id(struct store *st) { return st->next_event - 1; }
 
 void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg) {
-  sqlite3_stmt *s = service ? st->ev_list_svc : st->ev_list;
+  sqlite3_stmt *s = since < 0 ? st->ev_newest : service ? st->ev_list_svc : st->ev_list;
   sqlite3_reset(s);
-  sqlite3_bind_int64(s, 1, since);
-  if (service) {
+  sqlite3_clear_bindings(s);
+  if (since < 0) {
+    if (service) sqlite3_bind_text(s, 1, service, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(s, 2, limit);
+  } else {
+    sqlite3_bind_int64(s, 1, since);
+  }
+  if (since < 0) {
+  } else if (service) {
     sqlite3_bind_text(s, 2, service, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(s, 3, limit);
   } else {

@@ -65,7 +65,8 @@ int store_last_instance(struct store *st, const char *service, struct store_inst
 int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,
                         const char *to, const char *reason);
 typedef void (*store_event_cb)(void *arg, const struct store_event *ev);
-/** Events with id > since, oldest first, at most limit; optional service filter. */
+/** Events with id > since, oldest first, at most limit; optional service filter.
+ *  since < 0: the newest `limit` events (oldest first). */
 void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg);
 int64_t store_last_event_id(struct store *st);
 

@@ -426,3 +426,25 @@ def wait_service(d, name, pred, timeout=10, what="condition"):
 def last_event_id(d):
     evs = d.events()
     return evs[-1]["id"] if evs else 0
+
+
+class SanitizedSuiteTest(SuiteTest):
+    """SuiteTest that, after the test, stops the daemon and fails the test if its log
+    holds an AddressSanitizer / UndefinedBehaviorSanitizer / LeakSanitizer report."""
+
+    SAN_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+    def tearDown(self):
+        bad = None
+        try:
+            if self.d.proc is not None:
+                self.d.stop()
+                log = self.d.log()
+                bad = next((m for m in self.SAN_MARKS if m in log), None)
+                if bad:
+                    i = log.index(bad)
+                    bad = log[max(0, i - 200):i + 3000]
+        finally:
+            super().tearDown()
+        if bad:
+            self.fail("sanitizer report in the daemon log:\n" + bad)

@@ -245,3 +245,31 @@ def tls_context(cert, key):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+# ---- as a service's command ----------------------------------------------------------
+
+def serve_main(argv=None):
+    """python3 servers.py [--port N] [--status S] [--body B] [--tls CERT KEY]
+    Serve HTTP (or HTTPS) on 127.0.0.1:N until SIGTERM/SIGINT: a test server run as a
+    service's command (with "${port}" for N)."""
+    import argparse
+    import signal as _signal
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--status", type=int, default=200)
+    ap.add_argument("--body", default="ok")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    a = ap.parse_args(argv)
+    srv = HTTPServer(a.status, a.body, tls=tls_context(*a.tls) if a.tls else None, port=a.port)
+    done = threading.Event()
+    _signal.signal(_signal.SIGTERM, lambda *_: done.set())
+    _signal.signal(_signal.SIGINT, lambda *_: done.set())
+    print("serving on port %d" % srv.port, flush=True)
+    while not done.wait(1.0):
+        pass
+    srv.stop()
+
+
+if __name__ == "__main__":
+    serve_main()

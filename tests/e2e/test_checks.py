@@ -8,9 +8,11 @@ import signal
 import tempfile
 import time
 
-from harness import (SuiteTest, find_events, first_event, last_event_id, main, pid_alive,
+from harness import (SanitizedSuiteTest, find_events, first_event, last_event_id, main, pid_alive,
                      wait_service, wait_until)
 from servers import HTTPServer, TCPListener, free_port, make_test_ca, tls_context
+
+SERVERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers.py")
 
 
 def svc(name, check, **kw):
@@ -62,7 +64,7 @@ def procs_with_arg(arg):
     return out
 
 
-class ServerTest(SuiteTest):
+class ServerTest(SanitizedSuiteTest):
     """SuiteTest that also stops the test's servers."""
 
     def setUp(self):
@@ -123,6 +125,16 @@ class HTTPChecks(ServerTest):
         h = self.d.wait_state("head", "HEALTHY", timeout=5)
         self.assertEqual(h["check"]["last"]["message"], "HTTP 204")
         self.assertEqual({r["method"] for r in head.snapshot()}, {"HEAD"})
+        # stopped: no more checks; started again: checks again
+        self.d.cli("stop", "web", "--wait", check=True)
+        n0 = srv.count()
+        time.sleep(0.5)
+        self.assertLessEqual(srv.count() - n0, 1)  # at most one already in flight
+        n0 = srv.count()
+        time.sleep(0.3)
+        self.assertEqual(srv.count(), n0)
+        self.d.cli("start", "web", "--wait", "--timeout", "5", check=True)
+        wait_until(lambda: srv.count() >= n0 + 3, timeout=5, what="checks to resume")
 
     def test_http_recovers_with_on_unhealthy_keep(self):
         srv = self.server(200)
@@ -259,6 +271,20 @@ class HTTPSChecks(ServerTest):
         # the server answered the ones that trusted it, never the one that did not
         self.assertGreaterEqual(srv.count(), 3)
 
+    def test_https_endpoint_path(self):
+        # the service itself serves HTTPS on its allocated port; the check is a path on it
+        self.d.write_config([{
+            "name": "tls", "stop": {"grace": "2s"},
+            "command": ["python3", SERVERS, "--port", "${port}", "--body", "tls here",
+                        "--tls", self.pki["cert"], self.pki["key"]],
+            "endpoint": {"protocol": "https", "allocate": True},
+            "check": {"type": "http", "path": "/ready", "ca_file": self.pki["ca"], "body_contains": "tls here",
+                      "interval": "100ms", "timeout": "1s"}}])
+        self.d.start()
+        s = self.d.wait_state("tls", "HEALTHY", timeout=10)
+        self.assertEqual(s["check"]["last"]["message"], "HTTP 200")
+        self.assertTrue(20000 <= s["port"] <= 29999)
+
 
 class TCPChecks(ServerTest):
     def test_tcp_open_closed_and_endpoint_port(self):
@@ -296,6 +322,7 @@ class ExecChecks(ServerTest):
             svc("pass", {"type": "exec", "command": ["sh", "-c", "echo first; echo port=$HERD_PORT svc=$HERD_SERVICE"]},
                 endpoint={"allocate": True, "port_range": [32000, 32999]}),
             svc("fail", {"type": "exec", "command": ["sh", "-c", "echo one; echo 'db not ready' >&2; exit 3"]}),
+            svc("nosuch", {"type": "exec", "command": ["/nonexistent/probe", "x"]}),
         ])
         self.d.start()
         s = self.d.wait_state("pass", "HEALTHY", timeout=5)
@@ -307,6 +334,10 @@ class ExecChecks(ServerTest):
         self.assertEqual(s["check"]["last"]["message"], "exit 3: db not ready")
         self.assertEqual(s["state"], "STARTING")
         self.assertIn("check: exit 3: db not ready", status_line(self.d, "fail"))
+        s = wait_service(self.d, "nosuch", has_result(), timeout=5, what="a check result")
+        self.assertFalse(s["check"]["last"]["ok"])
+        self.assertRegex(s["check"]["last"]["message"], r"^cannot run /nonexistent/probe: no such file or directory")
+        self.assertEqual(s["state"], "STARTING")
 
     def test_exec_hang_is_killed_at_its_timeout(self):
         tag = "3%d.%d" % (os.getpid() % 1000, int(time.time() * 1000) % 100000)  # a unique sleep argument
@@ -343,6 +374,7 @@ class Lifecycle(ServerTest):
             svc("stubborn", {"type": "exec", "command": ["false"], "start_period": "500ms"}, restart="never",
                 command=["sh", "-c", "trap '' TERM; sleep 1000"], stop={"grace": "300ms"}),
             svc("again", {"type": "exec", "command": ["false"], "start_period": "400ms"}, restart="on-failure"),
+            svc("deflt", {"type": "exec", "command": ["false"]}, start_timeout="600ms", restart="never"),
         ])
         t0 = time.time()
         self.d.start()
@@ -369,6 +401,9 @@ class Lifecycle(ServerTest):
                          what="stubborn killed")
         self.assertEqual(s["last_exit"]["signal"], signal.SIGKILL)
         self.assertFalse(pid_alive(spid))
+        # no start_period: the service's start_timeout is the limit
+        s = self.d.wait_state("deflt", "TIMEOUT", timeout=5)
+        self.assertEqual(s["reason"], "not healthy within start_timeout 0.6s")
         # on-failure: TIMEOUT -> BACKOFF -> a new instance
         s = wait_service(self.d, "again", lambda x: x["attempt"] >= 2 and x["state"] == "STARTING", timeout=5,
                          what="a second attempt")
@@ -441,9 +476,27 @@ class Lifecycle(ServerTest):
         self.assertEqual(s["restarts"], 1)
         self.assertEqual(s["attempt"], 2)
         self.assertEqual(s["last_exit"]["signal"], signal.SIGTERM)
-        self.assertIn("unhealthy", s["last_error"] or "", "last_error should say why the instance failed")
         tos = [e["to"] for e in self.d.events(since=mark, service="web")]
         self.assertEqual(tos, ["UNHEALTHY", "FAILED", "BACKOFF", "STARTING", "HEALTHY"])
+        # the ended instance's reason (shown as last_error) says why it failed
+        self.assertIn("unhealthy", s["last_error"] or "", "last_error should say why the instance failed")
+
+    def test_on_unhealthy_restart_with_restart_never(self):
+        srv = self.server(200)
+        self.d.write_config([svc("once", {"type": "http", "url": srv.url("/"), "failure_threshold": 1},
+                                 restart="never")])
+        self.d.start()
+        pid = self.d.wait_state("once", "HEALTHY", timeout=5)["pid"]
+        srv.set(status=503)
+        s = self.d.wait_state("once", "FAILED", timeout=5)
+        self.assertEqual(s["reason"], "unhealthy for 0s")
+        wait_until(lambda: not pid_alive(pid), timeout=3, what="the unhealthy instance to be killed")
+        s = wait_service(self.d, "once", lambda x: x["pid"] is None, timeout=3, what="no pid")
+        time.sleep(0.4)
+        s = self.d.service("once")
+        self.assertEqual((s["state"], s["attempt"], s["restarts"]), ("FAILED", 1, 0))
+        self.assertEqual([e["to"] for e in self.d.events(since=0, service="once")],
+                         ["STARTING", "HEALTHY", "UNHEALTHY", "FAILED"])
 
     def test_hung_check_does_not_delay_others(self):
         hang = self.server(mode="hang")
@@ -476,6 +529,45 @@ class Lifecycle(ServerTest):
         s = wait_service(self.d, "stuck-http", has_result(), timeout=5, what="the http timeout")
         self.assertRegex(s["check"]["last"]["message"], r"timed out after")
         self.assertGreaterEqual(s["check"]["last"]["duration"], 2.45)
+
+
+class InFlight(ServerTest):
+    def test_replace_and_delete_with_checks_in_flight(self):
+        hang = self.server(mode="hang")
+        ok = self.server(200)
+        tag = "6%d.%d" % (os.getpid() % 1000, int(time.time() * 1000) % 100000)
+        self.d.start()
+        specs = [svc("h", {"type": "http", "url": hang.url("/"), "timeout": "5s"}),
+                 svc("x", {"type": "exec", "command": ["sleep", tag], "timeout": "5s"}),
+                 svc("t", {"type": "tcp", "port": ok.port})]
+        st, body = self.d.request("POST", "/v1/services", {"services": specs})
+        self.assertEqual(st, 201, body)
+        wait_until(lambda: hang.count() >= 1 and procs_with_arg(tag), timeout=5, what="checks in flight")
+        # replace while a check hangs: the new spec's check takes over
+        for name in ("h", "x"):
+            st, body = self.d.request("PUT", "/v1/services/" + name,
+                                      svc(name, {"type": "http", "url": ok.url("/" + name)}))
+            self.assertEqual(st, 200, body)
+            self.assertTrue(body["changed"])
+        for name in ("h", "x"):
+            s = self.d.wait_state(name, "HEALTHY", timeout=5)
+            self.assertEqual(s["check"]["type"], "http")
+            self.assertEqual(s["check"]["last"]["message"], "HTTP 200")
+        wait_until(lambda: not procs_with_arg(tag), timeout=3, what="the replaced exec check killed")
+        self.d.wait_state("t", "HEALTHY", timeout=5)
+        # delete while checks run (and one hangs again)
+        st, body = self.d.request("POST", "/v1/services", svc("h2", {"type": "http", "url": hang.url("/"),
+                                                                      "timeout": "5s"}))
+        self.assertEqual(st, 201, body)
+        wait_until(lambda: hang.count() >= 2, timeout=5, what="a second hung check")
+        for name in ("h", "x", "t", "h2"):
+            st, body = self.d.request("DELETE", "/v1/services/" + name)
+            self.assertEqual(st, 200, (name, body))
+        self.assertEqual(self.d.services(), {})
+        n = ok.count()
+        time.sleep(0.4)
+        self.assertEqual(ok.count(), n, "no checks after the services were deleted")
+        self.assertEqual(self.d.request("GET", "/v1/daemon")[0], 200)
 
 
 if __name__ == "__main__":

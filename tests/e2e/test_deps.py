@@ -6,7 +6,7 @@ import re
 import signal
 import time
 
-from harness import (Daemon, SuiteTest, find_events, first_event, kill_pids, last_event_id, main,
+from harness import (SanitizedSuiteTest, find_events, first_event, kill_pids, last_event_id, main,
                      pid_alive, pids_with_cwd, wait_service, wait_until)
 from servers import HTTPServer
 
@@ -43,7 +43,7 @@ def status_line(d, name):
     raise AssertionError("no line for %s in:\n%s" % (name, out))
 
 
-class StartOrder(SuiteTest):
+class StartOrder(SanitizedSuiteTest):
     def test_chain_of_three_starts_in_order(self):
         self.d.write_config([web("c", [{"service": "b", "condition": "healthy"}]), web("b", ["a"]), web("a")])
         self.d.start()
@@ -116,7 +116,7 @@ class StartOrder(SuiteTest):
         self.assertEqual(s["reason"], "waiting for db (healthy): STARTING")
 
 
-class Rejected(SuiteTest):
+class Rejected(SanitizedSuiteTest):
     CYCLE = ('{"services": [\n'
              ' {"name": "a", "command": ["sleep", "1000"], "depends_on": ["b"]},\n'
              ' {"name": "b", "command": ["sleep", "1000"], "depends_on": [{"service": "c"}]},\n'
@@ -185,7 +185,21 @@ class Rejected(SuiteTest):
                    what="p deletable once q is gone")
 
 
-class StopOrder(SuiteTest):
+    def test_reload_with_a_cycle_changes_nothing(self):
+        self.d.write_config([plain("a"), plain("b", ["a"])])
+        self.d.start()
+        pids = {n: self.d.wait_state(n, "HEALTHY", timeout=5)["pid"] for n in ("a", "b")}
+        self.d.write_config([plain("a", ["b"]), plain("b", ["a"]), plain("new")])
+        st, body = self.d.request("POST", "/v1/reload")
+        self.assertEqual(st, 422, body)
+        msgs = [e["message"] for e in body["error"]["errors"]]
+        self.assertTrue(any(re.fullmatch(r"dependency cycle: (a -> b -> a|b -> a -> b)", m) for m in msgs), msgs)
+        self.assertEqual(set(self.d.services()), {"a", "b"})
+        self.assertEqual({n: self.d.service(n)["pid"] for n in ("a", "b")}, pids)
+        self.assertNotIn("depends_on", self.d.service("a")["spec"])
+
+
+class StopOrder(SanitizedSuiteTest):
     def test_sigterm_stops_dependents_first(self):
         self.d.write_config([
             plain("a", command=SLOW_STOP),
@@ -225,7 +239,7 @@ class StopOrder(SuiteTest):
         self.assertFalse(find_events(evs, None, "STARTING"), "nothing restarts during shutdown")
 
 
-class RestartWithDependency(SuiteTest):
+class RestartWithDependency(SanitizedSuiteTest):
     def setUp(self):
         super().setUp()
         self.srv = HTTPServer(200)

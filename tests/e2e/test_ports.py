@@ -6,7 +6,7 @@ import random
 import signal
 import time
 
-from harness import SuiteTest, first_event, main, pid_alive, wait_service, wait_until
+from harness import SanitizedSuiteTest, first_event, main, pid_alive, wait_service, wait_until
 from servers import TCPListener, free_port
 
 HTTP_SERVER = ["python3", "-m", "http.server", "${port}", "--bind", "127.0.0.1"]
@@ -49,7 +49,7 @@ def http_get(port, path="/"):
         c.close()
 
 
-class PortTest(SuiteTest):
+class PortTest(SanitizedSuiteTest):
     def setUp(self):
         super().setUp()
         self.listeners = []
