@@ -6,7 +6,7 @@ import re
 import signal
 import time
 
-from harness import (SanitizedSuiteTest, find_events, first_event, kill_pids, last_event_id, main,
+from harness import (SanitizedSuiteTest, find_events, first_event, last_event_id, main,
                      pid_alive, pids_with_cwd, wait_service, wait_until)
 from servers import HTTPServer
 
