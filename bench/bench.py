@@ -270,7 +270,9 @@ def table(n, res, base):
     lines.append("[4] `herd --version`, `supervisorctl -h`, `sv` (usage): the CLI's fixed start-up cost.")
     for s in SYSTEMS:
         r = res[s]
-        if "error" in r:
+        if r.get("error") == "skipped":
+            lines.append("%s: not run (--systems)" % s)
+        elif "error" in r:
             lines.append("ERROR %s: %s%s" % (s, r["error"], (" (dir kept: %s)" % r["kept_dir"]) if
                                                       r.get("kept_dir") else ""))
         for e in r.get("restart_errors", []):
@@ -318,6 +320,9 @@ def targets(all_res):
             out.append("  %-40s %14s  %s" % (label, "-", "NOT MEASURED"))
             continue
         out.append("  %-40s %10.4g %-3s  %s" % (label, v * scale, unit, "PASS" if v * scale < lim else "MISS"))
+    if res.get("status_one") is not None:
+        out.append("  (for information: `herd status %s` %.1f ms; `herd --version`, no daemon contact, %.1f ms)" % (
+            "s0001", res["status_one"], res.get("status_floor") or float("nan")))
     out.append("")
     out.append("Reference numbers measured elsewhere at N=1000 vs. here (N=%d):" % nt)
     out.append("  %-28s %12s %12s %12s %12s" % ("", "sup. ref", "sup. here", "runit ref", "runit here"))
@@ -372,9 +377,11 @@ def header(a):
         "stop-all: herd SIGTERM, supervisord SIGTERM, runit SIGHUP to runsvdir; time until the daemon and all "
         "its descendants have exited (pidfd); started 2 s after the last restart (runsv delays acting on a "
         "child younger than 1 s)",
-        "memory: RSS = VmRSS; anon = Anonymous (smaps_rollup; unlike PSS/USS not moved by other processes mapping the same libraries; excludes kernel memory such as runsv's page tables and stacks); per-service growth = (value at N - "
-        "value of a separate run with 0 services) / N; CPU = schedstat sum_exec_runtime (ns), utime+stime as a "
-        "cross-check; nothing talks to the daemons during the idle window",
+        "memory: RSS = VmRSS; anon = Anonymous from smaps_rollup (unlike PSS/USS it does not move when other "
+        "processes map the same libraries; it excludes kernel memory such as runsv's page tables and stacks); "
+        "per-service growth = (value at N - value of a separate run with 0 services) / N",
+        "CPU: schedstat sum_exec_runtime (ns), utime+stime (10 ms ticks) as a cross-check; nothing talks to the "
+        "daemons during the idle window",
     ]
     return "\n".join(lines)
 

@@ -144,13 +144,21 @@ void api_add(struct daemon *d, struct conn *c, struct request *r, const char *un
     goto out;
   }
   json_t *a = json_array();
+  char **added = xcalloc(set.n, sizeof *added);
+  size_t n_added = 0;
+  daemon_boot_begin(d); /* a dependency later in the same request is not "missing" */
   for (size_t i = 0; i < set.n; i++) {
     struct spec *sp = set.v[i];
     store_put_service(d->store, sp->name, "api", sp->canon, "up");
+    added[n_added++] = xstrdup(sp->name);
     struct service *s = service_create(d, sp, true, NULL, 0);
-    json_array_append_new(a, service_json(s));
     set.v[i] = NULL;
+    (void)s;
   }
+  daemon_boot_end(d);
+  for (size_t i = 0; i < n_added; i++) json_array_append_new(a, service_json(daemon_find(d, added[i])));
+  for (size_t i = 0; i < n_added; i++) free(added[i]);
+  free(added);
   set.n = 0;
   conn_reply(c, 201, json_pack("{s:o}", "services", a));
 out:

@@ -521,10 +521,7 @@ static void exec_kill(struct run *r) {
 
 static void on_check_timer(uv_timer_t *t);
 
-static void arm(struct checker *ck, double at) {
-  double ms = ceil((at - now_mono()) * 1000.0);
-  uv_timer_start(&ck->timer, on_check_timer, ms > 1 ? (uint64_t)ms : 1, 0);
-}
+static void arm(struct checker *ck, double at) { timer_arm(ck->s->d->loop, &ck->timer, on_check_timer, at); }
 
 static void schedule_next(struct checker *ck) {
   const struct check_spec *k = ck->s->spec->check;

@@ -7,6 +7,7 @@
 #include "herd/store.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -93,6 +94,28 @@ void daemon_shutdown(struct daemon *d) {
   d->deps_dirty = true;
   deps_reconcile(d);
   daemon_check_idle(d);
+}
+
+void daemon_boot_begin(struct daemon *d) { d->booting = true; }
+
+void timer_arm(uv_loop_t *loop, uv_timer_t *t, uv_timer_cb cb, double at) {
+  /* libuv adds the timeout to its cached loop time, which is stale while we create many
+   * services in one callback: refresh it, or later timers fire early. The +1 ms covers
+   * libuv's coarse clock trailing CLOCK_MONOTONIC. */
+  uv_update_time(loop);
+  double ms = ceil((at - now_mono()) * 1000.0);
+  uv_timer_start(t, cb, ms > 0 ? (uint64_t)ms + 1 : 1, 0);
+}
+
+void daemon_boot_end(struct daemon *d) {
+  d->booting = false;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (!s->boot_start) continue;
+    s->boot_start = false;
+    service_want_up(s, "herd started it");
+  }
 }
 
 void daemon_leave(struct daemon *d) {
@@ -227,6 +250,7 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
       service_remove(s);
     }
   }
+  daemon_boot_begin(d);
   for (size_t i = 0; i < set.n; i++) {
     struct spec *sp = set.v[i];
     set.v[i] = NULL;
@@ -252,6 +276,7 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
       service_replace(s, sp);
     }
   }
+  daemon_boot_end(d);
   set.n = 0;
   spec_set_free(&set);
   log_info("reload: %zu added, %zu changed, %zu removed, %d unchanged", json_array_size(added),
@@ -416,6 +441,7 @@ int daemon_run(const struct daemon_opts *o) {
   } else {
     log_info("herd %s listening on %s (state %s, config %s, pid %d)", HERD_VERSION, d->socket_path, d->state_dir,
              o->config_dir ? o->config_dir : "none", (int)getpid());
+    daemon_boot_begin(d);
     for (size_t i = 0; i < cfgset.n; i++) {
       struct spec *sp = cfgset.v[i];
       cfgset.v[i] = NULL;
@@ -465,6 +491,7 @@ int daemon_run(const struct daemon_opts *o) {
       cfg_errors_free(&e2);
     }
   }
+  if (d->booting) daemon_boot_end(d);
   spec_set_free(&cfgset);
   json_decref(rows);
 

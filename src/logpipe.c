@@ -78,6 +78,9 @@ static void log_write(struct service *s, const char *data, size_t n) {
           log_rotate(s);
           continue;
         }
+        /* No end of line in sight and the file is full: split the line rather than grow
+         * without bound (output with no newlines at all). */
+        if (s->log_size >= s->spec->log_max_size) log_rotate(s);
       }
     }
     file_write(s, p, left);

@@ -65,7 +65,7 @@ static void instance_gone(struct proc *p, int code, int term_signal, const char 
   else if (code >= 0)
     logpipe_note(s, "pid %d exited with code %d", pid, code);
   else
-    logpipe_note(s, "pid %d %s", pid, msg);
+    logpipe_note(s, "pid %d %s", pid, msg ? msg : "exited");
   service_event(s, EV_EXIT, term_signal ? -1 : code, term_signal, msg);
 }
 

@@ -107,11 +107,7 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
         proc_signal(s, x->sig);
       }
       break;
-    case FX_ARM: {
-      double ms = ceil((x->at - now_mono()) * 1000.0);
-      uv_timer_start(&s->timer, on_timer, ms > 0 ? (uint64_t)ms : 0, 0);
-      break;
-    }
+    case FX_ARM: timer_arm(d->loop, &s->timer, on_timer, x->at); break;
     case FX_DISARM: uv_timer_stop(&s->timer); break;
     case FX_INSTANCE_END:
       s->has_exit = true;
@@ -302,6 +298,13 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
 
 void service_want_up(struct service *s, const char *why) {
   if (s->d->shutting_down) return; /* nothing starts while the daemon stops everything */
+  if (s->d->booting) {
+    /* Services are being created (start-up, reload): start once all exist, so a
+     * dependency defined later in the config is not reported as missing. */
+    s->fsm.want_up = true;
+    s->boot_start = true;
+    return;
+  }
   char blk[160];
   if (deps_blocker(s, blk, sizeof blk))
     service_event(s, EV_BLOCKED, 0, 0, blk);

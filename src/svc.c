@@ -184,6 +184,7 @@ static void spawn(struct ctx *c, const char *why) {
   struct svc_fsm *f = c->f;
   f->attempt++;
   f->proc_alive = true;
+  f->end_reason[0] = '\0';
   f->killed_hard = false;
   f->restart_pending = false;
   push(c->out, FX_SPAWN);
@@ -334,7 +335,7 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
       f->deadline = 0;
       push(c->out, FX_DISARM);
     }
-    instance_end(c, f->state, "%s after %s", what, f->state == S_TIMEOUT ? "start timeout" : "failure");
+    instance_end(c, f->state, "%s (then %s)", f->end_reason[0] ? f->end_reason : svc_state_name(f->state), what);
     apply_policy(c);
     break;
   default: break;
@@ -347,15 +348,17 @@ static void on_deadline(struct ctx *c) {
   f->deadline = 0;
   switch (f->state) {
   case S_STARTING:
-    if (p->has_check)
-      enter(c, S_TIMEOUT, "not healthy within start_timeout %.3gs", p->start_timeout);
-    else
+    if (p->has_check) {
+      snprintf(f->end_reason, sizeof f->end_reason, "not healthy within start_timeout %.3gs", p->start_timeout);
+      enter(c, S_TIMEOUT, "%s", f->end_reason);
+    } else
       enter(c, S_HEALTHY, "up for ready_after %.3gs", p->ready_after);
     break;
   case S_UNHEALTHY:
     if (p->restart_on_unhealthy && f->proc_alive) {
       /* Ends the instance as a failure: the restart policy and its backoff apply. */
-      enter(c, S_FAILED, "unhealthy for %.3gs", p->unhealthy_grace);
+      snprintf(f->end_reason, sizeof f->end_reason, "unhealthy for %.3gs", p->unhealthy_grace);
+      enter(c, S_FAILED, "%s", f->end_reason);
       f->killed_hard = false;
       push(c->out, FX_SIGNAL)->sig = p->stop_signal;
       arm(f, c->out, c->now + p->stop_grace);

@@ -57,6 +57,7 @@ struct daemon {
   int exit_code;
   bool deps_dirty;     /* some service changed state: re-evaluate dependencies */
   bool finish_pending; /* shutting down and idle: tear down at the end of this loop turn */
+  bool booting;        /* creating services (start-up, reload): starts wait until all exist */
 };
 
 struct proc; /* one spawned instance's process handle (proc.c) */
@@ -95,6 +96,7 @@ struct service {
   int last_port;           /* the port used last time, preferred when allocating */
   bool stop_sent;          /* shutdown: the stop was sent (dependents first) */
   bool dep_restart;        /* stopped because a dependency went down: start again when at rest */
+  bool boot_start;         /* wanted up while the daemon was creating services: start after */
 };
 
 /** Run the daemon in the foreground until a shutdown. Returns the process exit code. */
@@ -127,6 +129,11 @@ json_t *service_json(struct service *s);
 void service_add_watch(struct service *s, struct svc_watch *w);
 /** Start a service that is wanted up, or park it in PENDING while its dependencies are not met. */
 void service_want_up(struct service *s, const char *why);
+/** Start a one-shot timer that fires at `at` (monotonic seconds, as now_mono()), never early. */
+void timer_arm(uv_loop_t *loop, uv_timer_t *t, uv_timer_cb cb, double at);
+/** Creating many services: hold their starts (begin), then start them all (end). */
+void daemon_boot_begin(struct daemon *d);
+void daemon_boot_end(struct daemon *d);
 /** Re-evaluate PENDING services, dependency restarts and the shutdown order (once per loop turn). */
 void deps_reconcile(struct daemon *d);
 /** Why `s` cannot start now ("waiting for db: STARTING"), or NULL when its dependencies are met. */

@@ -75,6 +75,7 @@ struct svc_fsm {
   double healthy_since; /* when the current instance became HEALTHY (0 = not yet) */
   double deadline;      /* armed deadline (0 = none) */
   uint64_t rng;         /* xorshift state for jitter: keeps svc_step pure and repeatable */
+  char end_reason[96];  /* why a still-running instance was declared over (TIMEOUT, unhealthy) */
 };
 
 struct svc_event {

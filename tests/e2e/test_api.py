@@ -5,7 +5,8 @@ import os
 import signal
 import time
 
-from harness import (SuiteTest, checked_request, main, pid_alive, raw_connect, wait_until)
+from harness import (SuiteTest, checked_request, main, pid_alive, pids_in_pgid, raw_connect, read_http_response,
+                     wait_until)
 from test_logs import ChunkedReader
 
 
@@ -136,6 +137,8 @@ class AddReplaceDelete(SuiteTest):
         st, _ = self.d.request("POST", "/v1/services", svc("web", command=slow))
         self.assertEqual(st, 201)
         old = self.d.wait_state("web", "HEALTHY")["pid"]
+        # The trap is set before the loop starts its first child.
+        wait_until(lambda: len(pids_in_pgid(old)) >= 2, timeout=5, what="the script's trap to be set")
         st, body = self.d.request("PUT", "/v1/services/web", svc("web", command=slow, env={"V": "2"}))
         self.assertEqual(st, 200, body)
         self.assertTrue(body["changed"])
@@ -146,6 +149,23 @@ class AddReplaceDelete(SuiteTest):
         s = self.d.service("web")
         self.assertEqual((s["state"], s["wanted"], s["pid"]), ("STOPPED", "down", None), s)
         self.assertEqual(s["spec"].get("env"), {"V": "2"})
+
+    def test_replace_keeps_wanted_up_during_swap(self):
+        # "wanted" is what the user asked for: a spec change does not turn it to "down"
+        # while the old instance is being stopped.
+        slow = ["/bin/sh", "-c", "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.05; done"]
+        st, _ = self.d.request("POST", "/v1/services", svc("web", command=slow))
+        self.assertEqual(st, 201)
+        old = self.d.wait_state("web", "HEALTHY")["pid"]
+        wait_until(lambda: len(pids_in_pgid(old)) >= 2, timeout=5, what="the script's trap to be set")
+        st, body = self.d.request("PUT", "/v1/services/web", svc("web", command=slow, env={"V": "2"}))
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["service"]["state"], "STOPPING")
+        self.assertEqual(body["service"]["wanted"], "up", "PUT reply")
+        self.assertEqual(self.d.service("web")["wanted"], "up", "GET during the swap")
+        st, body = self.d.request("GET", "/v1/services/web?wait=healthy&timeout=5")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["service"]["wanted"], "up")
 
     def test_replace_stopped_service_stays_stopped(self):
         st, _ = self.d.request("POST", "/v1/services", svc("web"))
@@ -185,7 +205,6 @@ class AddReplaceDelete(SuiteTest):
             st, body = self.d.request("DELETE", "/v1/services/slow")
             self.assertEqual(st, 200, body)
             s.settimeout(5)
-            from harness import read_http_response
             st, _, body, _ = read_http_response(s)
         finally:
             s.close()

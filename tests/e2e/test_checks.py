@@ -387,7 +387,7 @@ class Lifecycle(ServerTest):
         s = wait_service(self.d, "never", lambda x: x["pid"] is None and x["last_exit"], timeout=3,
                          what="the exit recorded")
         self.assertEqual(s["last_exit"]["signal"], signal.SIGTERM)
-        self.assertIn("start timeout", s["last_error"] or "")
+        self.assertRegex(s["last_error"] or "", r"start[ _]timeout")  # why the instance ended
         # restart: never leaves it in TIMEOUT
         time.sleep(0.5)
         s = self.d.service("never")
@@ -409,6 +409,35 @@ class Lifecycle(ServerTest):
                          what="a second attempt")
         tos = [e["to"] for e in self.d.events(since=0, service="again")]
         self.assertEqual(tos[:4], ["STARTING", "TIMEOUT", "BACKOFF", "STARTING"])
+
+    def test_start_period_is_never_cut_short(self):
+        # Many services started together (at start-up, and in one POST): each still gets
+        # its whole start_period. Services are started one after another, so service i's
+        # deadline was set no earlier than service i-1's STARTING event.
+        n = 12
+        sp = 0.4
+        self.d.write_config([svc("s%02d" % i, {"type": "exec", "command": ["false"], "start_period": sp},
+                                 restart="never") for i in range(n)])
+        self.d.start()
+        st, body = self.d.request("POST", "/v1/services", {"services": [
+            svc("p%02d" % i, {"type": "exec", "command": ["false"], "start_period": sp}, restart="never")
+            for i in range(n)]})
+        self.assertEqual(st, 201, body)
+        for prefix in ("s", "p"):
+            for i in range(n):
+                self.d.wait_state("%s%02d" % (prefix, i), "TIMEOUT", timeout=10)
+        evs = self.d.events(since=0)
+        short = []
+        for prefix in ("s", "p"):
+            starts = sorted((e for e in evs if e["to"] == "STARTING" and e["service"].startswith(prefix)),
+                            key=lambda e: e["id"])
+            for prev, cur in zip(starts, starts[1:]):
+                to = find_events(evs, cur["service"], "TIMEOUT")[0]
+                got = to["time"] - prev["time"]
+                if got < sp - 0.003:
+                    short.append("%s: TIMEOUT %.3fs after the previous start" % (cur["service"], got))
+        if short:
+            self.fail("start_period %.1fs cut short:\n  %s" % (sp, "\n  ".join(short)))
 
     def test_failure_and_success_thresholds(self):
         srv = self.server(200)

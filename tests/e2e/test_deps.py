@@ -76,14 +76,20 @@ class StartOrder(SanitizedSuiteTest):
         self.assertEqual(len(find_events(evs, None, "STARTING")), 3)  # one start each, no restarts
 
     def test_pending_event_names_a_dependency_defined_later_in_the_config(self):
-        # app is listed before db in the same config: db is defined, so the wait is for
-        # db to be healthy, never "not defined" (that is what the event log keeps)
+        # app is listed before db in the same config (and db2 after app2 in one POST): db is
+        # defined, so the wait is for db to be healthy, never "not defined" (which is what
+        # the event log would keep)
         self.d.write_config([plain("app", ["db"]), plain("db", ready_after="300ms")])
         self.d.start()
-        self.d.wait_state("app", "HEALTHY", timeout=5)
-        pend = first_event(self.d, "app", "PENDING")
-        self.assertNotIn("not defined", pend["reason"])
-        self.assertRegex(pend["reason"], r"^waiting for db \(healthy\): (STOPPED|STARTING)$")
+        st, body = self.d.request("POST", "/v1/services",
+                                  {"services": [plain("app2", ["db2"]), plain("db2", ready_after="300ms")]})
+        self.assertEqual(st, 201, body)
+        for app, db in (("app", "db"), ("app2", "db2")):
+            self.d.wait_state(app, "HEALTHY", timeout=5)
+            with self.subTest(app=app):
+                pend = first_event(self.d, app, "PENDING")
+                self.assertNotIn("not defined", pend["reason"])
+                self.assertRegex(pend["reason"], r"^waiting for %s \(healthy\): (STOPPED|STARTING)$" % db)
 
     def test_conditions_and_the_pending_reason(self):
         self.d.write_config([

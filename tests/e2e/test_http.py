@@ -3,7 +3,6 @@ clients at once. Raw sockets, so we control every byte."""
 import json
 import os
 import resource
-import socket
 import threading
 import time
 

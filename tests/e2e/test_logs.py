@@ -3,10 +3,11 @@ streams that deliver lines as they are written."""
 import os
 import re
 import select
+import socket
 import subprocess
 import time
 
-from harness import HERD_BIN, SuiteTest, main, raw_connect, wait_until
+from harness import HERD_BIN, SuiteTest, main, raw_connect, read_until_eof, wait_until
 
 LINE_RE = re.compile(r"^line (\d{6}) [a-z]{40}$")
 READ_CHUNK = 64 * 1024
@@ -247,6 +248,47 @@ class TailAndFollow(SuiteTest):
         self.assertLess(log.index(b"run-1"), log.index(b"run-2"))
         self.assertEqual(os.listdir(os.path.join(self.d.state, "logs")), ["t.log"])
 
+    def test_slow_follower_is_cut_off_not_blocking(self):
+        # A follower that never reads must not block the daemon or make it hold the whole
+        # log in memory: past 8 MiB of backlog its stream is closed.
+        self.d.write_config([{"name": "trig", "command": trigger_service(self.d.root), "ready_after": 0},
+                             {"name": "flood", "command": ["python3", "-c",
+                                                           "import os, sys, time\n"
+                                                           "while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n"
+                                                           "for _ in range(480): os.write(1, b'f' * 65535 + b'\\n')\n"
+                                                           "time.sleep(1000)\n",
+                                                           os.path.join(self.d.root, "go")],
+                              "ready_after": 0, "log": {"max_size": "4M", "keep": 1}}])
+        self.d.start()
+        self.d.wait_state("flood", "HEALTHY")
+        s = raw_connect(self.d.sock)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            s.sendall(b"GET /v1/services/flood/logs?follow=1&tail=0 HTTP/1.1\r\nHost: herd\r\n\r\n")
+            time.sleep(0.2)
+            open(os.path.join(self.d.root, "go"), "w").close()  # 30 MiB of output starts now
+            t0 = time.time()
+            while time.time() - t0 < 20:
+                t = time.monotonic()
+                st, _ = self.d.request("GET", "/v1/daemon", timeout=5)
+                self.assertEqual(st, 200)
+                self.assertLess(time.monotonic() - t, 1.0, "the daemon was blocked by a slow follower")
+                if "cutting off" in self.d.log() or "fell" in self.d.log():
+                    break
+                time.sleep(0.1)
+            # The stream ends: reading it now gives at most what was buffered, then EOF.
+            got = read_until_eof(s, timeout=10)
+            self.assertLess(len(got), 20 * 1024 * 1024, "the whole flood was queued for a follower that never read")
+        finally:
+            s.close()
+        with open("/proc/%d/status" % self.d.proc.pid) as f:
+            rss_kb = int([l for l in f if l.startswith("VmRSS:")][0].split()[1])
+        self.assertLess(rss_kb, 200 * 1024, "daemon RSS %d KiB after a slow follower" % rss_kb)
+        # Logs still work for others.
+        open(os.path.join(self.d.root, "trig-after"), "w").close()
+        wait_until(lambda: b"marker after" in self.d.request("GET", "/v1/services/trig/logs", raw=True)[1],
+                   timeout=5, what="other logs to keep flowing")
+
     def test_follow_cli(self):
         self.d.write_config([{"name": "trig", "command": trigger_service(self.d.root), "ready_after": 0}])
         self.d.start()
@@ -255,18 +297,25 @@ class TailAndFollow(SuiteTest):
         p = subprocess.Popen([HERD_BIN, "logs", "trig", "-f", "-n", "0"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         try:
-            time.sleep(0.2)  # let the follower attach before the line is written
-            open(os.path.join(self.d.root, "trig-cli"), "w").close()
             out = b""
-            deadline = time.time() + 5
-            while b"marker cli\n" not in out and time.time() < deadline:
-                r, _, _ = select.select([p.stdout], [], [], 0.2)
+            deadline = time.time() + 10
+            n = 0
+            next_trigger = 0
+            # Lines written before the follower attached are not shown (-n 0): keep
+            # triggering new ones until one comes through.
+            while b"marker cli-" not in out and time.time() < deadline:
+                if time.time() >= next_trigger:
+                    n += 1
+                    open(os.path.join(self.d.root, "trig-cli-%d" % n), "w").close()
+                    next_trigger = time.time() + 0.5
+                r, _, _ = select.select([p.stdout], [], [], 0.1)
                 if r:
                     chunk = os.read(p.stdout.fileno(), 4096)
                     if not chunk:
                         break
                     out += chunk
-            self.assertIn(b"marker cli\n", out)
+            self.assertIn(b"marker cli-", out)
+            self.assertNotIn(b"started pid", out, "-n 0 printed old lines")
             self.assertIsNone(p.poll(), "herd logs -f exited early")
         finally:
             p.kill()

@@ -1,6 +1,5 @@
 """What survives a daemon restart (herd.db): the wanted state of every service, and the
 services added over the API."""
-import os
 
 from harness import SuiteTest, main, pid_alive, pids_with_cwd, wait_until
 

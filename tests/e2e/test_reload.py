@@ -1,6 +1,5 @@
 """Reload: unchanged services keep running, changed ones restart, removed ones stop and go,
 new ones start; via SIGHUP, `herd reload` and the API. A bad config changes nothing."""
-import json
 import os
 import signal
 import subprocess

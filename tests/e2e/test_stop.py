@@ -19,6 +19,13 @@ def gone_soon(pids, timeout=1.0):
                       what="all of %s to be gone within %.1fs" % (pids, timeout))
 
 
+def traps_set(pid):
+    """The shell scripts here set their traps first, then start children: once the group
+    has a second process, the traps are in place (a signal before that would kill the
+    shell by default, which is not what these tests are about)."""
+    return group_members(pid)
+
+
 def group_members(pgid):
     return wait_until(lambda: (lambda p: p if len(p) >= 2 else None)(pids_in_pgid(pgid)),
                       timeout=5, what="the service's process group to have its children")
@@ -93,6 +100,7 @@ class GraceKill(SuiteTest):
                               "stop": {"signal": "INT", "grace": "5s"}}])
         self.d.start()
         pid = self.d.wait_state("intme", "HEALTHY")["pid"]
+        traps_set(pid)
         t0 = time.monotonic()
         st, body = self.d.request("POST", "/v1/services/intme/stop?wait=stopped&timeout=5")
         self.assertEqual(st, 200, body)
@@ -147,7 +155,7 @@ class DaemonSigterm(SuiteTest):
         self.d.write_config([{"name": "stubborn", "command": STUBBORN, "ready_after": 0,
                               "stop": {"grace": "10s"}}])
         self.d.start()
-        self.d.wait_state("stubborn", "HEALTHY")
+        traps_set(self.d.wait_state("stubborn", "HEALTHY")["pid"])
         self.d.signal(signal.SIGTERM)
         self.d.wait_state("stubborn", "STOPPING")
         t0 = time.monotonic()
@@ -166,6 +174,7 @@ class DaemonSigterm(SuiteTest):
         st, body = self.d.request("POST", "/v1/services", {"name": "web", "command": slow, "ready_after": 0})
         self.assertEqual(st, 201, body)
         old = self.d.wait_state("web", "HEALTHY")["pid"]
+        traps_set(old)
         st, body = self.d.request("PUT", "/v1/services/web", {"name": "web", "command": slow, "ready_after": 0,
                                                               "env": {"V": "2"}})
         self.assertEqual(st, 200, body)
