@@ -49,6 +49,26 @@ def cpu_ns(pid):
     return sched, ticks_ns
 
 
+def cpu_ns_threads(pid):
+    """CPU time of the whole process in ns: (sum of every live thread's schedstat
+    sum_exec_runtime, utime+stime from /proc/PID/stat in ns, which also counts threads that
+    have exited, at clock-tick precision). /proc/PID/schedstat alone is the main thread's.
+    (None, None) if the process is gone."""
+    _, ticks = cpu_ns(pid)
+    if ticks is None:
+        return None, None
+    total = 0
+    try:
+        for t in os.listdir("/proc/%d/task" % pid):
+            try:
+                total += int(_read("/proc/%d/task/%s/schedstat" % (pid, t)).split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    except OSError:
+        return None, None
+    return total, ticks
+
+
 def status_fields(pid, keys=("VmRSS", "VmHWM", "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
     out = {}
     try:

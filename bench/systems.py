@@ -39,6 +39,92 @@ except Exception:  # the harness is someone else's file; do not depend on it sta
 SLEEP_ARG = "100000"
 
 
+class KeepAliveClient:
+    """A minimal HTTP/1.1 client on one kept-alive Unix-socket connection: far less Python
+    per request than http.client, for probes that time many small requests."""
+
+    def __init__(self, path, timeout=10):
+        self.path = path
+        self.timeout = timeout
+        self.sock = None
+        self.buf = b""
+
+    def connect(self):
+        self.close()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+        self.buf = b""
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def get(self, path, method="GET"):
+        """(status, body bytes). Reconnects once if the kept-alive connection was closed."""
+        for attempt in (0, 1):
+            if self.sock is None:
+                self.connect()
+            try:
+                self.sock.sendall(b"%s %s HTTP/1.1\r\nHost: herd\r\n\r\n" % (method.encode(), path.encode()))
+                return self._response()
+            except (ConnectionError, BrokenPipeError, EOFError):
+                self.close()
+                if attempt:
+                    raise
+        raise EOFError("unreachable")
+
+    def _fill(self):
+        d = self.sock.recv(262144)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def _response(self):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        i = self.buf.index(b"\r\n\r\n")
+        head, self.buf = self.buf[:i].decode("latin-1"), self.buf[i + 4:]
+        lines = head.split("\r\n")
+        status = int(lines[0].split()[1])
+        hdr = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            hdr[k.strip().lower()] = v.strip()
+        if "content-length" in hdr:
+            n = int(hdr["content-length"])
+            while len(self.buf) < n:
+                self._fill()
+            body, self.buf = self.buf[:n], self.buf[n:]
+        elif hdr.get("transfer-encoding", "").lower() == "chunked":
+            out = []
+            while True:
+                while b"\r\n" not in self.buf:
+                    self._fill()
+                j = self.buf.index(b"\r\n")
+                size = int(self.buf[:j].split(b";")[0], 16)
+                while len(self.buf) < j + 2 + size + 2:
+                    self._fill()
+                out.append(self.buf[j + 2:j + 2 + size])
+                self.buf = self.buf[j + 2 + size + 2:]
+                if size == 0:
+                    break
+            body = b"".join(out)
+        else:  # until EOF
+            try:
+                while True:
+                    self._fill()
+            except EOFError:
+                pass
+            body, self.buf = self.buf, b""
+            self.close()
+        if hdr.get("connection", "").lower() == "close":
+            self.close()
+        return status, body
+
+
 def svc_name(i):
     return "s%04d" % i
 
@@ -173,28 +259,33 @@ class Herd(System):
     name = "herd"
     poll_note = "GET /v1/daemon every 5 ms until states.HEALTHY == N"
 
-    def __init__(self, root, n, binary):
+    def __init__(self, root, n, binary, specs=None, extra_args=()):
+        """specs: the services' JSON objects (default: N `sleep` services, ready_after 0,
+        backoff.initial 0); extra_args: more `herd daemon` arguments (e.g. --log-level)."""
         super().__init__(root, n)
         self.bin = binary
+        self.extra_args = list(extra_args)
         self.conf = os.path.join(root, "conf")
         self.state = os.path.join(root, "state")
         self.sock = os.path.join(self.state, "herd.sock")
         os.makedirs(self.conf)
+        if specs is None:
+            specs = [{"name": nm, "command": ["sleep", SLEEP_ARG], "ready_after": 0,
+                      "backoff": {"initial": 0}} for nm in self.names]
         with open(os.path.join(self.conf, "services.json"), "w") as f:
-            json.dump({"services": [{"name": nm, "command": ["sleep", SLEEP_ARG], "ready_after": 0,
-                                     "backoff": {"initial": 0}} for nm in self.names]}, f)
+            json.dump({"services": specs}, f)
 
     def argv(self):
-        return [self.bin, "daemon", "--config", self.conf, "--state-dir", self.state]
+        return [self.bin, "daemon", "--config", self.conf, "--state-dir", self.state] + self.extra_args
 
-    def request(self, path, timeout=30, raw=False):
+    def request(self, path, timeout=30, raw=False, method="GET", ok=(200,)):
         c = UnixHTTPConnection(self.sock, timeout=timeout)
         try:
-            c.request("GET", path)
+            c.request(method, path)
             r = c.getresponse()
             body = r.read()
-            if r.status != 200:
-                raise BenchError("herd GET %s -> %d %s" % (path, r.status, body[:300]))
+            if r.status not in ok:
+                raise BenchError("herd %s %s -> %d %s" % (method, path, r.status, body[:300]))
             return body if raw else json.loads(body)
         finally:
             c.close()

@@ -351,8 +351,10 @@ bool service_replace(struct service *s, struct spec *spec) {
   if (s->next_spec) spec_free(s->next_spec);
   s->next_spec = spec;
   if (s->fsm.proc_alive) {
-    s->start_after_swap = s->fsm.want_up;
+    bool want = s->fsm.want_up;
+    s->start_after_swap = want;
     service_event(s, EV_STOP, 0, 0, "spec changed");
+    s->fsm.want_up = want; /* what the user asked for has not changed */
   } else {
     bool up = s->fsm.want_up;
     if (s->fsm.state == S_BACKOFF || s->fsm.state == S_PENDING) service_event(s, EV_STOP, 0, 0, "spec changed");
