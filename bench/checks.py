@@ -110,6 +110,11 @@ class _Proto(asyncio.Protocol):
                     body = _stats_body()
                     out.append(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                                % len(body) + body)
+                elif path.startswith("/__last?"):  # /__last?/s0001,/s0002: their last arrivals
+                    body = json.dumps({q: (_ST.paths.get(q) or [0, 0, None])[2]
+                                       for q in path[8:].split(",")}).encode()
+                    out.append(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                               % len(body) + body)
                 elif path == "/__reset":
                     out.append(OK)
                     _ST.reset()
@@ -386,14 +391,24 @@ def lag_probe(sock, seconds, period=0.01):
     return rtts, errors
 
 
-def sample_durations(sock, names, seconds):
+def sample_durations(sock, names, seconds, servers):
     """herd's own check.last.duration, sampled: ten services per request, one full pass per
-    second. Returns ([duration ms], n failed samples, [request round trips ms])."""
+    second. Right after each request, the servers' last arrival time of those ten paths,
+    which splits a check into (start -> request at the server) and (arrival -> result).
+    Returns ([duration ms], [failed messages], [request round trips ms], [pre ms], [post ms])."""
+    import http.client
     prefixes = sorted({nm[:4] for nm in names})
+    port_of = {}
+    k, n = len(servers.ports), len(names)
+    for i, nm in enumerate(names):
+        port_of[nm] = servers.ports[i * k // n]
+    conns = {p: http.client.HTTPConnection("127.0.0.1", p, timeout=10) for p in servers.ports}
     cl = KeepAliveClient(sock, timeout=10)
     seen = {}
+    split = {}
     rtts = []
     period = 1.0 / len(prefixes)
+    off = time.time() - time.monotonic()  # wall clock (herd's check.last.at) minus monotonic (servers')
     try:
         t_end = time.perf_counter() + seconds
         nxt = time.perf_counter()
@@ -407,19 +422,41 @@ def sample_durations(sock, names, seconds):
             rtts.append((time.perf_counter() - t) * 1e3)
             if st != 200:
                 raise BenchError("sampling: HTTP %d %s" % (st, body[:200]))
+            got = []
             for s in json.loads(body)["services"]:
                 last = (s.get("check") or {}).get("last")
                 if last:
-                    seen[(s["name"], last["at"])] = (last["duration"] * 1e3, last["ok"], last.get("message"))
+                    key = (s["name"], last["at"])
+                    seen[key] = (last["duration"] * 1e3, last["ok"], last.get("message"))
+                    got.append((s["name"], last["at"], last["duration"]))
+            by_port = {}
+            for nm, at, dur in got:
+                by_port.setdefault(port_of[nm], []).append("/" + nm)
+            arrivals = {}
+            for port, paths in by_port.items():
+                c = conns[port]
+                c.request("GET", "/__last?" + ",".join(paths))
+                arrivals.update(json.loads(c.getresponse().read()))
+            for nm, at, dur in got:
+                arr = arrivals.get("/" + nm)
+                if arr is None:
+                    continue
+                arr += off
+                start = at - dur
+                # the server's last request must be this check's (not a newer one)
+                if start - 0.0005 <= arr <= at + 0.0005:
+                    split[(nm, at)] = (max(0.0, arr - start) * 1e3, max(0.0, at - arr) * 1e3)
             i += 1
             nxt += period
             if nxt < time.perf_counter():
                 nxt = time.perf_counter()
     finally:
         cl.close()
+        for c in conns.values():
+            c.close()
     durs = [d for d, ok, _ in seen.values()]
     bad = [m for d, ok, m in seen.values() if not ok]
-    return durs, bad, rtts
+    return durs, bad, rtts, [a for a, b in split.values()], [b for a, b in split.values()]
 
 
 # ---- one herd run -------------------------------------------------------------------
@@ -464,6 +501,16 @@ def run_herd_step(a, servers, interval_ms, floor=False):
         srv_total = sum(s["requests"] for s in st)
         cyc, cnt, gaps = endpoint_cycles(paths, names)
         expected = w.wall / (interval_ms / 1000.0)
+        # How evenly the checks are spread over the interval: each endpoint's last arrival
+        # modulo the interval, in 1 ms slots (a perfect spread puts N / interval_ms in each).
+        iv = interval_ms / 1000.0
+        slots = {}
+        for nm in names:
+            pth = paths.get("/" + nm)
+            if pth:
+                sl = int((pth[2] % iv) * 1000)
+                slots[sl] = slots.get(sl, 0) + 1
+        used = sorted(slots)
         r.update({
             "window": w.wall, "runs": total, "failed": total - sum(passes),
             "rate": total / w.wall, "rate_srv": srv_total / srv_window,
@@ -477,15 +524,18 @@ def run_herd_step(a, servers, interval_ms, floor=False):
             "cycle_med": pct(cyc, 0.5), "cycle_p99": pct(cyc, 0.99), "cycle_max": max(cyc) if cyc else None,
             "cycle_min": min(cyc) if cyc else None,
             "gap_p99": pct(gaps, 0.99), "gap_max": max(gaps) if gaps else None,
+            "peak_slot": max(slots.values()) if slots else None, "slots_used": len(used),
+            "uniform_slot": n / interval_ms,
             "endpoints_seen": sum(1 for c in cnt if c), "restarts": sum(r1[nm][2] or 0 for nm in names),
             "not_healthy": sum(1 for nm in names if r1[nm][3] != "HEALTHY"),
         })
         # ---- window B: check latency, herd's own view ----
         log("interval %gms: window B (check latency, sampled via the API) %ss" % (interval_ms, a.lat_window))
-        durs, bad, srtts = sample_durations(h.sock, names, a.lat_window)
+        durs, bad, srtts, pre, post = sample_durations(h.sock, names, a.lat_window, servers)
         r.update(lat_n=len(durs), lat_p50=pct(durs, 0.5), lat_p90=pct(durs, 0.9), lat_p99=pct(durs, 0.99),
                  lat_max=max(durs) if durs else None, lat_bad=len(bad), lat_bad_msgs=sorted(set(bad))[:5],
-                 sample_rtt_p50=pct(srtts, 0.5))
+                 sample_rtt_p50=pct(srtts, 0.5), pre_p50=pct(pre, 0.5), pre_p99=pct(pre, 0.99),
+                 post_p50=pct(post, 0.5), post_p99=pct(post, 0.99), split_n=len(pre))
         # ---- window C: responsiveness probe ----
         log("interval %gms: window C (GET /v1/daemon every 10 ms) %ss" % (interval_ms, a.lag_window))
         rtts, errs = lag_probe(h.sock, a.lag_window)
@@ -566,9 +616,10 @@ def run_monit(a, servers):
             if proc.poll() is not None:
                 raise BenchError("monit exited with %s: %s" % (proc.returncode, open(
                     os.path.join(root, "monit.out"), "rb").read()[-500:]))
-            if sum(1 for nm in names if "/" + nm in merge_paths(servers.stats())) == n:
+            seen = merge_paths(servers.stats())
+            if sum(1 for nm in names if "/" + nm in seen) == n:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         r["first_cycle_s"] = time.perf_counter() - t0
         log("monit: first full cycle after %.2fs; warm-up %ss, then window %ss" % (
             r["first_cycle_s"], a.warmup, a.monit_window))
@@ -636,6 +687,11 @@ ROWS = [
     ("lat_p99", "check latency p99 (ms) [B]", "%.2f"),
     ("lat_max", "check latency max (ms) [B]", "%.2f"),
     ("lat_n", "  latency samples (distinct checks seen) [B]", "%d"),
+    ("pre_p50", "  check start -> request at the server, p50 (ms) [B]", "%.2f"),
+    ("pre_p99", "  check start -> request at the server, p99 (ms) [B]", "%.2f"),
+    ("post_p50", "  request at the server -> herd's result, p50 (ms) [B]", "%.2f"),
+    ("post_p99", "  request at the server -> herd's result, p99 (ms) [B]", "%.2f"),
+    ("split_n", "  samples matched to a server arrival [B]", "%d"),
     ("probe_p50", "GET /v1/daemon round trip p50 (ms) [C]", "%.3f"),
     ("probe_p99", "GET /v1/daemon round trip p99 (ms) [C]", "%.3f"),
     ("probe_max", "GET /v1/daemon round trip max (ms) [C]", "%.3f"),
@@ -646,6 +702,9 @@ ROWS = [
     ("cycle_med", "cycle per endpoint, servers' view: median (s) [A]", "%.4f"),
     ("cycle_max", "cycle per endpoint, servers' view: slowest (s) [A]", "%.4f"),
     ("gap_max", "longest gap between two checks of one service (s) [A]", "%.3f"),
+    ("uniform_slot", "checks per 1 ms of the cycle if evenly spread [P]", "%.1f"),
+    ("peak_slot", "checks in the busiest 1 ms of the cycle [P]", "%d"),
+    ("slots_used", "1 ms slots of the cycle with any check [P]", "%d"),
     ("on_schedule", "on schedule [S]", "%s"),
     ("srv_cpu", "HTTP servers' CPU, all, % of one core [A]", "%.1f"),
     ("srv_cpu_max", "HTTP servers' CPU, busiest one, % of one core [A]", "%.1f"),
@@ -682,8 +741,8 @@ def side_by_side(herd1, mon, n):
 
     def row(label, hv, mv, ref, fmt):
         out.append("%-52s %12s %12s %14s" % (label, f(hv, fmt), f(mv, fmt), f(ref, fmt)))
-    row("real cycle per endpoint, mean over endpoints (s)", herd1.get("cycle_med") and
-        statistics.mean([herd1["cycle_med"]]), mon.get("cycle_mean"), MONIT_REF["cycle"], "%.3f")
+    row("real cycle per endpoint (s) [Y]", herd1.get("cycle_med"), mon.get("cycle_mean"), MONIT_REF["cycle"],
+        "%.3f")
     row("real cycle per endpoint, slowest endpoint (s)", herd1.get("cycle_max"), mon.get("cycle_max"), None, "%.3f")
     row("checks per minute per endpoint", herd1.get("per_min"), mon.get("per_min"), MONIT_REF["per_min"], "%.1f")
     row("CPU, % of one core", herd1.get("cpu"), mon.get("cpu"), MONIT_REF["cpu"], "%.2f")
@@ -691,9 +750,11 @@ def side_by_side(herd1, mon, n):
     row("longest gap between two checks of one endpoint (s)", herd1.get("gap_max"), mon.get("gap_max"), None, "%.3f")
     row("HTTP servers' CPU meanwhile, % of one core", herd1.get("srv_cpu"), mon.get("srv_cpu"), None, "%.1f")
     out.append("[R] monit with 1,000 HTTP checks at `set daemon 1`, measured elsewhere.")
-    out.append("herd's cycle row: median over endpoints (the per-endpoint cycles are all within %s s of it)." % (
-        f(max(abs((herd1.get("cycle_max") or 0) - (herd1.get("cycle_med") or 0)),
-              abs((herd1.get("cycle_min") or 0) - (herd1.get("cycle_med") or 0))), "%.4f")))
+    out.append("[Y] from the servers' arrival times; herd: median over endpoints (every endpoint within %s s of "
+               "it); monit: mean over endpoints. monit's first full cycle took %s s after its start." % (
+                   f(max(abs((herd1.get("cycle_max") or 0) - (herd1.get("cycle_med") or 0)),
+                         abs((herd1.get("cycle_min") or 0) - (herd1.get("cycle_med") or 0))), "%.4f"),
+                   f(mon.get("first_cycle_s"), "%.2f")))
     if "error" in mon:
         out.append("ERROR monit: %s" % mon["error"])
     return "\n".join(out)
@@ -766,6 +827,9 @@ def header(a, servers):
         "[C] NOT a built-in lag probe (herd has none): round trip of GET /v1/daemon on a kept-alive Unix-socket "
         "connection, one every 10 ms, from a Python client; includes the client's own overhead (see the floor "
         "run without checks) and the request's handling; a request that arrives while the loop is busy waits.",
+        "[B] split: the servers' last arrival time of the same ten paths, fetched right after each sample "
+        "(CLOCK_MONOTONIC mapped to wall time); kept only when it falls inside that check's run",
+        "[P] phase spread: each endpoint's last request arrival modulo the interval, counted in 1 ms slots",
         "[S] on schedule = checks done >= 99 % of asked, every endpoint checked, and the slowest endpoint's "
         "cycle <= 1.02 x interval",
     ])
@@ -778,7 +842,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--n", type=int)
     p.add_argument("--servers", type=int)
-    p.add_argument("--intervals", help="ms, comma-separated (default 1000,500,250,200,100)")
+    p.add_argument("--intervals", help="ms, comma-separated (default 1000,500,250,200,100,50; herd allows >= 50)")
     p.add_argument("--warmup", type=float)
     p.add_argument("--window", type=float)
     p.add_argument("--lat-window", type=float)
@@ -790,7 +854,7 @@ def main():
     q = a.quick
     a.n = a.n or (100 if q else 1000)
     a.servers = a.servers or (2 if q else 4)
-    a.intervals = [float(x) for x in (a.intervals or ("1000,250,100" if q else "1000,500,250,200,100")).split(",")]
+    a.intervals = [float(x) for x in (a.intervals or ("1000,250,100" if q else "1000,500,250,200,100,50")).split(",")]
     a.warmup = a.warmup if a.warmup is not None else (2 if q else 5)
     a.window = a.window or (4 if q else 20)
     a.lat_window = a.lat_window or (3 if q else 10)

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# herd vs supervisord vs runit benchmark.
+# herd benchmarks.
 #
-#   bash bench/run.sh [N...]            default N: 100 500 1000
+#   bash bench/run.sh [N...]            herd vs supervisord vs runit (bench.py); default N: 100 500 1000
+#   bash bench/run.sh checks [ARGS]     health checks at scale, herd vs monit (checks.py; ~7 min)
+#   bash bench/run.sh adopt [ARGS]      re-adoption of 1,000 running services (adopt.py; ~30 s)
+#   bash bench/run.sh all [N...]        all three, one after the other (N... goes to bench.py)
 #   BENCH_IDLE_SECONDS=60               idle-CPU window per system and N
 #   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills
-#   BENCH_TIMEOUT=3600                  hard limit for the whole run (seconds)
+#   BENCH_TIMEOUT=3600                  hard limit per suite (seconds; default 3600, checks 900, adopt 300)
 #   HERD_BIN=/path/to/herd              use this binary instead of building build-bench/
 #   BENCH_KEEP_FAILED=1                 keep the temp dir of a failed system run
 #
 #   TMPDIR=/dev/shm                     where the per-system temp dirs go (default /tmp)
 #   extra args go to bench.py, e.g. --systems herd,runit  --kills 40  --status-runs 15
+#   checks: --n 1000 --servers 4 --intervals 1000,500,250,200,100 --window 20 --no-monit ...
+#   adopt:  --n 1000 --variants plain,http,exec --how leave,kill9 ...
+#   (python3 bench/checks.py -h, python3 bench/adopt.py -h)
 #
 # Builds herd (Release) in build-bench/ (incrementally), raises the fd limit identically for
 # all three daemons (soft = hard, hard raised to BENCH_NOFILE=65536 when permitted), and
@@ -25,8 +31,21 @@ idle=${BENCH_IDLE_SECONDS:-}
 [ -z "$idle" ] && { [ -n "$quick" ] && idle=3 || idle=60; }
 nofile=${BENCH_NOFILE:-65536}
 
-for tool in supervisord supervisorctl runsvdir runsv sv python3 cmake; do
-  command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (apt-get install -y supervisor runit)" >&2; exit 2; }
+mode=main
+case "${1:-}" in
+  checks|adopt|all) mode=$1; shift ;;
+esac
+
+need=(python3 cmake)
+case $mode in
+  main|all) need+=(supervisord supervisorctl runsvdir runsv sv) ;;
+esac
+case $mode in
+  checks|all) need+=(monit) ;;
+esac
+for tool in "${need[@]}"; do
+  command -v "$tool" >/dev/null || {
+    echo "run.sh: $tool not found (apt-get install -y supervisor runit monit)" >&2; exit 2; }
 done
 
 # ---- herd binary -------------------------------------------------------------------
@@ -87,25 +106,49 @@ ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 # ---- run ---------------------------------------------------------------------------
 minfds=$(ulimit -Sn)
 [ "$minfds" = unlimited ] && minfds=$nofile
-args=(--herd "$herd" --herd-info "$herd_info" --idle "$idle" --minfds "$minfds")
-[ -n "$quick" ] && args+=(--quick)
+common=(--herd "$herd" --herd-info "$herd_info")
+[ -n "$quick" ] && common+=(--quick)
+args=("${common[@]}" --idle "$idle" --minfds "$minfds")
 [ -n "${BENCH_KEEP_FAILED:-}" ] && args+=(--keep-failed)
 
 pypid=
 cleanup() {
   if [ -n "$pypid" ] && kill -0 "$pypid" 2>/dev/null; then
-    kill -TERM "$pypid" 2>/dev/null || true   # bench.py kills everything it started, by pid
+    kill -TERM "$pypid" 2>/dev/null || true   # the python scripts kill everything they started, by pid
     wait "$pypid" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-timeout --foreground -s TERM -k 60 "${BENCH_TIMEOUT:-3600}" python3 -u "$here/bench.py" "${args[@]}" "$@" &
-pypid=$!
-set +e
-wait "$pypid"
-rc=$?
-set -e
-pypid=
+run_py() { # default-timeout script args...
+  local limit=${BENCH_TIMEOUT:-$1} rc
+  shift
+  timeout --foreground -s TERM -k 60 "$limit" python3 -u "$@" &
+  pypid=$!
+  set +e
+  wait "$pypid"
+  rc=$?
+  set -e
+  pypid=
+  return $rc
+}
+
+rc=0
+case $mode in
+  main)   run_py 3600 "$here/bench.py" "${args[@]}" "$@" || rc=$? ;;
+  checks) run_py 900 "$here/checks.py" "${common[@]}" "$@" || rc=$? ;;
+  adopt)  run_py 300 "$here/adopt.py" "${common[@]}" "$@" || rc=$? ;;
+  all)
+    for step in main checks adopt; do
+      r=0
+      case $step in
+        main)   run_py 3600 "$here/bench.py" "${args[@]}" "$@" || r=$? ;;
+        checks) echo; run_py 900 "$here/checks.py" "${common[@]}" || r=$? ;;
+        adopt)  echo; run_py 300 "$here/adopt.py" "${common[@]}" || r=$? ;;
+      esac
+      [ "$r" = 130 ] && exit 130
+      [ "$r" != 0 ] && { echo "run.sh: $step exited with $r" >&2; rc=$r; }
+    done ;;
+esac
 exit $rc

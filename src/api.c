@@ -87,6 +87,13 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
   const char *state = req_query(r, "state", st, sizeof st);
   const char *glob = req_query(r, "match", match, sizeof match);
   const char *tg = req_query(r, "tag", tag, sizeof tag);
+  char vb[16];
+  const char *view = req_query(r, "view", vb, sizeof vb);
+  if (view && strcmp(view, "summary") && strcmp(view, "full")) {
+    conn_error(c, 400, "bad_view", NULL, "view must be \"summary\" or \"full\"");
+    return;
+  }
+  bool full = !view || !strcmp(view, "full");
   int want_state = -1;
   if (state && (want_state = svc_state_parse(state)) < 0) {
     conn_error(c, 400, "bad_state", NULL, "unknown state \"%s\"", state);
@@ -100,7 +107,7 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
     if (want_state >= 0 && (int)s->fsm.state != want_state) continue;
     if (glob && !glob_match(glob, s->spec->name)) continue;
     if (tg && !spec_has_tag(s->spec, tg)) continue;
-    json_array_append_new(a, service_json(s));
+    json_array_append_new(a, service_json_view(s, full));
   }
   free(v);
   conn_reply(c, 200, json_pack("{s:o}", "services", a));

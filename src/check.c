@@ -4,6 +4,7 @@
 #include "herd/log.h"
 
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -13,6 +14,70 @@
 
 #define CHECK_BODY_MAX (64 * 1024)
 #define EXEC_OUTPUT_MAX 4096
+
+/*
+ * libcurl is loaded with dlopen when the first HTTP check needs it, not linked: the CLI
+ * is the same binary, and linking libcurl (with its ~35 dependent libraries) cost every
+ * `herd status` about 10 ms in the dynamic loader. Only the daemon with HTTP checks pays.
+ */
+static struct {
+  void *so;
+  CURLcode (*global_init)(long);
+  void (*global_cleanup)(void);
+  CURL *(*easy_init)(void);
+  void (*easy_cleanup)(CURL *);
+  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+  const char *(*easy_strerror)(CURLcode);
+  CURLM *(*multi_init)(void);
+  CURLMcode (*multi_cleanup)(CURLM *);
+  CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+  CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_assign)(CURLM *, curl_socket_t, void *);
+  CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+  CURLMsg *(*multi_info_read)(CURLM *, int *);
+  const char *(*multi_strerror)(CURLMcode);
+  struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+  void (*slist_free_all)(struct curl_slist *);
+} C;
+
+/* Load libcurl; 0 on success, else -1 with a message for the check's result. */
+static int curl_load(char *err, size_t len) {
+  if (C.so) return 0;
+  void *so = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+  if (!so) {
+    snprintf(err, len, "HTTP checks need libcurl: %s", dlerror());
+    return -1;
+  }
+#define SYM(field, name)                                                                                               \
+  if (!(*(void **)&C.field = dlsym(so, name))) {                                                                       \
+    snprintf(err, len, "libcurl lacks %s", name);                                                                      \
+    dlclose(so);                                                                                                       \
+    return -1;                                                                                                         \
+  }
+  SYM(global_init, "curl_global_init")
+  SYM(global_cleanup, "curl_global_cleanup")
+  SYM(easy_init, "curl_easy_init")
+  SYM(easy_cleanup, "curl_easy_cleanup")
+  SYM(easy_setopt, "curl_easy_setopt")
+  SYM(easy_getinfo, "curl_easy_getinfo")
+  SYM(easy_strerror, "curl_easy_strerror")
+  SYM(multi_init, "curl_multi_init")
+  SYM(multi_cleanup, "curl_multi_cleanup")
+  SYM(multi_setopt, "curl_multi_setopt")
+  SYM(multi_add_handle, "curl_multi_add_handle")
+  SYM(multi_remove_handle, "curl_multi_remove_handle")
+  SYM(multi_assign, "curl_multi_assign")
+  SYM(multi_socket_action, "curl_multi_socket_action")
+  SYM(multi_info_read, "curl_multi_info_read")
+  SYM(multi_strerror, "curl_multi_strerror")
+  SYM(slist_append, "curl_slist_append")
+  SYM(slist_free_all, "curl_slist_free_all")
+#undef SYM
+  C.so = so;
+  return 0;
+}
 
 struct curl_glue {
   CURLM *multi;
@@ -92,7 +157,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   }
   int running;
-  curl_multi_socket_action(glue.multi, cs->fd, flags, &running);
+  C.multi_socket_action(glue.multi, cs->fd, flags, &running);
   check_multi_info();
 }
 
@@ -106,7 +171,7 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
       uv_poll_stop(&cs->poll);
       list_del(&cs->link);
       uv_close((uv_handle_t *)&cs->poll, on_csock_close);
-      curl_multi_assign(glue.multi, fd, NULL);
+      C.multi_assign(glue.multi, fd, NULL);
     }
     return 0;
   }
@@ -118,7 +183,7 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
       return -1;
     }
     list_add_tail(&glue.socks, &cs->link);
-    curl_multi_assign(glue.multi, fd, cs);
+    C.multi_assign(glue.multi, fd, cs);
   }
   int ev = 0;
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
@@ -129,7 +194,7 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
 
 static void on_curl_timer(uv_timer_t *t) {
   int running;
-  curl_multi_socket_action(glue.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  C.multi_socket_action(glue.multi, CURL_SOCKET_TIMEOUT, 0, &running);
   check_multi_info();
 }
 
@@ -143,13 +208,23 @@ static int on_curl_timeout(CURLM *m, long ms, void *userp) {
 }
 
 int check_global_init(struct daemon *d) {
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
-  glue.d = d;
-  glue.multi = curl_multi_init();
+  glue.d = d; /* libcurl itself is set up at the first HTTP check (glue_open) */
+  return 0;
+}
+
+static int glue_open(char *err, size_t len) {
+  if (glue.open) return 0;
+  if (curl_load(err, len) < 0) return -1;
+  if (C.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    snprintf(err, len, "curl_global_init failed");
+    return -1;
+  }
+  struct daemon *d = glue.d;
+  glue.multi = C.multi_init();
   list_init(&glue.socks);
-  curl_multi_setopt(glue.multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-  curl_multi_setopt(glue.multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
-  curl_multi_setopt(glue.multi, CURLMOPT_MAXCONNECTS, 4096L);
+  C.multi_setopt(glue.multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+  C.multi_setopt(glue.multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
+  C.multi_setopt(glue.multi, CURLMOPT_MAXCONNECTS, 4096L);
   uv_timer_init(d->loop, &glue.timer);
   glue.open = true;
   return 0;
@@ -158,7 +233,7 @@ int check_global_init(struct daemon *d) {
 void check_global_close(struct daemon *d) {
   if (!glue.open) return;
   glue.open = false;
-  curl_multi_cleanup(glue.multi); /* closes cached connections; may call on_curl_socket(REMOVE) */
+  C.multi_cleanup(glue.multi); /* closes cached connections; may call on_curl_socket(REMOVE) */
   glue.multi = NULL;
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &glue.socks) {
@@ -167,7 +242,7 @@ void check_global_close(struct daemon *d) {
     uv_close((uv_handle_t *)&cs->poll, on_csock_close);
   }
   uv_close((uv_handle_t *)&glue.timer, NULL);
-  curl_global_cleanup();
+  C.global_cleanup();
 }
 
 /* ---- results ---- */
@@ -228,45 +303,50 @@ static void http_url(struct service *s, char *buf, size_t len) {
 static void http_begin(struct checker *ck, struct run *r) {
   struct service *s = ck->s;
   const struct check_spec *k = s->spec->check;
+  char lerr[256];
+  if (glue_open(lerr, sizeof lerr) < 0) {
+    deliver(ck, r, false, "%s", lerr);
+    return;
+  }
   if (!ck->easy) {
-    ck->easy = curl_easy_init();
-    curl_easy_setopt(ck->easy, CURLOPT_PRIVATE, ck);
-    curl_easy_setopt(ck->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(ck->easy, CURLOPT_WRITEDATA, ck);
-    curl_easy_setopt(ck->easy, CURLOPT_ERRORBUFFER, ck->errbuf);
-    curl_easy_setopt(ck->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(ck->easy, CURLOPT_USERAGENT, "herd/" HERD_VERSION " health-check");
-    curl_easy_setopt(ck->easy, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(ck->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (!strcmp(k->method, "HEAD")) curl_easy_setopt(ck->easy, CURLOPT_NOBODY, 1L);
-    for (char **h = k->headers; h && *h; h++) ck->hdrs = curl_slist_append(ck->hdrs, *h);
-    if (ck->hdrs) curl_easy_setopt(ck->easy, CURLOPT_HTTPHEADER, ck->hdrs);
-    if (k->ca_file) curl_easy_setopt(ck->easy, CURLOPT_CAINFO, k->ca_file);
+    ck->easy = C.easy_init();
+    C.easy_setopt(ck->easy, CURLOPT_PRIVATE, ck);
+    C.easy_setopt(ck->easy, CURLOPT_WRITEFUNCTION, on_body);
+    C.easy_setopt(ck->easy, CURLOPT_WRITEDATA, ck);
+    C.easy_setopt(ck->easy, CURLOPT_ERRORBUFFER, ck->errbuf);
+    C.easy_setopt(ck->easy, CURLOPT_NOSIGNAL, 1L);
+    C.easy_setopt(ck->easy, CURLOPT_USERAGENT, "herd/" HERD_VERSION " health-check");
+    C.easy_setopt(ck->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    C.easy_setopt(ck->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (!strcmp(k->method, "HEAD")) C.easy_setopt(ck->easy, CURLOPT_NOBODY, 1L);
+    for (char **h = k->headers; h && *h; h++) ck->hdrs = C.slist_append(ck->hdrs, *h);
+    if (ck->hdrs) C.easy_setopt(ck->easy, CURLOPT_HTTPHEADER, ck->hdrs);
+    if (k->ca_file) C.easy_setopt(ck->easy, CURLOPT_CAINFO, k->ca_file);
     if (k->insecure) {
-      curl_easy_setopt(ck->easy, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(ck->easy, CURLOPT_SSL_VERIFYHOST, 0L);
+      C.easy_setopt(ck->easy, CURLOPT_SSL_VERIFYPEER, 0L);
+      C.easy_setopt(ck->easy, CURLOPT_SSL_VERIFYHOST, 0L);
     }
   }
   char url[1024];
   http_url(s, url, sizeof url);
-  curl_easy_setopt(ck->easy, CURLOPT_URL, url);
-  curl_easy_setopt(ck->easy, CURLOPT_TIMEOUT_MS, (long)ceil(k->timeout * 1000));
-  curl_easy_setopt(ck->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(k->timeout * 1000));
+  C.easy_setopt(ck->easy, CURLOPT_URL, url);
+  C.easy_setopt(ck->easy, CURLOPT_TIMEOUT_MS, (long)ceil(k->timeout * 1000));
+  C.easy_setopt(ck->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(k->timeout * 1000));
   ck->body.len = 0;
   ck->errbuf[0] = '\0';
-  CURLMcode rc = curl_multi_add_handle(glue.multi, ck->easy);
-  if (rc != CURLM_OK) deliver(ck, r, false, "cannot start the request: %s", curl_multi_strerror(rc));
+  CURLMcode rc = C.multi_add_handle(glue.multi, ck->easy);
+  if (rc != CURLM_OK) deliver(ck, r, false, "cannot start the request: %s", C.multi_strerror(rc));
 }
 
 static void http_done(struct checker *ck, CURLcode res) {
   struct run *r = ck->run;
-  curl_multi_remove_handle(glue.multi, ck->easy);
+  C.multi_remove_handle(glue.multi, ck->easy);
   if (!r) return;
   const struct check_spec *k = ck->s->spec->check;
   long code = 0;
-  curl_easy_getinfo(ck->easy, CURLINFO_RESPONSE_CODE, &code);
+  C.easy_getinfo(ck->easy, CURLINFO_RESPONSE_CODE, &code);
   if (res != CURLE_OK)
-    deliver(ck, r, false, "%s", ck->errbuf[0] ? ck->errbuf : curl_easy_strerror(res));
+    deliver(ck, r, false, "%s", ck->errbuf[0] ? ck->errbuf : C.easy_strerror(res));
   else if (code < k->status_lo || code > k->status_hi)
     deliver(ck, r, false, "HTTP %ld (want %d-%d)", code, k->status_lo, k->status_hi);
   else if (k->body_contains &&
@@ -281,17 +361,17 @@ static void http_done(struct checker *ck, CURLcode res) {
 static void check_multi_info(void) {
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(glue.multi, &left))) {
+  while ((m = C.multi_info_read(glue.multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     struct checker *ck = NULL;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&ck);
+    C.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&ck);
     CURLcode res = m->data.result;
     if (ck) http_done(ck, res);
   }
 }
 
 static void http_cancel(struct checker *ck) {
-  if (ck->easy && glue.multi) curl_multi_remove_handle(glue.multi, ck->easy);
+  if (ck->easy && glue.multi) C.multi_remove_handle(glue.multi, ck->easy);
 }
 
 /* ---- TCP ---- */
@@ -643,11 +723,11 @@ void check_close(struct service *s) {
   check_stop(s);
   s->checker = NULL;
   if (ck->easy) {
-    if (glue.multi) curl_multi_remove_handle(glue.multi, ck->easy);
-    curl_easy_cleanup(ck->easy);
+    if (glue.multi) C.multi_remove_handle(glue.multi, ck->easy);
+    C.easy_cleanup(ck->easy);
     ck->easy = NULL;
   }
-  curl_slist_free_all(ck->hdrs);
+  if (ck->hdrs) C.slist_free_all(ck->hdrs);
   uv_close((uv_handle_t *)&ck->timer, on_check_timer_close);
 }
 

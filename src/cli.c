@@ -173,7 +173,7 @@ int cli_status(struct cli *cli, int argc, char **argv) {
       return HERD_EXIT_USAGE;
   }
   struct buf target = {0};
-  buf_printf(&target, "/v1/services?");
+  buf_printf(&target, "/v1/services?%s", as_json ? "" : "view=summary&");
   if (state) {
     char *e = url_encode(state);
     buf_printf(&target, "state=%s&", e);

@@ -364,7 +364,9 @@ bool service_replace(struct service *s, struct spec *spec) {
   return true;
 }
 
-json_t *service_json(struct service *s) {
+json_t *service_json(struct service *s) { return service_json_view(s, true); }
+
+json_t *service_json_view(struct service *s, bool full) {
   struct spec *sp = s->spec;
   double now = now_mono();
   json_t *o = json_object();
@@ -405,6 +407,7 @@ json_t *service_json(struct service *s) {
     }
     json_object_set_new(o, "depends_on", deps);
   }
+  if (!full) return o; /* the summary: what a status table needs */
   json_object_set_new(o, "spec", json_incref(sp->json));
   if (s->next_spec) json_object_set_new(o, "pending_spec", json_incref(s->next_spec->json));
   return o;

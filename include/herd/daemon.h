@@ -126,6 +126,8 @@ void service_close_handles(struct service *s);
 void service_free(struct service *s);
 /** The service as the API shows it. */
 json_t *service_json(struct service *s);
+/** full = false: the summary (no spec, tags, log path or dependencies), for listings. */
+json_t *service_json_view(struct service *s, bool full);
 void service_add_watch(struct service *s, struct svc_watch *w);
 /** Start a service that is wanted up, or park it in PENDING while its dependencies are not met. */
 void service_want_up(struct service *s, const char *why);
