@@ -65,7 +65,7 @@ def specs_for(variant, names, servers):
 def snapshot(h):
     """{name: dict(pid, state, restarts, instance, attempt, runs)} from one GET /v1/services."""
     out = {}
-    for s in h.request("/v1/services", timeout=60)["services"]:
+    for s in h.request("/v1/services?view=full", timeout=60)["services"]:
         c = s.get("check") or {}
         out[s["name"]] = {"pid": s.get("pid"), "state": s.get("state"), "restarts": s.get("restarts"),
                           "instance": s.get("instance"), "attempt": s.get("attempt"), "runs": c.get("runs"),
@@ -153,7 +153,7 @@ def run_one(a, variant, how, servers):
                     else:
                         time.sleep(0.002)
                     continue
-                st, body = cl.get("/v1/services")
+                st, body = cl.get("/v1/services?view=full")
                 now = time.perf_counter() - t0
                 snap = {s["name"]: s for s in json.loads(body)["services"]}
                 same = all(snap[nm]["pid"] == before[nm]["pid"] and snap[nm]["state"] == "HEALTHY" and

@@ -298,7 +298,7 @@ def check_specs(names, ports, interval_ms, timeout="1s"):
 
 def runs_by_service(h):
     out = {}
-    for s in h.request("/v1/services", timeout=60)["services"]:
+    for s in h.request("/v1/services?view=full", timeout=60)["services"]:
         c = s.get("check") or {}
         out[s["name"]] = (c.get("runs", 0), c.get("passes", 0), s.get("restarts"), s.get("state"), s.get("pid"))
     return out
@@ -418,7 +418,7 @@ def sample_durations(sock, names, seconds, servers):
             if nxt > now:
                 time.sleep(nxt - now)
             t = time.perf_counter()
-            st, body = cl.get("/v1/services?match=%s*" % prefixes[i % len(prefixes)])
+            st, body = cl.get("/v1/services?view=full&match=%s*" % prefixes[i % len(prefixes)])
             rtts.append((time.perf_counter() - t) * 1e3)
             if st != 200:
                 raise BenchError("sampling: HTTP %d %s" % (st, body[:200]))
@@ -486,12 +486,17 @@ def run_herd_step(a, servers, interval_ms, floor=False):
         servers.check_alive()
         # ---- window A: CPU and schedule, nobody talks to the daemon ----
         log("interval %gms: window A (CPU, schedule) %ss" % (interval_ms, a.window))
+        ta = time.perf_counter()
         r0 = runs_by_service(h)
+        tb = time.perf_counter()
         servers.reset()
         with CpuWindow([h.pid], servers) as w:
             time.sleep(a.window)
         st = servers.stats()
+        tc = time.perf_counter()
         r1 = runs_by_service(h)
+        td = time.perf_counter()
+        api_span = (tc + td) / 2 - (ta + tb) / 2  # between the two snapshots (each taken mid-request)
         h.check_alive()
         paths = merge_paths(st)
         runs = [r1[nm][0] - r0[nm][0] for nm in names]
@@ -500,7 +505,7 @@ def run_herd_step(a, servers, interval_ms, floor=False):
         srv_window = statistics.mean(s["now"] - s["since"] for s in st)
         srv_total = sum(s["requests"] for s in st)
         cyc, cnt, gaps = endpoint_cycles(paths, names)
-        expected = w.wall / (interval_ms / 1000.0)
+        expected = api_span / (interval_ms / 1000.0)
         # How evenly the checks are spread over the interval: each endpoint's last arrival
         # modulo the interval, in 1 ms slots (a perfect spread puts N / interval_ms in each).
         iv = interval_ms / 1000.0
@@ -513,14 +518,14 @@ def run_herd_step(a, servers, interval_ms, floor=False):
         used = sorted(slots)
         r.update({
             "window": w.wall, "runs": total, "failed": total - sum(passes),
-            "rate": total / w.wall, "rate_srv": srv_total / srv_window,
+            "rate": total / api_span, "rate_srv": srv_total / srv_window,
             "cpu": w.daemon_pct, "cpu_ticks": w.daemon_ticks_pct,
-            "us_per_check": w.daemon_ns / 1e3 / total if total else None,
+            "us_per_check": w.daemon_ns / 1e3 / srv_total if srv_total else None,
             "srv_cpu": w.servers_pct, "srv_cpu_max": w.server_max_pct, "machine_busy": w.machine_busy,
             "srv_lag_p99": max((s["lag_ms"]["p99"] or 0) for s in st),
             "srv_lag_max": max((s["lag_ms"]["max"] or 0) for s in st),
             "expected_per_svc": expected, "min_per_svc": min(runs), "med_per_svc": statistics.median(runs),
-            "eff_cycle": w.wall / (total / n) if total else None,
+            "eff_cycle": api_span / (total / n) if total else None,
             "cycle_med": pct(cyc, 0.5), "cycle_p99": pct(cyc, 0.99), "cycle_max": max(cyc) if cyc else None,
             "cycle_min": min(cyc) if cyc else None,
             "gap_p99": pct(gaps, 0.99), "gap_max": max(gaps) if gaps else None,
@@ -820,7 +825,8 @@ def header(a, servers):
         "[A] %ss nobody talks to the daemon (CPU, checks, schedule); [B] %ss check latency; [C] %ss probe" % (
             a.warmup, a.window, a.lat_window, a.lag_window),
         "[A] checks done = sum of check.runs deltas (GET /v1/services before and after, outside the CPU "
-        "brackets); cycle per endpoint = (last - first arrival) / (requests - 1), from the servers' clocks",
+        "brackets; rates over the time between the two snapshots); daemon CPU per check = CPU in the window / "
+        "requests the servers received in it; cycle per endpoint = (last - first arrival) / (requests - 1), from the servers' clocks",
         "[B] herd's own view: check.last.duration (run start -> result, in the daemon) sampled through the API "
         "(GET /v1/services?match=sNNN*, ten services per request, a full pass per second); each distinct "
         "(service, check.last.at) is one sample. Includes any time the result waited for the loop.",

@@ -88,6 +88,7 @@ struct curl_glue {
 };
 
 static struct curl_glue glue;
+static double glue_epoch; /* the origin of every service's check slots (monotonic) */
 
 struct csock {
   uv_poll_t poll;
@@ -199,15 +200,25 @@ static void on_curl_timer(uv_timer_t *t) {
 }
 
 static int on_curl_timeout(CURLM *m, long ms, void *userp) {
-  if (ms < 0) uv_timer_stop(&glue.timer);
+  if (ms < 0) {
+    uv_timer_stop(&glue.timer);
+    return 0;
+  }
   /* libuv 1.44 runs a 0 ms timer re-armed inside its own callback in the same loop
-   * turn, forever: clamp to 1 ms. */
-  else
-    uv_timer_start(&glue.timer, on_curl_timer, ms == 0 ? 1 : (uint64_t)ms, 0);
+   * turn, forever: clamp to 1 ms. And never move a pending deadline later: curl calls
+   * this on every curl_multi_add_handle, and a burst of check starts would otherwise keep
+   * pushing the shared timer back, holding every request until the burst ends. Firing
+   * earlier than curl asked is harmless (it just finds nothing due). */
+  uv_update_time(glue.d->loop);
+  uint64_t due = uv_now(glue.d->loop) + (ms == 0 ? 1 : (uint64_t)ms);
+  if (uv_is_active((uv_handle_t *)&glue.timer) && uv_timer_get_due_in(&glue.timer) + uv_now(glue.d->loop) <= due)
+    return 0;
+  uv_timer_start(&glue.timer, on_curl_timer, due - uv_now(glue.d->loop), 0);
   return 0;
 }
 
 int check_global_init(struct daemon *d) {
+  glue_epoch = now_mono();
   glue.d = d; /* libcurl itself is set up at the first HTTP check (glue_open) */
   return 0;
 }
@@ -606,10 +617,12 @@ static void arm(struct checker *ck, double at) { timer_arm(ck->s->d->loop, &ck->
 static void schedule_next(struct checker *ck) {
   const struct check_spec *k = ck->s->spec->check;
   double now = now_mono();
-  /* Fixed rate: the next run is one interval after the last planned one, so a slow
-   * check does not push every later one back; if we fell behind, run at once. */
-  ck->next_due += k->interval;
-  if (ck->next_due < now) ck->next_due = now + 0.001;
+  /* Fixed slots: each service checks at epoch + phase*interval + k*interval, so a slow
+   * check does not push the later ones back, and a thousand services' checks are spread
+   * evenly over the whole interval (not bunched by when they happened to start). */
+  double slot = glue_epoch + ck->phase * k->interval;
+  double next = slot + ceil((now + 0.001 - slot) / k->interval) * k->interval;
+  ck->next_due = next;
   arm(ck, ck->next_due);
 }
 
@@ -692,6 +705,13 @@ void check_attach(struct service *s) {
   /* A stable per-service phase in [0, 1): spreads many services' checks over the interval. */
   uint64_t h = 1469598103934665603ULL;
   for (const char *p = s->spec->name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+  /* FNV-1a's high bits barely change with a name's last characters (s0030..s0039 would
+   * share a phase): mix with splitmix64's finalizer before taking them. */
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
   ck->phase = (double)(h >> 11) * 0x1.0p-53;
   s->checker = ck;
 }
@@ -702,8 +722,9 @@ void check_start(struct service *s) {
   run_cancel(ck);
   ck->gen++;
   ck->active = true;
-  /* The first run comes soon (a starting service wants its verdict), spread by phase. */
-  double first = fmin(s->spec->check->interval, 1.0) * ck->phase * 0.5 + 0.01;
+  /* The first run comes soon (a starting service wants its verdict), spread by phase over
+   * at most a second; later runs move to the service's slot in the interval. */
+  double first = fmin(s->spec->check->interval, 1.0) * ck->phase + 0.01;
   ck->next_due = now_mono() + first;
   arm(ck, ck->next_due);
 }
@@ -743,6 +764,13 @@ json_t *check_json(struct service *s) {
   else
     json_object_set_new(o, "last", json_null());
   return o;
+}
+
+json_t *check_json_brief(struct service *s) {
+  struct checker *ck = s->checker;
+  if (!ck) return json_null();
+  if (!ck->has_last) return json_pack("{s:n}", "last");
+  return json_pack("{s:{s:b,s:s}}", "last", "ok", ck->last.ok, "message", ck->last.msg);
 }
 
 const char *check_last_msg(struct service *s) {

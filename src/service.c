@@ -370,16 +370,21 @@ json_t *service_json_view(struct service *s, bool full) {
   struct spec *sp = s->spec;
   double now = now_mono();
   json_t *o = json_object();
+  /* The summary: what a status table needs, small enough for a thousand services. */
   json_object_set_new(o, "name", json_string(sp->name));
   json_object_set_new(o, "state", json_string(svc_state_name(s->fsm.state)));
   json_object_set_new(o, "wanted", json_string(s->fsm.want_up ? "up" : "down"));
   json_object_set_new(o, "reason", json_string(s->reason));
-  json_object_set_new(o, "since", json_real(now_wall() - (now - s->fsm.since)));
-  json_object_set_new(o, "instance", s->instance ? json_integer(s->instance) : json_null());
-  json_object_set_new(o, "attempt", json_integer(s->fsm.attempt));
   json_object_set_new(o, "pid", s->pid > 0 ? json_integer(s->pid) : json_null());
   json_object_set_new(o, "uptime", s->pid > 0 ? json_real(now - s->started_mono) : json_null());
   json_object_set_new(o, "restarts", json_integer(s->fsm.restarts));
+  json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
+  json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());
+  json_object_set_new(o, "check", full ? check_json(s) : check_json_brief(s));
+  if (!full) return o;
+  json_object_set_new(o, "since", json_real(now_wall() - (now - s->fsm.since)));
+  json_object_set_new(o, "instance", s->instance ? json_integer(s->instance) : json_null());
+  json_object_set_new(o, "attempt", json_integer(s->fsm.attempt));
   if (s->has_exit) {
     json_t *e = json_object();
     json_object_set_new(e, "code", s->last_code >= 0 ? json_integer(s->last_code) : json_null());
@@ -389,14 +394,11 @@ json_t *service_json_view(struct service *s, bool full) {
   } else {
     json_object_set_new(o, "last_exit", json_null());
   }
-  json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
   json_object_set_new(o, "source", json_string(sp->source));
   json_t *tags = json_array();
   for (char **t = sp->tags; t && *t; t++) json_array_append_new(tags, json_string(*t));
   json_object_set_new(o, "tags", tags);
   json_object_set_new(o, "log", json_string(s->log_path));
-  json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());
-  json_object_set_new(o, "check", check_json(s));
   if (s->spec->ndeps) {
     json_t *deps = json_array();
     for (size_t i = 0; i < s->spec->ndeps; i++) {
@@ -407,7 +409,6 @@ json_t *service_json_view(struct service *s, bool full) {
     }
     json_object_set_new(o, "depends_on", deps);
   }
-  if (!full) return o; /* the summary: what a status table needs */
   json_object_set_new(o, "spec", json_incref(sp->json));
   if (s->next_spec) json_object_set_new(o, "pending_spec", json_incref(s->next_spec->json));
   return o;

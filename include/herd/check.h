@@ -33,6 +33,8 @@ void check_stop(struct service *s);
 void check_close(struct service *s);
 /** The last result as JSON, or null. */
 json_t *check_json(struct service *s);
+/** Only the last result's ok and message (for summaries), or null. */
+json_t *check_json_brief(struct service *s);
 /** One line for status: "HTTP 500 (3ms)". NULL when there is none. */
 const char *check_last_msg(struct service *s);
 

@@ -278,10 +278,20 @@ def kill_pids(pids):
 
 
 def raw_connect(path, timeout=10):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect(path)
-    return s
+    # A Unix socket whose listen backlog is momentarily full answers a connect with
+    # EAGAIN (no queueing as with TCP): retry until the timeout, as a real client would.
+    deadline = time.time() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.time() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def read_http_response(s, buf=b""):

@@ -12,7 +12,20 @@ from servers import HTTPServer
 
 SLOW_HTTP = ["sh", "-c", "sleep 0.3; exec python3 -m http.server ${port} --bind 127.0.0.1"]
 # On TERM: take 0.2 s to stop, so an order of stops shows in the event times too.
-SLOW_STOP = ["sh", "-c", "trap 'sleep 0.2; exit 0' TERM; while :; do sleep 0.05; done"]
+SLOW_STOP = ["sh", "-c", "trap 'sleep 0.2; exit 0' TERM; echo trap-set; while :; do sleep 0.05; done"]
+
+
+def wait_trap_set(d, name):
+    """A shell that gets SIGTERM before its trap is installed dies at once: wait for it."""
+    path = os.path.join(d.state, "logs", name + ".log")
+
+    def ready():
+        try:
+            with open(path) as f:
+                return "trap-set" in f.read()
+        except OSError:
+            return False
+    wait_until(ready, timeout=5, what="%s to set its trap" % name)
 
 
 def web(name, deps=None, **kw):
@@ -216,6 +229,7 @@ class StopOrder(SanitizedSuiteTest):
         self.d.start()
         for n in ("a", "b", "c", "solo"):
             self.d.wait_state(n, "HEALTHY", timeout=5)
+            wait_trap_set(self.d, n)
         mark = last_event_id(self.d)
         pids = {n: self.d.service(n)["pid"] for n in ("a", "b", "c", "solo")}
         self.d.signal(signal.SIGTERM)
