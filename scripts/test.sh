@@ -23,6 +23,10 @@ run_suite() { # build-dir, cmake args...
   (cd "$dir" && ctest --output-on-failure --timeout 600)
 }
 
+echo "== compile check: Release (-O3 finds warnings -O2 does not)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-release -j"$(nproc)" --target herd
+
 run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
