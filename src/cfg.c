@@ -145,6 +145,18 @@ static int get_string(struct pctx *c, const char *field, json_t *v, char **out) 
   return 0;
 }
 
+/* One of a fixed set of strings: returns its index, or -1 after an error listing them. */
+static int get_enum(struct pctx *c, const char *field, json_t *v, const char *const *names, int n) {
+  const char *s = json_string_value(v);
+  for (int i = 0; s && i < n; i++)
+    if (!strcmp(s, names[i])) return i;
+  struct buf want = {0};
+  for (int i = 0; i < n; i++) buf_printf(&want, "%s\"%s\"", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
+  err_at(c, field, "expected %s", want.data);
+  buf_free(&want);
+  return -1;
+}
+
 static int get_number(struct pctx *c, const char *field, json_t *v, double lo, double hi, double *out) {
   if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi) {
     err_at(c, field, "expected a number from %g to %g", lo, hi);
@@ -363,21 +375,14 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
   k->status_lo = 200;
   k->status_hi = 399;
   json_t *v = json_object_get(o, "type");
-  const char *t = json_string_value(v);
   if (!v) {
     err_at(c, prefix, "missing required key \"type\" (\"http\", \"tcp\" or \"exec\")");
     return;
   }
-  if (t && !strcmp(t, "http"))
-    k->type = CHECK_HTTP;
-  else if (t && !strcmp(t, "tcp"))
-    k->type = CHECK_TCP;
-  else if (t && !strcmp(t, "exec"))
-    k->type = CHECK_EXEC;
-  else {
-    err_at(c, FIELD(f, prefix, "type"), "expected \"http\", \"tcp\" or \"exec\"");
-    return;
-  }
+  static const char *const types[] = {[CHECK_HTTP] = "http", [CHECK_TCP] = "tcp", [CHECK_EXEC] = "exec"};
+  int ti = get_enum(c, FIELD(f, prefix, "type"), v, types, CHECK__MAX);
+  if (ti < 0) return;
+  k->type = (enum check_type)ti;
   check_keys(c, prefix, o,
              k->type == CHECK_HTTP  ? check_keys_http
              : k->type == CHECK_TCP ? check_keys_tcp
@@ -398,15 +403,11 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
   if ((v = json_object_get(o, "success_threshold")) &&
       get_number(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
     k->success_threshold = (unsigned)num;
-  if ((v = json_object_get(o, "on_unhealthy"))) {
-    const char *w = json_string_value(v);
-    if (w && !strcmp(w, "restart"))
-      k->restart_on_unhealthy = true;
-    else if (w && !strcmp(w, "keep"))
-      k->restart_on_unhealthy = false;
-    else
-      err_at(c, FIELD(f, prefix, "on_unhealthy"), "expected \"restart\" or \"keep\"");
-  }
+  static const char *const on_unhealthy[] = {"keep", "restart"};
+  int ui;
+  if ((v = json_object_get(o, "on_unhealthy")) &&
+      (ui = get_enum(c, FIELD(f, prefix, "on_unhealthy"), v, on_unhealthy, 2)) >= 0)
+    k->restart_on_unhealthy = ui == 1;
   if ((v = json_object_get(o, "unhealthy_grace")))
     get_duration(c, FIELD(f, prefix, "unhealthy_grace"), v, &k->unhealthy_grace);
 
@@ -487,17 +488,10 @@ static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct
   e->range_lo = 20000;
   e->range_hi = 29999;
   json_t *v;
-  if ((v = json_object_get(o, "protocol"))) {
-    const char *p = json_string_value(v);
-    if (p && !strcmp(p, "tcp"))
-      e->protocol = PROTO_TCP;
-    else if (p && !strcmp(p, "http"))
-      e->protocol = PROTO_HTTP;
-    else if (p && !strcmp(p, "https"))
-      e->protocol = PROTO_HTTPS;
-    else
-      err_at(c, FIELD(f, prefix, "protocol"), "expected \"tcp\", \"http\" or \"https\"");
-  }
+  static const char *const protos[] = {[PROTO_TCP] = "tcp", [PROTO_HTTP] = "http", [PROTO_HTTPS] = "https"};
+  int pi;
+  if ((v = json_object_get(o, "protocol")) && (pi = get_enum(c, FIELD(f, prefix, "protocol"), v, protos, 3)) >= 0)
+    e->protocol = (enum endpoint_proto)pi;
   if ((v = json_object_get(o, "host")))
     get_string(c, FIELD(f, prefix, "host"), v, &e->host);
   else
@@ -542,15 +536,11 @@ static void parse_deps(struct pctx *c, const char *prefix, json_t *a, struct spe
       name = json_object_get(x, "service");
       json_t *cond = json_object_get(x, "condition");
       if (cond) {
-        const char *cs = json_string_value(cond);
-        int k = -1;
-        for (int j = 0; j < DEP__MAX && cs; j++)
-          if (!strcmp(cs, dep_cond_name(j))) k = j;
+        static const char *const conds[] = {
+            [DEP_STARTED] = "started", [DEP_HEALTHY] = "healthy", [DEP_COMPLETED] = "completed"};
         snprintf(g, sizeof g, "%s.condition", f);
-        if (k < 0)
-          err_at(c, g, "expected \"started\", \"healthy\" or \"completed\"");
-        else
-          d->cond = (enum dep_cond)k;
+        int k = get_enum(c, g, cond, conds, DEP__MAX);
+        if (k >= 0) d->cond = (enum dep_cond)k;
       }
       snprintf(g, sizeof g, "%s.service", f);
     } else {
@@ -651,17 +641,12 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
     else
       s->gid = gr->gr_gid, s->set_gid = true;
   }
-  if ((v = json_object_get(o, "restart"))) {
-    const char *r = json_string_value(v);
-    if (r && !strcmp(r, "always"))
-      s->restart = RESTART_ALWAYS;
-    else if (r && !strcmp(r, "on-failure"))
-      s->restart = RESTART_ON_FAILURE;
-    else if (r && !strcmp(r, "never"))
-      s->restart = RESTART_NEVER;
-    else
-      err_at(c, FIELD(f, prefix, "restart"), "expected \"always\", \"on-failure\" or \"never\"");
-  }
+  static const char *const restarts[] = {
+      [RESTART_ALWAYS] = "always", [RESTART_ON_FAILURE] = "on-failure", [RESTART_NEVER] = "never"};
+  int ri;
+  if ((v = json_object_get(o, "restart")) &&
+      (ri = get_enum(c, FIELD(f, prefix, "restart"), v, restarts, RESTART__MAX)) >= 0)
+    s->restart = (restart_policy)ri;
   if ((v = json_object_get(o, "backoff"))) parse_backoff(c, FIELD(f, prefix, "backoff"), v, s);
   if ((v = json_object_get(o, "stop"))) parse_stop(c, FIELD(f, prefix, "stop"), v, s);
   if ((v = json_object_get(o, "start_timeout")))
