@@ -722,9 +722,9 @@ void check_start(struct service *s) {
   run_cancel(ck);
   ck->gen++;
   ck->active = true;
-  /* The first run comes soon (a starting service wants its verdict), spread by phase over
-   * at most a second; later runs move to the service's slot in the interval. */
-  double first = fmin(s->spec->check->interval, 1.0) * ck->phase + 0.01;
+  /* The first run comes soon (a starting or re-adopted service wants its verdict), spread
+   * by phase over at most half a second; later runs move to the service's slot. */
+  double first = fmin(s->spec->check->interval, 0.5) * ck->phase + 0.01;
   ck->next_due = now_mono() + first;
   arm(ck, ck->next_due);
 }
