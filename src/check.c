@@ -82,6 +82,7 @@ static int curl_load(char *err, size_t len) {
 struct curl_glue {
   CURLM *multi;
   uv_timer_t timer;
+  uv_idle_t kick;
   struct daemon *d;
   struct list socks;
   bool open;
@@ -199,9 +200,24 @@ static void on_curl_timer(uv_timer_t *t) {
   check_multi_info();
 }
 
+/* curl wants to act now (a transfer was just added): do it later in this same loop turn,
+ * from an idle handle, rather than from a 1 ms timer one wake-up later. */
+static void on_curl_kick(uv_idle_t *h) {
+  uv_idle_stop(h);
+  int running;
+  C.multi_socket_action(glue.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_multi_info();
+}
+
 static int on_curl_timeout(CURLM *m, long ms, void *userp) {
   if (ms < 0) {
     uv_timer_stop(&glue.timer);
+    return 0;
+  }
+  if (ms == 0) {
+    /* Not from inside curl: the idle callback runs after this call stack unwinds. And not
+     * a 0 ms timer, which libuv 1.44 would run again in the same turn, forever. */
+    uv_idle_start(&glue.kick, on_curl_kick);
     return 0;
   }
   /* libuv 1.44 runs a 0 ms timer re-armed inside its own callback in the same loop
@@ -237,6 +253,7 @@ static int glue_open(char *err, size_t len) {
   C.multi_setopt(glue.multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
   C.multi_setopt(glue.multi, CURLMOPT_MAXCONNECTS, 4096L);
   uv_timer_init(d->loop, &glue.timer);
+  uv_idle_init(d->loop, &glue.kick);
   glue.open = true;
   return 0;
 }
@@ -253,6 +270,7 @@ void check_global_close(struct daemon *d) {
     uv_close((uv_handle_t *)&cs->poll, on_csock_close);
   }
   uv_close((uv_handle_t *)&glue.timer, NULL);
+  uv_close((uv_handle_t *)&glue.kick, NULL);
   C.global_cleanup();
 }
 
