@@ -1,4 +1,5 @@
 /* API routes and handlers: JSON in and out over the control socket. */
+#include "herd/check.h"
 #include "herd/cmd.h"
 #include "herd/log.h"
 #include "herd/store.h"
@@ -94,6 +95,14 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
     return;
   }
   bool full = !view || !strcmp(view, "full");
+  char fb[16], cb[8];
+  const char *format = req_query(r, "format", fb, sizeof fb);
+  const char *colour = req_query(r, "color", cb, sizeof cb);
+  if (format && strcmp(format, "table") && strcmp(format, "json")) {
+    conn_error(c, 400, "bad_format", NULL, "format must be \"json\" or \"table\"");
+    return;
+  }
+  bool table = format && !strcmp(format, "table");
   int want_state = -1;
   if (state && (want_state = svc_state_parse(state)) < 0) {
     conn_error(c, 400, "bad_state", NULL, "unknown state \"%s\"", state);
@@ -101,16 +110,55 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
   }
   size_t n;
   struct service **v = sorted_services(d, &n);
-  json_t *a = json_array();
+  if (table) full = false;
+  struct status_row *rows = table ? xcalloc(n + 1, sizeof *rows) : NULL;
+  size_t nrows = 0;
+  json_t *a = full ? json_array() : NULL;
+  struct buf b = {0};
+  if (!full) buf_lit(&b, "{\"services\":[");
+  bool first = true;
   for (size_t i = 0; i < n; i++) {
     struct service *s = v[i];
     if (want_state >= 0 && (int)s->fsm.state != want_state) continue;
     if (glob && !glob_match(glob, s->spec->name)) continue;
     if (tg && !spec_has_tag(s->spec, tg)) continue;
-    json_array_append_new(a, service_json_view(s, full));
+    if (table) {
+      struct status_row *row = &rows[nrows++];
+      row->name = s->spec->name;
+      row->state = svc_state_name(s->fsm.state);
+      row->pid = s->pid;
+      row->uptime = s->pid > 0 ? now_mono() - s->started_mono : -1;
+      row->restarts = s->fsm.restarts;
+      row->last_error = s->last_error[0] ? s->last_error : NULL;
+      row->reason = s->reason;
+      row->check_msg = check_last_msg(s);
+      row->check_ok = row->check_msg ? check_last_ok(s) : -1;
+    } else if (full) {
+      json_array_append_new(a, service_json_view(s, true));
+    } else {
+      if (!first) buf_lit(&b, ",");
+      service_summary_append(&b, s);
+    }
+    first = false;
   }
   free(v);
-  conn_reply(c, 200, json_pack("{s:o}", "services", a));
+  if (table) {
+    /* The table `herd status` prints, rendered here: the CLI then parses no JSON at all. */
+    struct buf t = {0};
+    status_table(&t, rows, nrows, colour && !strcmp(colour, "1"));
+    conn_reply_raw(c, 200, "text/plain; charset=utf-8", t.data, t.len);
+    buf_free(&t);
+    buf_free(&b);
+    free(rows);
+    return;
+  }
+  if (full) {
+    conn_reply(c, 200, json_pack("{s:o}", "services", a));
+    return;
+  }
+  buf_printf(&b, "],\"api\":%d}\n", HERD_API_VERSION);
+  conn_reply_raw(c, 200, "application/json", b.data, b.len);
+  buf_free(&b);
 }
 
 static void reply_spec_errors(struct conn *c, struct cfg_errors *errs) {

@@ -296,6 +296,7 @@ static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(res->msg, sizeof res->msg, fmt, ap);
   va_end(ap);
+  utf8_sanitize(res->msg); /* an exec check's output may be anything; JSON needs UTF-8 */
   ck->has_last = true;
   ck->runs++;
   if (ok) ck->passes++;
@@ -790,6 +791,8 @@ json_t *check_json_brief(struct service *s) {
   if (!ck->has_last) return json_pack("{s:n}", "last");
   return json_pack("{s:{s:b,s:s}}", "last", "ok", ck->last.ok, "message", ck->last.msg);
 }
+
+bool check_last_ok(struct service *s) { return s->checker && s->checker->has_last && s->checker->last.ok; }
 
 const char *check_last_msg(struct service *s) {
   return s->checker && s->checker->has_last ? s->checker->last.msg : NULL;

@@ -366,6 +366,41 @@ bool service_replace(struct service *s, struct spec *spec) {
 
 json_t *service_json(struct service *s) { return service_json_view(s, true); }
 
+void service_summary_append(struct buf *b, struct service *s) {
+  /* The same object as service_json_view(s, false), written directly: a thousand of them
+   * for `herd status` cost a fraction of building and dumping jansson objects. */
+  buf_lit(b, "{\"name\":");
+  buf_json_string(b, s->spec->name);
+  buf_printf(b, ",\"state\":\"%s\",\"wanted\":\"%s\",\"reason\":", svc_state_name(s->fsm.state),
+             s->fsm.want_up ? "up" : "down");
+  buf_json_string(b, s->reason);
+  if (s->pid > 0)
+    buf_printf(b, ",\"pid\":%d,\"uptime\":%.3f", s->pid, now_mono() - s->started_mono);
+  else
+    buf_lit(b, ",\"pid\":null,\"uptime\":null");
+  buf_printf(b, ",\"restarts\":%u,\"last_error\":", s->fsm.restarts);
+  if (s->last_error[0])
+    buf_json_string(b, s->last_error);
+  else
+    buf_lit(b, "null");
+  if (s->port)
+    buf_printf(b, ",\"port\":%d", s->port);
+  else
+    buf_lit(b, ",\"port\":null");
+  buf_lit(b, ",\"check\":");
+  const char *msg = check_last_msg(s);
+  if (!s->checker)
+    buf_lit(b, "null");
+  else if (!msg)
+    buf_lit(b, "{\"last\":null}");
+  else {
+    buf_printf(b, "{\"last\":{\"ok\":%s,\"message\":", check_last_ok(s) ? "true" : "false");
+    buf_json_string(b, msg);
+    buf_lit(b, "}}");
+  }
+  buf_lit(b, "}");
+}
+
 json_t *service_json_view(struct service *s, bool full) {
   struct spec *sp = s->spec;
   double now = now_mono();

@@ -200,6 +200,41 @@ void buf_printf(struct buf *b, const char *fmt, ...) {
   free(big);
 }
 
+void utf8_sanitize(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p) {
+    int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+    bool ok = n > 0;
+    for (int i = 1; ok && i < n; i++) ok = (p[i] & 0xC0) == 0x80;
+    if (!ok) {
+      *p++ = '?';
+      continue;
+    }
+    p += n;
+  }
+}
+
+void buf_json_string(struct buf *b, const char *s) {
+  buf_lit(b, "\"");
+  const char *run = s;
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
+    buf_append(b, run, (size_t)(s - run));
+    if (ch == '"')
+      buf_lit(b, "\\\"");
+    else if (ch == '\\')
+      buf_lit(b, "\\\\");
+    else if (ch == '\n')
+      buf_lit(b, "\\n");
+    else
+      buf_printf(b, "\\u%04x", ch);
+    run = s + 1;
+  }
+  buf_append(b, run, (size_t)(s - run));
+  buf_lit(b, "\"");
+}
+
 void buf_free(struct buf *b) {
   free(b->data);
   b->data = NULL;

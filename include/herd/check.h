@@ -37,5 +37,6 @@ json_t *check_json(struct service *s);
 json_t *check_json_brief(struct service *s);
 /** One line for status: "HTTP 500 (3ms)". NULL when there is none. */
 const char *check_last_msg(struct service *s);
+bool check_last_ok(struct service *s);
 
 #endif

@@ -128,6 +128,8 @@ void service_free(struct service *s);
 json_t *service_json(struct service *s);
 /** full = false: the summary (no spec, tags, log path or dependencies), for listings. */
 json_t *service_json_view(struct service *s, bool full);
+/** Append the summary view as JSON text (same keys and values as service_json_view(s, false)). */
+void service_summary_append(struct buf *b, struct service *s);
 void service_add_watch(struct service *s, struct svc_watch *w);
 /** Start a service that is wanted up, or park it in PENDING while its dependencies are not met. */
 void service_want_up(struct service *s, const char *why);

@@ -75,6 +75,12 @@ struct buf {
 void buf_append(struct buf *b, const void *p, size_t n);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_free(struct buf *b);
+/** Append a string literal (its length known at compile time). */
+#define buf_lit(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+/** Append s as a JSON string literal (s must be valid UTF-8: see utf8_sanitize). */
+void buf_json_string(struct buf *b, const char *s);
+/** Replace every byte that is not part of valid UTF-8 with '?', in place. */
+void utf8_sanitize(char *s);
 
 /** Intrusive doubly linked list (as in the Linux kernel and libuv's queue). */
 struct list {
