@@ -169,6 +169,14 @@ static void print_table(struct cli *cli, json_t *services) {
   free(rows);
 }
 
+static int stream(struct cli *cli, const char *target, http_data_cb cb, void *arg);
+
+/* Print the table as it arrives, counting its lines (the header is one). */
+static void table_out(void *arg, const char *data, size_t n) {
+  for (size_t i = 0; i < n; i++) *(size_t *)arg += data[i] == '\n';
+  fwrite(data, 1, n, stdout);
+}
+
 int cli_status(struct cli *cli, int argc, char **argv) {
   bool as_json = false;
   const char *state = NULL, *tag = NULL;
@@ -209,33 +217,13 @@ int cli_status(struct cli *cli, int argc, char **argv) {
   if (!as_json && npat <= 1) {
     /* The daemon renders the table: no JSON to build or parse for a thousand services. */
     buf_printf(&target, "%sformat=table%s", npat == 1 ? "&" : "", cli->tty ? "&color=1" : "");
-    struct http_resp r;
-    int rc = http_request(cli->socket, "GET", target.data, NULL, 0, &r, NULL, NULL);
+    size_t lines = 0;
+    int code = stream(cli, target.data, table_out, &lines);
     buf_free(&target);
-    if (rc < 0) {
-      no_daemon(cli, rc);
-      http_resp_free(&r);
-      return HERD_EXIT_NO_DAEMON;
-    }
-    int code = HERD_EXIT_OK;
-    if (r.status != 200) {
-      json_t *o = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
-      if (o)
-        print_error(o, NULL);
-      else
-        fprintf(stderr, "herd: HTTP %d\n", r.status);
-      json_decref(o);
+    if (code == HERD_EXIT_OK && npat && lines <= 1) {
+      fprintf(stderr, "herd: no service matches\n");
       code = HERD_EXIT_FAIL;
-    } else {
-      fwrite(r.body.data, 1, r.body.len, stdout);
-      size_t lines = 0;
-      for (size_t i = 0; i < r.body.len; i++) lines += r.body.data[i] == '\n';
-      if (npat && lines <= 1) {
-        fprintf(stderr, "herd: no service matches\n");
-        code = HERD_EXIT_FAIL;
-      }
     }
-    http_resp_free(&r);
     return code;
   }
   int status, code;
