@@ -301,18 +301,16 @@ static void waiter_free(struct waiter *wt) {
 static int wait_status(struct service *s, int target, svc_state to) {
   if (target == WAIT_HEALTHY) {
     if (to == S_HEALTHY || s->fsm.state == S_HEALTHY) return 1;
-    if (svc_fsm_at_rest(&s->fsm) && !s->start_after_swap && !s->dep_restart && !s->fsm.restart_pending) return -1;
+    if (svc_fsm_at_rest(&s->fsm) && !s->start_at_rest && !s->fsm.restart_pending) return -1;
     return 0;
   }
   /* At rest, and not about to start again with a new spec or after a dependency. */
-  return svc_fsm_at_rest(&s->fsm) && !s->start_after_swap && !s->dep_restart ? 1 : 0;
+  return svc_fsm_at_rest(&s->fsm) && !s->start_at_rest ? 1 : 0;
 }
 
-static void waiter_answer(struct waiter *wt, int st) {
-  struct conn *c = wt->c;
-  struct service *s = wt->s;
+/* Answer a wait: 200 when reached (st > 0), 409 when it never will be. */
+static void answer_wait(struct conn *c, struct service *s, int st) {
   json_t *svc = service_json(s);
-  waiter_free(wt);
   if (st > 0)
     conn_reply(c, 200, json_pack("{s:o}", "service", svc));
   else
@@ -324,7 +322,10 @@ static void waiter_transition(struct svc_watch *w, struct service *s, svc_state 
                               int64_t id, double ts) {
   struct waiter *wt = container_of(w, struct waiter, w);
   int st = wait_status(s, wt->target, to);
-  if (st) waiter_answer(wt, st);
+  if (!st) return;
+  struct conn *c = wt->c;
+  waiter_free(wt);
+  answer_wait(c, s, st);
 }
 
 static void waiter_gone(struct svc_watch *w, struct service *s) {
@@ -381,15 +382,8 @@ static void act(struct daemon *d, struct conn *c, struct request *r, const char 
     return;
   }
   int st = wait_status(s, target, s->fsm.state);
-  if (st > 0 || (st < 0 && target == WAIT_HEALTHY)) {
-    struct waiter tmp = {.c = c, .s = s, .target = target};
-    list_init(&tmp.w.link);
-    json_t *svc = service_json(s);
-    if (st > 0)
-      conn_reply(c, 200, json_pack("{s:o}", "service", svc));
-    else
-      conn_error(c, 409, "not_reached", json_pack("{s:o}", "service", svc), "%s is %s and will not become HEALTHY: %s",
-                 s->spec->name, svc_state_name(s->fsm.state), s->last_error[0] ? s->last_error : s->reason);
+  if (st) {
+    answer_wait(c, s, st);
     return;
   }
   struct waiter *wt = xcalloc(1, sizeof *wt);

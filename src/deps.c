@@ -73,7 +73,7 @@ void deps_reconcile(struct daemon *d) {
       if (d->shutting_down) {
         if (!s->stop_sent && (!s->fsm.proc_alive || dependents_gone(d, s))) {
           s->stop_sent = true;
-          s->dep_restart = false;
+          s->start_at_rest = false;
           service_event(s, EV_STOP, 0, 0, "daemon shutting down");
         }
         continue;
@@ -93,10 +93,7 @@ void deps_reconcile(struct daemon *d) {
           char msg[160];
           snprintf(msg, sizeof msg, "dependency %s is %s: restarting with it", t->spec->name,
                    svc_state_name(t->fsm.state));
-          bool want = s->fsm.want_up;
-          s->dep_restart = want;
-          service_event(s, EV_STOP, 0, 0, msg);
-          s->fsm.want_up = want; /* in memory as before: the persisted wanted state is unchanged */
+          service_pause(s, msg, "restart with dependency");
         }
       }
     }

@@ -77,25 +77,41 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
 }
 
 /* The state letter of /proc/PID/stat (after the last ')'), or 0 when there is no such process. */
-static char proc_state(int pid) {
+/* Read /proc/PID/stat once: the state letter (field 3; 0 when there is no such process)
+ * and the start time (field 22, clock ticks since boot). */
+static char proc_stat(int pid, uint64_t *starttime) {
   char path[64], buf[1024];
+  *starttime = 0;
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
   if (fd >= 0) close(fd);
   if (n <= 0) return 0;
   buf[n] = '\0';
+  /* comm (field 2) may hold spaces and parentheses: fields resume after the last ')'. */
   char *p = strrchr(buf, ')');
-  return p && p[1] == ' ' ? p[2] : 0;
+  if (!p || p[1] != ' ') return 0;
+  char state = p[2];
+  p++;
+  for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
+  if (p) *starttime = strtoull(p + 1, NULL, 10);
+  return state;
+}
+
+static bool alive_as(int pid, uint64_t starttime) {
+  uint64_t st;
+  char state = proc_stat(pid, &st);
+  return state && state != 'Z' && state != 'X' && st == starttime;
 }
 
 bool proc_identity(int pid, uint64_t starttime, const char *cmdline, char *why, size_t len) {
-  char st = proc_state(pid);
+  uint64_t started;
+  char st = proc_stat(pid, &started);
   if (!st || st == 'Z' || st == 'X') {
     snprintf(why, len, "exited while herd was down (status unknown)");
     return false;
   }
-  if (proc_starttime(pid) != starttime) {
+  if (started != starttime) {
     snprintf(why, len, "gone while herd was down: pid %d now belongs to another process", pid);
     return false;
   }
@@ -180,8 +196,7 @@ static int spawn_fast(char **args, char **env, const char *cwd, int logfd) {
 
 static void on_adopt_timer(uv_timer_t *t) {
   struct proc *p = t->data;
-  char st = proc_state(p->pid);
-  if (st && st != 'Z' && st != 'X' && proc_starttime(p->pid) == p->starttime) return; /* still running */
+  if (alive_as(p->pid, p->starttime)) return; /* still running */
   uv_timer_stop(t);
   instance_gone(p, -1, 0, "exited (status unknown, adopted)");
 }
@@ -437,18 +452,7 @@ void proc_signal(struct service *s, int sig) {
 }
 
 uint64_t proc_starttime(int pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  /* comm (field 2) may hold spaces and parentheses: fields resume after the last ')'. */
-  char *p = strrchr(buf, ')');
-  if (!p) return 0;
-  p++;
-  for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
-  return p ? strtoull(p + 1, NULL, 10) : 0;
+  uint64_t st;
+  proc_stat(pid, &st);
+  return st;
 }

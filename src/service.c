@@ -155,15 +155,10 @@ static void after_step(struct service *s) {
     spec_policy(s->spec, &s->pol);
     check_close(s); /* the new spec may check differently, or not at all */
     check_attach(s);
-    if (s->start_after_swap) {
-      s->start_after_swap = false;
-      service_want_up(s, "spec changed");
-      return;
-    }
   }
-  if (s->dep_restart && !s->removing) {
-    s->dep_restart = false;
-    if (s->fsm.want_up && !s->d->shutting_down) service_want_up(s, "restart with dependency");
+  if (s->start_at_rest && !s->removing) {
+    s->start_at_rest = false;
+    if (s->fsm.want_up) service_want_up(s, s->start_at_rest_why);
     return;
   }
   if (s->removing && !s->destroyed) {
@@ -317,10 +312,17 @@ void service_start(struct service *s) {
   service_want_up(s, NULL);
 }
 
+void service_pause(struct service *s, const char *stop_why, const char *start_why) {
+  bool want = s->fsm.want_up;
+  s->start_at_rest = want;
+  s->start_at_rest_why = start_why;
+  service_event(s, EV_STOP, 0, 0, stop_why);
+  s->fsm.want_up = want; /* what the user asked for has not changed */
+}
+
 void service_stop(struct service *s) {
   /* A stop wins over a restart that a spec change or a dependency had planned. */
-  s->start_after_swap = false;
-  s->dep_restart = false;
+  s->start_at_rest = false;
   store_set_wanted(s->d->store, s->spec->name, "down");
   service_event(s, EV_STOP, 0, 0, NULL);
 }
@@ -338,7 +340,7 @@ void service_remove(struct service *s) {
     spec_free(s->next_spec);
     s->next_spec = NULL;
   }
-  s->start_after_swap = false;
+  s->start_at_rest = false;
   service_event(s, EV_STOP, 0, 0, "removed");
   after_step(s);
 }
@@ -349,16 +351,12 @@ bool service_replace(struct service *s, struct spec *spec) {
     return false;
   }
   if (s->next_spec) spec_free(s->next_spec);
-  s->next_spec = spec;
-  if (s->fsm.proc_alive) {
-    bool want = s->fsm.want_up;
-    s->start_after_swap = want;
-    service_event(s, EV_STOP, 0, 0, "spec changed");
-    s->fsm.want_up = want; /* what the user asked for has not changed */
+  s->next_spec = spec; /* swapped in by after_step once the service is at rest */
+  if (s->fsm.proc_alive || s->fsm.state == S_BACKOFF || s->fsm.state == S_PENDING) {
+    service_pause(s, "spec changed", "spec changed");
   } else {
-    bool up = s->fsm.want_up;
-    if (s->fsm.state == S_BACKOFF || s->fsm.state == S_PENDING) service_event(s, EV_STOP, 0, 0, "spec changed");
-    s->start_after_swap = up;
+    s->start_at_rest = s->fsm.want_up;
+    s->start_at_rest_why = "spec changed";
     after_step(s);
   }
   return true;

@@ -68,7 +68,8 @@ struct service {
   struct service *hnext;
   struct spec *spec;
   struct spec *next_spec; /* replacement waiting for the current instance to stop */
-  bool start_after_swap;
+  bool start_at_rest;     /* paused by service_pause: start again once at rest */
+  const char *start_at_rest_why;
   struct svc_policy pol;
   struct svc_fsm fsm;
   uv_timer_t timer;  /* the service's one deadline timer */
@@ -95,7 +96,6 @@ struct service {
   int port;                /* the endpoint port of the current/last instance (0 = none) */
   int last_port;           /* the port used last time, preferred when allocating */
   bool stop_sent;          /* shutdown: the stop was sent (dependents first) */
-  bool dep_restart;        /* stopped because a dependency went down: start again when at rest */
   bool boot_start;         /* wanted up while the daemon was creating services: start after */
 };
 
@@ -117,6 +117,9 @@ void service_event(struct service *s, svc_event_type type, int code, int sig, co
 void service_start(struct service *s);
 void service_stop(struct service *s);
 void service_restart(struct service *s);
+/** Stop the instance for now (spec change, dependency down) and start again once it is at
+ *  rest, if still wanted. The wanted state, in memory and in the store, does not change. */
+void service_pause(struct service *s, const char *stop_why, const char *start_why /* static */);
 /** Stop and remove; the object is freed when its process is gone and handles are closed. */
 void service_remove(struct service *s);
 /** Replace the spec (taking ownership). Returns false (and frees spec) when unchanged. */
