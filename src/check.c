@@ -1,10 +1,10 @@
 /* Health checks (see check.h). */
 #include "herd/check.h"
 
+#include "herd/curlx.h"
 #include "herd/log.h"
 
 #include <curl/curl.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -14,88 +14,7 @@
 
 #define CHECK_BODY_MAX (64 * 1024)
 #define EXEC_OUTPUT_MAX 4096
-
-/*
- * libcurl is loaded with dlopen when the first HTTP check needs it, not linked: the CLI
- * is the same binary, and linking libcurl (with its ~35 dependent libraries) cost every
- * `herd status` about 10 ms in the dynamic loader. Only the daemon with HTTP checks pays.
- */
-static struct {
-  void *so;
-  CURLcode (*global_init)(long);
-  void (*global_cleanup)(void);
-  CURL *(*easy_init)(void);
-  void (*easy_cleanup)(CURL *);
-  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
-  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-  const char *(*easy_strerror)(CURLcode);
-  CURLM *(*multi_init)(void);
-  CURLMcode (*multi_cleanup)(CURLM *);
-  CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
-  CURLMcode (*multi_add_handle)(CURLM *, CURL *);
-  CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
-  CURLMcode (*multi_assign)(CURLM *, curl_socket_t, void *);
-  CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
-  CURLMsg *(*multi_info_read)(CURLM *, int *);
-  const char *(*multi_strerror)(CURLMcode);
-  struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
-  void (*slist_free_all)(struct curl_slist *);
-} C;
-
-/* Load libcurl; 0 on success, else -1 with a message for the check's result. */
-static int curl_load(char *err, size_t len) {
-  if (C.so) return 0;
-  void *so = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-  if (!so) {
-    snprintf(err, len, "HTTP checks need libcurl: %s", dlerror());
-    return -1;
-  }
-#define SYM(field, name)                                                                                               \
-  if (!(*(void **)&C.field = dlsym(so, name))) {                                                                       \
-    snprintf(err, len, "libcurl lacks %s", name);                                                                      \
-    dlclose(so);                                                                                                       \
-    return -1;                                                                                                         \
-  }
-  SYM(global_init, "curl_global_init")
-  SYM(global_cleanup, "curl_global_cleanup")
-  SYM(easy_init, "curl_easy_init")
-  SYM(easy_cleanup, "curl_easy_cleanup")
-  SYM(easy_setopt, "curl_easy_setopt")
-  SYM(easy_getinfo, "curl_easy_getinfo")
-  SYM(easy_strerror, "curl_easy_strerror")
-  SYM(multi_init, "curl_multi_init")
-  SYM(multi_cleanup, "curl_multi_cleanup")
-  SYM(multi_setopt, "curl_multi_setopt")
-  SYM(multi_add_handle, "curl_multi_add_handle")
-  SYM(multi_remove_handle, "curl_multi_remove_handle")
-  SYM(multi_assign, "curl_multi_assign")
-  SYM(multi_socket_action, "curl_multi_socket_action")
-  SYM(multi_info_read, "curl_multi_info_read")
-  SYM(multi_strerror, "curl_multi_strerror")
-  SYM(slist_append, "curl_slist_append")
-  SYM(slist_free_all, "curl_slist_free_all")
-#undef SYM
-  C.so = so;
-  return 0;
-}
-
-struct curl_glue {
-  CURLM *multi;
-  uv_timer_t timer;
-  uv_idle_t kick;
-  struct daemon *d;
-  struct list socks;
-  bool open;
-};
-
-static struct curl_glue glue;
 static double glue_epoch; /* the origin of every service's check slots (monotonic) */
-
-struct csock {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  struct list link;
-};
 
 struct run;
 
@@ -108,6 +27,7 @@ struct checker {
   double phase;    /* per-service offset that spreads checks over the interval */
   struct run *run; /* the run in flight, or NULL */
   CURL *easy;      /* http: reused between runs (keeps the connection) */
+  struct curlx_req req;
   struct curl_slist *hdrs;
   struct buf body;
   char errbuf[CURL_ERROR_SIZE];
@@ -145,134 +65,15 @@ static void schedule_next(struct checker *ck);
 static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* ---- curl on libuv (STYLE habit 6) ---- */
-
-static void check_multi_info(void);
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  struct csock *cs = container_of(h, struct csock, poll);
-  int flags = 0;
-  if (status < 0)
-    flags = CURL_CSELECT_ERR;
-  else {
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  }
-  int running;
-  C.multi_socket_action(glue.multi, cs->fd, flags, &running);
-  check_multi_info();
-}
-
-static void on_csock_close(uv_handle_t *h) { free(container_of((uv_poll_t *)h, struct csock, poll)); }
-
-static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp) {
-  struct csock *cs = socketp;
-  if (what == CURL_POLL_REMOVE) {
-    if (cs) {
-      /* Stop and close the poll at once: curl may close the fd right after we return. */
-      uv_poll_stop(&cs->poll);
-      list_del(&cs->link);
-      uv_close((uv_handle_t *)&cs->poll, on_csock_close);
-      C.multi_assign(glue.multi, fd, NULL);
-    }
-    return 0;
-  }
-  if (!cs) {
-    cs = xcalloc(1, sizeof *cs);
-    cs->fd = fd;
-    if (uv_poll_init_socket(glue.d->loop, &cs->poll, fd) < 0) {
-      free(cs);
-      return -1;
-    }
-    list_add_tail(&glue.socks, &cs->link);
-    C.multi_assign(glue.multi, fd, cs);
-  }
-  int ev = 0;
-  if (what & CURL_POLL_IN) ev |= UV_READABLE;
-  if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
-  uv_poll_start(&cs->poll, ev, on_poll);
-  return 0;
-}
-
-static void on_curl_timer(uv_timer_t *t) {
-  int running;
-  C.multi_socket_action(glue.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_multi_info();
-}
-
-/* curl wants to act now (a transfer was just added): do it later in this same loop turn,
- * from an idle handle, rather than from a 1 ms timer one wake-up later. */
-static void on_curl_kick(uv_idle_t *h) {
-  uv_idle_stop(h);
-  int running;
-  C.multi_socket_action(glue.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_multi_info();
-}
-
-static int on_curl_timeout(CURLM *m, long ms, void *userp) {
-  if (ms < 0) {
-    uv_timer_stop(&glue.timer);
-    return 0;
-  }
-  if (ms == 0) {
-    /* Not from inside curl: the idle callback runs after this call stack unwinds. And not
-     * a 0 ms timer, which libuv 1.44 would run again in the same turn, forever. */
-    uv_idle_start(&glue.kick, on_curl_kick);
-    return 0;
-  }
-  /* libuv 1.44 runs a 0 ms timer re-armed inside its own callback in the same loop
-   * turn, forever: clamp to 1 ms. And never move a pending deadline later: curl calls
-   * this on every curl_multi_add_handle, and a burst of check starts would otherwise keep
-   * pushing the shared timer back, holding every request until the burst ends. Firing
-   * earlier than curl asked is harmless (it just finds nothing due). */
-  uv_update_time(glue.d->loop);
-  uint64_t due = uv_now(glue.d->loop) + (ms == 0 ? 1 : (uint64_t)ms);
-  if (uv_is_active((uv_handle_t *)&glue.timer) && uv_timer_get_due_in(&glue.timer) + uv_now(glue.d->loop) <= due)
-    return 0;
-  uv_timer_start(&glue.timer, on_curl_timer, due - uv_now(glue.d->loop), 0);
-  return 0;
-}
+/* ---- global ---- */
 
 int check_global_init(struct daemon *d) {
   glue_epoch = now_mono();
-  glue.d = d; /* libcurl itself is set up at the first HTTP check (glue_open) */
+  curlx_init(d->loop); /* libcurl itself is loaded at the first HTTP request */
   return 0;
 }
 
-static int glue_open(char *err, size_t len) {
-  if (glue.open) return 0;
-  if (curl_load(err, len) < 0) return -1;
-  if (C.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-    snprintf(err, len, "curl_global_init failed");
-    return -1;
-  }
-  struct daemon *d = glue.d;
-  glue.multi = C.multi_init();
-  list_init(&glue.socks);
-  C.multi_setopt(glue.multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-  C.multi_setopt(glue.multi, CURLMOPT_TIMERFUNCTION, on_curl_timeout);
-  C.multi_setopt(glue.multi, CURLMOPT_MAXCONNECTS, 4096L);
-  uv_timer_init(d->loop, &glue.timer);
-  uv_idle_init(d->loop, &glue.kick);
-  glue.open = true;
-  return 0;
-}
-
-void check_global_close(struct daemon *d) {
-  if (!glue.open) return;
-  glue.open = false;
-  C.multi_cleanup(glue.multi); /* closes cached connections; may call on_curl_socket(REMOVE) */
-  glue.multi = NULL;
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &glue.socks) {
-    struct csock *cs = container_of(pos, struct csock, link);
-    list_del(&cs->link);
-    uv_close((uv_handle_t *)&cs->poll, on_csock_close);
-  }
-  uv_close((uv_handle_t *)&glue.timer, NULL);
-  uv_close((uv_handle_t *)&glue.kick, NULL);
-  C.global_cleanup();
-}
+void check_global_close(struct daemon *d) { curlx_close(); }
 
 /* ---- results ---- */
 
@@ -334,49 +135,48 @@ static void http_begin(struct checker *ck, struct run *r) {
   struct service *s = ck->s;
   const struct check_spec *k = s->spec->check;
   char lerr[256];
-  if (glue_open(lerr, sizeof lerr) < 0) {
+  if (curlx_open(lerr, sizeof lerr) < 0) {
     deliver(ck, r, false, "%s", lerr);
     return;
   }
   if (!ck->easy) {
-    ck->easy = C.easy_init();
-    C.easy_setopt(ck->easy, CURLOPT_PRIVATE, ck);
-    C.easy_setopt(ck->easy, CURLOPT_WRITEFUNCTION, on_body);
-    C.easy_setopt(ck->easy, CURLOPT_WRITEDATA, ck);
-    C.easy_setopt(ck->easy, CURLOPT_ERRORBUFFER, ck->errbuf);
-    C.easy_setopt(ck->easy, CURLOPT_NOSIGNAL, 1L);
-    C.easy_setopt(ck->easy, CURLOPT_USERAGENT, "herd/" HERD_VERSION " health-check");
-    C.easy_setopt(ck->easy, CURLOPT_FOLLOWLOCATION, 0L);
-    C.easy_setopt(ck->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (!strcmp(k->method, "HEAD")) C.easy_setopt(ck->easy, CURLOPT_NOBODY, 1L);
-    for (char **h = k->headers; h && *h; h++) ck->hdrs = C.slist_append(ck->hdrs, *h);
-    if (ck->hdrs) C.easy_setopt(ck->easy, CURLOPT_HTTPHEADER, ck->hdrs);
-    if (k->ca_file) C.easy_setopt(ck->easy, CURLOPT_CAINFO, k->ca_file);
+    ck->easy = CX.easy_init();
+    CX.easy_setopt(ck->easy, CURLOPT_WRITEFUNCTION, on_body);
+    CX.easy_setopt(ck->easy, CURLOPT_WRITEDATA, ck);
+    CX.easy_setopt(ck->easy, CURLOPT_ERRORBUFFER, ck->errbuf);
+    CX.easy_setopt(ck->easy, CURLOPT_NOSIGNAL, 1L);
+    CX.easy_setopt(ck->easy, CURLOPT_USERAGENT, "herd/" HERD_VERSION " health-check");
+    CX.easy_setopt(ck->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    CX.easy_setopt(ck->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (!strcmp(k->method, "HEAD")) CX.easy_setopt(ck->easy, CURLOPT_NOBODY, 1L);
+    for (char **h = k->headers; h && *h; h++) ck->hdrs = CX.slist_append(ck->hdrs, *h);
+    if (ck->hdrs) CX.easy_setopt(ck->easy, CURLOPT_HTTPHEADER, ck->hdrs);
+    if (k->ca_file) CX.easy_setopt(ck->easy, CURLOPT_CAINFO, k->ca_file);
     if (k->insecure) {
-      C.easy_setopt(ck->easy, CURLOPT_SSL_VERIFYPEER, 0L);
-      C.easy_setopt(ck->easy, CURLOPT_SSL_VERIFYHOST, 0L);
+      CX.easy_setopt(ck->easy, CURLOPT_SSL_VERIFYPEER, 0L);
+      CX.easy_setopt(ck->easy, CURLOPT_SSL_VERIFYHOST, 0L);
     }
   }
   char url[1024];
   http_url(s, url, sizeof url);
-  C.easy_setopt(ck->easy, CURLOPT_URL, url);
-  C.easy_setopt(ck->easy, CURLOPT_TIMEOUT_MS, (long)ceil(k->timeout * 1000));
-  C.easy_setopt(ck->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(k->timeout * 1000));
+  CX.easy_setopt(ck->easy, CURLOPT_URL, url);
+  CX.easy_setopt(ck->easy, CURLOPT_TIMEOUT_MS, (long)ceil(k->timeout * 1000));
+  CX.easy_setopt(ck->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(k->timeout * 1000));
   ck->body.len = 0;
   ck->errbuf[0] = '\0';
-  CURLMcode rc = C.multi_add_handle(glue.multi, ck->easy);
-  if (rc != CURLM_OK) deliver(ck, r, false, "cannot start the request: %s", C.multi_strerror(rc));
+  CURLMcode rc = curlx_add(ck->easy, &ck->req);
+  if (rc != CURLM_OK) deliver(ck, r, false, "cannot start the request: %s", CX.multi_strerror(rc));
 }
 
-static void http_done(struct checker *ck, CURLcode res) {
+static void http_done(struct curlx_req *req, CURLcode res) {
+  struct checker *ck = container_of(req, struct checker, req);
   struct run *r = ck->run;
-  C.multi_remove_handle(glue.multi, ck->easy);
   if (!r) return;
   const struct check_spec *k = ck->s->spec->check;
   long code = 0;
-  C.easy_getinfo(ck->easy, CURLINFO_RESPONSE_CODE, &code);
+  CX.easy_getinfo(ck->easy, CURLINFO_RESPONSE_CODE, &code);
   if (res != CURLE_OK)
-    deliver(ck, r, false, "%s", ck->errbuf[0] ? ck->errbuf : C.easy_strerror(res));
+    deliver(ck, r, false, "%s", ck->errbuf[0] ? ck->errbuf : CX.easy_strerror(res));
   else if (code < k->status_lo || code > k->status_hi)
     deliver(ck, r, false, "HTTP %ld (want %d-%d)", code, k->status_lo, k->status_hi);
   else if (k->body_contains &&
@@ -387,21 +187,8 @@ static void http_done(struct checker *ck, CURLcode res) {
   run_release(r);
 }
 
-/* Drain completed transfers after every curl_multi_socket_action, timer path included. */
-static void check_multi_info(void) {
-  CURLMsg *m;
-  int left;
-  while ((m = C.multi_info_read(glue.multi, &left))) {
-    if (m->msg != CURLMSG_DONE) continue;
-    struct checker *ck = NULL;
-    C.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&ck);
-    CURLcode res = m->data.result;
-    if (ck) http_done(ck, res);
-  }
-}
-
 static void http_cancel(struct checker *ck) {
-  if (ck->easy && glue.multi) C.multi_remove_handle(glue.multi, ck->easy);
+  if (ck->easy) curlx_remove(ck->easy);
 }
 
 /* ---- TCP ---- */
@@ -717,6 +504,7 @@ static void on_check_timer_close(uv_handle_t *h) {
 void check_attach(struct service *s) {
   if (!s->spec->check || s->checker) return;
   struct checker *ck = xcalloc(1, sizeof *ck);
+  ck->req.done = http_done;
   ck->s = s;
   uv_timer_init(s->d->loop, &ck->timer);
   ck->timer.data = ck;
@@ -763,11 +551,11 @@ void check_close(struct service *s) {
   check_stop(s);
   s->checker = NULL;
   if (ck->easy) {
-    if (glue.multi) C.multi_remove_handle(glue.multi, ck->easy);
-    C.easy_cleanup(ck->easy);
+    curlx_remove(ck->easy);
+    CX.easy_cleanup(ck->easy);
     ck->easy = NULL;
   }
-  if (ck->hdrs) C.slist_free_all(ck->hdrs);
+  if (ck->hdrs) CX.slist_free_all(ck->hdrs);
   uv_close((uv_handle_t *)&ck->timer, on_check_timer_close);
 }
 
