@@ -183,14 +183,18 @@ static void after_step(struct service *s) {
 }
 
 void service_event(struct service *s, svc_event_type type, int code, int sig, const char *msg) {
+  struct svc_event ev = {.type = type, .code = code, .sig = sig, .msg = msg};
+  service_feed(s, &ev);
+}
+
+void service_feed(struct service *s, const struct svc_event *ev) {
   if (s->destroyed) return;
-  struct svc_event ev = {type, code, sig, msg};
   struct svc_fx_list fx;
-  if (type == EV_EXIT) {
-    s->last_code = code;
-    s->last_sig = sig;
+  if (ev->type == EV_EXIT) {
+    s->last_code = ev->code;
+    s->last_sig = ev->sig;
   }
-  svc_step(&s->fsm, &s->pol, &ev, now_mono(), &fx);
+  svc_step(&s->fsm, &s->pol, ev, now_mono(), &fx);
   char err[256] = "";
   bool spawn_failed = false;
   apply(s, &fx, err, sizeof err, &spawn_failed);

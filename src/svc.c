@@ -31,6 +31,9 @@ static const char *const event_names[] = {
     [EV_CHECK_FAIL] = "check-fail",
     [EV_LOST] = "lost",
     [EV_BLOCKED] = "blocked",
+    [EV_SUBMITTED] = "submitted",
+    [EV_QUEUED] = "queued",
+    [EV_RUNNING] = "running",
 };
 static_assert(sizeof event_names / sizeof event_names[0] == EV__MAX, "event name table");
 
@@ -160,6 +163,11 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
       arm(f, c->out, c->now + p->ready_after);
     }
     break;
+  case S_SUBMITTED:
+  case S_PENDING:
+    /* A queue deadline spans SUBMITTED and PENDING: it counts from the request. */
+    if (p->batch && f->proc_alive && p->queue_timeout > 0) arm(f, c->out, f->queued_at + p->queue_timeout);
+    break;
   case S_HEALTHY:
     if (!f->healthy_since) f->healthy_since = c->now;
     f->fail_streak = 0;
@@ -188,6 +196,13 @@ static void spawn(struct ctx *c, const char *why) {
   f->killed_hard = false;
   f->restart_pending = false;
   push(c->out, FX_SPAWN);
+  if (c->p->batch) {
+    /* Not SUBMITTED until the scheduler says so: the request may yet be refused. */
+    f->submitting = true;
+    f->queued_at = c->now;
+    enter(c, S_PENDING, "%s (attempt %u): submitting", why, f->attempt);
+    return;
+  }
   enter(c, S_STARTING, "%s (attempt %u)", why, f->attempt);
 }
 
@@ -229,7 +244,9 @@ static void apply_policy(struct ctx *c) {
 }
 
 static void describe_exit(char *buf, size_t len, const struct svc_event *ev) {
-  if (ev->sig)
+  if (ev->end && ev->msg)
+    snprintf(buf, len, "%s", ev->msg); /* the backend's own words (e.g. Slurm's state and reason) */
+  else if (ev->sig)
     snprintf(buf, len, "killed by signal %d", ev->sig);
   else if (ev->code < 0)
     snprintf(buf, len, "%s", ev->msg ? ev->msg : "exited (status unknown)");
@@ -250,8 +267,16 @@ static void on_start(struct ctx *c, const struct svc_event *ev, bool restart) {
     }
     break;
   case S_STOPPING: f->restart_pending = true; break;
-  case S_BACKOFF:
   case S_PENDING:
+    if (f->proc_alive) { /* batch: already submitted (or being submitted) */
+      if (restart) {
+        f->restart_pending = true;
+        enter(c, S_STOPPING, "restart requested");
+      }
+      break;
+    }
+    /* fall through */
+  case S_BACKOFF:
     if (restart) f->restarts++;
     spawn(c, ev->msg ? ev->msg : (restart ? "restart requested" : "start requested"));
     break;
@@ -290,7 +315,7 @@ static void on_stop(struct ctx *c, const struct svc_event *ev) {
       enter(c, S_STOPPED, "%s", why);
     break;
   case S_BACKOFF:
-  case S_PENDING: enter(c, S_STOPPED, "%s", why); break;
+  case S_PENDING: enter(c, f->proc_alive ? S_STOPPING : S_STOPPED, "%s", why); break;
   default: /* STOPPING, or at rest / being killed: nothing more to do */ break;
   }
 }
@@ -299,6 +324,7 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
   struct svc_fsm *f = c->f;
   if (!f->proc_alive) return; /* stale: no instance of ours */
   f->proc_alive = false;
+  f->submitting = false;
   char what[96];
   describe_exit(what, sizeof what, ev);
   switch (f->state) {
@@ -309,7 +335,13 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
   case S_SUBMITTED:
   case S_PENDING: {
     bool clean = ev->code == 0 && ev->sig == 0;
-    svc_state end = clean ? S_COMPLETED : S_FAILED;
+    svc_state end = ev->end ? ev->end : clean ? S_COMPLETED : S_FAILED;
+    if (end == S_STOPPED) { /* cancelled, and not by us: we were not stopping it */
+      end = S_FAILED;
+      snprintf(what + strlen(what), sizeof what - strlen(what), " (not by herd)");
+    } else if (end != S_COMPLETED && end != S_TIMEOUT) {
+      end = S_FAILED;
+    }
     const char *when = f->state == S_STARTING ? " while starting" : "";
     instance_end(c, end, "%s%s", what, when);
     enter(c, end, "%s%s", what, when);
@@ -347,6 +379,13 @@ static void on_deadline(struct ctx *c) {
   const struct svc_policy *p = c->p;
   f->deadline = 0;
   switch (f->state) {
+  case S_SUBMITTED:
+  case S_PENDING:
+    if (p->batch && f->proc_alive && p->queue_timeout > 0) {
+      snprintf(f->end_reason, sizeof f->end_reason, "still queued after queue_timeout %.3gs", p->queue_timeout);
+      enter(c, S_TIMEOUT, "%s", f->end_reason);
+    }
+    break;
   case S_STARTING:
     if (p->has_check) {
       snprintf(f->end_reason, sizeof f->end_reason, "not healthy within start_timeout %.3gs", p->start_timeout);
@@ -408,6 +447,50 @@ static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
   }
 }
 
+static void on_submitted(struct ctx *c, const struct svc_event *ev) {
+  struct svc_fsm *f = c->f;
+  if (!f->proc_alive || !f->submitting) return;
+  f->submitting = false;
+  if (f->state == S_PENDING || f->state == S_UNKNOWN) enter(c, S_SUBMITTED, "%s", ev->msg ? ev->msg : "submitted");
+}
+
+static void on_queued(struct ctx *c, const struct svc_event *ev) {
+  struct svc_fsm *f = c->f;
+  if (!f->proc_alive) return;
+  f->submitting = false;
+  switch (f->state) {
+  case S_SUBMITTED:
+  case S_UNKNOWN:
+  case S_STARTING:
+  case S_HEALTHY:
+  case S_UNHEALTHY: /* requeued: back in the queue, which is not a failure */
+    enter(c, S_PENDING, "%s", ev->msg ? ev->msg : "queued");
+    break;
+  default: break;
+  }
+}
+
+static void on_running(struct ctx *c, const struct svc_event *ev) {
+  struct svc_fsm *f = c->f;
+  if (!f->proc_alive) return;
+  f->submitting = false;
+  const char *msg = ev->msg ? ev->msg : "running";
+  switch (f->state) {
+  case S_SUBMITTED:
+  case S_PENDING: enter(c, S_STARTING, "%s", msg); break; /* the start deadline counts from here */
+  case S_UNKNOWN:
+    if (f->lost_from == S_HEALTHY || f->lost_from == S_UNHEALTHY) {
+      /* Back where it was; the checks resume and correct it if need be. */
+      enter(c, f->lost_from, "%s", msg);
+      if (c->p->has_check) push(c->out, FX_CHECKS_START);
+    } else {
+      enter(c, S_STARTING, "%s", msg);
+    }
+    break;
+  default: break;
+  }
+}
+
 void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_event *ev, double now,
               struct svc_fx_list *out) {
   out->n = 0;
@@ -417,8 +500,12 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
   case EV_RESTART: on_start(&c, ev, true); break;
   case EV_STOP: on_stop(&c, ev); break;
   case EV_SPAWN_FAILED:
-    if (f->state == S_STARTING && f->proc_alive) {
+    if (f->proc_alive && f->submitting && f->state != S_PENDING && f->state != S_UNKNOWN) {
+      /* Stopped (or timed out) while the request was in flight: it simply never began. */
+      on_exit_ev(&c, ev);
+    } else if ((f->state == S_STARTING || f->submitting) && f->proc_alive) {
       f->proc_alive = false;
+      f->submitting = false;
       const char *m = ev->msg ? ev->msg : "spawn failed";
       instance_end(&c, S_FAILED, "%s", m);
       enter(&c, S_FAILED, "%s", m);
@@ -430,14 +517,19 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
   case EV_CHECK_PASS: on_check(&c, true, ev); break;
   case EV_CHECK_FAIL: on_check(&c, false, ev); break;
   case EV_LOST:
-    if (svc_state_running(f->state) || f->state == S_SUBMITTED || f->state == S_PENDING)
+    if (f->proc_alive && (svc_state_running(f->state) || f->state == S_SUBMITTED || f->state == S_PENDING)) {
+      f->lost_from = f->state;
       enter(&c, S_UNKNOWN, "%s", ev->msg ? ev->msg : "cannot observe the instance");
+    }
     break;
   case EV_BLOCKED:
     f->want_up = true;
     if (!f->proc_alive && (svc_fsm_at_rest(f) || f->state == S_BACKOFF))
       enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "waiting");
     break;
+  case EV_SUBMITTED: on_submitted(&c, ev); break;
+  case EV_QUEUED: on_queued(&c, ev); break;
+  case EV_RUNNING: on_running(&c, ev); break;
   case EV__MAX: break;
   }
 }
@@ -450,12 +542,14 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, svc_state stored,
   f->since = now;
   f->deadline = 0;
   bool had_instance = svc_state_running(stored) || stored == S_STOPPING || stored == S_UNKNOWN ||
-                      stored == S_SUBMITTED || ((stored == S_TIMEOUT || stored == S_FAILED) && alive);
+                      stored == S_SUBMITTED || ((stored == S_TIMEOUT || stored == S_FAILED) && alive) ||
+                      (p->batch && stored == S_PENDING && alive);
   f->proc_alive = had_instance;
   if (!had_instance) return; /* at rest, BACKOFF or PENDING: the caller decides what to start */
   if (!alive) {
     /* The instance ended while no daemon watched it. */
-    struct svc_event ev = {EV_EXIT, -1, 0, why_gone ? why_gone : "exited while herd was down (status unknown)"};
+    struct svc_event ev = {
+        .type = EV_EXIT, .code = -1, .msg = why_gone ? why_gone : "exited while herd was down (status unknown)"};
     svc_step(f, p, &ev, now, out);
     return;
   }

@@ -113,6 +113,8 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
                                unsigned restarts);
 /** Feed one event to the service's state machine and carry out the effects. */
 void service_event(struct service *s, svc_event_type type, int code, int sig, const char *msg);
+/** The same with a whole event (a backend's end state, for one). */
+void service_feed(struct service *s, const struct svc_event *ev);
 /** Start/stop/restart on a user's request: the wanted state is persisted. */
 void service_start(struct service *s);
 void service_stop(struct service *s);

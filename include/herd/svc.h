@@ -38,6 +38,9 @@ typedef enum {
   EV_CHECK_FAIL,   /* a health check failed */
   EV_LOST,         /* the control plane cannot tell us about the instance */
   EV_BLOCKED,      /* wanted up but must wait (dependencies) */
+  EV_SUBMITTED,    /* batch: the scheduler accepted the job (msg: job id) */
+  EV_QUEUED,       /* batch: the job waits in the scheduler's queue (or was requeued) */
+  EV_RUNNING,      /* batch: the job runs (or runs again, after the control plane was lost) */
   EV__MAX
 } svc_event_type;
 
@@ -59,6 +62,8 @@ struct svc_policy {
   unsigned success_threshold, failure_threshold;
   bool restart_on_unhealthy;
   double unhealthy_grace;
+  bool batch;           /* instances are scheduler jobs: submitted, queued, then running */
+  double queue_timeout; /* batch: SUBMITTED/PENDING longer than this -> TIMEOUT (0 = never) */
 };
 
 struct svc_fsm {
@@ -74,6 +79,9 @@ struct svc_fsm {
   double since;         /* when the current state was entered */
   double healthy_since; /* when the current instance became HEALTHY (0 = not yet) */
   double deadline;      /* armed deadline (0 = none) */
+  bool submitting;      /* batch: the instance was asked for; the scheduler has not answered */
+  svc_state lost_from;  /* the state UNKNOWN was entered from */
+  double queued_at;     /* batch: when the current instance was asked for */
   uint64_t rng;         /* xorshift state for jitter: keeps svc_step pure and repeatable */
   char end_reason[96];  /* why a still-running instance was declared over (TIMEOUT, unhealthy) */
 };
@@ -83,6 +91,8 @@ struct svc_event {
   int code;        /* EV_EXIT: exit status (-1 when unknown) */
   int sig;         /* EV_EXIT: terminating signal or 0 */
   const char *msg; /* free text (spawn error, check message, lost reason) */
+  svc_state end;   /* EV_EXIT: the end state the backend determined (S_TIMEOUT, S_FAILED, S_STOPPED for a
+                      cancel), or S_SUBMITTED (0) to derive it from code and sig */
 };
 
 typedef enum {

@@ -23,7 +23,7 @@ static int failures, checks;
     }                                                                                                                  \
   } while (0)
 
-enum { P_PLAIN, P_CHECK, P_NEVER, P_ONFAIL, P__MAX };
+enum { P_PLAIN, P_CHECK, P_NEVER, P_ONFAIL, P_BATCH, P__MAX };
 
 static struct svc_policy policy(int which) {
   struct svc_policy p = {
@@ -44,6 +44,11 @@ static struct svc_policy policy(int which) {
   }
   if (which == P_NEVER) p.restart = RESTART_NEVER;
   if (which == P_ONFAIL) p.restart = RESTART_ON_FAILURE;
+  if (which == P_BATCH) {
+    p.batch = true;
+    p.has_check = true;
+    p.queue_timeout = 30;
+  }
   return p;
 }
 
@@ -62,6 +67,56 @@ struct row {
   { from, proc, want, dl, pol, ev, code, to, fx, __LINE__ }
 
 static const struct row rows[] = {
+    /* Batch events (a Slurm job's life), for every state. */
+    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, "SUBMITTED>PENDING disarm arm"),
+    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_STARTING, "SUBMITTED>STARTING disarm chk+ arm"),
+    R(S_PENDING, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_SUBMITTED, "PENDING>SUBMITTED arm"),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, ""),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_STARTING, "PENDING>STARTING disarm chk+ arm"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_RUNNING, 0, S_PENDING, ""),
+    R(S_STARTING, 1, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_STARTING, ""),
+    R(S_STARTING, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, "STARTING>PENDING disarm chk- arm"),
+    R(S_STARTING, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_STARTING, ""),
+    R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_HEALTHY, ""),
+    R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_QUEUED, 0, S_PENDING, "HEALTHY>PENDING chk- arm"),
+    R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_RUNNING, 0, S_HEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_UNHEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_BATCH, EV_QUEUED, 0, S_PENDING, "UNHEALTHY>PENDING chk- arm"),
+    R(S_UNHEALTHY, 1, 1, 0, P_BATCH, EV_RUNNING, 0, S_UNHEALTHY, ""),
+    R(S_STOPPING, 1, 0, 1, P_BATCH, EV_SUBMITTED, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_BATCH, EV_QUEUED, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_BATCH, EV_RUNNING, 0, S_STOPPING, ""),
+    R(S_STOPPED, 0, 0, 0, P_BATCH, EV_SUBMITTED, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_BATCH, EV_QUEUED, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_BATCH, EV_RUNNING, 0, S_STOPPED, ""),
+    R(S_FAILED, 0, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_BATCH, EV_QUEUED, 0, S_FAILED, ""),
+    R(S_FAILED, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_FAILED, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_TIMEOUT, ""),
+    R(S_COMPLETED, 0, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_BATCH, EV_QUEUED, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_BATCH, EV_RUNNING, 0, S_COMPLETED, ""),
+    R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_QUEUED, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_RUNNING, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_DEADLINE, 0, S_PENDING, "spawn BACKOFF>PENDING arm"),
+    R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_QUEUED, 0, S_PENDING, "UNKNOWN>PENDING arm"),
+    R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_RUNNING, 0, S_STARTING, "UNKNOWN>STARTING chk+ arm"),
+    /* Batch specifics. */
+    R(S_STOPPED, 0, 0, 0, P_BATCH, EV_START, 0, S_PENDING, "spawn STOPPED>PENDING arm"),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_START, 0, S_PENDING, ""),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_RESTART, 0, S_STOPPING, "PENDING>STOPPING disarm sig:15 arm"),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_STOP, 0, S_STOPPING, "PENDING>STOPPING disarm sig:15 arm"),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_DEADLINE, 0, S_TIMEOUT, "PENDING>TIMEOUT sig:15 arm"),
+    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_DEADLINE, 0, S_TIMEOUT, "SUBMITTED>TIMEOUT sig:15 arm"),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_LOST, 0, S_UNKNOWN, "PENDING>UNKNOWN disarm"),
+    R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_LOST, 0, S_UNKNOWN, "HEALTHY>UNKNOWN chk-"),
+    R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_DEADLINE, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_EXIT, 3, S_BACKOFF, "end:FAILED UNKNOWN>FAILED FAILED>BACKOFF arm"),
     /* SUBMITTED: a scheduler accepted the job (slurm backend) */
     R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_START, 0, S_SUBMITTED, ""),
     R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "SUBMITTED>STOPPING sig:15 arm"),
@@ -82,7 +137,7 @@ static const struct row rows[] = {
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_PENDING, ""),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_PENDING, ""),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_PENDING, ""),
-    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "PENDING>UNKNOWN"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_LOST, 0, S_PENDING, ""),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, ""),
     /* STARTING: never UNHEALTHY; only HEALTHY, TIMEOUT, FAILED/COMPLETED or STOPPING */
     R(S_STARTING, 1, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, ""),
@@ -242,8 +297,10 @@ static void test_table(void) {
     f.want_up = r->want;
     f.deadline = r->deadline ? 50 : 0;
     f.attempt = 1;
+    f.submitting = r->proc && r->pol == P_BATCH && r->from == S_PENDING; /* a batch job being submitted */
+    f.queued_at = 90;
     f.healthy_since = r->from == S_HEALTHY || r->from == S_UNHEALTHY ? 90 : 0;
-    struct svc_event ev = {r->ev, r->code >= 0 ? r->code : -1, r->code < 0 ? -r->code : 0, NULL};
+    struct svc_event ev = {.type = r->ev, .code = r->code >= 0 ? r->code : -1, .sig = r->code < 0 ? -r->code : 0};
     struct svc_fx_list out;
     svc_step(&f, &p, &ev, 100, &out);
     char got[512];
@@ -284,7 +341,7 @@ static void test_crash_loop(void) {
   struct svc_fsm f;
   svc_fsm_init(&f, 7);
   struct svc_fx_list out;
-  struct svc_event start = {EV_START, 0, 0, NULL}, crash = {EV_EXIT, 1, 0, NULL}, tick = {EV_DEADLINE, 0, 0, NULL};
+  struct svc_event start = {.type = EV_START}, crash = {.type = EV_EXIT, .code = 1}, tick = {.type = EV_DEADLINE};
   double now = 1000;
   svc_step(&f, &p, &start, now, &out);
   CHECK(f.state == S_STARTING && f.deadline == now, "ready_after 0: STARTING with a deadline of now");
@@ -320,7 +377,7 @@ static void test_restart_and_stop(void) {
   struct svc_fsm f;
   svc_fsm_init(&f, 1);
   struct svc_fx_list out;
-  struct svc_event ev = {EV_START, 0, 0, NULL};
+  struct svc_event ev = {.type = EV_START};
   svc_step(&f, &p, &ev, 0, &out);
   ev.type = EV_DEADLINE;
   svc_step(&f, &p, &ev, 1, &out);
@@ -328,7 +385,7 @@ static void test_restart_and_stop(void) {
   ev.type = EV_RESTART;
   svc_step(&f, &p, &ev, 2, &out);
   CHECK(f.state == S_STOPPING && f.restart_pending, "restart: STOPPING with a restart pending");
-  struct svc_event ex = {EV_EXIT, -1, 15, NULL};
+  struct svc_event ex = {.type = EV_EXIT, .code = -1, .sig = 15};
   svc_step(&f, &p, &ex, 2.1, &out);
   char got[512];
   fx_string(&out, got, sizeof got);
@@ -354,6 +411,82 @@ static void test_restart_and_stop(void) {
   CHECK(svc_fsm_at_rest(&f), "at rest after stop");
 }
 
+/* A Slurm job's whole life through svc_step. */
+static void test_batch(void) {
+  struct svc_policy p = policy(P_BATCH);
+  p.restart = RESTART_ON_FAILURE;
+  struct svc_fsm f;
+  svc_fsm_init(&f, 3);
+  struct svc_fx_list out;
+  struct svc_event ev = {.type = EV_START};
+  svc_step(&f, &p, &ev, 0, &out);
+  CHECK(f.state == S_PENDING && f.submitting && out.fx[0].type == FX_SPAWN, "start: PENDING, submitting");
+  ev = (struct svc_event){.type = EV_START};
+  svc_step(&f, &p, &ev, 0.1, &out);
+  CHECK(out.n == 0, "a second start while submitting does nothing (no duplicate job)");
+  ev = (struct svc_event){.type = EV_SUBMITTED, .msg = "job 7"};
+  svc_step(&f, &p, &ev, 0.2, &out);
+  CHECK(f.state == S_SUBMITTED && !f.submitting && f.deadline == 30, "accepted: SUBMITTED, queue deadline from 0");
+  ev = (struct svc_event){.type = EV_QUEUED, .msg = "Priority"};
+  svc_step(&f, &p, &ev, 1, &out);
+  CHECK(f.state == S_PENDING && f.deadline == 30, "queued: PENDING, same queue deadline");
+  ev = (struct svc_event){.type = EV_RUNNING};
+  svc_step(&f, &p, &ev, 20, &out);
+  CHECK(f.state == S_STARTING && f.deadline == 25, "running: STARTING, start deadline counts from the job's start");
+  ev = (struct svc_event){.type = EV_CHECK_PASS};
+  svc_step(&f, &p, &ev, 21, &out);
+  CHECK(f.state == S_HEALTHY, "check passes: HEALTHY");
+  ev = (struct svc_event){.type = EV_LOST, .msg = "slurmrestd: connection refused"};
+  svc_step(&f, &p, &ev, 22, &out);
+  CHECK(f.state == S_UNKNOWN && f.proc_alive && f.lost_from == S_HEALTHY, "control plane lost: UNKNOWN");
+  ev = (struct svc_event){.type = EV_RUNNING};
+  svc_step(&f, &p, &ev, 30, &out);
+  char got[512];
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_HEALTHY && !strcmp(got, "UNKNOWN>HEALTHY chk+"), "recovered: back to HEALTHY, checks on (%s)",
+        got);
+  ev = (struct svc_event){.type = EV_EXIT, .code = -1, .sig = 15, .end = S_TIMEOUT, .msg = "TIMEOUT"};
+  svc_step(&f, &p, &ev, 40, &out);
+  CHECK(f.state == S_BACKOFF && f.restarts == 1, "Slurm TIMEOUT: restarted by on-failure (%s)",
+        svc_state_name(f.state));
+  CHECK(out.fx[0].type == FX_INSTANCE_END && out.fx[0].to == S_TIMEOUT, "the instance ended in TIMEOUT");
+  ev = (struct svc_event){.type = EV_DEADLINE};
+  svc_step(&f, &p, &ev, 41, &out);
+  CHECK(f.state == S_PENDING && f.submitting && f.attempt == 2, "backoff over: submitting attempt 2");
+  ev = (struct svc_event){.type = EV_STOP};
+  svc_step(&f, &p, &ev, 41.1, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_STOPPING && strstr(got, "sig:15"), "stop while submitting: cancel (%s)", got);
+  ev = (struct svc_event){.type = EV_SPAWN_FAILED, .code = -1, .msg = "rejected"};
+  svc_step(&f, &p, &ev, 41.2, &out);
+  CHECK(f.state == S_STOPPED && !f.proc_alive, "the submit failed while stopping: STOPPED");
+  /* A job cancelled behind herd's back is a failure; one herd cancelled is STOPPED. */
+  ev = (struct svc_event){.type = EV_START};
+  svc_step(&f, &p, &ev, 50, &out);
+  ev = (struct svc_event){.type = EV_RUNNING};
+  svc_step(&f, &p, &ev, 50.5, &out);
+  ev = (struct svc_event){.type = EV_EXIT, .code = -1, .sig = 15, .end = S_STOPPED, .msg = "CANCELLED"};
+  svc_step(&f, &p, &ev, 51, &out);
+  CHECK(out.fx[0].to == S_FAILED && strstr(out.fx[0].reason, "not by herd"), "cancelled outside herd: FAILED (%s)",
+        out.fx[0].reason);
+  ev = (struct svc_event){.type = EV_STOP};
+  svc_step(&f, &p, &ev, 52, &out);
+  ev = (struct svc_event){.type = EV_START};
+  svc_step(&f, &p, &ev, 53, &out);
+  ev = (struct svc_event){.type = EV_SUBMITTED};
+  svc_step(&f, &p, &ev, 53.1, &out);
+  ev = (struct svc_event){.type = EV_STOP};
+  svc_step(&f, &p, &ev, 54, &out);
+  ev = (struct svc_event){.type = EV_EXIT, .code = -1, .sig = 15, .end = S_STOPPED, .msg = "CANCELLED"};
+  svc_step(&f, &p, &ev, 54.2, &out);
+  CHECK(f.state == S_STOPPED && out.fx[0].to == S_STOPPED, "cancelled by herd: STOPPED");
+  /* Resume after a daemon restart: a PENDING job stays ours, nothing is submitted. */
+  struct svc_fsm g;
+  svc_fsm_init(&g, 4);
+  svc_resume(&g, &p, S_PENDING, true, 0, NULL, 100, &out);
+  CHECK(g.proc_alive && g.state == S_PENDING && out.n == 0, "resume PENDING batch: the job is kept, no spawn");
+}
+
 static void test_names(void) {
   for (int s = 0; s < S__MAX; s++) CHECK(svc_state_parse(svc_state_name(s)) == s, "state name round trip %d", s);
   CHECK(svc_state_parse("healthy") == S_HEALTHY, "state names parse case-insensitively");
@@ -365,6 +498,7 @@ int main(void) {
   test_backoff();
   test_crash_loop();
   test_restart_and_stop();
+  test_batch();
   test_names();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
