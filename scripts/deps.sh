@@ -9,12 +9,15 @@ pkgs=(build-essential cmake pkg-config ca-certificates python3
       libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev node-llhttp)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(procps sqlite3 supervisor runit monit clang-format openssl)
+  # a real single-node Slurm 22.05 for tests/e2e/slurm.py; the JWT plugin (auth_jwt.so for
+  # slurmctld) is not pulled in by slurmrestd and must be named
+  pkgs+=(munge slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

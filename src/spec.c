@@ -37,8 +37,55 @@ const char *check_type_name(enum check_type t) {
   return (unsigned)t < CHECK__MAX ? names[t] : "?";
 }
 
+static void slurm_free(struct slurm_spec *j) {
+  if (!j) return;
+  free(j->cluster);
+  free(j->script);
+  free(j->partition);
+  free(j->nodes);
+  free(j->gres);
+  free(j->account);
+  free(j->qos);
+  free(j->output);
+  free(j->error);
+  free(j->container.runtime);
+  free(j->container.image);
+  strv_free(j->container.binds);
+  free(j);
+}
+
+void cluster_spec_free(struct cluster_spec *c) {
+  if (!c) return;
+  free(c->name);
+  free(c->url);
+  free(c->base);
+  free(c->unix_path);
+  free(c->user);
+  free(c->token.value);
+  free(c->token.file);
+  strv_free(c->token_command);
+  free(c->jwt_key);
+  free(c->oauth_url);
+  free(c->oauth_client_id);
+  free(c->oauth_scope);
+  free(c->oauth_secret.value);
+  free(c->oauth_secret.file);
+  free(c->job_prefix);
+  free(c->cwd);
+  free(c->canon);
+  free(c->source);
+  free(c);
+}
+
+const char *backend_name(enum backend b) {
+  static const char *const names[] = {[BACKEND_LOCAL] = "local", [BACKEND_SLURM] = "slurm"};
+  static_assert(sizeof names / sizeof names[0] == BACKEND__MAX, "backend names");
+  return (unsigned)b < BACKEND__MAX ? names[b] : "?";
+}
+
 void spec_free(struct spec *s) {
   if (!s) return;
+  slurm_free(s->slurm);
   check_free(s->check);
   free(s->endpoint.host);
   for (size_t i = 0; i < s->ndeps; i++) free(s->deps[i].service);
@@ -73,6 +120,10 @@ void spec_policy(const struct spec *s, struct svc_policy *p) {
     p->failure_threshold = s->check->failure_threshold;
     p->restart_on_unhealthy = s->check->restart_on_unhealthy;
     p->unhealthy_grace = s->check->unhealthy_grace;
+  }
+  if (s->slurm) {
+    p->batch = true;
+    p->queue_timeout = s->slurm->queue_timeout;
   }
 }
 

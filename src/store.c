@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STORE_SCHEMA 1
+#define STORE_SCHEMA 2
 #define STORE_KEEP_EVENTS 200000
 
 struct store {
@@ -15,6 +15,7 @@ struct store {
   bool in_txn;
   int64_t next_event, next_instance;
   char last_error[256];
+  sqlite3_stmt *inst_job, *meta_get, *meta_put;
   sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
       *ev_list, *ev_list_svc, *ev_newest;
 };
@@ -25,7 +26,7 @@ static const char schema[] =
     "  wanted TEXT NOT NULL, state TEXT, restarts INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS instances(id INTEGER PRIMARY KEY, service TEXT NOT NULL, attempt INTEGER NOT NULL,"
     "  pid INTEGER, starttime INTEGER, cmdline TEXT, started_at REAL NOT NULL, ended_at REAL, end_state TEXT,"
-    "  exit_code INTEGER, signal INTEGER, reason TEXT, port INTEGER);"
+    "  exit_code INTEGER, signal INTEGER, reason TEXT, port INTEGER, cluster TEXT, job_id INTEGER);"
     "CREATE INDEX IF NOT EXISTS instances_service ON instances(service, id);"
     "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, ts REAL NOT NULL, service TEXT NOT NULL,"
     "  instance INTEGER, from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL);";
@@ -94,6 +95,12 @@ int store_open(const char *path, struct store **out, char **err) {
       goto fail;
     }
     int64_t ver = scalar(st, "SELECT value FROM meta WHERE key='schema'");
+    if (ver == 1 && sqlite3_exec(st->db,
+                                 "ALTER TABLE instances ADD COLUMN cluster TEXT;"
+                                 "ALTER TABLE instances ADD COLUMN job_id INTEGER;"
+                                 "UPDATE meta SET value='2' WHERE key='schema';",
+                                 NULL, NULL, NULL) == SQLITE_OK)
+      ver = 2; /* schema 1 lacked the Slurm columns */
     if (ver != STORE_SCHEMA) {
       *err = xasprintf("store %s has schema %lld; this herd understands %d", path, (long long)ver, STORE_SCHEMA);
       goto fail;
@@ -113,7 +120,7 @@ int store_open(const char *path, struct store **out, char **err) {
       sqlite3_exec(st->db, schema, NULL, NULL, &msg) != SQLITE_OK ||
       sqlite3_exec(st->db,
                    "INSERT OR IGNORE INTO meta VALUES('app','herd');"
-                   "INSERT OR IGNORE INTO meta VALUES('schema','1');",
+                   "INSERT OR IGNORE INTO meta VALUES('schema','2');",
                    NULL, NULL, &msg) != SQLITE_OK) {
     *err = xasprintf("cannot initialise store %s: %s", path, msg ? msg : sqlite3_errmsg(st->db));
     sqlite3_free(msg);
@@ -127,9 +134,13 @@ int store_open(const char *path, struct store **out, char **err) {
       prep(st, &st->del_service, "DELETE FROM services WHERE name=?") ||
       prep(st, &st->inst_start,
            "INSERT INTO instances(id,service,attempt,pid,starttime,started_at,cmdline,port) VALUES(?,?,?,?,?,?,?,?)") ||
+      prep(st, &st->inst_job, "UPDATE instances SET cluster=?, job_id=? WHERE id=?") ||
+      prep(st, &st->meta_get, "SELECT value FROM meta WHERE key=?") ||
+      prep(st, &st->meta_put, "INSERT OR REPLACE INTO meta VALUES(?,?)") ||
       prep(st, &st->inst_end, "UPDATE instances SET end_state=?,exit_code=?,signal=?,reason=?,ended_at=? WHERE id=?") ||
       prep(st, &st->last_inst,
-           "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline,port "
+           "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline,port,cluster,"
+           "job_id "
            "FROM instances WHERE service=? ORDER BY id DESC LIMIT 1") ||
       prep(st, &st->ev_add,
            "INSERT INTO events(id,ts,service,instance,from_state,to_state,reason) VALUES(?,?,?,?,?,?,?)") ||
@@ -160,9 +171,9 @@ fail:
 void store_close(struct store *st) {
   if (!st) return;
   if (st->db) store_flush(st);
-  sqlite3_stmt **all[] = {&st->set_state,  &st->put_service, &st->set_wanted, &st->del_service,
-                          &st->inst_start, &st->inst_end,    &st->last_inst,  &st->ev_add,
-                          &st->ev_list,    &st->ev_list_svc, &st->ev_newest};
+  sqlite3_stmt **all[] = {&st->set_state, &st->put_service, &st->set_wanted, &st->del_service, &st->inst_start,
+                          &st->inst_end,  &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc,
+                          &st->ev_newest, &st->inst_job,    &st->meta_get,   &st->meta_put};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(*all[i]);
   if (st->db) sqlite3_close(st->db);
   free(st);
@@ -270,6 +281,8 @@ int store_last_instance(struct store *st, const char *service, struct store_inst
   o->reason = (const char *)sqlite3_column_text(s, 9);
   o->cmdline = (const char *)sqlite3_column_text(s, 10);
   o->port = sqlite3_column_int(s, 11);
+  o->cluster = (const char *)sqlite3_column_text(s, 12);
+  o->job_id = sqlite3_column_int64(s, 13);
   return 0; /* the statement stays positioned so the strings stay valid */
 }
 
@@ -319,6 +332,31 @@ void store_each_event(struct store *st, int64_t since, int limit, const char *se
     cb(arg, &e);
   }
   sqlite3_reset(s);
+}
+
+void store_instance_job(struct store *st, int64_t id, const char *cluster, int64_t job_id) {
+  begin(st);
+  sqlite3_stmt *s = st->inst_job;
+  sqlite3_bind_text(s, 1, cluster, -1, SQLITE_STATIC);
+  if (job_id > 0) sqlite3_bind_int64(s, 2, job_id);
+  sqlite3_bind_int64(s, 3, id);
+  run(st, s, "instance job");
+}
+
+char *store_meta_get(struct store *st, const char *key) {
+  sqlite3_stmt *s = st->meta_get;
+  sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+  char *v = sqlite3_step(s) == SQLITE_ROW ? xstrdup((const char *)sqlite3_column_text(s, 0)) : NULL;
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return v;
+}
+
+void store_meta_put(struct store *st, const char *key, const char *value) {
+  begin(st);
+  sqlite3_bind_text(st->meta_put, 1, key, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st->meta_put, 2, value, -1, SQLITE_STATIC);
+  run(st, st->meta_put, "meta");
 }
 
 const char *store_last_error(struct store *st) { return st->last_error[0] ? st->last_error : NULL; }

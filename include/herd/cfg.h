@@ -19,6 +19,8 @@ struct cfg_errors {
 struct spec_set {
   struct spec **v;
   size_t n, cap;
+  struct cluster_spec **clusters; /* from "clusters" in config files */
+  size_t nclusters, ccap;
 };
 
 void cfg_errors_free(struct cfg_errors *e);
@@ -49,6 +51,11 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
  * (the error names it: "a -> b -> c -> a"). Returns the number of errors added.
  */
 int cfg_validate_deps(struct spec *const *v, size_t n, struct cfg_errors *errs);
+
+/** Check clusters across a whole set: unique names, every Slurm service names a known
+ *  cluster and has a working directory. Returns the number of errors added. */
+int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *const *k, size_t nk,
+                          struct cfg_errors *errs);
 
 /** Find the 1-based line and column of the value at `path` ("a.b[2].c") in JSON text,
  *  or of its key when at_key. Falls back to the deepest ancestor found. Returns 0 when

@@ -46,11 +46,67 @@ struct dep_spec {
   int line, col; /* where it was written, for errors found across files */
 };
 
+enum backend { BACKEND_LOCAL, BACKEND_SLURM, BACKEND__MAX };
+enum auth_kind { AUTH_NONE, AUTH_TOKEN, AUTH_TOKEN_COMMAND, AUTH_JWT_KEY, AUTH_OAUTH, AUTH__MAX };
+
+/** A secret given literally, from an environment variable (read at load) or a file (re-read when it changes). */
+struct secret_spec {
+  char *value; /* literal, or the env variable's value */
+  char *file;
+};
+
+/** A Slurm cluster reached through slurmrestd (see README "Slurm"). */
+struct cluster_spec {
+  char *name;
+  char *url;       /* as given: http://host:port or unix:/path */
+  char *base;      /* the HTTP base URL ("http://localhost" for a unix socket) */
+  char *unix_path; /* unix socket path, or NULL */
+  int api_version; /* 38..46, or 0 = auto */
+  char *user;      /* X-SLURM-USER-NAME */
+  enum auth_kind auth;
+  struct secret_spec token; /* AUTH_TOKEN */
+  char **token_command;     /* AUTH_TOKEN_COMMAND: argv */
+  char *jwt_key;            /* AUTH_JWT_KEY: key file */
+  double token_lifespan;    /* AUTH_JWT_KEY: lifetime of minted tokens */
+  char *oauth_url, *oauth_client_id, *oauth_scope;
+  struct secret_spec oauth_secret;
+  double poll_interval, steady_interval, request_timeout, full_refresh;
+  double rate_limit; /* requests per second (polls included) */
+  char *job_prefix;  /* job names are <prefix>.<service> */
+  char *cwd;         /* default working directory of jobs */
+  bool mcs_label;    /* also tag jobs with mcs_label (clusters with an MCS plugin) */
+  char *canon, *source;
+  int line, col;
+};
+
+struct container_spec {
+  char *runtime; /* apptainer, singularity or podman */
+  char *image;
+  char **binds;
+  bool gpu;
+};
+
+/** What a Slurm service asks of the scheduler. */
+struct slurm_spec {
+  char *cluster;
+  char *script; /* the whole batch script (given, or generated from command/container) */
+  char *partition, *nodes, *gres, *account, *qos, *output, *error;
+  int time_limit; /* minutes, 0 = the partition's default */
+  int cpus_per_task;
+  uint64_t memory_mb;
+  double queue_timeout;
+  bool has_container;
+  struct container_spec container;
+  int line, col; /* where "cluster" was written, for errors found across files */
+};
+
 struct spec {
   char *name;
-  char **argv; /* NULL-terminated */
-  char **env;  /* "K=V", NULL-terminated; added to herd's own environment */
-  char *cwd;   /* NULL: the state dir */
+  enum backend backend;
+  struct slurm_spec *slurm; /* backend slurm */
+  char **argv;              /* NULL-terminated */
+  char **env;               /* "K=V", NULL-terminated; added to herd's own environment */
+  char *cwd;                /* NULL: the state dir */
   char *user, *group;
   uid_t uid;
   gid_t gid;
@@ -76,6 +132,8 @@ struct spec {
 };
 
 void spec_free(struct spec *s);
+void cluster_spec_free(struct cluster_spec *c);
+const char *backend_name(enum backend b);
 /** The policy the state machine needs, derived from the spec. */
 void spec_policy(const struct spec *s, struct svc_policy *p);
 bool spec_has_tag(const struct spec *s, const char *tag);

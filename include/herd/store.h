@@ -36,6 +36,8 @@ struct store_instance {
   const char *end_state, *reason, *cmdline;
   int exit_code, signal;
   int port;
+  const char *cluster; /* slurm: the cluster and job of the instance (job_id 0 = none yet) */
+  int64_t job_id;
 };
 
 /** Open (creating if needed) the store at path. On failure *err says why (caller frees). */
@@ -58,6 +60,11 @@ int64_t store_instance_start(struct store *st, const char *service, unsigned att
                              double started_at, const char *cmdline, int port);
 void store_instance_end(struct store *st, int64_t id, const char *end_state, int code, int sig, const char *reason,
                         double ended_at);
+/** Record the Slurm job of an instance (job_id 0: being submitted). */
+void store_instance_job(struct store *st, int64_t id, const char *cluster, int64_t job_id);
+/** A value of the meta table (malloc'd), or NULL. */
+char *store_meta_get(struct store *st, const char *key);
+void store_meta_put(struct store *st, const char *key, const char *value);
 /** The newest instance of a service (any state); returns 0 when found. Strings valid until the next store call. */
 int store_last_instance(struct store *st, const char *service, struct store_instance *out);
 
