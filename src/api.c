@@ -2,6 +2,7 @@
 #include "herd/check.h"
 #include "herd/cmd.h"
 #include "herd/log.h"
+#include "herd/slurm.h"
 #include "herd/store.h"
 
 #include <errno.h>
@@ -653,6 +654,10 @@ void api_info(struct daemon *d, struct conn *c, struct request *r, const char *u
                        d->state_dir, "socket", d->socket_path, "config", d->o.config_dir, "services",
                        (json_int_t)d->nservices, "states", st, "connections", (json_int_t)ctl_nconns(d->ctl),
                        "shutting_down", d->shutting_down, "store_error", serr ? json_string(serr) : json_null()));
+}
+
+void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  conn_reply(c, 200, json_pack("{s:o}", "clusters", slurm_clusters_json(d)));
 }
 
 void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const char *unused) {

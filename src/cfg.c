@@ -516,7 +516,7 @@ static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct
   if ((v = json_object_get(o, "host")))
     get_string(c, FIELD(f, prefix, "host"), v, &e->host);
   else
-    e->host = xstrdup("127.0.0.1");
+    e->host = xstrdup(s->backend == BACKEND_SLURM ? "" : "127.0.0.1"); /* slurm: the job's node */
   if ((v = json_object_get(o, "port"))) get_port(c, FIELD(f, prefix, "port"), v, &e->port);
   if ((v = json_object_get(o, "allocate"))) {
     if (!json_is_boolean(v))
@@ -535,6 +535,8 @@ static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct
       e->range_hi = (int)json_integer_value(json_array_get(v, 1));
     }
   }
+  if (!e->port && s->backend == BACKEND_SLURM)
+    err_at(c, prefix, "a Slurm service's endpoint needs a \"port\" (herd cannot probe ports on a compute node)");
   if (!e->port) e->allocate = true; /* no port given: always choose one */
 }
 

@@ -3,6 +3,7 @@
 
 #include "herd/curlx.h"
 #include "herd/log.h"
+#include "herd/slurm.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -119,6 +120,12 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
   return len;
 }
 
+/* The endpoint's host: as configured, or (Slurm, none configured) the job's node. */
+static const char *service_host(struct service *s) {
+  const char *h = s->spec->endpoint.host;
+  return h && *h ? h : s->spec->slurm ? slurm_endpoint_host(s) : "127.0.0.1";
+}
+
 static void http_url(struct service *s, char *buf, size_t len) {
   const struct check_spec *k = s->spec->check;
   if (k->url) {
@@ -127,8 +134,9 @@ static void http_url(struct service *s, char *buf, size_t len) {
   }
   const struct endpoint_spec *e = &s->spec->endpoint;
   const char *scheme = e->protocol == PROTO_HTTPS ? "https" : "http";
-  bool v6 = strchr(e->host, ':') != NULL;
-  snprintf(buf, len, "%s://%s%s%s:%d%s", scheme, v6 ? "[" : "", e->host, v6 ? "]" : "", s->port, k->path);
+  const char *host = service_host(s);
+  bool v6 = strchr(host, ':') != NULL;
+  snprintf(buf, len, "%s://%s%s%s:%d%s", scheme, v6 ? "[" : "", host, v6 ? "]" : "", s->port, k->path);
 }
 
 static void http_begin(struct checker *ck, struct run *r) {
@@ -258,7 +266,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void tcp_begin(struct checker *ck, struct run *r) {
   struct service *s = ck->s;
   const struct check_spec *k = s->spec->check;
-  const char *host = k->host ? k->host : s->spec->endpoint.set ? s->spec->endpoint.host : "127.0.0.1";
+  const char *host = k->host ? k->host : s->spec->endpoint.set ? service_host(s) : "127.0.0.1";
   r->port = k->port ? k->port : s->port;
   if (!strcmp(host, "localhost")) host = "127.0.0.1";
   struct sockaddr_storage ss;

@@ -603,9 +603,9 @@ int cli_reload(struct cli *cli, int argc, char **argv) {
   return code;
 }
 
-int cli_info(struct cli *cli, int argc, char **argv) {
+static int print_get(struct cli *cli, const char *path) {
   int status, code;
-  json_t *o = call(cli, "GET", "/v1/daemon", NULL, 0, &status, &code);
+  json_t *o = call(cli, "GET", path, NULL, 0, &status, &code);
   if (!o) return code;
   char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
   printf("%s\n", s);
@@ -613,6 +613,9 @@ int cli_info(struct cli *cli, int argc, char **argv) {
   json_decref(o);
   return code;
 }
+
+int cli_info(struct cli *cli, int argc, char **argv) { return print_get(cli, "/v1/daemon"); }
+int cli_clusters(struct cli *cli, int argc, char **argv) { return print_get(cli, "/v1/clusters"); }
 
 int cli_shutdown(struct cli *cli, int argc, char **argv) {
   bool leave = argc == 2 && !strcmp(argv[1], "--leave-running");

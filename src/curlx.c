@@ -45,6 +45,8 @@ static int curl_load(char *err, size_t len) {
   SYM(easy_setopt, "curl_easy_setopt")
   SYM(easy_getinfo, "curl_easy_getinfo")
   SYM(easy_strerror, "curl_easy_strerror")
+  SYM(easy_escape, "curl_easy_escape")
+  SYM(free, "curl_free")
   SYM(multi_init, "curl_multi_init")
   SYM(multi_cleanup, "curl_multi_cleanup")
   SYM(multi_setopt, "curl_multi_setopt")

@@ -4,6 +4,7 @@
 #include "herd/check.h"
 #include "herd/ctl.h"
 #include "herd/log.h"
+#include "herd/slurm.h"
 #include "herd/store.h"
 
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -63,7 +65,8 @@ static void finish(struct daemon *d) {
     service_close_handles(s);
   }
   d->nservices = 0;
-  check_global_close(d); /* after every checker let go of its easy handle */
+  slurm_close(d);        /* after every service let go of its job */
+  check_global_close(d); /* after every checker and cluster let go of its easy handle */
 }
 
 void daemon_check_idle(struct daemon *d) {
@@ -187,6 +190,21 @@ int daemon_validate_deps(struct daemon *d, struct spec **extra, size_t nextra, s
   size_t n = union_specs(d, NULL, extra, nextra, &v);
   int k = cfg_validate_deps(v, n, errs);
   free(v);
+  /* Slurm services added over the API run on the clusters of the config. */
+  size_t nk = 0;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->clusters) nk++;
+  struct cluster_spec **ks = xcalloc(nk + 1, sizeof *ks);
+  nk = slurm_cluster_specs(d, ks, nk);
+  if (nextra) {
+    struct spec **sl = xcalloc(nextra + 1, sizeof *sl);
+    size_t ns = 0;
+    for (size_t i = 0; i < nextra; i++)
+      if (extra[i]->slurm) sl[ns++] = extra[i];
+    k += cfg_validate_clusters(sl, ns, ks, nk, errs);
+    free(sl);
+  }
+  free(ks);
   return k;
 }
 
@@ -203,6 +221,23 @@ static void collect_row(void *arg, const struct store_service *row) {
   json_object_set_new(arg, row->name,
                       json_pack("{s:s,s:s,s:s,s:s?,s:i}", "source", row->source, "spec", row->spec, "wanted",
                                 row->wanted, "state", row->state, "restarts", (int)row->restarts));
+}
+
+static void add_error_simple(struct cfg_errors *errs, const char *file, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void add_error_simple(struct cfg_errors *errs, const char *file, const char *field, const char *fmt, ...) {
+  if (errs->n == errs->cap) {
+    errs->cap = errs->cap ? errs->cap * 2 : 8;
+    errs->v = xrealloc(errs->v, errs->cap * sizeof *errs->v);
+  }
+  struct cfg_error *x = &errs->v[errs->n++];
+  x->file = xstrdup(file);
+  x->field = xstrdup(field);
+  x->line = x->col = 1;
+  va_list ap;
+  va_start(ap, fmt);
+  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
+  va_end(ap);
 }
 
 static void add_conflict(struct cfg_errors *errs, const struct spec *sp) {
@@ -225,6 +260,18 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
   for (size_t i = 0; i < set.n; i++) {
     struct service *s = daemon_find(d, set.v[i]->name);
     if (s && !from_config(s)) add_conflict(errs, set.v[i]);
+  }
+  /* A cluster still used by a running Slurm service cannot go away. */
+  struct list *cpos, *ctmp;
+  list_for_each_safe(cpos, ctmp, &d->services) {
+    struct service *s = container_of(cpos, struct service, link);
+    if (!s->spec->slurm || s->removing) continue;
+    bool kept = false;
+    for (size_t i = 0; i < set.nclusters; i++) kept |= !strcmp(set.clusters[i]->name, s->spec->slurm->cluster);
+    if (!kept && !from_config(s))
+      add_error_simple(errs, "reload", s->spec->name,
+                       "service %s (added over the API) runs on cluster %s, which the new config lacks", s->spec->name,
+                       s->spec->slurm->cluster);
   }
   if (!errs->n) {
     struct spec **v;
@@ -250,6 +297,8 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
       service_remove(s);
     }
   }
+  slurm_reload(d, set.clusters, set.nclusters);
+  set.nclusters = 0;
   daemon_boot_begin(d);
   for (size_t i = 0; i < set.n; i++) {
     struct spec *sp = set.v[i];
@@ -333,6 +382,7 @@ int daemon_run(const struct daemon_opts *o) {
   list_init(&d->services);
   list_init(&d->dying);
   list_init(&d->watches);
+  list_init(&d->clusters);
   d->start_mono = now_mono();
   d->start_wall = now_wall();
   d->seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(d->start_wall * 1e6);
@@ -428,6 +478,18 @@ int daemon_run(const struct daemon_opts *o) {
   uv_signal_start(&d->sig_int, on_signal, SIGINT);
   uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
   check_global_init(d);
+  /* This state dir's identity, in every Slurm job's tag: a restarted daemon finds its jobs
+   * by it, and another herd's jobs (another state dir) are never taken for ours. */
+  char *hid = store_meta_get(d->store, "herd_id");
+  if (!hid) {
+    hid = xasprintf("%08llx", (unsigned long long)(d->seed >> 16) & 0xffffffffULL);
+    store_meta_put(d->store, "herd_id", hid);
+    store_flush(d->store);
+  }
+  snprintf(d->herd_id, sizeof d->herd_id, "%s", hid);
+  free(hid);
+  slurm_init(d, cfgset.clusters, cfgset.nclusters);
+  cfgset.nclusters = 0;
   uv_prepare_init(d->loop, &d->flush);
   d->flush.data = d;
   uv_prepare_start(&d->flush, on_flush);

@@ -6,6 +6,7 @@
 #include "herd/daemon.h"
 #include "herd/check.h"
 #include "herd/log.h"
+#include "herd/slurm.h"
 #include "herd/store.h"
 
 #include <math.h>
@@ -99,10 +100,15 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
     switch (x->type) {
     case FX_TRANSITION: publish(s, x); break;
     case FX_SPAWN:
-      if (proc_spawn(s, spawn_err, errlen) < 0) *spawn_failed = true;
+      if (s->spec->slurm)
+        slurm_submit(s); /* asynchronous: the answer comes back as an event */
+      else if (proc_spawn(s, spawn_err, errlen) < 0)
+        *spawn_failed = true;
       break;
     case FX_SIGNAL:
-      if (s->pid > 0) {
+      if (s->spec->slurm) {
+        slurm_cancel(s);
+      } else if (s->pid > 0) {
         logpipe_note(s, "sending SIG%s to process group %d", signal_name(x->sig), s->pid);
         proc_signal(s, x->sig);
       }
@@ -130,6 +136,7 @@ static void on_timer_close(uv_handle_t *h) {
 }
 
 void service_close_handles(struct service *s) {
+  slurm_detach(s);
   proc_release(s);
   check_close(s);
   if (!uv_is_closing((uv_handle_t *)&s->timer)) uv_close((uv_handle_t *)&s->timer, on_timer_close);
@@ -155,6 +162,7 @@ static void after_step(struct service *s) {
     spec_policy(s->spec, &s->pol);
     check_close(s); /* the new spec may check differently, or not at all */
     check_attach(s);
+    slurm_attach(s);
   }
   if (s->start_at_rest && !s->removing) {
     s->start_at_rest = false;
@@ -190,7 +198,7 @@ void service_event(struct service *s, svc_event_type type, int code, int sig, co
 void service_feed(struct service *s, const struct svc_event *ev) {
   if (s->destroyed) return;
   struct svc_fx_list fx;
-  if (ev->type == EV_EXIT) {
+  if (ev->type == EV_EXIT || (ev->type == EV_SPAWN_FAILED && s->fsm.proc_alive)) {
     s->last_code = ev->code;
     s->last_sig = ev->sig;
   }
@@ -230,7 +238,9 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   uint64_t last_starttime = 0;
   double last_started = 0;
   char *last_cmdline = NULL;
+  int64_t last_job_id = 0;
   if (store_last_instance(d->store, spec->name, &last) == 0) {
+    last_job_id = last.job_id;
     last_pid = last.pid;
     last_starttime = last.starttime;
     last_started = last.started_at;
@@ -248,6 +258,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
     }
   }
   check_attach(s);
+  slurm_attach(s);
   char err[256];
   if (logpipe_open(s, err, sizeof err) < 0) {
     snprintf(s->last_error, sizeof s->last_error, "%s", err);
@@ -263,7 +274,20 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   s->fsm.want_up = want_up;
   bool alive = false;
   char why[200] = "";
-  if (s->instance && !s->has_exit && last_pid > 0) {
+  if (spec->slurm && s->instance && !s->has_exit) {
+    /* A job outlives the daemon; the first poll says what became of it. */
+    alive = true;
+    s->started_mono = now_mono();
+    s->started_wall = last_started;
+    s->port = s->last_port;
+    if (s->job) {
+      slurm_resume(s, last_job_id);
+      logpipe_note(s, "watching job %lld again after a daemon restart", (long long)last_job_id);
+    } else {
+      alive = false;
+      snprintf(why, sizeof why, "its cluster is no longer configured");
+    }
+  } else if (s->instance && !s->has_exit && last_pid > 0) {
     alive = proc_identity(last_pid, last_starttime, last_cmdline, why, sizeof why);
     if (alive) {
       proc_adopt(s, last_pid, last_starttime);
@@ -389,6 +413,13 @@ void service_summary_append(struct buf *b, struct service *s) {
     buf_printf(b, ",\"port\":%d", s->port);
   else
     buf_lit(b, ",\"port\":null");
+  if (s->spec->slurm) {
+    json_t *job = slurm_service_json(s);
+    char *js = job ? json_dumps(job, JSON_COMPACT) : NULL;
+    buf_printf(b, ",\"backend\":\"slurm\",\"slurm\":%s", js ? js : "null");
+    free(js);
+    json_decref(job);
+  }
   buf_lit(b, ",\"check\":");
   const char *msg = check_last_msg(s);
   if (!s->checker)
@@ -417,6 +448,11 @@ json_t *service_json_view(struct service *s, bool full) {
   json_object_set_new(o, "restarts", json_integer(s->fsm.restarts));
   json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
   json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());
+  if (sp->slurm) {
+    json_object_set_new(o, "backend", json_string("slurm"));
+    json_t *job = slurm_service_json(s);
+    json_object_set_new(o, "slurm", job ? job : json_null());
+  }
   json_object_set_new(o, "check", full ? check_json(s) : check_json_brief(s));
   if (!full) return o;
   json_object_set_new(o, "since", json_real(now_wall() - (now - s->fsm.since)));

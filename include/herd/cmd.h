@@ -42,6 +42,7 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
 void api_events(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_reload(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_info(struct daemon *d, struct conn *c, struct request *r, const char *name);
+void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const char *name);
 
 /* cli.c */
@@ -57,6 +58,7 @@ int cli_logs(struct cli *cli, int argc, char **argv);
 int cli_events(struct cli *cli, int argc, char **argv);
 int cli_reload(struct cli *cli, int argc, char **argv);
 int cli_info(struct cli *cli, int argc, char **argv);
+int cli_clusters(struct cli *cli, int argc, char **argv);
 int cli_shutdown(struct cli *cli, int argc, char **argv);
 int cli_daemon(struct cli *cli, int argc, char **argv);
 int cli_help(struct cli *cli, int argc, char **argv);

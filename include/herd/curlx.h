@@ -25,6 +25,8 @@ struct curl_api {
   CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
   CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
   const char *(*easy_strerror)(CURLcode);
+  char *(*easy_escape)(CURL *, const char *, int);
+  void (*free)(void *);
   CURLM *(*multi_init)(void);
   CURLMcode (*multi_cleanup)(CURLM *);
   CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);

@@ -55,12 +55,15 @@ struct daemon {
   uint64_t seed;
   char readbuf[65536]; /* shared read buffer: reads are handled synchronously */
   int exit_code;
-  bool deps_dirty;     /* some service changed state: re-evaluate dependencies */
-  bool finish_pending; /* shutting down and idle: tear down at the end of this loop turn */
-  bool booting;        /* creating services (start-up, reload): starts wait until all exist */
+  bool deps_dirty;      /* some service changed state: re-evaluate dependencies */
+  bool finish_pending;  /* shutting down and idle: tear down at the end of this loop turn */
+  bool booting;         /* creating services (start-up, reload): starts wait until all exist */
+  struct list clusters; /* Slurm clusters (slurm.c) */
+  char herd_id[17];     /* this state dir's identity: tags the Slurm jobs herd submits */
 };
 
 struct proc; /* one spawned instance's process handle (proc.c) */
+struct sjob; /* a Slurm service's job (slurm.c) */
 
 struct service {
   struct daemon *d;
@@ -77,6 +80,7 @@ struct service {
   bool logpipe_init;
   int nhandles;      /* open uv handles owned by this service (timer, logpipe, procs) */
   struct proc *proc; /* the current instance's process, or NULL */
+  struct sjob *job;  /* backend slurm: the current instance's job */
   int log_fd;
   uint64_t log_size;
   bool log_at_bol; /* the log file ends with a newline (or is empty) */

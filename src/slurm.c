@@ -1,0 +1,1322 @@
+/* The Slurm backend (see slurm.h). */
+#include "herd/slurm.h"
+
+#include "herd/curlx.h"
+#include "herd/jwt.h"
+#include "herd/log.h"
+#include "herd/slurm_parse.h"
+#include "herd/store.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_INFLIGHT 8
+#define BODY_MAX (64u * 1024 * 1024)
+#define POLL_BACKOFF_MAX 30.0
+
+enum rq_kind { RQ_PING, RQ_JOBS, RQ_JOB, RQ_SUBMIT, RQ_CANCEL, RQ_NODE, RQ_TOKEN, RQ__MAX };
+static const char *const rq_names[] = {
+    [RQ_PING] = "ping",     [RQ_JOBS] = "jobs", [RQ_JOB] = "job",    [RQ_SUBMIT] = "submit",
+    [RQ_CANCEL] = "cancel", [RQ_NODE] = "node", [RQ_TOKEN] = "token"};
+static_assert(sizeof rq_names / sizeof rq_names[0] == RQ__MAX, "request names");
+
+struct sreq;
+typedef void (*sreq_cb)(struct sreq *r, bool transport_ok, const char *terr);
+
+struct sreq {
+  struct curlx_req cx;
+  struct cluster *cl;
+  enum rq_kind kind;
+  CURL *easy;
+  struct curl_slist *hdrs;
+  char *path; /* after /slurm/v0.0.NN/ (or a full URL for RQ_TOKEN) */
+  char *post; /* body of a POST */
+  const char *method;
+  struct buf body;
+  long status;
+  struct sjob *job; /* weak: NULLed when the service goes away */
+  int64_t job_id;
+  double t0, elapsed;
+  int ver;
+  bool sent;
+  struct list link;
+  sreq_cb done;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+struct node_addr {
+  char name[128], addr[64];
+};
+
+struct cluster {
+  struct cluster_spec *spec;
+  struct cluster_spec *next_spec; /* set by reload */
+  struct daemon *d;
+  struct list link;
+  struct list jobs;  /* struct sjob of the services on this cluster */
+  struct list queue; /* requests waiting to be sent */
+  struct list sent;  /* requests in flight */
+  int inflight;
+  uv_timer_t poll_timer, pace_timer;
+  int nhandles;
+  bool closing;
+  int ver;         /* API version in use (0 = not known yet) */
+  int probe;       /* version being probed */
+  char tag[64];    /* "herd:<herd id>:" */
+  char error[256]; /* the last control-plane error, "" when fine */
+  double error_since;
+  int fails;
+  /* auth */
+  char *token;
+  double token_exp; /* wall clock; 0 = never expires */
+  time_t token_mtime;
+  bool token_busy; /* a token_command or OAuth request is under way */
+  double token_retry_at;
+  uv_process_t tokproc;
+  uv_pipe_t tokout;
+  struct buf tokbuf;
+  bool tok_exited, tok_eof;
+  int64_t tok_status;
+  /* pacing */
+  double bucket, bucket_at;
+  /* polling */
+  struct sreq *poll;
+  int64_t update_time; /* unix second of the last full listing's request (0: send none) */
+  double last_full;    /* monotonic */
+  double next_poll;    /* monotonic */
+  bool need_full;
+  /* cancels of stray jobs (herd's, of no current service) already sent: job id -> when */
+  int64_t stray_id[64];
+  double stray_at[64];
+  struct node_addr *nodes;
+  size_t nnodes;
+  /* counters for the API and bench */
+  uint64_t requests[RQ__MAX], bytes_in, polls, polls_unchanged, errors;
+  double poll_seconds;
+};
+
+struct sjob {
+  struct service *s;
+  struct cluster *cl;
+  struct list link;
+  int64_t job_id;      /* 0: none yet */
+  bool searching;      /* the submission's outcome is unknown: look for our tag */
+  bool cancel_wanted;  /* stop asked before the job id was known */
+  bool ended;          /* the job's end was reported to the state machine */
+  bool confirming;     /* GET job/{id} in flight after the job was missing */
+  struct sreq *submit; /* in flight */
+  char state[32], reason[64], host[128], desc[160];
+  int64_t submit_time, start_time, end_time;
+};
+
+static struct list *clusters_of(struct daemon *d);
+static void dispatch(struct cluster *cl);
+static void poll_schedule(struct cluster *cl, double at);
+
+/* ---- small helpers ---- */
+
+static double wall(void) { return now_wall(); }
+
+static struct cluster *cluster_named(struct daemon *d, const char *name) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, clusters_of(d)) {
+    struct cluster *cl = container_of(pos, struct cluster, link);
+    if (!strcmp(cl->spec->name, name)) return cl;
+  }
+  return NULL;
+}
+
+static void feed(struct service *s, svc_event_type type, int code, int sig, svc_state end, const char *msg) {
+  struct svc_event ev = {.type = type, .code = code, .sig = sig, .end = end, .msg = msg};
+  service_feed(s, &ev);
+}
+
+static void set_error(struct cluster *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct cluster *cl, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (strcmp(msg, cl->error)) log_msg(LOG_WARN, NULL, NULL, NULL, "cluster %s: %s", cl->spec->name, msg);
+  if (!cl->error[0]) cl->error_since = wall();
+  snprintf(cl->error, sizeof cl->error, "%s", msg);
+  cl->errors++;
+}
+
+static void clear_error(struct cluster *cl) {
+  if (cl->error[0]) log_msg(LOG_INFO, NULL, NULL, NULL, "cluster %s: reachable again", cl->spec->name);
+  cl->error[0] = '\0';
+  cl->fails = 0;
+}
+
+/* ---- authentication ---- */
+
+static bool token_fresh(struct cluster *cl) {
+  if (!cl->token) return false;
+  if (!cl->token_exp) return true;
+  double left = cl->token_exp - wall();
+  /* Renew a command's or OAuth's token with a fifth of its life (at least a minute) left. */
+  return left > 60 && left > (cl->spec->auth == AUTH_JWT_KEY ? cl->spec->token_lifespan / 2 : 0);
+}
+
+static void token_set(struct cluster *cl, char *tok) {
+  free(cl->token);
+  cl->token = tok;
+  int64_t exp = 0;
+  cl->token_exp = tok && jwt_exp(tok, &exp) == 0 ? (double)exp : 0;
+}
+
+static char *read_small(const char *path, size_t *len, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  struct buf b = {0};
+  char tmp[4096];
+  size_t n;
+  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < 65536) buf_append(&b, tmp, n);
+  fclose(f);
+  buf_append(&b, "", 1);
+  *len = b.len - 1;
+  return b.data;
+}
+
+static char *trim_token(char *s) {
+  char *p = s;
+  while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+  if (!strncmp(p, "SLURM_JWT=", 10)) p += 10; /* scontrol token's output */
+  size_t l = strcspn(p, " \r\n\t");
+  return l ? strndup(p, l) : NULL;
+}
+
+static void on_cluster_handle_close(uv_handle_t *h);
+
+static void tok_finish(struct cluster *cl) {
+  if (!cl->tok_exited || !cl->tok_eof) return;
+  cl->token_busy = false;
+  buf_append(&cl->tokbuf, "", 1);
+  char *tok = cl->tok_status == 0 ? trim_token(cl->tokbuf.data) : NULL;
+  if (!tok) {
+    char first[120];
+    snprintf(first, sizeof first, "%s", cl->tokbuf.data ? cl->tokbuf.data : "");
+    first[strcspn(first, "\n")] = '\0';
+    set_error(cl, "token_command failed (exit status %lld)%s%s", (long long)cl->tok_status, first[0] ? ": " : "",
+              cl->tok_status ? first : "printed no token");
+    cl->token_retry_at = now_mono() + 5;
+    poll_schedule(cl, cl->token_retry_at);
+  } else {
+    token_set(cl, tok);
+  }
+  buf_free(&cl->tokbuf);
+  uv_close((uv_handle_t *)&cl->tokproc, on_cluster_handle_close);
+  uv_close((uv_handle_t *)&cl->tokout, on_cluster_handle_close);
+  dispatch(cl);
+}
+
+static void on_tok_exit(uv_process_t *p, int64_t status, int sig) {
+  struct cluster *cl = p->data;
+  cl->tok_exited = true;
+  cl->tok_status = sig ? 128 + sig : status;
+  tok_finish(cl);
+}
+
+static void on_tok_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
+  struct cluster *cl = h->data;
+  b->base = cl->d->readbuf;
+  b->len = sizeof cl->d->readbuf;
+}
+
+static void on_tok_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+  struct cluster *cl = st->data;
+  if (n > 0 && cl->tokbuf.len < 65536) buf_append(&cl->tokbuf, b->base, (size_t)n);
+  if (n < 0) {
+    uv_read_stop(st);
+    cl->tok_eof = true;
+    tok_finish(cl);
+  }
+}
+
+static void token_command_start(struct cluster *cl) {
+  uv_pipe_init(cl->d->loop, &cl->tokout, 0);
+  cl->tokout.data = cl;
+  uv_stdio_container_t io[3] = {{.flags = UV_IGNORE},
+                                {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&cl->tokout},
+                                {.flags = UV_INHERIT_FD, .data.fd = 2}};
+  uv_process_options_t o = {.exit_cb = on_tok_exit,
+                            .file = cl->spec->token_command[0],
+                            .args = cl->spec->token_command,
+                            .stdio_count = 3,
+                            .stdio = io};
+  cl->tokproc.data = cl;
+  cl->nhandles++;
+  int rc = uv_spawn(cl->d->loop, &cl->tokproc, &o);
+  if (rc < 0) {
+    set_error(cl, "token_command %s: %s", cl->spec->token_command[0], uv_strerror(rc));
+    cl->nhandles++;
+    uv_close((uv_handle_t *)&cl->tokproc, on_cluster_handle_close);
+    uv_close((uv_handle_t *)&cl->tokout, on_cluster_handle_close);
+    cl->token_retry_at = now_mono() + 5;
+    poll_schedule(cl, cl->token_retry_at);
+    return;
+  }
+  cl->nhandles++;
+  cl->token_busy = true;
+  cl->tok_exited = cl->tok_eof = false;
+  uv_read_start((uv_stream_t *)&cl->tokout, on_tok_alloc, on_tok_read);
+}
+
+static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
+                             sreq_cb done);
+static void enqueue(struct cluster *cl, struct sreq *r, bool front);
+
+static void on_oauth_done(struct sreq *r, bool ok, const char *terr) {
+  struct cluster *cl = r->cl;
+  cl->token_busy = false;
+  json_t *j = ok && r->status == 200 && r->body.data ? json_loadb(r->body.data, r->body.len, 0, NULL) : NULL;
+  const char *tok = json_string_value(json_object_get(j, "access_token"));
+  if (!tok) {
+    const char *e = json_string_value(json_object_get(j, "error"));
+    set_error(cl, "OAuth token request failed: %s", !ok ? terr : e ? e : "no access_token in the reply");
+    cl->token_retry_at = now_mono() + 5;
+    poll_schedule(cl, cl->token_retry_at);
+  } else {
+    token_set(cl, xstrdup(tok));
+    json_t *ein = json_object_get(j, "expires_in");
+    if (!cl->token_exp && json_is_integer(ein)) cl->token_exp = wall() + (double)json_integer_value(ein);
+  }
+  json_decref(j);
+}
+
+/* Make sure a usable token is there, or on its way. Returns true when requests can go. */
+static bool auth_ready(struct cluster *cl) {
+  const struct cluster_spec *k = cl->spec;
+  char err[300];
+  switch (k->auth) {
+  case AUTH_NONE: return true;
+  case AUTH_TOKEN:
+    if (k->token.file) {
+      struct stat st;
+      if (stat(k->token.file, &st) < 0) {
+        set_error(cl, "token file %s: %s", k->token.file, strerror(errno));
+        return cl->token != NULL;
+      }
+      if (!cl->token || st.st_mtime != cl->token_mtime) {
+        size_t len;
+        char *text = read_small(k->token.file, &len, err, sizeof err);
+        if (!text) {
+          set_error(cl, "%s", err);
+        } else {
+          char *t = trim_token(text);
+          free(text);
+          if (t) token_set(cl, t);
+          cl->token_mtime = st.st_mtime;
+        }
+      }
+    } else if (!cl->token && k->token.value) {
+      token_set(cl, xstrdup(k->token.value));
+    }
+    return cl->token != NULL;
+  case AUTH_JWT_KEY:
+    if (!token_fresh(cl)) {
+      size_t len;
+      char *key = read_small(k->jwt_key, &len, err, sizeof err);
+      if (!key) {
+        set_error(cl, "jwt_key: %s", err);
+        return false;
+      }
+      int64_t now = (int64_t)wall();
+      token_set(cl, jwt_mint_hs256(key, len, k->user, now, now + (int64_t)k->token_lifespan));
+      memset(key, 0, len);
+      free(key);
+    }
+    return cl->token != NULL;
+  case AUTH_TOKEN_COMMAND:
+  case AUTH_OAUTH:
+    if (token_fresh(cl)) return true;
+    if (cl->token_busy || now_mono() < cl->token_retry_at) return cl->token != NULL && cl->token_exp > wall();
+    if (k->auth == AUTH_TOKEN_COMMAND) {
+      token_command_start(cl);
+    } else {
+      const char *secret = k->oauth_secret.value;
+      char *fsecret = NULL;
+      if (k->oauth_secret.file) {
+        size_t len;
+        char *t = read_small(k->oauth_secret.file, &len, err, sizeof err);
+        fsecret = t ? trim_token(t) : NULL;
+        free(t);
+        secret = fsecret;
+      }
+      if (!secret) {
+        set_error(cl, "OAuth client secret unavailable");
+        cl->token_retry_at = now_mono() + 5;
+        return false;
+      }
+      CURL *e = curlx_open(err, sizeof err) == 0 ? CX.easy_init() : NULL;
+      if (!e) {
+        free(fsecret);
+        return false;
+      }
+      char *id = CX.easy_escape(e, k->oauth_client_id, 0), *sec = CX.easy_escape(e, secret, 0),
+           *scope = k->oauth_scope ? CX.easy_escape(e, k->oauth_scope, 0) : NULL;
+      char *post = xasprintf("grant_type=client_credentials&client_id=%s&client_secret=%s%s%s", id, sec,
+                             scope ? "&scope=" : "", scope ? scope : "");
+      CX.free(id);
+      CX.free(sec);
+      if (scope) CX.free(scope);
+      CX.easy_cleanup(e);
+      free(fsecret);
+      cl->token_busy = true;
+      struct sreq *r = sreq_new(cl, RQ_TOKEN, "POST", xstrdup(k->oauth_url), post, on_oauth_done);
+      enqueue(cl, r, true);
+    }
+    return cl->token != NULL && cl->token_exp > wall();
+  case AUTH__MAX: break;
+  }
+  return false;
+}
+
+/* ---- requests ---- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg) {
+  struct sreq *r = arg;
+  size_t len = size * n;
+  if (r->body.len + len > BODY_MAX) return 0; /* abort: no sane reply is this big */
+  buf_append(&r->body, p, len);
+  return len;
+}
+
+static void sreq_free(struct sreq *r) {
+  if (r->easy) CX.easy_cleanup(r->easy);
+  if (r->hdrs) CX.slist_free_all(r->hdrs);
+  free(r->path);
+  free(r->post);
+  buf_free(&r->body);
+  free(r);
+}
+
+static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
+                             sreq_cb done) {
+  struct sreq *r = xcalloc(1, sizeof *r);
+  r->cl = cl;
+  r->kind = kind;
+  r->method = method;
+  r->path = path;
+  r->post = post;
+  r->done = done;
+  list_init(&r->link);
+  return r;
+}
+
+static void enqueue(struct cluster *cl, struct sreq *r, bool front) {
+  if (front)
+    list_add_tail(cl->queue.next, &r->link); /* before the first */
+  else
+    list_add_tail(&cl->queue, &r->link);
+  dispatch(cl);
+}
+
+static void on_req_done(struct curlx_req *cx, CURLcode res) {
+  struct sreq *r = container_of(cx, struct sreq, cx);
+  struct cluster *cl = r->cl;
+  list_del(&r->link);
+  cl->inflight--;
+  r->elapsed = now_mono() - r->t0;
+  CX.easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+  cl->bytes_in += r->body.len;
+  char terr[CURL_ERROR_SIZE + 64];
+  bool ok = res == CURLE_OK;
+  if (!ok) snprintf(terr, sizeof terr, "%s", r->errbuf[0] ? r->errbuf : CX.easy_strerror(res));
+  r->done(r, ok, ok ? NULL : terr);
+  sreq_free(r);
+  if (!cl->closing) dispatch(cl);
+}
+
+static void on_pace(uv_timer_t *t) { dispatch(t->data); }
+
+static bool send_one(struct cluster *cl, struct sreq *r) {
+  char err[256];
+  if (curlx_open(err, sizeof err) < 0) {
+    set_error(cl, "%s", err);
+    return false;
+  }
+  const struct cluster_spec *k = cl->spec;
+  r->easy = CX.easy_init();
+  r->cx.done = on_req_done;
+  CURL *e = r->easy;
+  char *url = r->kind == RQ_TOKEN ? xstrdup(r->path) : xasprintf("%s/slurm/v0.0.%d/%s", k->base, r->ver, r->path);
+  CX.easy_setopt(e, CURLOPT_URL, url);
+  free(url);
+  if (k->unix_path && r->kind != RQ_TOKEN) CX.easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, k->unix_path);
+  CX.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  CX.easy_setopt(e, CURLOPT_WRITEDATA, r);
+  CX.easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  CX.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  CX.easy_setopt(e, CURLOPT_USERAGENT, "herd/" HERD_VERSION);
+  CX.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(k->request_timeout * 1000));
+  CX.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  CX.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  CX.easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* gzip when the server offers it */
+  if (r->kind != RQ_TOKEN) {
+    char *h = xasprintf("X-SLURM-USER-NAME: %s", r->job && r->job->s->spec->user ? r->job->s->spec->user : k->user);
+    r->hdrs = CX.slist_append(r->hdrs, h);
+    free(h);
+    if (cl->token) {
+      h = xasprintf("X-SLURM-USER-TOKEN: %s", cl->token);
+      r->hdrs = CX.slist_append(r->hdrs, h);
+      memset(h, 0, strlen(h));
+      free(h);
+    }
+  }
+  if (r->post) {
+    r->hdrs = CX.slist_append(r->hdrs, r->kind == RQ_TOKEN ? "Content-Type: application/x-www-form-urlencoded"
+                                                           : "Content-Type: application/json");
+    CX.easy_setopt(e, CURLOPT_POSTFIELDS, r->post);
+  } else if (strcmp(r->method, "GET")) {
+    CX.easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  }
+  r->hdrs = CX.slist_append(r->hdrs, "Accept: application/json");
+  CX.easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+  r->t0 = now_mono();
+  r->sent = true;
+  cl->requests[r->kind]++;
+  if (curlx_add(e, &r->cx) != CURLM_OK) return false;
+  list_add_tail(&cl->sent, &r->link);
+  cl->inflight++;
+  return true;
+}
+
+static void fail_queued(struct cluster *cl, const char *why) {
+  while (!list_empty(&cl->queue)) {
+    struct sreq *r = container_of(cl->queue.next, struct sreq, link);
+    list_del(&r->link);
+    r->done(r, false, why);
+    sreq_free(r);
+  }
+}
+
+static void probe_next(struct cluster *cl);
+
+/* Send what the rate limit, the in-flight cap, the version and the token allow. */
+static void dispatch(struct cluster *cl) {
+  if (cl->closing) return;
+  while (!list_empty(&cl->queue) && cl->inflight < MAX_INFLIGHT) {
+    struct sreq *r = container_of(cl->queue.next, struct sreq, link);
+    if (r->kind != RQ_TOKEN) {
+      if (!auth_ready(cl)) {
+        if (!cl->token_busy && cl->error[0]) fail_queued(cl, cl->error);
+        return; /* waits for the token */
+      }
+      if (!cl->ver && r->kind != RQ_PING) {
+        if (cl->probe) return; /* waits for the version */
+        probe_next(cl);
+        continue;
+      }
+    }
+    /* Token bucket: rate_limit per second, bursts up to one second's worth. */
+    double now = now_mono(), rate = cl->spec->rate_limit;
+    cl->bucket = fmin(rate, cl->bucket + (now - cl->bucket_at) * rate);
+    cl->bucket_at = now;
+    if (cl->bucket < 1) {
+      timer_arm(cl->d->loop, &cl->pace_timer, on_pace, now + (1 - cl->bucket) / rate);
+      return;
+    }
+    cl->bucket -= 1;
+    list_del(&r->link);
+    if (!r->ver) r->ver = cl->ver;
+    if (!send_one(cl, r)) {
+      r->done(r, false, cl->error[0] ? cl->error : "cannot start the request");
+      sreq_free(r);
+    }
+  }
+}
+
+/* Describe a failed reply for people (never including a secret). */
+/* Whether a Slurm error number means the request never got to a decision: -1 (what 22.05
+ * says for a rejected token and for an unreachable slurmctld alike), the protocol errors
+ * (1000s, e.g. 1007 "Protocol authentication error") and the socket errors (5000s, e.g.
+ * 5005 "Zero Bytes were transmitted or received", a token slurmctld refused on submit).
+ * ESLURM_* job errors (2000 and up) and slurmrestd's parsing errors (9000s) are answers. */
+static bool no_decision(int code) {
+  return code <= 0 || (code >= 1000 && code < 2000) || (code >= 5000 && code < 6000);
+}
+
+static void describe(struct sreq *r, bool ok, const char *terr, const struct slurm_reply *rep, char *out, size_t len) {
+  if (!ok) {
+    snprintf(out, len, "%s", terr);
+  } else if (r->status == 401) {
+    snprintf(out, len, "authentication failed: slurmrestd refused the request (HTTP 401): check auth and user");
+  } else if (r->status >= 500 && (!rep || no_decision(rep->error_code))) {
+    /* slurmrestd 22.05 answers a rejected token and an unreachable slurmctld alike (500,
+     * "Unspecified error"); only the time tells them apart: slurmctld's connect timeout is ~9 s. */
+    if (r->elapsed < 5)
+      snprintf(out, len,
+               "HTTP %ld in %.0f ms: slurmctld rejected the request at once: the token is probably bad or expired "
+               "(%s)",
+               r->status, r->elapsed * 1e3, rep && rep->error[0] ? rep->error : "no detail");
+    else
+      snprintf(out, len, "HTTP %ld after %.1f s: slurmctld unreachable (%s)", r->status, r->elapsed,
+               rep && rep->error[0] ? rep->error : "no detail");
+  } else {
+    snprintf(out, len, "HTTP %ld: %s", r->status, rep && rep->error[0] ? rep->error : "unexpected reply");
+  }
+}
+
+/* ---- version discovery ---- */
+
+static void on_probe(struct sreq *r, bool ok, const char *terr) {
+  struct cluster *cl = r->cl;
+  cl->probe = 0;
+  if (ok && r->status == 404) { /* not served: try the next older one */
+    if (r->ver > SLURM_API_OLDEST + 2) {
+      cl->probe = r->ver - 1;
+      struct sreq *n = sreq_new(cl, RQ_PING, "GET", xstrdup("ping"), NULL, on_probe);
+      n->ver = cl->probe;
+      enqueue(cl, n, true);
+      return;
+    }
+    set_error(cl, "slurmrestd serves no API version herd knows (v0.0.38 to v0.0.%d)", SLURM_API_NEWEST);
+  } else if (ok && r->status != 401 && r->status < 600 && r->status >= 200) {
+    cl->ver = r->ver; /* served (a 500 here means slurmctld trouble, not a missing version) */
+    log_msg(LOG_INFO, NULL, NULL, NULL, "cluster %s: slurmrestd serves API v0.0.%d", cl->spec->name, cl->ver);
+  } else {
+    char why[300];
+    describe(r, ok, terr, NULL, why, sizeof why);
+    set_error(cl, "cannot find the API version: %s", why);
+  }
+  if (!cl->ver) {
+    fail_queued(cl, cl->error);
+    cl->fails++;
+  }
+  dispatch(cl);
+}
+
+static void probe_next(struct cluster *cl) {
+  cl->probe = SLURM_API_NEWEST;
+  struct sreq *r = sreq_new(cl, RQ_PING, "GET", xstrdup("ping"), NULL, on_probe);
+  r->ver = cl->probe;
+  list_add_tail(cl->queue.next, &r->link);
+}
+
+/* ---- job state -> events ---- */
+
+static bool job_is_live(const struct slurm_job *j) {
+  struct slurm_outcome o;
+  slurm_job_outcome(j, &o);
+  return o.phase != SP_ENDED;
+}
+
+static void node_lookup(struct cluster *cl, const char *name);
+
+static const char *node_addr(struct cluster *cl, const char *name) {
+  for (size_t i = 0; i < cl->nnodes; i++)
+    if (!strcmp(cl->nodes[i].name, name)) return cl->nodes[i].addr[0] ? cl->nodes[i].addr : NULL;
+  return NULL;
+}
+
+/* What one listing (or GET job) says of a service's job. */
+static void job_seen(struct sjob *j, const struct slurm_job *sj) {
+  struct service *s = j->s;
+  if (j->ended) return;
+  snprintf(j->state, sizeof j->state, "%s", sj->state);
+  snprintf(j->reason, sizeof j->reason, "%s", sj->reason);
+  snprintf(j->host, sizeof j->host, "%s", sj->batch_host);
+  snprintf(j->desc, sizeof j->desc, "%.159s", sj->description);
+  j->submit_time = sj->submit_time;
+  j->start_time = sj->start_time;
+  j->end_time = sj->end_time;
+  struct slurm_outcome o;
+  slurm_job_outcome(sj, &o);
+  char msg[256];
+  switch (o.phase) {
+  case SP_QUEUED:
+    if (sj->start_time > 0 && sj->start_time > (int64_t)wall()) {
+      char when[32];
+      time_t t = (time_t)sj->start_time;
+      strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", localtime(&t));
+      snprintf(msg, sizeof msg, "job %lld %s, expected start %s", (long long)j->job_id, o.msg, when);
+    } else {
+      snprintf(msg, sizeof msg, "job %lld %s", (long long)j->job_id, o.msg);
+    }
+    if (s->fsm.state == S_PENDING && !s->fsm.submitting) {
+      snprintf(s->reason, sizeof s->reason, "%.127s", msg); /* the queue reason changes; the state does not */
+      break;
+    }
+    feed(s, EV_QUEUED, 0, 0, 0, msg);
+    break;
+  case SP_RUNNING:
+    if (sj->batch_host[0] && !node_addr(j->cl, sj->batch_host)) node_lookup(j->cl, sj->batch_host);
+    snprintf(msg, sizeof msg, "job %lld %.120s on %.100s", (long long)j->job_id, o.msg,
+             sj->batch_host[0] ? sj->batch_host : "?");
+    if (s->fsm.state == S_SUBMITTED || s->fsm.state == S_PENDING || s->fsm.state == S_UNKNOWN) {
+      s->started_wall = sj->start_time > 0 ? (double)sj->start_time : wall();
+      s->started_mono = now_mono() - (wall() - s->started_wall);
+    }
+    feed(s, EV_RUNNING, 0, 0, 0, msg);
+    break;
+  case SP_ENDING: break; /* COMPLETING: the final state follows */
+  case SP_UNKNOWN:
+    snprintf(msg, sizeof msg, "job %lld in a state herd does not know: %s", (long long)j->job_id, sj->state);
+    feed(s, EV_LOST, 0, 0, 0, msg);
+    break;
+  case SP_ENDED:
+    j->ended = true;
+    snprintf(msg, sizeof msg, "job %lld %s", (long long)j->job_id, o.msg);
+    logpipe_note(s, "%s", msg);
+    feed(s, EV_EXIT, o.code, o.sig, o.end, msg);
+    break;
+  }
+}
+
+static void job_gone(struct sjob *j, const char *why) {
+  if (j->ended) return;
+  j->ended = true;
+  char msg[256];
+  snprintf(msg, sizeof msg, "job %lld %s", (long long)j->job_id, why);
+  logpipe_note(j->s, "%s", msg);
+  feed(j->s, EV_EXIT, -1, 0, j->s->fsm.state == S_STOPPING ? S_STOPPED : S_FAILED, msg);
+}
+
+static void on_job_get(struct sreq *r, bool ok, const char *terr) {
+  struct sjob *j = r->job;
+  if (!j) return;
+  j->confirming = false;
+  if (j->job_id != r->job_id || j->ended) return;
+  struct slurm_reply rep;
+  char perr[256];
+  int prc =
+      ok ? slurm_parse_reply(r->ver, SR_JOBS, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr) : -1;
+  if (prc == 0 && rep.error_code == 2017) {
+    job_gone(j, "is gone from Slurm (ended longer ago than MinJobAge, or purged)");
+  } else if (prc == 0 && r->status == 200) {
+    for (size_t i = 0; i < rep.njobs; i++)
+      if ((int64_t)rep.jobs[i].job_id == j->job_id) job_seen(j, &rep.jobs[i]);
+  }
+  if (prc == 0 || ok) slurm_reply_free(&rep);
+}
+
+static void confirm_missing(struct sjob *j) {
+  if (j->confirming || j->ended) return;
+  j->confirming = true;
+  struct sreq *r = sreq_new(j->cl, RQ_JOB, "GET", xasprintf("job/%lld", (long long)j->job_id), NULL, on_job_get);
+  r->job = j;
+  r->job_id = j->job_id;
+  enqueue(j->cl, r, false);
+}
+
+static void on_node(struct sreq *r, bool ok, const char *terr) {
+  struct cluster *cl = r->cl;
+  if (!ok || r->status != 200) return;
+  json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
+  json_t *n = json_array_get(json_object_get(root, "nodes"), 0);
+  const char *name = json_string_value(json_object_get(n, "name"));
+  const char *addr = json_string_value(json_object_get(n, "address"));
+  for (size_t i = 0; name && addr && i < cl->nnodes; i++)
+    if (!strcmp(cl->nodes[i].name, name)) snprintf(cl->nodes[i].addr, sizeof cl->nodes[i].addr, "%s", addr);
+  json_decref(root);
+}
+
+static void node_lookup(struct cluster *cl, const char *name) {
+  for (size_t i = 0; i < cl->nnodes; i++)
+    if (!strcmp(cl->nodes[i].name, name)) return; /* asked already */
+  cl->nodes = xrealloc(cl->nodes, (cl->nnodes + 1) * sizeof *cl->nodes);
+  struct node_addr *n = &cl->nodes[cl->nnodes++];
+  memset(n, 0, sizeof *n);
+  snprintf(n->name, sizeof n->name, "%s", name);
+  enqueue(cl, sreq_new(cl, RQ_NODE, "GET", xasprintf("node/%s", name), NULL, on_node), false);
+}
+
+/* ---- cancel ---- */
+
+static void on_cancel(struct sreq *r, bool ok, const char *terr) {
+  struct cluster *cl = r->cl;
+  struct slurm_reply rep;
+  char perr[256], why[400];
+  int prc =
+      ok ? slurm_parse_reply(r->ver, SR_OTHER, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr) : -1;
+  if (ok && r->status == 200 && prc == 0 && !rep.nerrors) {
+    /* Accepted; the next poll confirms the end. */
+  } else if (prc == 0 && rep.error_code == 2017) {
+    /* Already gone: the poll (and GET job) will say so. */
+  } else {
+    describe(r, ok, terr, prc == 0 ? &rep : NULL, why, sizeof why);
+    log_msg(LOG_WARN, r->job ? r->job->s->spec->name : NULL, NULL, NULL, "cancel of job %lld failed: %s",
+            (long long)r->job_id, why);
+  }
+  if (prc == 0 || ok) slurm_reply_free(&rep);
+  cl->need_full = true;
+  poll_schedule(cl, now_mono() + fmin(cl->spec->poll_interval, 0.2));
+}
+
+static void cancel_job(struct cluster *cl, struct sjob *j, int64_t job_id) {
+  struct sreq *r = sreq_new(cl, RQ_CANCEL, "DELETE", xasprintf("job/%lld", (long long)job_id), NULL, on_cancel);
+  r->job = j;
+  r->job_id = job_id;
+  enqueue(cl, r, true);
+}
+
+void slurm_cancel(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  if (!j) return;
+  if (!j->job_id) {
+    j->cancel_wanted = true; /* the submission is in flight or unconfirmed */
+    return;
+  }
+  if (j->ended) return;
+  logpipe_note(s, "cancelling job %lld", (long long)j->job_id);
+  cancel_job(j->cl, j, j->job_id);
+}
+
+/* ---- polling ---- */
+
+static bool cluster_busy(struct cluster *cl) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &cl->jobs) {
+    struct sjob *j = container_of(pos, struct sjob, link);
+    svc_state st = j->s->fsm.state;
+    if (!j->s->fsm.proc_alive) continue;
+    if (st != S_HEALTHY && st != S_UNHEALTHY) return true; /* something is changing: watch closely */
+  }
+  return false;
+}
+
+static bool cluster_has_jobs(struct cluster *cl) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &cl->jobs) {
+    struct sjob *j = container_of(pos, struct sjob, link);
+    if (j->s->fsm.proc_alive || j->searching) return true;
+  }
+  return false;
+}
+
+static void on_poll_timer(uv_timer_t *t);
+
+static void poll_schedule(struct cluster *cl, double at) {
+  if (cl->closing) return;
+  if (cl->poll) { /* after the one in flight */
+    if (at < cl->next_poll) cl->next_poll = at;
+    return;
+  }
+  if (uv_is_active((uv_handle_t *)&cl->poll_timer) && cl->next_poll <= at) return;
+  cl->next_poll = at;
+  timer_arm(cl->d->loop, &cl->poll_timer, on_poll_timer, at);
+}
+
+static void poll_next(struct cluster *cl) {
+  if (!cluster_has_jobs(cl) && cl->fails == 0) {
+    /* Nothing of ours to watch: stray herd jobs are still looked for, rarely. */
+    poll_schedule(cl, now_mono() + cl->spec->steady_interval);
+    return;
+  }
+  double iv = cluster_busy(cl) ? cl->spec->poll_interval : cl->spec->steady_interval;
+  if (cl->fails) iv = fmin(cl->spec->poll_interval * pow(2, cl->fails), POLL_BACKOFF_MAX);
+  poll_schedule(cl, fmin(cl->next_poll, now_mono() + iv));
+}
+
+static int cmp_job_id(const void *a, const void *b) {
+  uint64_t x = ((const struct slurm_job *)a)->job_id, y = ((const struct slurm_job *)b)->job_id;
+  return x < y ? -1 : x > y;
+}
+
+/* "herd:<id>:<service>:<attempt>": the service and attempt of one of our jobs. */
+static bool parse_tag(struct cluster *cl, const char *comment, char *svc, size_t len, unsigned *attempt) {
+  size_t tl = strlen(cl->tag);
+  if (strncmp(comment, cl->tag, tl)) return false;
+  const char *p = comment + tl, *colon = strrchr(p, ':');
+  if (!colon || (size_t)(colon - p) >= len) return false;
+  memcpy(svc, p, (size_t)(colon - p));
+  svc[colon - p] = '\0';
+  *attempt = (unsigned)strtoul(colon + 1, NULL, 10);
+  return true;
+}
+
+static void stray(struct cluster *cl, const struct slurm_job *sj, const char *why) {
+  double now = now_mono();
+  size_t slot = 0;
+  for (size_t i = 0; i < ARRAY_LEN(cl->stray_id); i++) {
+    if (cl->stray_id[i] == (int64_t)sj->job_id) {
+      if (now - cl->stray_at[i] < 30) return; /* asked recently */
+      slot = i;
+      break;
+    }
+    if (cl->stray_at[i] < cl->stray_at[slot]) slot = i;
+  }
+  cl->stray_id[slot] = (int64_t)sj->job_id;
+  cl->stray_at[slot] = now;
+  log_msg(LOG_INFO, NULL, NULL, NULL, "cluster %s: cancelling job %llu (%s): %s", cl->spec->name,
+          (unsigned long long)sj->job_id, sj->comment, why);
+  cancel_job(cl, NULL, (int64_t)sj->job_id);
+}
+
+static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
+  struct daemon *d = cl->d;
+  /* Ours only: the listing has every user's jobs. */
+  size_t n = 0;
+  for (size_t i = 0; i < rep->njobs; i++)
+    if (!strncmp(rep->jobs[i].comment, cl->tag, strlen(cl->tag))) rep->jobs[n++] = rep->jobs[i];
+  rep->njobs = n;
+  qsort(rep->jobs, n, sizeof *rep->jobs, cmp_job_id);
+  bool *claimed = xcalloc(n + 1, sizeof *claimed);
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &cl->jobs) {
+    struct sjob *j = container_of(pos, struct sjob, link);
+    if (j->job_id) {
+      struct slurm_job key = {.job_id = (uint64_t)j->job_id};
+      struct slurm_job *sj = bsearch(&key, rep->jobs, n, sizeof *rep->jobs, cmp_job_id);
+      if (sj) {
+        claimed[sj - rep->jobs] = true;
+        job_seen(j, sj);
+      } else if (!j->ended) {
+        confirm_missing(j); /* missing from the listing: ask for it before concluding anything */
+      }
+    } else if (j->searching && !j->submit) {
+      /* Did our unconfirmed submission make it? Look for its tag. */
+      struct sjob *found = NULL;
+      for (size_t i = 0; i < n && !found; i++) {
+        char name[128];
+        unsigned att;
+        if (parse_tag(cl, rep->jobs[i].comment, name, sizeof name, &att) && !strcmp(name, j->s->spec->name) &&
+            att == j->s->fsm.attempt) {
+          claimed[i] = true;
+          j->searching = false;
+          j->job_id = (int64_t)rep->jobs[i].job_id;
+          j->ended = false;
+          store_instance_job(d->store, j->s->instance, cl->spec->name, j->job_id);
+          char msg[160];
+          snprintf(msg, sizeof msg, "job %lld found by its tag on cluster %s", (long long)j->job_id, cl->spec->name);
+          logpipe_note(j->s, "%s", msg);
+          found = j;
+          feed(j->s, EV_SUBMITTED, 0, 0, 0, msg);
+          if (j->cancel_wanted) cancel_job(cl, j, j->job_id);
+          job_seen(j, &rep->jobs[i]);
+        }
+      }
+      if (!found) {
+        j->searching = false;
+        feed(j->s, EV_SPAWN_FAILED, -1, 0, 0, "the submission never reached Slurm (no job carries its tag)");
+      }
+    }
+  }
+  /* Herd's jobs that no service claims: left over from a removed service or an old attempt. */
+  for (size_t i = 0; i < n; i++) {
+    if (claimed[i] || !job_is_live(&rep->jobs[i])) continue;
+    char name[128];
+    unsigned att;
+    if (!parse_tag(cl, rep->jobs[i].comment, name, sizeof name, &att)) continue;
+    struct service *s = daemon_find(d, name);
+    struct sjob *j = s ? (struct sjob *)s->job : NULL;
+    if (j && !j->job_id && att == s->fsm.attempt) continue; /* its submit reply is still on its way */
+    if (!s || !s->spec->slurm)
+      stray(cl, &rep->jobs[i], "its service no longer exists");
+    else if (strcmp(s->spec->slurm->cluster, cl->spec->name))
+      stray(cl, &rep->jobs[i], "its service moved to another cluster");
+    else
+      stray(cl, &rep->jobs[i], "not the service's current job (a leftover attempt)");
+  }
+  free(claimed);
+}
+
+static void on_poll(struct sreq *r, bool ok, const char *terr) {
+  struct cluster *cl = r->cl;
+  cl->poll = NULL;
+  cl->polls++;
+  cl->poll_seconds += r->elapsed;
+  struct slurm_reply rep;
+  char perr[256];
+  int prc =
+      ok ? slurm_parse_reply(r->ver, SR_JOBS, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr) : -1;
+  bool good = ok && prc == 0 && (r->status == 200 || r->status == 304) && !(r->status == 200 && rep.nerrors);
+  if (good) {
+    clear_error(cl);
+    if (rep.unchanged) {
+      cl->polls_unchanged++;
+    } else {
+      cl->update_time = rep.last_update > 0 ? rep.last_update : (int64_t)r->job_id; /* the second it was sent */
+      cl->last_full = r->t0;
+      cl->need_full = false;
+      process_listing(cl, &rep);
+    }
+  } else {
+    char why[400];
+    describe(r, ok, terr, prc == 0 ? &rep : NULL, why, sizeof why);
+    if (ok && prc != 0) snprintf(why, sizeof why, "HTTP %ld: %s", r->status, perr);
+    set_error(cl, "%s", why);
+    cl->fails++;
+    cl->need_full = true;
+    char msg[300];
+    snprintf(msg, sizeof msg, "Slurm unreachable: %.270s", why);
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &cl->jobs) {
+      struct sjob *j = container_of(pos, struct sjob, link);
+      if (j->s->fsm.proc_alive && !j->ended) feed(j->s, EV_LOST, 0, 0, 0, msg);
+    }
+  }
+  if (prc == 0 || ok) slurm_reply_free(&rep);
+  cl->next_poll = INFINITY;
+  poll_next(cl);
+}
+
+static void on_poll_timer(uv_timer_t *t) {
+  struct cluster *cl = t->data;
+  if (cl->poll || cl->closing) return;
+  cl->next_poll = INFINITY;
+  double now = now_mono();
+  bool searching = false;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &cl->jobs) {
+    struct sjob *j = container_of(pos, struct sjob, link);
+    searching |= j->searching && !j->submit;
+  }
+  bool full = cl->need_full || !cl->update_time || searching || now - cl->last_full >= cl->spec->full_refresh;
+  char *path = full ? xstrdup("jobs") : xasprintf("jobs?update_time=%lld", (long long)cl->update_time);
+  struct sreq *r = sreq_new(cl, RQ_JOBS, "GET", path, NULL, on_poll);
+  r->job_id = (int64_t)wall(); /* the second this listing was asked for: the next update_time */
+  cl->poll = r;
+  enqueue(cl, r, true);
+}
+
+/* ---- submit ---- */
+
+static void on_submit(struct sreq *r, bool ok, const char *terr) {
+  struct cluster *cl = r->cl;
+  struct sjob *j = r->job;
+  struct slurm_reply rep;
+  char perr[256], why[400];
+  int prc =
+      ok ? slurm_parse_reply(r->ver, SR_SUBMIT, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr)
+         : -1;
+  if (j) j->submit = NULL;
+  int64_t job_id = prc == 0 ? rep.job_id : 0;
+  if (!j) { /* the service went away meanwhile */
+    if (job_id > 0) cancel_job(cl, NULL, job_id);
+  } else if (ok && prc == 0 && r->status == 200 && job_id > 0 && !rep.nerrors) {
+    j->job_id = job_id;
+    j->ended = false;
+    store_instance_job(cl->d->store, j->s->instance, cl->spec->name, job_id);
+    char msg[200];
+    snprintf(msg, sizeof msg, "job %lld on cluster %.60s%s%.100s", (long long)job_id, cl->spec->name,
+             rep.submit_msg[0] ? ": " : "", rep.submit_msg);
+    logpipe_note(j->s, "submitted %s", msg);
+    if (j->cancel_wanted) cancel_job(cl, j, job_id);
+    feed(j->s, EV_SUBMITTED, 0, 0, 0, msg);
+  } else if (ok && prc == 0 &&
+             (job_id > 0 || (r->status >= 400 && r->status < 500 && r->status != 401) ||
+              (r->status >= 500 && !no_decision(rep.error_code)))) {
+    /* Slurm said no (a job it created anyway, as with error 2015, is cancelled). */
+    snprintf(why, sizeof why, "Slurm refused the job: %.340s%s", rep.error[0] ? rep.error : "no reason given",
+             job_id > 0 ? " (its job was cancelled)" : "");
+    if (job_id > 0) cancel_job(cl, NULL, job_id);
+    logpipe_note(j->s, "%s", why);
+    feed(j->s, EV_SPAWN_FAILED, -1, 0, 0, why);
+  } else {
+    /* No answer we can trust: the job may exist. Never submit again blindly: the next
+     * listing looks for this attempt's tag. */
+    describe(r, ok, terr, prc == 0 ? &rep : NULL, why, sizeof why);
+    if (ok && prc != 0 && r->status < 500) snprintf(why, sizeof why, "HTTP %ld: %s", r->status, perr);
+    set_error(cl, "submit: %s", why);
+    j->searching = true;
+    char msg[460];
+    snprintf(msg, sizeof msg, "submission not confirmed: %s", why);
+    cl->need_full = true;
+    feed(j->s, EV_LOST, 0, 0, 0, msg);
+  }
+  if (prc == 0 || ok) slurm_reply_free(&rep);
+  poll_schedule(cl, now_mono() + cl->spec->poll_interval);
+}
+
+static void json_env(json_t *env, const char *kv) {
+  const char *eq = strchr(kv, '=');
+  if (!eq) return;
+  char *k = strndup(kv, (size_t)(eq - kv));
+  json_object_set_new(env, k, json_string(eq + 1));
+  free(k);
+}
+
+void slurm_submit(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  if (!j) {
+    feed(s, EV_SPAWN_FAILED, -1, 0, 0, "no such cluster");
+    return;
+  }
+  struct cluster *cl = j->cl;
+  const struct spec *sp = s->spec;
+  const struct slurm_spec *k = sp->slurm;
+  struct daemon *d = s->d;
+  j->job_id = 0;
+  j->ended = j->searching = j->cancel_wanted = false;
+  j->state[0] = j->reason[0] = j->host[0] = '\0';
+  s->port = sp->endpoint.set ? sp->endpoint.port : 0;
+  s->pid = 0;
+  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, wall(), NULL, s->port);
+  store_instance_job(d->store, s->instance, cl->spec->name, 0);
+  s->started_wall = wall();
+  s->started_mono = now_mono();
+
+  json_t *env = json_object();
+  json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
+  for (char **e = sp->env; e && *e; e++) json_env(env, *e);
+  json_object_set_new(env, "HERD_SERVICE", json_string(sp->name));
+  json_object_set_new(env, "HERD_ATTEMPT", json_integer(s->fsm.attempt));
+  if (s->port) {
+    json_object_set_new(env, "HERD_PORT", json_integer(s->port));
+    if (!json_object_get(env, "PORT")) json_object_set_new(env, "PORT", json_integer(s->port));
+  }
+  const char *cwd = sp->cwd ? sp->cwd : cl->spec->cwd;
+  char *name = xasprintf("%s.%s", cl->spec->job_prefix, sp->name);
+  char *tag = xasprintf("%s%s:%u", cl->tag, sp->name, s->fsm.attempt);
+  json_t *job = json_pack("{s:s,s:s,s:s,s:o,s:i}", "name", name, "comment", tag, "current_working_directory", cwd,
+                          "environment", env, "tasks", 1);
+  if (cl->spec->mcs_label) json_object_set_new(job, "mcs_label", json_string(tag));
+  if (k->partition) json_object_set_new(job, "partition", json_string(k->partition));
+  if (k->time_limit) json_object_set_new(job, "time_limit", json_integer(k->time_limit));
+  json_object_set_new(job, "nodes", json_string(k->nodes ? k->nodes : "1"));
+  if (k->cpus_per_task) json_object_set_new(job, "cpus_per_task", json_integer(k->cpus_per_task));
+  if (k->memory_mb) json_object_set_new(job, "memory_per_node", json_integer((json_int_t)k->memory_mb));
+  if (k->gres) json_object_set_new(job, cl->ver >= 39 ? "tres_per_node" : "gres", json_string(k->gres));
+  if (k->account) json_object_set_new(job, "account", json_string(k->account));
+  if (k->qos) json_object_set_new(job, "qos", json_string(k->qos));
+  char *out = k->output ? xstrdup(k->output) : xasprintf("%s/%s-%%j.out", cwd, name);
+  json_object_set_new(job, "standard_output", json_string(out));
+  if (k->error) json_object_set_new(job, "standard_error", json_string(k->error));
+  json_t *body = json_pack("{s:s,s:o}", "script", k->script, "job", job);
+  char *post = json_dumps(body, JSON_COMPACT);
+  json_decref(body);
+  free(out);
+  free(name);
+  free(tag);
+  logpipe_note(s, "submitting attempt %u to cluster %s", s->fsm.attempt, cl->spec->name);
+  struct sreq *r = sreq_new(cl, RQ_SUBMIT, "POST", xstrdup("job/submit"), post, on_submit);
+  r->job = j;
+  j->submit = r;
+  enqueue(cl, r, false);
+}
+
+/* ---- services ---- */
+
+void slurm_attach(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  struct cluster *cl = s->spec->slurm ? cluster_named(s->d, s->spec->slurm->cluster) : NULL;
+  if (j && j->cl == cl) return;
+  if (j && !cl) {
+    slurm_detach(s);
+    return;
+  }
+  if (!cl) return;
+  if (!j) {
+    j = xcalloc(1, sizeof *j);
+    j->s = s;
+    s->job = (struct sjob *)j;
+  } else {
+    list_del(&j->link);
+  }
+  j->cl = cl;
+  list_add_tail(&cl->jobs, &j->link);
+}
+
+static void drop_refs(struct list *l, struct sjob *j) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, l) {
+    struct sreq *r = container_of(pos, struct sreq, link);
+    if (r->job == j) r->job = NULL;
+  }
+}
+
+void slurm_detach(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  if (!j) return;
+  drop_refs(&j->cl->queue, j);
+  drop_refs(&j->cl->sent, j);
+  list_del(&j->link);
+  free(j);
+  s->job = NULL;
+}
+
+void slurm_resume(struct service *s, int64_t job_id) {
+  struct sjob *j = (struct sjob *)s->job;
+  if (!j) return;
+  j->job_id = job_id;
+  j->searching = job_id == 0;
+  j->cl->need_full = true;
+  if (j->searching) s->fsm.submitting = true;
+  poll_schedule(j->cl, now_mono());
+}
+
+const char *slurm_endpoint_host(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  if (!j || !j->host[0]) return "127.0.0.1";
+  const char *a = node_addr(j->cl, j->host);
+  return a ? a : j->host;
+}
+
+json_t *slurm_service_json(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  if (!j) return NULL;
+  json_t *o = json_pack("{s:s}", "cluster", j->cl->spec->name);
+  if (j->job_id) json_object_set_new(o, "job_id", json_integer(j->job_id));
+  if (j->state[0]) json_object_set_new(o, "job_state", json_string(j->state));
+  if (j->reason[0]) json_object_set_new(o, "reason", json_string(j->reason));
+  if (j->desc[0]) json_object_set_new(o, "description", json_string(j->desc));
+  if (j->host[0]) {
+    json_object_set_new(o, "node", json_string(j->host));
+    json_object_set_new(o, "host", json_string(slurm_endpoint_host(s)));
+  }
+  if (j->submit_time) json_object_set_new(o, "submit_time", json_integer(j->submit_time));
+  if (j->start_time) json_object_set_new(o, "start_time", json_integer(j->start_time));
+  if (j->end_time) json_object_set_new(o, "end_time", json_integer(j->end_time));
+  if (j->searching) json_object_set_new(o, "searching", json_true());
+  return o;
+}
+
+/* ---- clusters ---- */
+
+static struct list *clusters_of(struct daemon *d) { return &d->clusters; }
+
+static void on_cluster_handle_close(uv_handle_t *h) {
+  struct cluster *cl = h->data;
+  if (--cl->nhandles == 0) {
+    cluster_spec_free(cl->spec);
+    cluster_spec_free(cl->next_spec);
+    free(cl->token);
+    free(cl->nodes);
+    free(cl);
+  }
+}
+
+static struct cluster *cluster_new(struct daemon *d, struct cluster_spec *k) {
+  struct cluster *cl = xcalloc(1, sizeof *cl);
+  cl->d = d;
+  cl->spec = k;
+  cl->ver = k->api_version;
+  list_init(&cl->jobs);
+  list_init(&cl->queue);
+  list_init(&cl->sent);
+  uv_timer_init(d->loop, &cl->poll_timer);
+  uv_timer_init(d->loop, &cl->pace_timer);
+  cl->poll_timer.data = cl->pace_timer.data = cl;
+  cl->nhandles = 2;
+  cl->bucket = k->rate_limit;
+  cl->bucket_at = now_mono();
+  cl->next_poll = INFINITY;
+  snprintf(cl->tag, sizeof cl->tag, "herd:%s:", d->herd_id);
+  list_add_tail(&d->clusters, &cl->link);
+  poll_schedule(cl, now_mono());
+  return cl;
+}
+
+void slurm_init(struct daemon *d, struct cluster_spec **specs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    cluster_new(d, specs[i]);
+    specs[i] = NULL;
+  }
+}
+
+void slurm_reload(struct daemon *d, struct cluster_spec **specs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    struct cluster *cl = cluster_named(d, specs[i]->name);
+    if (!cl) {
+      cluster_new(d, specs[i]);
+    } else if (strcmp(cl->spec->canon, specs[i]->canon)) {
+      /* New settings take effect for the next request; jobs and their watch go on. */
+      cluster_spec_free(cl->next_spec);
+      cl->next_spec = cl->spec;
+      cl->spec = specs[i];
+      cl->ver = specs[i]->api_version;
+      free(cl->token);
+      cl->token = NULL;
+      cl->token_exp = 0;
+      cl->need_full = true;
+      log_info("cluster %s: settings changed", cl->spec->name);
+    } else {
+      cluster_spec_free(specs[i]);
+    }
+    specs[i] = NULL;
+  }
+}
+
+size_t slurm_cluster_specs(struct daemon *d, struct cluster_spec **out, size_t max) {
+  size_t n = 0;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->clusters) {
+    if (n < max) out[n++] = container_of(pos, struct cluster, link)->spec;
+  }
+  return n;
+}
+
+const struct cluster_spec *slurm_cluster_find(struct daemon *d, const char *name) {
+  struct cluster *cl = cluster_named(d, name);
+  return cl ? cl->spec : NULL;
+}
+
+void slurm_close(struct daemon *d) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->clusters) {
+    struct cluster *cl = container_of(pos, struct cluster, link);
+    cl->closing = true;
+    list_del(&cl->link);
+    struct list *p2, *t2;
+    list_for_each_safe(p2, t2, &cl->sent) {
+      struct sreq *r = container_of(p2, struct sreq, link);
+      list_del(&r->link);
+      curlx_remove(r->easy);
+      sreq_free(r);
+    }
+    list_for_each_safe(p2, t2, &cl->queue) {
+      struct sreq *r = container_of(p2, struct sreq, link);
+      list_del(&r->link);
+      sreq_free(r);
+    }
+    list_for_each_safe(p2, t2, &cl->jobs) {
+      struct sjob *j = container_of(p2, struct sjob, link);
+      list_del(&j->link);
+      list_init(&j->link);
+    }
+    if (cl->token_busy && cl->spec->auth == AUTH_TOKEN_COMMAND) uv_process_kill(&cl->tokproc, SIGKILL);
+    uv_close((uv_handle_t *)&cl->poll_timer, on_cluster_handle_close);
+    uv_close((uv_handle_t *)&cl->pace_timer, on_cluster_handle_close);
+  }
+}
+
+json_t *slurm_clusters_json(struct daemon *d) {
+  static const char *const auth_names[] = {[AUTH_NONE] = "none",
+                                           [AUTH_TOKEN] = "token",
+                                           [AUTH_TOKEN_COMMAND] = "token_command",
+                                           [AUTH_JWT_KEY] = "jwt_key",
+                                           [AUTH_OAUTH] = "oauth_client_credentials"};
+  json_t *a = json_array();
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->clusters) {
+    struct cluster *cl = container_of(pos, struct cluster, link);
+    json_t *req = json_object();
+    uint64_t total = 0;
+    for (int i = 0; i < RQ__MAX; i++) {
+      json_object_set_new(req, rq_names[i], json_integer((json_int_t)cl->requests[i]));
+      total += cl->requests[i];
+    }
+    json_object_set_new(req, "total", json_integer((json_int_t)total));
+    size_t njobs = 0;
+    struct list *p2, *t2;
+    list_for_each_safe(p2, t2, &cl->jobs) njobs++;
+    char ver[16] = "";
+    if (cl->ver) snprintf(ver, sizeof ver, "v0.0.%d", cl->ver);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:o,s:I,s:I,s:I,s:I,s:f}", "name", cl->spec->name, "url",
+                          cl->spec->url, "user", cl->spec->user, "auth", auth_names[cl->spec->auth], "api_version",
+                          cl->ver ? ver : "auto (not known yet)", "services", (int)njobs, "requests", req, "polls",
+                          (json_int_t)cl->polls, "polls_unchanged", (json_int_t)cl->polls_unchanged, "bytes_in",
+                          (json_int_t)cl->bytes_in, "errors", (json_int_t)cl->errors, "poll_seconds", cl->poll_seconds);
+    json_object_set_new(o, "reachable", json_boolean(!cl->error[0]));
+    if (cl->error[0]) {
+      json_object_set_new(o, "error", json_string(cl->error));
+      json_object_set_new(o, "error_since", json_real(cl->error_since));
+    }
+    json_array_append_new(a, o);
+  }
+  return a;
+}

@@ -1,0 +1,174 @@
+"""The Slurm backend end to end, against a real single-node Slurm 22.05 (munged, slurmctld,
+slurmd, slurmrestd with JWT) that this suite starts and stops (tests/e2e/slurm.py): a job
+serving HTTP becomes HEALTHY through its check; stop cancels it; exit codes, Slurm's own
+refusals, time limits; slurmrestd dying mid-run (UNKNOWN, then back, no resubmission); a
+bad token; kill -9 of herd and re-adoption without a duplicate; a job that is not herd's is
+never touched."""
+import json
+import os
+import signal
+import sys
+import time
+
+from harness import SanitizedSuiteTest, first_event, main, wait_service, wait_until
+from servers import free_port
+import slurm
+
+CLUSTER = None
+
+
+def setUpModule():
+    global CLUSTER
+    ok, why = slurm.cluster_available()
+    if not ok:
+        raise RuntimeError("the Slurm tests need a real Slurm: " + why)
+    CLUSTER = slurm.SlurmCluster()
+    CLUSTER.start()
+
+
+def tearDownModule():
+    if CLUSTER:
+        CLUSTER.stop()
+
+
+def cluster_cfg(**kw):
+    c = {"name": "test", "url": CLUSTER.url, "user": "root", "api_version": "auto",
+         "auth": {"jwt_key": CLUSTER.jwt_key}, "cwd": CLUSTER.jobs_dir,
+         "poll_interval": "500ms", "steady_interval": "2s"}
+    c.update(kw)
+    return c
+
+
+def job_svc(name, **kw):
+    s = {"name": name, "backend": "slurm", "cluster": "test", "restart": "never"}
+    s.update(kw)
+    return s
+
+
+def http_svc(name, port, **kw):
+    return job_svc(name, command=["/usr/bin/python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                   endpoint={"port": port, "protocol": "http"},
+                   check={"type": "http", "path": "/", "interval": "200ms", "timeout": "1s"},
+                   start_timeout="60s", **kw)
+
+
+class SlurmTest(SanitizedSuiteTest):
+    def setUp(self):
+        super().setUp()
+        CLUSTER.cancel_all()
+
+    def write(self, services, clusters=None):
+        self.d.write_config(json.dumps({"clusters": clusters or [cluster_cfg()], "services": services}))
+
+    def clusters(self):
+        return self.d.request("GET", "/v1/clusters")[1]["clusters"]
+
+    def herd_jobs(self, name=None):
+        return [j for j in CLUSTER.squeue() if j[3].startswith("herd:") and (name is None or (":%s:" % name) in j[3])]
+
+
+class TestSlurmLifecycle(SlurmTest):
+    def test_http_job_healthy_outage_readoption_and_stop(self):
+        port = free_port()
+        # A job that is not herd's, on the same cluster: never touched.
+        ext = CLUSTER.submit("sleep 600", name="not-herd", time_limit=10)
+        self.write([http_svc("web", port)])
+        self.d.start()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=60, what="HEALTHY")
+        job = s["slurm"]["job_id"]
+        self.assertEqual(s["slurm"]["job_state"], "RUNNING")
+        self.assertEqual(s["slurm"]["node"], CLUSTER.host)
+        evs = [e["to"] for e in self.d.events(service="web")]
+        self.assertIn("SUBMITTED", evs)
+        self.assertLess(evs.index("SUBMITTED"), evs.index("STARTING"))
+        self.assertEqual(len(self.herd_jobs("web")), 1)
+        # The comment tag and the job name say whose it is.
+        rec = CLUSTER.job(job)
+        self.assertTrue(rec["comment"].startswith("herd:") and rec["comment"].endswith(":web:1"), rec["comment"])
+        self.assertEqual(rec["name"], "herd.web")
+
+        # slurmrestd dies: UNKNOWN with the error, nothing cancelled or resubmitted.
+        CLUSTER.stop_restd()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "UNKNOWN", timeout=30, what="UNKNOWN")
+        self.assertIn("Slurm unreachable", s["reason"])
+        cl = self.clusters()[0]
+        self.assertFalse(cl["reachable"])
+        self.assertIn("error", cl)
+        time.sleep(2)
+        CLUSTER.start_restd()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=60, what="HEALTHY again")
+        self.assertEqual(s["slurm"]["job_id"], job, "the same job, not a new one")
+        self.assertEqual(s["attempt"], 1)
+        self.assertEqual(len(self.herd_jobs("web")), 1)
+        self.assertTrue(self.clusters()[0]["reachable"])
+
+        # kill -9 of herd, then a new daemon on the same state: the job is re-adopted.
+        self.d.kill9()
+        self.d.start()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY" and s["slurm"].get("job_state") == "RUNNING",
+                         timeout=60, what="HEALTHY after restart")
+        self.assertEqual(s["slurm"]["job_id"], job)
+        self.assertEqual(len(self.herd_jobs("web")), 1, "no duplicate submission")
+        subs = self.clusters()[0]["requests"]["submit"]
+        self.assertEqual(subs, 0, "the restarted daemon submitted nothing")
+
+        # Stop: the job is cancelled, the state is STOPPED once Slurm confirms.
+        self.d.cli("stop", "web", "--wait", "--timeout", "30", check=True)
+        s = self.d.service("web")
+        self.assertEqual(s["state"], "STOPPED")
+        rec = CLUSTER.job(job)
+        self.assertIn(rec["job_state"], ("CANCELLED", "COMPLETING"))
+        # The outsider's job is still there, untouched.
+        self.assertEqual(CLUSTER.job(ext)["job_state"], "RUNNING")
+        CLUSTER.cancel(ext)
+        # One poll per tick for the whole cluster, never one per service.
+        cl = self.clusters()[0]
+        self.assertGreater(cl["polls"], 0)
+        self.assertLessEqual(cl["requests"]["job"], 3)
+
+
+class TestSlurmEnds(SlurmTest):
+    def test_exit_code_refusal_and_bad_token(self):
+        self.write([
+            job_svc("three", script="#!/bin/sh\nexit 3\n"),
+            job_svc("huge", command=["sleep", "60"], cpus_per_task=64),
+        ])
+        self.d.start()
+        s = wait_service(self.d, "three", lambda s: s["state"] == "FAILED", timeout=60, what="FAILED")
+        self.assertIn("exit code 3", s["reason"])
+        self.assertEqual(s["last_exit"]["code"], 3)
+        s = wait_service(self.d, "huge", lambda s: s["state"] == "FAILED", timeout=30, what="FAILED")
+        self.assertIn("Slurm refused the job", s["reason"])
+        self.assertIn("partition configuration", s["last_error"])
+        wait_until(lambda: not [j for j in self.herd_jobs("huge") if j[2] in ("PENDING", "RUNNING")], timeout=20,
+                   what="the refused job cancelled")
+
+    def test_bad_token(self):
+        bad = os.path.join(self.d.root, "bad.key")
+        with open(bad, "wb") as f:
+            f.write(os.urandom(32))
+        self.write([job_svc("t", command=["sleep", "60"])],
+                   clusters=[cluster_cfg(auth={"jwt_key": bad}, api_version="v0.0.38")])
+        self.d.start()
+        s = wait_service(self.d, "t", lambda s: s["state"] == "UNKNOWN", timeout=30, what="UNKNOWN")
+        self.assertIn("token", s["reason"])
+        cl = self.clusters()[0]
+        self.assertIn("token is probably bad", cl["error"])
+        # Secrets never show: no JWT (they all start with the same header) in the log,
+        # the service or the cluster view.
+        for text in (self.d.log(), json.dumps(self.d.service("t")), json.dumps(self.clusters())):
+            self.assertNotIn("eyJhbGci", text)
+        self.assertEqual(self.herd_jobs("t"), [])
+
+
+class TestSlurmTimeLimit(SlurmTest):
+    def test_time_limit_is_timeout(self):
+        self.write([job_svc("slow", command=["sleep", "1000"], time_limit="1m")])
+        self.d.start()
+        wait_service(self.d, "slow", lambda s: s["state"] in ("STARTING", "HEALTHY"), timeout=60, what="running")
+        s = wait_service(self.d, "slow", lambda s: s["state"] == "TIMEOUT", timeout=150, what="TIMEOUT")
+        self.assertIn("TIMEOUT", s["reason"])
+
+
+if __name__ == "__main__":
+    main()
