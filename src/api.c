@@ -405,6 +405,21 @@ void api_start(struct daemon *d, struct conn *c, struct request *r, const char *
   act(d, c, r, name, service_start, WAIT_HEALTHY);
 }
 void api_stop(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  char dbuf[32];
+  const char *delay = req_query(r, "delay", dbuf, sizeof dbuf);
+  if (delay) { /* Blackfish's stop(delay): stop later, unless started again meanwhile */
+    double secs;
+    if (duration_parse(delay, &secs) < 0 || secs > 30 * 86400.0) {
+      conn_error(c, 400, "bad_delay", NULL, "delay \"%s\" is not a duration (up to 30 days)", delay);
+      return;
+    }
+    struct service *s = find_or_404(d, c, name);
+    if (!s) return;
+    daemon_stop_later(d, s, secs);
+    json_t *o = json_pack("{s:o,s:f}", "service", service_json(s), "stop_at", now_wall() + secs);
+    conn_reply(c, 202, o);
+    return;
+  }
   act(d, c, r, name, service_stop, WAIT_STOPPED);
 }
 void api_restart(struct daemon *d, struct conn *c, struct request *r, const char *name) {

@@ -377,12 +377,22 @@ static json_t *expand(struct cli *cli, int argc, char **argv, int *code) {
 static int act(struct cli *cli, int argc, char **argv, const char *verb, const char *target) {
   bool wait = false;
   double timeout = 60;
-  static const struct option opts[] = {
-      {"wait", no_argument, 0, 'w'}, {"timeout", required_argument, 0, 't'}, {0, 0, 0, 0}};
+  const char *delay = NULL;
+  static const struct option opts[] = {{"wait", no_argument, 0, 'w'},
+                                       {"timeout", required_argument, 0, 't'},
+                                       {"delay", required_argument, 0, 'd'},
+                                       {0, 0, 0, 0}};
   int ch;
   optind = 1;
-  while ((ch = getopt_long(argc, argv, "wt:", opts, NULL)) != -1) {
-    if (ch == 'w')
+  while ((ch = getopt_long(argc, argv, "wt:d:", opts, NULL)) != -1) {
+    if (ch == 'd') {
+      double secs;
+      if (strcmp(verb, "stop") || duration_parse(optarg, &secs) < 0) {
+        fprintf(stderr, "herd: --delay takes a duration, with stop only\n");
+        return HERD_EXIT_USAGE;
+      }
+      delay = optarg;
+    } else if (ch == 'w')
       wait = true;
     else if (ch == 't') {
       if (duration_parse(optarg, &timeout) < 0) {
@@ -406,7 +416,8 @@ static int act(struct cli *cli, int argc, char **argv, const char *verb, const c
   json_t *n;
   /* Act on all first, so they proceed in parallel; then wait for each. */
   json_array_foreach(names, i, n) {
-    char *t = xasprintf("/v1/services/%s/%s", json_string_value(n), verb);
+    char *t = delay ? xasprintf("/v1/services/%s/%s?delay=%s", json_string_value(n), verb, delay)
+                    : xasprintf("/v1/services/%s/%s", json_string_value(n), verb);
     int status;
     json_t *o = call(cli, "POST", t, NULL, 0, &status, &code);
     free(t);
@@ -416,6 +427,8 @@ static int act(struct cli *cli, int argc, char **argv, const char *verb, const c
     }
     if (code)
       print_error(o, NULL), rc = code;
+    else if (delay)
+      printf("%s: stopping in %s\n", json_string_value(n), delay);
     else if (!wait)
       printf("%s: %s\n", json_string_value(n),
              json_string_value(json_object_get(json_object_get(o, "service"), "state")));

@@ -20,6 +20,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+struct delayed_stop {
+  struct list link;
+  char *name;
+  double at; /* monotonic */
+};
+
 static bool finishing;
 
 static int mkdirs(const char *path, mode_t mode) {
@@ -56,6 +62,13 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->sig_int, on_close_noop);
   uv_close((uv_handle_t *)&d->sig_hup, on_close_noop);
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
+  uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
+  while (!list_empty(&d->delayed)) {
+    struct delayed_stop *x = container_of(d->delayed.next, struct delayed_stop, link);
+    list_del(&x->link);
+    free(x->name);
+    free(x);
+  }
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->watches) list_del(pos);
   list_for_each_safe(pos, tmp, &d->services) {
@@ -97,6 +110,55 @@ void daemon_shutdown(struct daemon *d) {
   d->deps_dirty = true;
   deps_reconcile(d);
   daemon_check_idle(d);
+}
+
+static void on_delay_timer(uv_timer_t *t);
+
+static void delay_rearm(struct daemon *d) {
+  if (list_empty(&d->delayed)) {
+    uv_timer_stop(&d->delay_timer);
+    return;
+  }
+  timer_arm(d->loop, &d->delay_timer, on_delay_timer, container_of(d->delayed.next, struct delayed_stop, link)->at);
+}
+
+void daemon_cancel_stop_later(struct daemon *d, struct service *s) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->delayed) {
+    struct delayed_stop *x = container_of(pos, struct delayed_stop, link);
+    if (strcmp(x->name, s->spec->name)) continue;
+    list_del(&x->link);
+    free(x->name);
+    free(x);
+  }
+  delay_rearm(d);
+}
+
+void daemon_stop_later(struct daemon *d, struct service *s, double delay) {
+  daemon_cancel_stop_later(d, s);
+  struct delayed_stop *x = xcalloc(1, sizeof *x);
+  x->name = xstrdup(s->spec->name);
+  x->at = now_mono() + delay;
+  struct list *pos = d->delayed.next;
+  while (pos != &d->delayed && container_of(pos, struct delayed_stop, link)->at <= x->at) pos = pos->next;
+  list_add_tail(pos, &x->link); /* before the first later one */
+  log_msg(LOG_INFO, s->spec->name, NULL, NULL, "will stop in %.3gs", delay);
+  delay_rearm(d);
+}
+
+static void on_delay_timer(uv_timer_t *t) {
+  struct daemon *d = container_of(t, struct daemon, delay_timer);
+  double now = now_mono();
+  while (!list_empty(&d->delayed)) {
+    struct delayed_stop *x = container_of(d->delayed.next, struct delayed_stop, link);
+    if (x->at > now) break;
+    list_del(&x->link);
+    struct service *s = daemon_find(d, x->name); /* by name: it may have been removed */
+    if (s && !s->removing) service_stop(s);
+    free(x->name);
+    free(x);
+  }
+  delay_rearm(d);
 }
 
 void daemon_boot_begin(struct daemon *d) { d->booting = true; }
@@ -383,6 +445,7 @@ int daemon_run(const struct daemon_opts *o) {
   list_init(&d->dying);
   list_init(&d->watches);
   list_init(&d->clusters);
+  list_init(&d->delayed);
   d->start_mono = now_mono();
   d->start_wall = now_wall();
   d->seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(d->start_wall * 1e6);
@@ -490,6 +553,7 @@ int daemon_run(const struct daemon_opts *o) {
   free(hid);
   slurm_init(d, cfgset.clusters, cfgset.nclusters);
   cfgset.nclusters = 0;
+  uv_timer_init(d->loop, &d->delay_timer);
   uv_prepare_init(d->loop, &d->flush);
   d->flush.data = d;
   uv_prepare_start(&d->flush, on_flush);

@@ -336,6 +336,7 @@ void service_want_up(struct service *s, const char *why) {
 }
 
 void service_start(struct service *s) {
+  daemon_cancel_stop_later(s->d, s);
   store_set_wanted(s->d->store, s->spec->name, "up");
   service_want_up(s, NULL);
 }
@@ -356,6 +357,7 @@ void service_stop(struct service *s) {
 }
 
 void service_restart(struct service *s) {
+  daemon_cancel_stop_later(s->d, s);
   store_set_wanted(s->d->store, s->spec->name, "up");
   service_event(s, EV_RESTART, 0, 0, NULL);
 }

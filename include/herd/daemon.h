@@ -59,7 +59,9 @@ struct daemon {
   bool finish_pending;  /* shutting down and idle: tear down at the end of this loop turn */
   bool booting;         /* creating services (start-up, reload): starts wait until all exist */
   struct list clusters; /* Slurm clusters (slurm.c) */
-  char herd_id[17];     /* this state dir's identity: tags the Slurm jobs herd submits */
+  struct list delayed;  /* stops asked for later (stop --delay), soonest first */
+  uv_timer_t delay_timer;
+  char herd_id[17]; /* this state dir's identity: tags the Slurm jobs herd submits */
 };
 
 struct proc; /* one spawned instance's process handle (proc.c) */
@@ -157,6 +159,10 @@ void daemon_check_idle(struct daemon *d);
 int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary);
 /** Check depends_on across all services, with `extra` added or replacing same-named ones. */
 int daemon_validate_deps(struct daemon *d, struct spec **extra, size_t nextra, struct cfg_errors *errs);
+/** Stop the service `delay` seconds from now (a later request replaces it; a start or
+ *  restart cancels it). */
+void daemon_stop_later(struct daemon *d, struct service *s, double delay);
+void daemon_cancel_stop_later(struct daemon *d, struct service *s);
 /** Begin an orderly shutdown (stop all services, then exit). */
 void daemon_shutdown(struct daemon *d);
 /** Exit without stopping services: the next daemon re-adopts them. */

@@ -94,6 +94,28 @@ class GraceKill(SuiteTest):
         self.assertEqual(pids_in_pgid(pid), [])
         self.assertEqual(len(group_members(s["pid"])), 2)
 
+    def test_stop_delay(self):
+        """stop --delay S (Blackfish's stop(delay)): the service stops S later, not now; a start
+        in between cancels it; a bad delay is a 400."""
+        self.d.write_config([{"name": "a", "command": ["sleep", "1000"], "ready_after": 0},
+                             {"name": "b", "command": ["sleep", "1000"], "ready_after": 0}])
+        self.d.start()
+        self.d.wait_state("a", "HEALTHY")
+        self.d.wait_state("b", "HEALTHY")
+        t0 = time.time()
+        r = self.d.cli("stop", "a", "b", "--delay", "1.5s", check=True)
+        self.assertIn("stopping in 1.5s", r.stdout)
+        time.sleep(0.5)
+        self.assertEqual(self.d.service("a")["state"], "HEALTHY", "not stopped before the delay")
+        self.d.cli("start", "b", check=True)  # cancels b's delayed stop
+        self.d.wait_state("a", "STOPPED", timeout=5)
+        self.assertGreaterEqual(time.time() - t0, 1.4)
+        time.sleep(1.5)
+        self.assertEqual(self.d.service("b")["state"], "HEALTHY", "a start cancels a delayed stop")
+        st, body = self.d.request("POST", "/v1/services/b/stop?delay=soon")
+        self.assertEqual(st, 400)
+        self.assertEqual(body["error"]["code"], "bad_delay")
+
     def test_custom_stop_signal(self):
         script = "trap '' TERM; trap 'echo got-INT; exit 0' INT; while :; do sleep 0.05; done"
         self.d.write_config([{"name": "intme", "command": ["/bin/sh", "-c", script], "ready_after": 0,
