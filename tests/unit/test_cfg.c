@@ -124,11 +124,80 @@ static void test_scalars(void) {
         "signals");
 }
 
+/* Slurm clusters and services: values, the generated script, and errors that say where. */
+static void test_slurm(void) {
+  const char *ok = "{\"clusters\": [{\"name\": \"c\", \"url\": \"unix:/run/slurmrestd.sock\", \"user\": \"svc\",\n"
+                   "  \"auth\": {\"token\": \"abc\"}, \"api_version\": \"v0.0.39\", \"cwd\": \"/scratch\"}],\n"
+                   " \"services\": [{\"name\": \"llm\", \"backend\": \"slurm\", \"cluster\": \"c\",\n"
+                   "  \"command\": [\"vllm\", \"serve\", \"it's\"], \"time_limit\": \"90s\", \"memory\": \"4G\",\n"
+                   "  \"container\": {\"runtime\": \"apptainer\", \"image\": \"/i.sif\", \"gpu\": true, \"binds\": "
+                   "[\"/m\"]},\n"
+                   "  \"endpoint\": {\"port\": 8000}, \"queue_timeout\": \"1h\"}]}";
+  struct spec_set set = {0};
+  struct cfg_errors e = parse(ok, &set);
+  CHECK(e.n == 0, "valid slurm config: %zu errors (%s)", e.n, e.n ? e.v[0].msg : "");
+  CHECK(set.n == 1 && set.nclusters == 1, "one service, one cluster");
+  if (set.n == 1 && set.nclusters == 1) {
+    const struct cluster_spec *k = set.clusters[0];
+    CHECK(k->unix_path && !strcmp(k->unix_path, "/run/slurmrestd.sock") && !strcmp(k->base, "http://localhost"),
+          "unix socket url");
+    CHECK(k->api_version == 39 && k->auth == AUTH_TOKEN && !strcmp(k->token.value, "abc"), "version and token");
+    CHECK(k->poll_interval == 1 && k->steady_interval == 10 && k->rate_limit == 100, "cluster defaults");
+    const struct spec *sp = set.v[0];
+    CHECK(sp->backend == BACKEND_SLURM && sp->slurm && sp->slurm->time_limit == 2, "90s rounds up to 2 minutes");
+    CHECK(sp->slurm->memory_mb == 4096, "4G is 4096 MB");
+    CHECK(sp->slurm->queue_timeout == 3600, "queue_timeout");
+    CHECK(sp->endpoint.host && !sp->endpoint.host[0], "a Slurm endpoint's host is the job's node");
+    const char *want = "exec apptainer exec --nv --bind '/m' '/i.sif' 'vllm' 'serve' 'it'\\''s'\n";
+    CHECK(sp->slurm->script && !strncmp(sp->slurm->script, "#!/bin/sh\n", 10) && strstr(sp->slurm->script, want),
+          "generated script: %s", sp->slurm->script);
+    struct svc_policy p;
+    spec_policy(sp, &p);
+    CHECK(p.batch && p.queue_timeout == 3600, "the policy says batch");
+    struct cfg_errors ve = {0};
+    CHECK(cfg_validate_clusters(set.v, set.n, set.clusters, set.nclusters, &ve) == 0, "cluster reference resolves");
+    cfg_errors_free(&ve);
+    struct cfg_errors ve2 = {0};
+    CHECK(cfg_validate_clusters(set.v, set.n, NULL, 0, &ve2) == 1 && strstr(ve2.v[0].msg, "no cluster named \"c\"") &&
+              ve2.v[0].line == 3,
+          "an unknown cluster is an error at the service's line");
+    cfg_errors_free(&ve2);
+  }
+  cfg_errors_free(&e);
+  spec_set_free(&set);
+
+  expect_error("{\"name\": \"a\", \"backend\": \"slurm\", \"cluster\": \"c\", \"script\": \"echo hi\"}", 1, 61,
+               "script", "must start with \"#!\"");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"partition\": \"gpu\"}", 1, 33, "partition",
+               "only for \"backend\": \"slurm\"");
+  expect_error("{\"name\": \"a\", \"backend\": \"slurm\", \"command\": [\"x\"]}", 1, 1, "",
+               "missing required key \"cluster\"");
+  expect_error("{\"name\": \"a\", \"backend\": \"slurm\", \"cluster\": \"c\", \"command\": [\"x\"], \"endpoint\": {}}",
+               1, 81, "endpoint", "needs a \"port\"");
+  expect_error(
+      "{\"name\": \"a\", \"backend\": \"slurm\", \"cluster\": \"c\", \"command\": [\"x\"], \"time_limit\": \"5s\"}", 1,
+      83, "time_limit", "whole minutes");
+  expect_error(
+      "{\"clusters\": [{\"name\": \"c\", \"url\": \"ftp://x\", \"user\": \"u\", \"auth\": {\"token\": \"t\"}}]}", 1, 36,
+      "clusters[0].url", "expected http://");
+  expect_error("{\"clusters\": [{\"name\": \"c\", \"url\": \"http://x\", \"user\": \"u\", \"auth\": {}}]}", 1, 69,
+               "clusters[0].auth", "exactly one of");
+  expect_error(
+      "{\"clusters\": [{\"name\": \"c\", \"url\": \"http://x\", \"user\": \"u\", \"auth\": {\"token\": {\"env\": "
+      "\"HERD_NO_SUCH_VAR\"}}}]}",
+      1, 87, "clusters[0].auth.token.env", "is not set");
+  expect_error(
+      "{\"clusters\": [{\"name\": \"c\", \"url\": \"http://x\", \"user\": \"u\", \"auth\": {\"token\": \"t\"}, "
+      "\"api_version\": \"v0.0.12\"}]}",
+      1, 100, "clusters[0].api_version", "v0.0.38");
+}
+
 int main(void) {
   test_errors();
   test_all_errors_listed();
   test_values();
   test_scalars();
+  test_slurm();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
 }
