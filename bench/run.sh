@@ -4,10 +4,14 @@
 #   bash bench/run.sh [N...]            herd vs supervisord vs runit (bench.py); default N: 100 500 1000
 #   bash bench/run.sh checks [ARGS]     health checks at scale, herd vs monit (checks.py; ~7 min)
 #   bash bench/run.sh adopt [ARGS]      re-adoption of 1,000 running services (adopt.py; ~30 s)
-#   bash bench/run.sh all [N...]        all three, one after the other (N... goes to bench.py)
+#   bash bench/run.sh slurm [ARGS]      Slurm backend, 500 jobs, herd vs naive per-job polling (slurm.py; ~3 min;
+#                                       root, starts a real single-node Slurm: tests/e2e/slurm.py)
+#   bash bench/run.sh all [N...]        all four, one after the other (N... goes to bench.py)
 #   BENCH_IDLE_SECONDS=60               idle-CPU window per system and N
-#   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills
-#   BENCH_TIMEOUT=3600                  hard limit per suite (seconds; default 3600, checks 900, adopt 300)
+#   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills; slurm N=50
+#   BENCH_SLURM_N=500                   services (Slurm jobs) for the slurm suite
+#   BENCH_TIMEOUT=3600                  hard limit per suite (seconds; default 3600, checks 900, adopt 300,
+#                                       slurm 900)
 #   HERD_BIN=/path/to/herd              use this binary instead of building build-bench/
 #   BENCH_KEEP_FAILED=1                 keep the temp dir of a failed system run
 #
@@ -15,7 +19,8 @@
 #   extra args go to bench.py, e.g. --systems herd,runit  --kills 40  --status-runs 15
 #   checks: --n 1000 --servers 4 --intervals 1000,500,250,200,100 --window 20 --no-monit ...
 #   adopt:  --n 1000 --variants plain,http,exec --how leave,kill9 ...
-#   (python3 bench/checks.py -h, python3 bench/adopt.py -h)
+#   slurm:  --n 500 --window 20 --naive-window 20 --samples 7 --naive-samples 5 ...
+#   (python3 bench/checks.py -h, python3 bench/adopt.py -h, python3 bench/slurm.py -h)
 #
 # Builds herd (Release) in build-bench/ (incrementally), raises the fd limit identically for
 # all three daemons (soft = hard, hard raised to BENCH_NOFILE=65536 when permitted), and
@@ -33,7 +38,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|all) mode=$1; shift ;;
+  checks|adopt|slurm|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -139,13 +144,15 @@ case $mode in
   main)   run_py 3600 "$here/bench.py" "${args[@]}" "$@" || rc=$? ;;
   checks) run_py 900 "$here/checks.py" "${common[@]}" "$@" || rc=$? ;;
   adopt)  run_py 300 "$here/adopt.py" "${common[@]}" "$@" || rc=$? ;;
+  slurm)  run_py 900 "$here/slurm.py" "${common[@]}" "$@" || rc=$? ;;
   all)
-    for step in main checks adopt; do
+    for step in main checks adopt slurm; do
       r=0
       case $step in
         main)   run_py 3600 "$here/bench.py" "${args[@]}" "$@" || r=$? ;;
         checks) echo; run_py 900 "$here/checks.py" "${common[@]}" || r=$? ;;
         adopt)  echo; run_py 300 "$here/adopt.py" "${common[@]}" || r=$? ;;
+        slurm)  echo; run_py 900 "$here/slurm.py" "${common[@]}" || r=$? ;;
       esac
       [ "$r" = 130 ] && exit 130
       [ "$r" != 0 ] && { echo "run.sh: $step exited with $r" >&2; rc=$r; }

@@ -170,5 +170,110 @@ class TestSlurmTimeLimit(SlurmTest):
         self.assertIn("TIMEOUT", s["reason"])
 
 
+class TestSlurmReconcile(SlurmTest):
+    def test_removed_while_down_is_cancelled_and_queue_timeout(self):
+        # Another herd's job (other herd id) must never be touched, even with a herd-like tag.
+        other = CLUSTER.submit("sleep 600", name="herd.keep", comment="herd:0ther1d:keep:1", time_limit=10)
+        self.write([job_svc("keep", command=["sleep", "600"], time_limit="10m"),
+                    job_svc("gone", command=["sleep", "600"], time_limit="10m")])
+        self.d.start()
+        keep = wait_service(self.d, "keep", lambda s: s["slurm"].get("job_state") in ("RUNNING", "PENDING"),
+                            timeout=60, what="keep submitted")["slurm"]["job_id"]
+        gone = wait_service(self.d, "gone", lambda s: s["slurm"].get("job_id"), timeout=60,
+                            what="gone submitted")["slurm"]["job_id"]
+        self.d.kill9()
+        # While herd is down, "gone" leaves the config.
+        self.write([job_svc("keep", command=["sleep", "600"], time_limit="10m")])
+        self.d.start()
+        wait_until(lambda: (CLUSTER.job(gone) or {}).get("job_state") in ("CANCELLED", None), timeout=30,
+                   what="the removed service's job cancelled")
+        s = wait_service(self.d, "keep", lambda s: s["slurm"].get("job_id") == keep, timeout=30, what="keep re-adopted")
+        self.assertEqual(len([j for j in self.herd_jobs("keep") if j[0] != other]), 1)
+        self.assertIsNone(self.d.request("GET", "/v1/services/gone")[1].get("service"))
+        self.assertIn(CLUSTER.job(other)["job_state"], ("RUNNING", "PENDING"), "another herd's job is untouched")
+
+        # Both CPUs are now taken (keep and the other herd's job): a new job waits in the
+        # queue; with queue_timeout it ends in TIMEOUT and its job is cancelled.
+        self.d.write_config(json.dumps({"services": [job_svc("queued", command=["sleep", "60"], queue_timeout="4s")]}),
+                            name="more.json")
+        self.d.cli("reload", check=True)
+        s = wait_service(self.d, "queued", lambda s: s["state"] == "PENDING" and s["slurm"].get("job_state") == "PENDING",
+                         timeout=30, what="PENDING in Slurm's queue")
+        self.assertRegex(s["reason"], r"Resources|Priority")
+        qid = s["slurm"]["job_id"]
+        s = wait_service(self.d, "queued", lambda s: s["state"] == "TIMEOUT", timeout=30, what="queue TIMEOUT")
+        self.assertIn("still queued", s["reason"])
+        wait_until(lambda: (CLUSTER.job(qid) or {}).get("job_state") in ("CANCELLED", None), timeout=30,
+                   what="the queued job cancelled")
+        CLUSTER.cancel(other)
+
+    def test_api_add_needs_a_known_cluster(self):
+        self.write([])
+        self.d.start()
+        st, body = self.d.request("POST", "/v1/services", job_svc("x", cluster="nope", command=["true"]))
+        self.assertEqual(st, 422, body)
+        err = body["error"]["errors"][0]
+        self.assertEqual(err["field"], "x.cluster")
+        self.assertIn('no cluster named "nope" (known: test)', err["message"])
+        st, body = self.d.request("POST", "/v1/services", job_svc("y", script="#!/bin/sh\nexit 0\n"))
+        self.assertEqual(st, 201, body)
+        wait_service(self.d, "y", lambda s: s["state"] == "COMPLETED", timeout=60, what="COMPLETED")
+
+
+class TestSlurmAuth(SlurmTest):
+    def test_token_command_over_the_unix_socket(self):
+        self.d.env["SLURM_CONF"] = CLUSTER.conf
+        self.write([job_svc("tc", script="#!/bin/sh\nexit 0\n")],
+                   clusters=[cluster_cfg(url="unix:" + CLUSTER.socket,
+                                         auth={"token_command": ["/usr/bin/scontrol", "token", "username=root",
+                                                                 "lifespan=600"]})])
+        self.d.start()
+        s = wait_service(self.d, "tc", lambda s: s["state"] == "COMPLETED", timeout=60, what="COMPLETED")
+        cl = self.clusters()[0]
+        self.assertEqual(cl["auth"], "token_command")
+        self.assertEqual(cl["api_version"], "v0.0.38")
+        self.assertNotIn("eyJhbGci", self.d.log())
+
+    def test_oauth_client_credentials(self):
+        import http.server
+        import threading
+        import urllib.parse
+        seen = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                seen.append(form)
+                ok = form.get("client_secret") == ["s3cret"] and form.get("grant_type") == ["client_credentials"]
+                body = json.dumps({"access_token": CLUSTER.token(), "expires_in": 600} if ok
+                                  else {"error": "invalid_client"}).encode()
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+        srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            self.d.env["HERD_TEST_SECRET"] = "s3cret"
+            url = "http://127.0.0.1:%d/token" % srv.server_address[1]
+            self.write([job_svc("oa", script="#!/bin/sh\nexit 0\n")],
+                       clusters=[cluster_cfg(auth={"oauth_client_credentials": {
+                           "token_url": url, "client_id": "herd", "client_secret": {"env": "HERD_TEST_SECRET"},
+                           "scope": "slurm"}})])
+            self.d.start()
+            wait_service(self.d, "oa", lambda s: s["state"] == "COMPLETED", timeout=60, what="COMPLETED")
+            self.assertEqual(seen[0]["client_id"], ["herd"])
+            self.assertEqual(seen[0]["scope"], ["slurm"])
+            self.assertEqual(len(seen), 1, "the access token is cached until it expires")
+            self.assertNotIn("s3cret", self.d.log())
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+
 if __name__ == "__main__":
     main()
