@@ -37,8 +37,9 @@ struct sreq {
   enum rq_kind kind;
   CURL *easy;
   struct curl_slist *hdrs;
-  char *path; /* after /slurm/v0.0.NN/ (or a full URL for RQ_TOKEN) */
-  char *post; /* body of a POST */
+  char *path;        /* after /slurm/v0.0.NN/ (or a full URL for RQ_TOKEN) */
+  char *post;        /* body of a POST */
+  json_t *post_json; /* or a JSON body, serialized for the version in use when sent */
   const char *method;
   struct buf body;
   long status;
@@ -397,6 +398,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
 }
 
 static void sreq_free(struct sreq *r) {
+  json_decref(r->post_json);
   if (r->easy) CX.easy_cleanup(r->easy);
   if (r->hdrs) CX.slist_free_all(r->hdrs);
   free(r->path);
@@ -477,6 +479,15 @@ static bool send_one(struct cluster *cl, struct sreq *r) {
       memset(h, 0, strlen(h));
       free(h);
     }
+  }
+  if (r->post_json && !r->post) {
+    json_t *job = json_object_get(r->post_json, "job");
+    json_t *gres = json_object_get(job, "gres");
+    if (gres && r->ver >= 39) { /* v0.0.39 on take GRES as tres_per_node */
+      json_object_set(job, "tres_per_node", gres);
+      json_object_del(job, "gres");
+    }
+    r->post = json_dumps(r->post_json, JSON_COMPACT);
   }
   if (r->post) {
     r->hdrs = CX.slist_append(r->hdrs, r->kind == RQ_TOKEN ? "Content-Type: application/x-www-form-urlencoded"
@@ -1129,20 +1140,19 @@ void slurm_submit(struct service *s) {
   json_object_set_new(job, "nodes", json_string(k->nodes ? k->nodes : "1"));
   if (k->cpus_per_task) json_object_set_new(job, "cpus_per_task", json_integer(k->cpus_per_task));
   if (k->memory_mb) json_object_set_new(job, "memory_per_node", json_integer((json_int_t)k->memory_mb));
-  if (k->gres) json_object_set_new(job, cl->ver >= 39 ? "tres_per_node" : "gres", json_string(k->gres));
+  if (k->gres) json_object_set_new(job, "gres", json_string(k->gres)); /* renamed at send time for v0.0.39+ */
   if (k->account) json_object_set_new(job, "account", json_string(k->account));
   if (k->qos) json_object_set_new(job, "qos", json_string(k->qos));
   char *out = k->output ? xstrdup(k->output) : xasprintf("%s/%s-%%j.out", cwd, name);
   json_object_set_new(job, "standard_output", json_string(out));
   if (k->error) json_object_set_new(job, "standard_error", json_string(k->error));
   json_t *body = json_pack("{s:s,s:o}", "script", k->script, "job", job);
-  char *post = json_dumps(body, JSON_COMPACT);
-  json_decref(body);
   free(out);
   free(name);
   free(tag);
   logpipe_note(s, "submitting attempt %u to cluster %s", s->fsm.attempt, cl->spec->name);
-  struct sreq *r = sreq_new(cl, RQ_SUBMIT, "POST", xstrdup("job/submit"), post, on_submit);
+  struct sreq *r = sreq_new(cl, RQ_SUBMIT, "POST", xstrdup("job/submit"), NULL, on_submit);
+  r->post_json = body; /* serialized when sent: the API version may not be known yet */
   r->job = j;
   j->submit = r;
   enqueue(cl, r, false);
