@@ -210,6 +210,32 @@ def herd_window(h, cluster, seconds):
     return r
 
 
+class ChangeWatcher(threading.Thread):
+    """When did the job's state really change in Slurm? A DELETE's reply comes before the job
+    leaves RUNNING (slurmctld cancels it asynchronously: ~130 ms on this cluster). This thread
+    asks for the one job every 20 ms; t_change is the moment of the last reply that still said
+    RUNNING (the change happened after it), so a delay measured from it is an upper bound."""
+
+    def __init__(self, cluster, jid, t_ret):
+        super().__init__(daemon=True)
+        self.cluster, self.jid, self.t_last_running, self.t_change = cluster, jid, t_ret, None
+
+    def run(self):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                rec = self.cluster.job(self.jid)
+            except Exception:
+                rec = None
+            now = time.time()
+            if rec is not None and rec.get("job_state") == "RUNNING":
+                self.t_last_running = now
+            elif rec is not None:
+                self.t_change = self.t_last_running
+                return
+            time.sleep(0.02)
+
+
 def herd_delays(h, cluster, samples, timeout=30):
     """Cancel RUNNING jobs of herd's through REST, one at a time; herd's event time - t0. The event
     is read from a follow stream opened before the cancel (no polling of herd meanwhile), so the
@@ -249,6 +275,8 @@ def herd_delays(h, cluster, samples, timeout=30):
             cluster.cancel(jid)
             t_ret = time.time()
             r["delete_ms"] = (t_ret - t_send) * 1e3
+            watch = ChangeWatcher(cluster, jid, t_ret)
+            watch.start()
             ev = None
             while ev is None:
                 line = resp.readline()
@@ -260,6 +288,10 @@ def herd_delays(h, cluster, samples, timeout=30):
                         ev = e
             cpu1 = procutil.cpu_ns_threads(h.pid)[0]
             c1 = h.cluster()
+            watch.join(15)
+            if watch.t_change is not None:
+                r["delay_change_ms"] = (ev["time"] - watch.t_change) * 1e3
+                r["change_after_delete_ms"] = (watch.t_change - t_ret) * 1e3
             r.update(delay_ms=(ev["time"] - t_ret) * 1e3, delay_send_ms=(ev["time"] - t_send) * 1e3,
                      to=ev.get("to"), reason=ev.get("reason"), cpu_ms=(cpu1 - cpu0) / 1e6,
                      polls=c1["polls"] - c0["polls"], full=(c1["polls"] - c1["polls_unchanged"]) -
@@ -478,6 +510,8 @@ def table(a, res):
     nd = delay_stats(nv.get("delays") or [])
     tick = hw.get("tick_s")
     hds = [d for d in res.get("herd_delays") or [] if "delay_ms" in d]
+    hcv = [d["delay_change_ms"] for d in hds if "delay_change_ms" in d]
+    hc = (median(hcv), max(hcv) if hcv else None)
     lim_ms = (tick or a.poll_interval) * 1e3 + 50
     rows = [
         # label, herd, naive, target, verdict
@@ -499,9 +533,12 @@ def table(a, res):
         ("one tick's requests take (ms) [6]", f(hw.get("poll_ms"), "%.1f"),
          f(nv.get("round_ms_med"), "%.0f"), "", ""),
         ("  worst tick (ms)", "-", f(nv.get("round_ms_max"), "%.0f"), "", ""),
-        ("state-change delay, median (ms) [7]", f(hd[0], "%.0f"), f(nd[0], "%.0f"), "", ""),
-        ("state-change delay, max (ms) [7]", f(hd[1], "%.0f"), f(nd[1], "%.0f"),
-         "<= 1 tick + 50 = %.0f" % lim_ms, verdict(hd[1], lambda v: v <= lim_ms)),
+        ("DELETE reply -> state seen, median (ms) [7]", f(hd[0], "%.0f"), f(nd[0], "%.0f"), "", ""),
+        ("DELETE reply -> state seen, max (ms) [7]", f(hd[1], "%.0f"), f(nd[1], "%.0f"), "", ""),
+        ("Slurm state change -> herd state, median (ms) [9]", f(hc[0], "%.0f"), "-", "", ""),
+        ("Slurm state change -> herd state, max (ms) [9]", f(hc[1], "%.0f"), "-",
+         "<= 1 tick + 50 = %.0f" % lim_ms, verdict(hc[1], lambda v: v <= lim_ms)),
+        ("  the change came after the DELETE reply by (ms)", medmax(hds, "change_after_delete_ms"), "-", "", ""),
         ("  samples (failed)", "%d (%d)" % (hd[2], hd[3]), "%d (%d)" % (nd[2], nd[3]), "", ""),
         ("  GET jobs time in it, median / max (ms) [8]", medmax(hds, "poll_ms"), "-", "", ""),
         ("  herd CPU in it, median / max (ms) [8]", medmax(hds, "cpu_ms"), "-", "", ""),
@@ -558,10 +595,14 @@ def table(a, res):
     out.append("[8] herd, between the DELETE and its event (counters and /proc read just before the DELETE and "
                "as soon as the event arrives on a GET /v1/events?follow=1 stream): the summed duration of its "
                "GET jobs requests (poll_seconds) and its CPU. The delay is the wait for the next poll (up to "
-               "one tick, and herd starts the next tick poll_interval after the previous poll ended) + the "
+               "one tick, counted from the previous poll's start) + the "
                "GET jobs that carries the change (a full listing of every job: %s KiB median here, where the "
                "unchanged polls before it were 304s) + herd parsing that listing." % (
                    f(median([d["bytes"] / 1024 for d in hds]), "%.0f")))
+    out.append("[9] herd: from the job's real state change in Slurm to herd's event. slurmctld cancels a job "
+               "after the DELETE has been answered; a watcher thread asks for that one job every 20 ms, and the "
+               "change is dated at the last reply that still said RUNNING (so this is an upper bound). This is "
+               "the figure the target speaks of: 'from a job's state change in Slurm'.")
     for d in res.get("herd_delays") or []:
         if "error" in d:
             out.append("herd delay sample: ERROR %s" % d["error"])

@@ -128,7 +128,8 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
       row->name = s->spec->name;
       row->state = svc_state_name(s->fsm.state);
       row->pid = s->pid;
-      row->uptime = s->pid > 0 ? now_mono() - s->started_mono : -1;
+      row->job_id = slurm_job_id(s);
+      row->uptime = service_uptime(s);
       row->restarts = s->fsm.restarts;
       row->last_error = s->last_error[0] ? s->last_error : NULL;
       row->reason = s->reason;

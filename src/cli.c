@@ -118,16 +118,23 @@ static const char *state_colour(const char *st) {
 }
 
 void status_table(struct buf *out, const struct status_row *rows, size_t n, bool colour) {
-  size_t w = 4;
-  for (size_t i = 0; i < n; i++)
+  size_t w = 4, pw = 8;
+  for (size_t i = 0; i < n; i++) {
     if (strlen(rows[i].name) > w) w = strlen(rows[i].name);
-  buf_printf(out, "%-*s  %-10s  %-8s  %-8s  %-8s  %s\n", (int)w, "NAME", "STATE", "PID", "UPTIME", "RESTARTS",
+    char tmp[32];
+    if (rows[i].pid <= 0 && rows[i].job_id > 0 && (size_t)snprintf(tmp, sizeof tmp, "job %lld", rows[i].job_id) > pw)
+      pw = strlen(tmp);
+  }
+  buf_printf(out, "%-*s  %-10s  %-*s  %-8s  %-8s  %s\n", (int)w, "NAME", "STATE", (int)pw, "PID", "UPTIME", "RESTARTS",
              "LAST-ERROR");
   for (size_t i = 0; i < n; i++) {
     const struct status_row *r = &rows[i];
     const char *st = r->state;
     char pid[24] = "-", up[24] = "-";
-    if (r->pid > 0) snprintf(pid, sizeof pid, "%d", r->pid);
+    if (r->pid > 0)
+      snprintf(pid, sizeof pid, "%d", r->pid);
+    else if (r->job_id > 0)
+      snprintf(pid, sizeof pid, "job %lld", r->job_id); /* a Slurm service: its job instead */
     if (r->uptime >= 0) duration_fmt(r->uptime, up, sizeof up);
     /* In a state that needs explaining, say why; otherwise the last error, if any. */
     const char *why = r->last_error ? r->last_error : "";
@@ -139,8 +146,8 @@ void status_table(struct buf *out, const struct status_row *rows, size_t n, bool
       snprintf(checkmsg, sizeof checkmsg, "check: %s", r->check_msg);
       why = checkmsg;
     }
-    buf_printf(out, "%-*s  %s%-10s%s  %-8s  %-8s  %-8u  %s\n", (int)w, r->name, colour ? state_colour(st) : "", st,
-               colour ? "\033[0m" : "", pid, up, r->restarts, why);
+    buf_printf(out, "%-*s  %s%-10s%s  %-*s  %-8s  %-8u  %s\n", (int)w, r->name, colour ? state_colour(st) : "", st,
+               colour ? "\033[0m" : "", (int)pw, pid, up, r->restarts, why);
   }
 }
 
@@ -153,6 +160,7 @@ static void print_table(struct cli *cli, json_t *services) {
     r->name = json_string_value(json_object_get(s, "name"));
     r->state = json_string_value(json_object_get(s, "state"));
     r->pid = (int)json_integer_value(json_object_get(s, "pid"));
+    r->job_id = (long long)json_integer_value(json_object_get(json_object_get(s, "slurm"), "job_id"));
     json_t *u = json_object_get(s, "uptime");
     r->uptime = json_is_number(u) ? json_number_value(u) : -1;
     r->restarts = (unsigned)json_integer_value(json_object_get(s, "restarts"));

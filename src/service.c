@@ -215,6 +215,12 @@ void service_feed(struct service *s, const struct svc_event *ev) {
   after_step(s);
 }
 
+double service_uptime(struct service *s) {
+  if (s->pid > 0 || (s->spec->slurm && s->fsm.proc_alive && svc_state_running(s->fsm.state)))
+    return now_mono() - s->started_mono;
+  return -1;
+}
+
 void service_add_watch(struct service *s, struct svc_watch *w) { list_add_tail(&s->watches, &w->link); }
 
 struct service *service_create(struct daemon *d, struct spec *spec, bool want_up, const char *stored_state,
@@ -402,10 +408,15 @@ void service_summary_append(struct buf *b, struct service *s) {
   buf_printf(b, ",\"state\":\"%s\",\"wanted\":\"%s\",\"reason\":", svc_state_name(s->fsm.state),
              s->fsm.want_up ? "up" : "down");
   buf_json_string(b, s->reason);
+  double up = service_uptime(s);
   if (s->pid > 0)
-    buf_printf(b, ",\"pid\":%d,\"uptime\":%.3f", s->pid, now_mono() - s->started_mono);
+    buf_printf(b, ",\"pid\":%d", s->pid);
   else
-    buf_lit(b, ",\"pid\":null,\"uptime\":null");
+    buf_lit(b, ",\"pid\":null");
+  if (up >= 0)
+    buf_printf(b, ",\"uptime\":%.3f", up);
+  else
+    buf_lit(b, ",\"uptime\":null");
   buf_printf(b, ",\"restarts\":%u,\"last_error\":", s->fsm.restarts);
   if (s->last_error[0])
     buf_json_string(b, s->last_error);
@@ -446,7 +457,8 @@ json_t *service_json_view(struct service *s, bool full) {
   json_object_set_new(o, "wanted", json_string(s->fsm.want_up ? "up" : "down"));
   json_object_set_new(o, "reason", json_string(s->reason));
   json_object_set_new(o, "pid", s->pid > 0 ? json_integer(s->pid) : json_null());
-  json_object_set_new(o, "uptime", s->pid > 0 ? json_real(now - s->started_mono) : json_null());
+  double up = service_uptime(s);
+  json_object_set_new(o, "uptime", up >= 0 ? json_real(up) : json_null());
   json_object_set_new(o, "restarts", json_integer(s->fsm.restarts));
   json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
   json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());

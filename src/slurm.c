@@ -922,14 +922,14 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
   for (size_t i = 0; i < rep->njobs; i++)
     if (!strncmp(rep->jobs[i].comment, cl->tag, strlen(cl->tag))) rep->jobs[n++] = rep->jobs[i];
   rep->njobs = n;
-  qsort(rep->jobs, n, sizeof *rep->jobs, cmp_job_id);
+  if (n) qsort(rep->jobs, n, sizeof *rep->jobs, cmp_job_id); /* (jobs is NULL in an empty listing) */
   bool *claimed = xcalloc(n + 1, sizeof *claimed);
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &cl->jobs) {
     struct sjob *j = container_of(pos, struct sjob, link);
     if (j->job_id) {
       struct slurm_job key = {.job_id = (uint64_t)j->job_id};
-      struct slurm_job *sj = bsearch(&key, rep->jobs, n, sizeof *rep->jobs, cmp_job_id);
+      struct slurm_job *sj = n ? bsearch(&key, rep->jobs, n, sizeof *rep->jobs, cmp_job_id) : NULL;
       if (sj) {
         claimed[sj - rep->jobs] = true;
         job_seen(j, sj);
@@ -1100,6 +1100,36 @@ static void json_env(json_t *env, const char *kv) {
   free(k);
 }
 
+/* The job's stdout path as given to Slurm (%j, %x unexpanded). Caller frees. */
+static char *output_pattern(struct cluster *cl, const struct spec *sp) {
+  if (sp->slurm->output) return xstrdup(sp->slurm->output);
+  return xasprintf("%s/%s.%s-%%j.out", sp->cwd ? sp->cwd : cl->spec->cwd, cl->spec->job_prefix, sp->name);
+}
+
+/* Expand %j, %x and %% as Slurm does for the common cases (for people to find the file). */
+static char *output_path(struct sjob *j) {
+  const struct spec *sp = j->s->spec;
+  char *pat = output_pattern(j->cl, sp);
+  struct buf b = {0};
+  for (const char *p = pat; *p; p++) {
+    if (p[0] == '%' && p[1] == 'j') {
+      buf_printf(&b, "%lld", (long long)j->job_id);
+      p++;
+    } else if (p[0] == '%' && p[1] == 'x') {
+      buf_printf(&b, "%s.%s", j->cl->spec->job_prefix, sp->name);
+      p++;
+    } else if (p[0] == '%' && p[1] == '%') {
+      buf_lit(&b, "%");
+      p++;
+    } else {
+      buf_append(&b, p, 1);
+    }
+  }
+  buf_append(&b, "", 1);
+  free(pat);
+  return b.data;
+}
+
 void slurm_submit(struct service *s) {
   struct sjob *j = (struct sjob *)s->job;
   if (!j) {
@@ -1143,7 +1173,7 @@ void slurm_submit(struct service *s) {
   if (k->gres) json_object_set_new(job, "gres", json_string(k->gres)); /* renamed at send time for v0.0.39+ */
   if (k->account) json_object_set_new(job, "account", json_string(k->account));
   if (k->qos) json_object_set_new(job, "qos", json_string(k->qos));
-  char *out = k->output ? xstrdup(k->output) : xasprintf("%s/%s-%%j.out", cwd, name);
+  char *out = output_pattern(cl, sp);
   json_object_set_new(job, "standard_output", json_string(out));
   if (k->error) json_object_set_new(job, "standard_error", json_string(k->error));
   json_t *body = json_pack("{s:s,s:o}", "script", k->script, "job", job);
@@ -1208,6 +1238,11 @@ void slurm_resume(struct service *s, int64_t job_id) {
   poll_schedule(j->cl, now_mono());
 }
 
+int64_t slurm_job_id(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  return j ? j->job_id : 0;
+}
+
 const char *slurm_endpoint_host(struct service *s) {
   struct sjob *j = (struct sjob *)s->job;
   if (!j || !j->host[0]) return "127.0.0.1";
@@ -1231,6 +1266,11 @@ json_t *slurm_service_json(struct service *s) {
   if (j->start_time) json_object_set_new(o, "start_time", json_integer(j->start_time));
   if (j->end_time) json_object_set_new(o, "end_time", json_integer(j->end_time));
   if (j->searching) json_object_set_new(o, "searching", json_true());
+  if (j->job_id) {
+    char *out = output_path(j);
+    json_object_set_new(o, "output", json_string(out)); /* on the node's filesystem */
+    free(out);
+  }
   return o;
 }
 

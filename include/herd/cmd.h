@@ -66,8 +66,9 @@ int cli_help(struct cli *cli, int argc, char **argv);
 /** One line of `herd status`. */
 struct status_row {
   const char *name, *state, *last_error, *reason, *check_msg;
-  int pid;       /* 0: none */
-  double uptime; /* < 0: none */
+  int pid;          /* 0: none */
+  long long job_id; /* Slurm job (when there is no pid), 0: none */
+  double uptime;    /* < 0: none */
   unsigned restarts;
   int check_ok; /* -1: no result */
 };

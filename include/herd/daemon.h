@@ -142,6 +142,8 @@ json_t *service_json_view(struct service *s, bool full);
 /** Append the summary view as JSON text (same keys and values as service_json_view(s, false)). */
 void service_summary_append(struct buf *b, struct service *s);
 void service_add_watch(struct service *s, struct svc_watch *w);
+/** Seconds the current instance has run (a Slurm job: since it started running), or -1. */
+double service_uptime(struct service *s);
 /** Start a service that is wanted up, or park it in PENDING while its dependencies are not met. */
 void service_want_up(struct service *s, const char *why);
 /** Start a one-shot timer that fires at `at` (monotonic seconds, as now_mono()), never early. */

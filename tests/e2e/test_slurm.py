@@ -86,6 +86,11 @@ class TestSlurmLifecycle(SlurmTest):
         rec = CLUSTER.job(job)
         self.assertTrue(rec["comment"].startswith("herd:") and rec["comment"].endswith(":web:1"), rec["comment"])
         self.assertEqual(rec["name"], "herd.web")
+        # status shows the job in place of a pid; the job's output file is named.
+        out = self.d.cli("status", check=True).stdout
+        self.assertRegex(out, r"web\s+HEALTHY\s+job %d\s+\d" % job)
+        self.assertEqual(s["slurm"]["output"], os.path.join(CLUSTER.jobs_dir, "herd.web-%d.out" % job))
+        wait_until(lambda: os.path.exists(s["slurm"]["output"]), timeout=10, what="the job's output file")
 
         # slurmrestd dies: UNKNOWN with the error, nothing cancelled or resubmitted.
         CLUSTER.stop_restd()
@@ -183,7 +188,10 @@ class TestSlurmReconcile(SlurmTest):
                             what="gone submitted")["slurm"]["job_id"]
         self.d.kill9()
         # While herd is down, "gone" leaves the config.
-        self.write([job_svc("keep", command=["sleep", "600"], time_limit="10m")])
+        # (A queued job's reason can change without bumping slurmctld's job-list update time,
+        # so it shows at the next full listing: full_refresh, 2 s here.)
+        self.write([job_svc("keep", command=["sleep", "600"], time_limit="10m")],
+                   clusters=[cluster_cfg(full_refresh="2s")])
         self.d.start()
         wait_until(lambda: (CLUSTER.job(gone) or {}).get("job_state") in ("CANCELLED", None), timeout=30,
                    what="the removed service's job cancelled")
