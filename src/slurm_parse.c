@@ -389,6 +389,157 @@ static void set_err(char *err, size_t errlen, struct slurm_reply *r, const char 
   if (err) scopy(err, errlen, msg);
 }
 
+/* ---- slimming a job listing ------------------------------------------------------------
+ * A job record has ~111 keys and herd reads 18 of them; building a jansson tree of all of
+ * them was most of the CPU a 500-job listing costs (1.5 MB). One linear pass copies the
+ * reply keeping, in each object of the top-level "jobs" array, only the keys parse_job
+ * reads; everything else (meta, errors, warnings, last_update) is copied as it is. On
+ * anything unexpected the pass gives up and the reply is parsed whole. */
+
+static int slim_mode = 1;
+void slurm_parse_set_slim(int mode) { slim_mode = mode; }
+
+static const char *const job_keys[] = {
+    "job_id",          "job_state",   "state",      "state_reason", "state_description", "batch_host",
+    "nodes",           "partition",   "user_name",  "name",         "comment",           "stdout_expanded",
+    "standard_output", "submit_time", "start_time", "end_time",     "time_limit",        "exit_code"};
+
+static const char *skip_ws(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+  return p;
+}
+
+/* p at '"': the byte after the closing quote, or NULL. */
+static const char *skip_string(const char *p, const char *e) {
+  for (p++; p < e; p++) {
+    if (*p == '\\') {
+      p++;
+      continue;
+    }
+    if (*p == '"') return p + 1;
+  }
+  return NULL;
+}
+
+/* The end of the value at p (string, number, literal, object or array), or NULL. */
+static const char *skip_value(const char *p, const char *e) {
+  if (p >= e) return NULL;
+  if (*p == '"') return skip_string(p, e);
+  if (*p == '{' || *p == '[') {
+    int depth = 0;
+    while (p < e) {
+      char ch = *p;
+      if (ch == '"') {
+        if (!(p = skip_string(p, e))) return NULL;
+        continue;
+      }
+      if (ch == '{' || ch == '[') depth++;
+      if ((ch == '}' || ch == ']') && --depth == 0) return p + 1;
+      p++;
+    }
+    return NULL;
+  }
+  while (p < e && !strchr(",}] \t\r\n", *p)) p++;
+  return p;
+}
+
+static bool wanted_key(const char *k, size_t n) {
+  for (size_t i = 0; i < ARRAY_LEN(job_keys); i++)
+    if (strlen(job_keys[i]) == n && !memcmp(job_keys[i], k, n)) return true;
+  return false;
+}
+
+/* One job object at p ('{'), copied to out with only the wanted keys. Returns its end. */
+static const char *slim_object(const char *p, const char *e, struct buf *out) {
+  buf_append(out, "{", 1);
+  p = skip_ws(p + 1, e);
+  bool first = true;
+  if (p < e && *p == '}') {
+    buf_append(out, "}", 1);
+    return p + 1;
+  }
+  while (p < e) {
+    if (*p != '"') return NULL;
+    const char *k = p, *ke = skip_string(p, e);
+    if (!ke) return NULL;
+    p = skip_ws(ke, e);
+    if (p >= e || *p != ':') return NULL;
+    const char *v = skip_ws(p + 1, e), *ve = skip_value(v, e);
+    if (!ve) return NULL;
+    if (wanted_key(k + 1, (size_t)(ke - k - 2))) {
+      if (!first) buf_append(out, ",", 1);
+      first = false;
+      buf_append(out, k, (size_t)(ke - k));
+      buf_append(out, ":", 1);
+      buf_append(out, v, (size_t)(ve - v));
+    }
+    p = skip_ws(ve, e);
+    if (p < e && *p == ',') {
+      p = skip_ws(p + 1, e);
+      continue;
+    }
+    if (p < e && *p == '}') {
+      buf_append(out, "}", 1);
+      return p + 1;
+    }
+    return NULL;
+  }
+  return NULL;
+}
+
+/* The reply with its job records slimmed (malloc'd, length in *outlen), or NULL. */
+static char *slim_jobs(const char *body, size_t len, size_t *outlen) {
+  const char *p = body, *e = body + len;
+  struct buf out = {0};
+  p = skip_ws(p, e);
+  if (p >= e || *p != '{') return NULL;
+  const char *copied = p; /* everything up to here is copied verbatim when we get to jobs */
+  p = skip_ws(p + 1, e);
+  while (p < e && *p != '}') {
+    if (*p != '"') goto fail;
+    const char *k = p, *ke = skip_string(p, e);
+    if (!ke) goto fail;
+    p = skip_ws(ke, e);
+    if (p >= e || *p != ':') goto fail;
+    const char *v = skip_ws(p + 1, e);
+    if ((size_t)(ke - k) == 6 && !memcmp(k, "\"jobs\"", 6) && v < e && *v == '[') {
+      buf_append(&out, copied, (size_t)(v - copied) + 1);
+      p = skip_ws(v + 1, e);
+      while (p < e && *p != ']') {
+        if (*p == '{') {
+          if (!(p = slim_object(p, e, &out))) goto fail;
+        } else {
+          const char *x = skip_value(p, e);
+          if (!x) goto fail;
+          buf_append(&out, p, (size_t)(x - p));
+          p = x;
+        }
+        p = skip_ws(p, e);
+        if (p < e && *p == ',') {
+          buf_append(&out, ",", 1);
+          p = skip_ws(p + 1, e);
+        } else if (p >= e || *p != ']') {
+          goto fail;
+        }
+      }
+      if (p >= e) goto fail;
+      copied = p; /* the ']' onwards is copied verbatim */
+      p++;
+    } else {
+      if (!(p = skip_value(v, e))) goto fail;
+    }
+    p = skip_ws(p, e);
+    if (p < e && *p == ',') p = skip_ws(p + 1, e);
+  }
+  if (p >= e) goto fail;
+  buf_append(&out, copied, (size_t)(e - copied));
+  *outlen = out.len;
+  return out.data;
+fail:
+  free(out.data);
+  return NULL;
+}
+
 int slurm_parse_reply(int ver, enum slurm_req_kind kind, int http_status, const char *body, size_t len,
                       struct slurm_reply *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
@@ -410,6 +561,13 @@ int slurm_parse_reply(int ver, enum slurm_req_kind kind, int http_status, const 
     return -1;
   }
   json_error_t jerr;
+  size_t slen = 0;
+  char *slim =
+      kind == SR_JOBS && (slim_mode == 2 || (slim_mode == 1 && len > 4096)) ? slim_jobs(body, len, &slen) : NULL;
+  if (slim) {
+    body = slim;
+    len = slen;
+  }
   json_t *root = json_loadb(body, len, 0, &jerr);
   /* An unsigned 64-bit value (NO_VAL64 in some field we do not even read) does not fit
    * jansson's json_int_t and fails the whole document: read numbers as doubles instead. */
@@ -418,6 +576,7 @@ int slurm_parse_reply(int ver, enum slurm_req_kind kind, int http_status, const 
   if (!json_is_object(root)) {
     set_err(err, errlen, out, root ? "reply is not a JSON object" : "reply is not JSON", body, len);
     json_decref(root);
+    free(slim);
     return -1;
   }
   parse_meta(root, out);
@@ -430,6 +589,7 @@ int slurm_parse_reply(int ver, enum slurm_req_kind kind, int http_status, const 
   case SR_OTHER: break;
   }
   json_decref(root);
+  free(slim);
   if (rc) {
     slurm_reply_free(out);
     out->status = http_status;

@@ -118,6 +118,9 @@ int slurm_parse_reply(int ver, enum slurm_req_kind kind, int http_status, const 
 
 /** Free what slurm_parse_reply allocated; `r` may be reused afterwards. */
 void slurm_reply_free(struct slurm_reply *r);
+/** Job listings are slimmed to the keys herd reads before they are parsed: mode 1 (the
+ *  default) for replies over 4 KiB, 2 always, 0 never (tests compare the ways). */
+void slurm_parse_set_slim(int mode);
 
 /* herd's reading of one job. */
 enum slurm_phase {

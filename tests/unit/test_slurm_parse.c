@@ -151,6 +151,54 @@ static void test_api_version(void) {
 }
 
 /* Every fixture: JSON bodies parse, text bodies fail cleanly and quote the text. */
+/* The same reply parsed whole and slimmed: identical results. */
+static void same_both_ways(const char *what, int ver, int status, const char *text) {
+  struct slurm_reply a, b;
+  char ea[512], eb[512];
+  slurm_parse_set_slim(0);
+  int ra = slurm_parse_reply(ver, SR_JOBS, status, text, strlen(text), &a, ea, sizeof ea);
+  slurm_parse_set_slim(2);
+  int rb = slurm_parse_reply(ver, SR_JOBS, status, text, strlen(text), &b, eb, sizeof eb);
+  slurm_parse_set_slim(1);
+  bool same = ra == rb && a.njobs == b.njobs && a.nerrors == b.nerrors && a.error_code == b.error_code &&
+              a.unchanged == b.unchanged && a.last_update == b.last_update && !strcmp(a.error, b.error) &&
+              !strcmp(a.warning, b.warning) && !strcmp(a.release, b.release);
+  for (size_t i = 0; same && i < a.njobs; i++) same = !memcmp(&a.jobs[i], &b.jobs[i], sizeof a.jobs[i]);
+  CHECK(same, "%s: slimmed and whole parses agree (rc %d/%d, jobs %zu/%zu)", what, ra, rb, a.njobs, b.njobs);
+  slurm_reply_free(&a);
+  slurm_reply_free(&b);
+}
+
+static void test_slim(void) {
+  /* Whitespace everywhere, escapes in strings, a "jobs" key nested inside a job, unwanted
+   * keys holding objects and arrays, a non-object in the array. */
+  const char *tricky =
+      "{ \"meta\" : {\"Slurm\":{\"release\":\"22.05.8\"}} ,\n \"errors\" : [ ] ,\n \"jobs\" : [\n"
+      "  { \"account\" : \"a\\\"}]b\" , \"job_id\" : 7 ,\n \"details\" : {\"jobs\": [1, {\"x\": \"]}\"}]} ,"
+      " \"job_state\" : \"RUNNING\", \"comment\": \"herd:x:a\\\\b:1\", \"flags\": [\"A\", \"B\"],"
+      " \"exit_code\": 256, \"batch_host\" : \"vm\" } ,\n"
+      "  {} , 3 , {\"job_id\": 8, \"job_state\": \"PENDING\", \"state_reason\": \"Priority\"}\n ] ,"
+      " \"tail\" : true }";
+  same_both_ways("tricky", 38, 200, tricky);
+  struct slurm_reply r;
+  char e[256];
+  slurm_parse_set_slim(2);
+  CHECK(slurm_parse_reply(38, SR_JOBS, 200, tricky, strlen(tricky), &r, e, sizeof e) == 0 && r.njobs == 2 &&
+            r.jobs[0].job_id == 7 && !strcmp(r.jobs[0].comment, "herd:x:a\\b:1") && r.jobs[1].job_id == 8 &&
+            !strcmp(r.jobs[1].reason, "Priority"),
+        "tricky listing: the jobs come through the slimming intact");
+  slurm_reply_free(&r);
+  /* Truncated or broken text: the slimming gives up and the whole parse reports it. */
+  const char *broken[] = {"{\"jobs\": [{\"job_id\": 1, \"name\": \"x", "{\"jobs\": [{\"job_id\" 1}]}", "[1,2]",
+                          "{\"jobs\": [{\"job_id\": 1}"};
+  for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+    int rc = slurm_parse_reply(38, SR_JOBS, 200, broken[i], strlen(broken[i]), &r, e, sizeof e);
+    CHECK(rc == -1, "broken listing %zu fails cleanly (rc %d)", i, rc);
+    slurm_reply_free(&r);
+  }
+  slurm_parse_set_slim(1);
+}
+
 static void test_all_fixtures(void) {
   DIR *d = opendir(fixdir);
   CHECK(d != NULL, "open fixture dir %s", fixdir);
@@ -175,6 +223,11 @@ static void test_all_fixtures(void) {
     } else {
       CHECK(rc == 0 && !err[0], "%s: parses (rc %d, err \"%s\")", name, rc, err);
       CHECK(r.status / 100 == 2 || r.nerrors > 0, "%s: error status %d has errors", name, r.status);
+      if (kind == SR_JOBS) {
+        char *text = json_dumps(body, JSON_INDENT(1) | JSON_ESCAPE_SLASH);
+        same_both_ways(name, name_version(name), r.status, text);
+        free(text);
+      }
     }
     slurm_reply_free(&r);
     json_decref(f);
@@ -874,6 +927,7 @@ int main(int argc, char **argv) {
   }
   test_api_version();
   test_all_fixtures();
+  test_slim();
   test_v38_jobs();
   test_v38_variants();
   test_v38_submit_ping();
