@@ -45,7 +45,22 @@ static bool idle_now(struct daemon *d) {
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
-    if (s->proc || s->fsm.proc_alive) return false;
+    if (s->proc) return false;
+    if (!s->fsm.proc_alive) continue;
+    /* A Slurm job whose cancel cannot be confirmed because the cluster is unreachable does
+     * not hold the shutdown past its stop grace: the store keeps it STOPPING with its job
+     * id, and the next daemon cancels it. */
+    const char *why = s->spec->slurm && s->fsm.state == S_STOPPING ? slurm_unreachable(s) : NULL;
+    if (why && now_mono() - d->shutdown_at >= s->spec->stop_grace) {
+      if (!s->left_behind) {
+        s->left_behind = true;
+        log_msg(LOG_WARN, s->spec->name, NULL, "STOPPING",
+                "job %lld: cannot confirm its cancel (%s); leaving it to the next daemon", (long long)slurm_job_id(s),
+                why);
+      }
+      continue;
+    }
+    return false;
   }
   return true;
 }
@@ -98,6 +113,7 @@ void daemon_check_idle(struct daemon *d) {
 void daemon_shutdown(struct daemon *d) {
   if (d->shutting_down) return;
   d->shutting_down = true;
+  d->shutdown_at = now_mono();
   log_info("shutting down: stopping %zu services (dependents first)", d->nservices);
   /* In memory only: the persisted wanted state stays, so they come back next start.
    * deps_reconcile sends the stops: a service stops once nothing that depends on it runs. */

@@ -763,8 +763,10 @@ static void on_cancel(struct sreq *r, bool ok, const char *terr) {
     describe(r, ok, terr, prc == 0 ? &rep : NULL, why, sizeof why);
     log_msg(LOG_WARN, r->job ? r->job->s->spec->name : NULL, NULL, NULL, "cancel of job %lld failed: %s",
             (long long)r->job_id, why);
+    if (!ok || r->status >= 500) set_error(cl, "cancel: %s", why);
   }
   if (prc == 0 || ok) slurm_reply_free(&rep);
+  if (!(ok && r->status == 200) && cl->d->shutting_down) daemon_check_idle(cl->d); /* may let it finish */
   cl->need_full = true;
   poll_schedule(cl, now_mono() + fmin(cl->spec->poll_interval, 0.2));
 }
@@ -1236,6 +1238,11 @@ void slurm_resume(struct service *s, int64_t job_id) {
   j->cl->need_full = true;
   if (j->searching) s->fsm.submitting = true;
   poll_schedule(j->cl, now_mono());
+}
+
+const char *slurm_unreachable(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  return j && j->cl->error[0] ? j->cl->error : NULL;
 }
 
 int64_t slurm_job_id(struct service *s) {

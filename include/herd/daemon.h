@@ -58,6 +58,7 @@ struct daemon {
   bool deps_dirty;      /* some service changed state: re-evaluate dependencies */
   bool finish_pending;  /* shutting down and idle: tear down at the end of this loop turn */
   bool booting;         /* creating services (start-up, reload): starts wait until all exist */
+  double shutdown_at;   /* when the shutdown began (monotonic) */
   struct list clusters; /* Slurm clusters (slurm.c) */
   struct list delayed;  /* stops asked for later (stop --delay), soonest first */
   uv_timer_t delay_timer;
@@ -103,6 +104,7 @@ struct service {
   int last_port;           /* the port used last time, preferred when allocating */
   bool stop_sent;          /* shutdown: the stop was sent (dependents first) */
   bool boot_start;         /* wanted up while the daemon was creating services: start after */
+  bool left_behind;        /* shutdown: a Slurm job whose cancel could not be confirmed */
 };
 
 /** Run the daemon in the foreground until a shutdown. Returns the process exit code. */

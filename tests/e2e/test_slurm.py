@@ -166,6 +166,33 @@ class TestSlurmEnds(SlurmTest):
         self.assertEqual(self.herd_jobs("t"), [])
 
 
+class TestSlurmShutdown(SlurmTest):
+    def test_shutdown_while_unreachable_leaves_the_job_to_the_next_daemon(self):
+        self.write([job_svc("s", command=["sleep", "600"], time_limit="10m", stop={"grace": "2s"})])
+        self.d.start()
+        job = wait_service(self.d, "s", lambda s: s["state"] == "HEALTHY", timeout=60,
+                           what="HEALTHY")["slurm"]["job_id"]
+        CLUSTER.stop_restd()
+        try:
+            wait_service(self.d, "s", lambda s: s["state"] == "UNKNOWN", timeout=30, what="UNKNOWN")
+            t0 = time.time()
+            self.d.signal(signal.SIGTERM)
+            rc = self.d.wait_exit(timeout=30)
+            took = time.time() - t0
+            self.assertEqual(rc, 0)
+            self.assertLess(took, 15, "the shutdown is bounded by the stop grace, not by Slurm")
+            self.assertIn("leaving it to the next daemon", self.d.log())
+            states = {j[0]: j[2] for j in CLUSTER.squeue()}  # squeue talks to slurmctld directly
+            self.assertEqual(states.get(job), "RUNNING", "nothing was cancelled blindly")
+        finally:
+            CLUSTER.start_restd()
+        # The next daemon finishes the stop it was asked for.
+        self.d.start()
+        wait_until(lambda: (CLUSTER.job(job) or {}).get("job_state") in ("CANCELLED", None), timeout=30,
+                   what="the job cancelled by the next daemon")
+        wait_service(self.d, "s", lambda s: s["state"] == "STOPPED", timeout=30, what="STOPPED")
+
+
 class TestSlurmTimeLimit(SlurmTest):
     def test_time_limit_is_timeout(self):
         self.write([job_svc("slow", command=["sleep", "1000"], time_limit="1m")])
