@@ -264,7 +264,7 @@ class TestSlurmAuth(SlurmTest):
                                                                  "lifespan=600"]})])
         self.d.start()
         s = wait_service(self.d, "tc", lambda s: s["state"] == "COMPLETED", timeout=60, what="COMPLETED")
-        cl = self.clusters()[0]
+        cl = json.loads(self.d.cli("clusters", check=True).stdout)["clusters"][0]  # the CLI's view
         self.assertEqual(cl["auth"], "token_command")
         self.assertEqual(cl["api_version"], "v0.0.38")
         self.assertNotIn("eyJhbGci", self.d.log())
