@@ -31,22 +31,12 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procutil  # noqa: E402
+from procutil import Stop, log, on_signal  # noqa: E402
 from checks import Servers, check_specs  # noqa: E402
 from systems import SLEEP_ARG, BenchError, Herd, KeepAliveClient, svc_name  # noqa: E402
 
 LIVE = []
 
-
-class Stop(Exception):
-    pass
-
-
-def on_signal(signum, frame):
-    raise Stop("signal %d" % signum)
-
-
-def log(msg):
-    print("# " + msg, file=sys.stderr, flush=True)
 
 
 def specs_for(variant, names, servers):

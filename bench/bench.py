@@ -22,6 +22,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procutil  # noqa: E402
+from procutil import Stop, log, on_signal  # noqa: E402
 from systems import BenchError, Herd, Runit, Supervisord  # noqa: E402
 
 SYSTEMS = ("herd", "supervisord", "runit")
@@ -30,17 +31,6 @@ TO_REMOVE = []  # temp dirs, removed at the very end: deleting thousands of file
 # makes ext4 skip the just-freed inodes (recently_deleted) in the next run's file creation,
 # which slowed every spawn of the following system by ~1 ms on this machine.
 
-
-class Stop(Exception):
-    pass
-
-
-def on_signal(signum, frame):
-    raise Stop("signal %d" % signum)
-
-
-def log(msg):
-    print("# " + msg, file=sys.stderr, flush=True)
 
 
 def make(name, root, n, a):

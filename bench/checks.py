@@ -34,6 +34,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procutil  # noqa: E402
+from procutil import Stop, log, on_signal  # noqa: E402
 
 # =====================================================================================
 # HTTP server (one process each)
@@ -267,17 +268,6 @@ from systems import SLEEP_ARG, BenchError, Herd, KeepAliveClient, svc_name  # no
 
 LIVE = []  # objects with cleanup()/close() still to call
 
-
-class Stop(Exception):
-    pass
-
-
-def on_signal(signum, frame):
-    raise Stop("signal %d" % signum)
-
-
-def log(msg):
-    print("# " + msg, file=sys.stderr, flush=True)
 
 
 def pct(v, p):

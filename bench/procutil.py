@@ -2,6 +2,7 @@
 waiting for processes to exit (pidfd), and finding a freshly forked child quickly.
 Standard library only; Linux only."""
 import os
+import sys
 import select
 import time
 
@@ -287,3 +288,17 @@ def kill_and_find_new_child(victim, parent, exec_comm=b"sleep", timeout=5.0):
         os.sched_yield()
     return {"wall": t_wall, "pid": new, "fork_ms": (t_fork - t0) * 1e3,
             "exec_ms": (t_exec - t0) * 1e3 if t_exec else None, "rounds": rounds}
+
+
+# ---- shared by the bench scripts ----
+
+class Stop(Exception):
+    pass
+
+
+def on_signal(signum, frame):
+    raise Stop("signal %d" % signum)
+
+
+def log(msg):
+    print("# " + msg, file=sys.stderr, flush=True)

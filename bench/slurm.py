@@ -41,6 +41,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import procutil  # noqa: E402
+from procutil import Stop, log, on_signal  # noqa: E402
 from systems import BenchError, Herd, UnixHTTPConnection  # noqa: E402
 
 
@@ -58,17 +59,6 @@ slurmtest = _load_cluster_module()
 API = slurmtest.API
 LIVE = []
 
-
-class Stop(Exception):
-    pass
-
-
-def on_signal(signum, frame):
-    raise Stop("signal %d" % signum)
-
-
-def log(msg):
-    print("# " + msg, file=sys.stderr, flush=True)
 
 
 def median(v):
