@@ -166,6 +166,27 @@ class TestSlurmEnds(SlurmTest):
         self.assertEqual(self.herd_jobs("t"), [])
 
 
+class TestSlurmControllerDown(SlurmTest):
+    def test_slurmctld_down_is_unknown_then_back(self):
+        """slurmctld itself down: slurmrestd answers 500 after its ~9 s timeout, the same body
+        as a bad token; herd says which by the time it took, keeps the job, and recovers."""
+        self.write([job_svc("c", command=["sleep", "600"], time_limit="10m")],
+                   clusters=[cluster_cfg(request_timeout="20s")])
+        self.d.start()
+        job = wait_service(self.d, "c", lambda s: s["state"] == "HEALTHY", timeout=60,
+                           what="HEALTHY")["slurm"]["job_id"]
+        CLUSTER.stop_ctld()
+        try:
+            s = wait_service(self.d, "c", lambda s: s["state"] == "UNKNOWN", timeout=40, what="UNKNOWN")
+            self.assertIn("slurmctld unreachable", s["reason"])
+        finally:
+            CLUSTER.start_ctld()
+        s = wait_service(self.d, "c", lambda s: s["state"] == "HEALTHY", timeout=90, what="HEALTHY again")
+        self.assertEqual(s["slurm"]["job_id"], job)
+        self.assertEqual(s["attempt"], 1, "nothing resubmitted")
+        self.assertEqual(self.clusters()[0]["requests"]["submit"], 1)
+
+
 class TestSlurmShutdown(SlurmTest):
     def test_shutdown_while_unreachable_leaves_the_job_to_the_next_daemon(self):
         self.write([job_svc("s", command=["sleep", "600"], time_limit="10m", stop={"grace": "2s"})])
