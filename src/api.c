@@ -517,6 +517,34 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
       return;
     }
   }
+  char jb[16];
+  const char *job = req_query(r, "job", jb, sizeof jb);
+  if (job && (!strcmp(job, "1") || !strcmp(job, "true") || !*job)) {
+    /* A Slurm job's own output, where the daemon can read it (a shared filesystem). */
+    if (fol) {
+      conn_error(c, 400, "bad_follow", NULL, "follow is for herd's log; a job's output is read once (job=1)");
+      return;
+    }
+    char *path = slurm_output_path(s);
+    if (!path) {
+      conn_error(c, 404, "no_job", NULL, "%s has no Slurm job", s->spec->name);
+      return;
+    }
+    size_t jlen = 0;
+    char *jdata = NULL;
+    errno = 0;
+    if (access(path, R_OK) < 0 || (lines != 0 && !(jdata = tail_file(path, lines, &jlen)) && errno)) {
+      conn_error(c, 404, "job_output_unreadable", NULL,
+                 "the job's output %s cannot be read here: %s (is it on a filesystem this host shares?)", path,
+                 strerror(errno));
+      free(path);
+      return;
+    }
+    conn_reply_raw(c, 200, "text/plain; charset=utf-8", jdata ? jdata : "", jlen);
+    free(jdata);
+    free(path);
+    return;
+  }
   size_t len = 0;
   char *data = lines == 0 ? NULL : tail_file(s->log_path, lines, &len);
   if (!fol) {

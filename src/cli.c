@@ -512,14 +512,18 @@ static int stream(struct cli *cli, const char *target, http_data_cb cb, void *ar
 }
 
 int cli_logs(struct cli *cli, int argc, char **argv) {
-  bool follow = false;
+  bool follow = false, job = false;
   long n = -1;
   int ch;
   optind = 1;
-  static const struct option opts[] = {
-      {"follow", no_argument, 0, 'f'}, {"lines", required_argument, 0, 'n'}, {0, 0, 0, 0}};
-  while ((ch = getopt_long(argc, argv, "fn:", opts, NULL)) != -1) {
-    if (ch == 'f')
+  static const struct option opts[] = {{"follow", no_argument, 0, 'f'},
+                                       {"lines", required_argument, 0, 'n'},
+                                       {"job", no_argument, 0, 'j'},
+                                       {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "fn:j", opts, NULL)) != -1) {
+    if (ch == 'j')
+      job = true;
+    else if (ch == 'f')
       follow = true;
     else if (ch == 'n')
       n = strtol(optarg, NULL, 10);
@@ -530,7 +534,8 @@ int cli_logs(struct cli *cli, int argc, char **argv) {
   struct buf t = {0};
   buf_printf(&t, "/v1/services/%s/logs?", argv[optind]);
   if (n >= 0) buf_printf(&t, "tail=%ld&", n);
-  if (follow) buf_printf(&t, "follow=1");
+  if (follow) buf_printf(&t, "follow=1&");
+  if (job) buf_printf(&t, "job=1");
   int rc = stream(cli, t.data, write_out, NULL);
   buf_free(&t);
   return rc;

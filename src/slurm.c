@@ -1257,6 +1257,11 @@ const char *slurm_endpoint_host(struct service *s) {
   return a ? a : j->host;
 }
 
+char *slurm_output_path(struct service *s) {
+  struct sjob *j = (struct sjob *)s->job;
+  return j && j->job_id ? output_path(j) : NULL;
+}
+
 json_t *slurm_service_json(struct service *s) {
   struct sjob *j = (struct sjob *)s->job;
   if (!j) return NULL;

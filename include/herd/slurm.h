@@ -44,6 +44,8 @@ const char *slurm_unreachable(struct service *s);
 int64_t slurm_job_id(struct service *s);
 /** The host a check reaches the service on: the job's node address, else its name. */
 const char *slurm_endpoint_host(struct service *s);
+/** The current job's stdout path with %j and %x expanded (malloc'd), or NULL. */
+char *slurm_output_path(struct service *s);
 /** The job as status shows it, or NULL when the service has none. */
 json_t *slurm_service_json(struct service *s);
 /** The clusters: API version, auth kind (never the secret), last error, request counters. */

@@ -91,6 +91,15 @@ class TestSlurmLifecycle(SlurmTest):
         self.assertRegex(out, r"web\s+HEALTHY\s+job %d\s+\d" % job)
         self.assertEqual(s["slurm"]["output"], os.path.join(CLUSTER.jobs_dir, "herd.web-%d.out" % job))
         wait_until(lambda: os.path.exists(s["slurm"]["output"]), timeout=10, what="the job's output file")
+        # herd's own log says what happened to the job; --job reads the job's output (shared filesystem).
+        self.assertIn("submitted job %d on cluster test" % job, self.d.cli("logs", "web", check=True).stdout)
+        wait_until(lambda: os.path.getsize(s["slurm"]["output"]) > 0, timeout=10, what="output in the job's file")
+        r = self.d.cli("logs", "web", "--job", check=True)
+        with open(s["slurm"]["output"]) as f:  # the check's requests keep appending to it
+            content = f.read()
+        self.assertTrue(r.stdout and content.startswith(r.stdout), (r.stdout[-200:], content[-200:]))
+        st, body = self.d.request("GET", "/v1/services/web/logs?job=1&follow=1")
+        self.assertEqual(st, 400)
 
         # slurmrestd dies: UNKNOWN with the error, nothing cancelled or resubmitted.
         CLUSTER.stop_restd()
