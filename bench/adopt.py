@@ -31,7 +31,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procutil  # noqa: E402
-from procutil import Stop, log, on_signal  # noqa: E402
+from procutil import Stop, fmt_value, host_line, loadavg, log, on_signal, tool_version  # noqa: E402,F401
 from checks import Servers, check_specs  # noqa: E402
 from systems import SLEEP_ARG, BenchError, Herd, KeepAliveClient, svc_name  # noqa: E402
 
@@ -231,12 +231,7 @@ def run_one(a, variant, how, servers):
     return r
 
 
-def f(v, fmt):
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    return fmt % v
+f = fmt_value
 
 
 ROWS = [
@@ -326,12 +321,9 @@ def main():
     hows = a.how.split(",")
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
-    with open("/proc/loadavg") as fh:
-        load = " ".join(fh.read().split()[:3])
     print("\n".join([
         "herd re-adoption benchmark  %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-        "host: %s, kernel %s, %d cpus, python %s, load average at start %s" % (
-            platform.node(), platform.release(), os.cpu_count(), platform.python_version(), load),
+        host_line(),
         "herd: %s (%s)" % (a.herd, a.herd_info),
         "N = %d `sleep` services; variants: plain = ready_after 0, no check; http = an HTTP check every 1 s "
         "(timeout 1 s) on %d local servers; exec = `true` every 5 s. Daemon 1 ends by leave = POST "

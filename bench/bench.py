@@ -22,7 +22,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procutil  # noqa: E402
-from procutil import Stop, log, on_signal  # noqa: E402
+from procutil import Stop, fmt_value, host_line, loadavg, log, on_signal, tool_version  # noqa: E402,F401
 from systems import BenchError, Herd, Runit, Supervisord  # noqa: E402
 
 SYSTEMS = ("herd", "supervisord", "runit")
@@ -327,25 +327,15 @@ def targets(all_res):
 def header(a):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 
-    def ver(argv):
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            return (r.stdout or r.stderr).strip().splitlines()[0]
-        except Exception as e:
-            return "? (%s)" % e
-
     def dpkg(p):
-        return ver(["dpkg-query", "-W", "-f", "${Version}", p])
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
+        return tool_version(["dpkg-query", "-W", "-f", "${Version}", p])
     lines = [
         "herd benchmark  %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S %Z").strip(),
-        "host: %s, kernel %s, %d cpus, python %s, load average at start %s" % (
-            platform.node(), platform.release(), os.cpu_count(), platform.python_version(), load),
+        host_line(),
         "herd: %s (%s)" % (a.herd, a.herd_info),
         "temp dirs under %s (%s; set TMPDIR to move them; removed only at the end of the run)" % (
-            tempfile.gettempdir(), ver(["stat", "-f", "-c", "%T", tempfile.gettempdir()])),
-        "supervisord %s (Debian supervisor %s); runit %s" % (ver(["supervisord", "--version"]),
+            tempfile.gettempdir(), tool_version(["stat", "-f", "-c", "%T", tempfile.gettempdir()])),
+        "supervisord %s (Debian supervisor %s); runit %s" % (tool_version(["supervisord", "--version"]),
                                                             dpkg("supervisor"), dpkg("runit")),
         "N = %s; idle window %ss; %d kills; status median of %d runs (+1 warm-up)%s" % (
             " ".join(map(str, a.n)), a.idle, a.kills, a.status_runs, "; QUICK smoke run" if a.quick else ""),
@@ -420,8 +410,7 @@ def main():
             all_res[n] = res
             print("\n" + table(n, res, base), flush=True)
         print("\n" + targets(all_res), flush=True)
-        with open("/proc/loadavg") as f:
-            load = " ".join(f.read().split()[:3])
+        load = loadavg()
         print("\ntotal bench time %.0f s; load average at the end %s" % (time.time() - t_start, load), flush=True)
     except Stop as e:
         log("interrupted (%s); cleaning up" % e)

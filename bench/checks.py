@@ -34,7 +34,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procutil  # noqa: E402
-from procutil import Stop, log, on_signal  # noqa: E402
+from procutil import Stop, fmt_value, host_line, loadavg, log, on_signal, tool_version  # noqa: E402,F401
 
 # =====================================================================================
 # HTTP server (one process each)
@@ -661,12 +661,7 @@ def run_monit(a, servers):
 
 
 # ---- output -------------------------------------------------------------------------
-def f(v, fmt):
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    return fmt % v
+f = fmt_value
 
 
 ROWS = [
@@ -793,21 +788,12 @@ def targets(res, n):
 
 
 def header(a, servers):
-    def ver(argv):
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            return (r.stdout or r.stderr).strip().splitlines()[0]
-        except Exception as e:
-            return "? (%s)" % e
-    with open("/proc/loadavg") as fh:
-        load = " ".join(fh.read().split()[:3])
     return "\n".join([
         "herd health-check benchmark  %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-        "host: %s, kernel %s, %d cpus, python %s, load average at start %s" % (
-            platform.node(), platform.release(), os.cpu_count(), platform.python_version(), load),
+        host_line(),
         "herd: %s (%s); libcurl %s" % (a.herd, a.herd_info,
-                                      ver(["dpkg-query", "-W", "-f", "${Version}", "libcurl4"])),
-        "monit: %s" % ver(["monit", "-V"]),
+                                      tool_version(["dpkg-query", "-W", "-f", "${Version}", "libcurl4"])),
+        "monit: %s" % tool_version(["monit", "-V"]),
         "N = %d sleep services, each with an HTTP check (timeout 1s) on its own endpoint /sNNNN; %d HTTP servers "
         "(python asyncio, keep-alive, separate processes) with %d endpoints each%s" % (
             a.n, len(servers.ports), a.n // len(servers.ports), "; QUICK smoke run" if a.quick else ""),
@@ -883,8 +869,7 @@ def main():
         r1 = next((r for r in res if r["interval_ms"] == 1000 and "error" not in r), {})
         print("\n" + side_by_side(r1, mon, a.n), flush=True)
         print("\n" + targets(res, a.n), flush=True)
-        with open("/proc/loadavg") as fh:
-            load = " ".join(fh.read().split()[:3])
+        load = loadavg()
         print("\ntotal bench time %.0f s; load average at the end %s" % (time.time() - t_start, load), flush=True)
         bad = any("error" in r for r in res + [floor]) or ("error" in mon and not a.no_monit)
         return 1 if bad else 0

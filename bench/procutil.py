@@ -2,6 +2,8 @@
 waiting for processes to exit (pidfd), and finding a freshly forked child quickly.
 Standard library only; Linux only."""
 import os
+import subprocess
+import platform
 import sys
 import select
 import time
@@ -302,3 +304,32 @@ def on_signal(signum, frame):
 
 def log(msg):
     print("# " + msg, file=sys.stderr, flush=True)
+
+
+def tool_version(argv):
+    """The first line a tool prints about itself, or "? (why)"."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (r.stdout or r.stderr).strip().splitlines()[0]
+    except Exception as e:
+        return "? (%s)" % e
+
+
+def loadavg():
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg writes them."""
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
+
+
+def host_line():
+    return "host: %s, kernel %s, %d cpus, python %s, load average at start %s" % (
+        platform.node(), platform.release(), os.cpu_count(), platform.python_version(), loadavg())
+
+
+def fmt_value(v, fmt):
+    """A table cell: "-" for None, yes/NO for booleans, else fmt % v."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    return fmt % v

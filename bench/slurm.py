@@ -41,7 +41,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import procutil  # noqa: E402
-from procutil import Stop, log, on_signal  # noqa: E402
+from procutil import Stop, fmt_value, host_line, loadavg, log, on_signal, tool_version  # noqa: E402,F401
 from systems import BenchError, Herd, UnixHTTPConnection  # noqa: E402
 
 
@@ -647,12 +647,9 @@ def observations(res):
 
 
 def header(a, cluster_ver):
-    with open("/proc/loadavg") as fh:
-        load = " ".join(fh.read().split()[:3])
     return "\n".join([
         "herd Slurm backend benchmark  %s" % datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
-        "host: %s, kernel %s, %d cpus, python %s, load average at start %s" % (
-            platform.node(), platform.release(), os.cpu_count(), platform.python_version(), load),
+        host_line(),
         "herd: %s (%s)" % (a.herd, a.herd_info),
         "Slurm: %s, single node (tests/e2e/slurm.py), slurmrestd JWT on 127.0.0.1, API %s" % (cluster_ver, API),
         "N = %d services `sleep 3600` (restart never, time_limit 2h) on one cluster: poll_interval %gs, "

@@ -501,6 +501,40 @@ static char *tail_file(const char *path, long lines, size_t *len) {
   return data;
 }
 
+/* A Slurm job's output may sit on a network filesystem: it is read on the thread pool,
+ * never on the loop. */
+struct job_read {
+  uv_work_t w;
+  struct conn *c; /* NULL once the client has gone */
+  char *path;
+  long lines;
+  char *data;
+  size_t len;
+  int err;
+};
+
+static void job_read_gone(struct conn *c, void *arg) { ((struct job_read *)arg)->c = NULL; }
+
+static void job_read_work(uv_work_t *w) {
+  struct job_read *jr = container_of(w, struct job_read, w);
+  errno = 0;
+  if (access(jr->path, R_OK) < 0 || (jr->lines != 0 && !(jr->data = tail_file(jr->path, jr->lines, &jr->len))))
+    jr->err = errno;
+}
+
+static void job_read_done(uv_work_t *w, int status) {
+  struct job_read *jr = container_of(w, struct job_read, w);
+  if (jr->c && jr->err)
+    conn_error(jr->c, 404, "job_output_unreadable", NULL,
+               "the job's output %s cannot be read here: %s (is it on a filesystem this host shares?)", jr->path,
+               strerror(jr->err));
+  else if (jr->c)
+    conn_reply_raw(jr->c, 200, "text/plain; charset=utf-8", jr->data ? jr->data : "", jr->len);
+  free(jr->data);
+  free(jr->path);
+  free(jr);
+}
+
 void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
   struct service *s = find_or_404(d, c, name);
   if (!s) return;
@@ -530,19 +564,12 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
       conn_error(c, 404, "no_job", NULL, "%s has no Slurm job", s->spec->name);
       return;
     }
-    size_t jlen = 0;
-    char *jdata = NULL;
-    errno = 0;
-    if (access(path, R_OK) < 0 || (lines != 0 && !(jdata = tail_file(path, lines, &jlen)) && errno)) {
-      conn_error(c, 404, "job_output_unreadable", NULL,
-                 "the job's output %s cannot be read here: %s (is it on a filesystem this host shares?)", path,
-                 strerror(errno));
-      free(path);
-      return;
-    }
-    conn_reply_raw(c, 200, "text/plain; charset=utf-8", jdata ? jdata : "", jlen);
-    free(jdata);
-    free(path);
+    struct job_read *jr = xcalloc(1, sizeof *jr);
+    jr->c = c;
+    jr->path = path;
+    jr->lines = lines;
+    conn_park(c, jr, job_read_gone, NULL, 0);
+    uv_queue_work(d->loop, &jr->w, job_read_work, job_read_done);
     return;
   }
   size_t len = 0;

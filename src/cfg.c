@@ -65,17 +65,31 @@ struct pctx {
   int nerr;
 };
 
-static void verr(struct pctx *c, const char *field, bool at_key, const char *fmt, va_list ap) {
-  struct cfg_errors *e = c->errs;
+static void cfg_error_vadd(struct cfg_errors *e, const char *file, int line, int col, const char *field,
+                           const char *fmt, va_list ap) {
   if (e->n == e->cap) {
     e->cap = e->cap ? e->cap * 2 : 8;
     e->v = xrealloc(e->v, e->cap * sizeof *e->v);
   }
   struct cfg_error *x = &e->v[e->n++];
-  x->file = xstrdup(c->file);
+  x->file = xstrdup(file ? file : "?");
+  x->line = line > 0 ? line : 1;
+  x->col = col > 0 ? col : 1;
   x->field = xstrdup(field);
-  jpos_find(c->text, c->len, field, at_key, &x->line, &x->col);
   if (vasprintf(&x->msg, fmt, ap) < 0) abort();
+}
+
+void cfg_error_add(struct cfg_errors *e, const char *file, int line, int col, const char *field, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  cfg_error_vadd(e, file, line, col, field, fmt, ap);
+  va_end(ap);
+}
+
+static void verr(struct pctx *c, const char *field, bool at_key, const char *fmt, va_list ap) {
+  int line, col;
+  jpos_find(c->text, c->len, field, at_key, &line, &col);
+  cfg_error_vadd(c->errs, c->file, line, col, field, fmt, ap);
   c->nerr++;
 }
 
@@ -157,6 +171,13 @@ static int get_enum(struct pctx *c, const char *field, json_t *v, const char *co
   err_at(c, field, "expected %s", want.data);
   buf_free(&want);
   return -1;
+}
+
+static void get_bool(struct pctx *c, const char *field, json_t *v, bool *out) {
+  if (!json_is_boolean(v))
+    err_at(c, field, "expected true or false");
+  else
+    *out = json_is_true(v);
 }
 
 static int get_number(struct pctx *c, const char *field, json_t *v, double lo, double hi, double *out) {
@@ -475,12 +496,7 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
       if (get_string(c, FIELD(f, prefix, "ca_file"), v, &k->ca_file) == 0 && access(k->ca_file, R_OK) < 0)
         err_at(c, FIELD(f, prefix, "ca_file"), "cannot read %s: %s", k->ca_file, strerror(errno));
     }
-    if ((v = json_object_get(o, "insecure"))) {
-      if (!json_is_boolean(v))
-        err_at(c, FIELD(f, prefix, "insecure"), "expected true or false");
-      else
-        k->insecure = json_is_true(v);
-    }
+    if ((v = json_object_get(o, "insecure"))) get_bool(c, FIELD(f, prefix, "insecure"), v, &k->insecure);
     break;
   case CHECK_TCP:
     if ((v = json_object_get(o, "host"))) get_string(c, FIELD(f, prefix, "host"), v, &k->host);
@@ -518,12 +534,7 @@ static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct
   else
     e->host = xstrdup(s->backend == BACKEND_SLURM ? "" : "127.0.0.1"); /* slurm: the job's node */
   if ((v = json_object_get(o, "port"))) get_port(c, FIELD(f, prefix, "port"), v, &e->port);
-  if ((v = json_object_get(o, "allocate"))) {
-    if (!json_is_boolean(v))
-      err_at(c, FIELD(f, prefix, "allocate"), "expected true or false");
-    else
-      e->allocate = json_is_true(v);
-  }
+  if ((v = json_object_get(o, "allocate"))) get_bool(c, FIELD(f, prefix, "allocate"), v, &e->allocate);
   if ((v = json_object_get(o, "port_range"))) {
     if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(json_array_get(v, 0)) ||
         !json_is_integer(json_array_get(v, 1)) || json_integer_value(json_array_get(v, 0)) < 1 ||
@@ -614,12 +625,7 @@ static void parse_container(struct pctx *c, const char *prefix, json_t *o, struc
   else
     get_string(c, FIELD(f, prefix, "image"), v, &j->container.image);
   if ((v = json_object_get(o, "binds"))) j->container.binds = get_strv(c, FIELD(f, prefix, "binds"), v, false);
-  if ((v = json_object_get(o, "gpu"))) {
-    if (!json_is_boolean(v))
-      err_at(c, FIELD(f, prefix, "gpu"), "expected true or false");
-    else
-      j->container.gpu = json_is_true(v);
-  }
+  if ((v = json_object_get(o, "gpu"))) get_bool(c, FIELD(f, prefix, "gpu"), v, &j->container.gpu);
 }
 
 /* The batch script for a command (optionally in a container), as Blackfish's services do. */
@@ -873,12 +879,7 @@ static struct cluster_spec *parse_cluster(struct pctx *c, const char *prefix, js
     if (get_string(c, FIELD(f, prefix, "cwd"), v, &k->cwd) == 0 && k->cwd[0] != '/')
       err_at(c, FIELD(f, prefix, "cwd"), "must be an absolute path");
   }
-  if ((v = json_object_get(o, "mcs_label"))) {
-    if (!json_is_boolean(v))
-      err_at(c, FIELD(f, prefix, "mcs_label"), "expected true or false");
-    else
-      k->mcs_label = json_is_true(v);
-  }
+  if ((v = json_object_get(o, "mcs_label"))) get_bool(c, FIELD(f, prefix, "mcs_label"), v, &k->mcs_label);
   if (c->nerr != before) {
     cluster_spec_free(k);
     return NULL;
@@ -993,12 +994,8 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   if ((v = json_object_get(o, "endpoint"))) parse_endpoint(c, FIELD(f, prefix, "endpoint"), v, s);
   if ((v = json_object_get(o, "check"))) parse_check(c, FIELD(f, prefix, "check"), v, s);
   if ((v = json_object_get(o, "depends_on"))) parse_deps(c, FIELD(f, prefix, "depends_on"), v, s);
-  if ((v = json_object_get(o, "restart_with_dependency"))) {
-    if (!json_is_boolean(v))
-      err_at(c, FIELD(f, prefix, "restart_with_dependency"), "expected true or false");
-    else
-      s->restart_with_dependency = json_is_true(v);
-  }
+  if ((v = json_object_get(o, "restart_with_dependency")))
+    get_bool(c, FIELD(f, prefix, "restart_with_dependency"), v, &s->restart_with_dependency);
   if (s->backend == BACKEND_SLURM) {
     parse_slurm(c, prefix, o, s);
     if (s->set_gid) err_at_key(c, FIELD(f, prefix, "group"), "a Slurm job runs with its user's groups");
@@ -1029,17 +1026,7 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
   json_error_t je;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
-    struct cfg_errors *e = errs;
-    if (e->n == e->cap) {
-      e->cap = e->cap ? e->cap * 2 : 8;
-      e->v = xrealloc(e->v, e->cap * sizeof *e->v);
-    }
-    struct cfg_error *x = &e->v[e->n++];
-    x->file = xstrdup(file);
-    x->line = je.line > 0 ? je.line : 1;
-    x->col = je.column > 0 ? je.column : 1;
-    x->field = xstrdup("");
-    x->msg = xasprintf("invalid JSON: %s", je.text);
+    cfg_error_add(errs, file, je.line, je.column, "", "invalid JSON: %s", je.text);
     return 1;
   }
   json_t *list = json_is_object(root) ? json_object_get(root, "services") : NULL;
@@ -1093,23 +1080,6 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static char *read_file(const char *path, size_t *len, int *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    *err = errno;
-    return NULL;
-  }
-  struct buf b = {0};
-  char tmp[8192];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
-  *err = ferror(f) ? EIO : 0;
-  fclose(f);
-  if (!b.data) buf_append(&b, "", 0);
-  *len = b.len;
-  return b.data;
-}
-
 int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs) {
   size_t before = errs->n;
   struct pctx dc = {dir, "", 0, errs, 0};
@@ -1135,7 +1105,7 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
     char *path = xasprintf("%s/%s", dir, names[i]);
     size_t len;
     int err;
-    char *text = read_file(path, &len, &err);
+    char *text = file_read(path, 0, &len, &err);
     if (!text) {
       struct pctx fc = {path, "", 0, errs, 0};
       err_at(&fc, "", "cannot read: %s", strerror(err));
@@ -1183,37 +1153,11 @@ static void dep_error(struct cfg_errors *e, const struct spec *s, const struct d
     __attribute__((format(printf, 4, 5)));
 
 static void dep_error(struct cfg_errors *e, const struct spec *s, const struct dep_spec *d, const char *fmt, ...) {
-  if (e->n == e->cap) {
-    e->cap = e->cap ? e->cap * 2 : 8;
-    e->v = xrealloc(e->v, e->cap * sizeof *e->v);
-  }
-  struct cfg_error *x = &e->v[e->n++];
-  x->file = xstrdup(s->source ? s->source : "?");
-  x->line = d->line > 0 ? d->line : 1;
-  x->col = d->col > 0 ? d->col : 1;
-  x->field = xasprintf("%s.depends_on", s->name);
+  char field[96];
+  snprintf(field, sizeof field, "%s.depends_on", s->name);
   va_list ap;
   va_start(ap, fmt);
-  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
-  va_end(ap);
-}
-
-static void add_error(struct cfg_errors *e, const char *file, int line, int col, const char *field, const char *fmt,
-                      ...) __attribute__((format(printf, 6, 7)));
-static void add_error(struct cfg_errors *e, const char *file, int line, int col, const char *field, const char *fmt,
-                      ...) {
-  if (e->n == e->cap) {
-    e->cap = e->cap ? e->cap * 2 : 8;
-    e->v = xrealloc(e->v, e->cap * sizeof *e->v);
-  }
-  struct cfg_error *x = &e->v[e->n++];
-  x->file = xstrdup(file ? file : "?");
-  x->line = line > 0 ? line : 1;
-  x->col = col > 0 ? col : 1;
-  x->field = xstrdup(field);
-  va_list ap;
-  va_start(ap, fmt);
-  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
+  cfg_error_vadd(e, s->source, d->line, d->col, field, fmt, ap);
   va_end(ap);
 }
 
@@ -1223,8 +1167,8 @@ int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *
   for (size_t i = 0; i < nk; i++)
     for (size_t j = 0; j < i; j++)
       if (!strcmp(k[i]->name, k[j]->name))
-        add_error(errs, k[i]->source, k[i]->line, k[i]->col, "clusters.name",
-                  "duplicate cluster name \"%s\" (also defined in %s)", k[i]->name, k[j]->source);
+        cfg_error_add(errs, k[i]->source, k[i]->line, k[i]->col, "clusters.name",
+                      "duplicate cluster name \"%s\" (also defined in %s)", k[i]->name, k[j]->source);
   for (size_t i = 0; i < n; i++) {
     const struct spec *s = v[i];
     if (!s->slurm) continue;
@@ -1236,13 +1180,13 @@ int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *
     if (!found) {
       struct buf known = {0};
       for (size_t j = 0; j < nk; j++) buf_printf(&known, "%s%s", j ? ", " : "", k[j]->name);
-      add_error(errs, s->source, s->slurm->line, s->slurm->col, field, "no cluster named \"%s\" (%s%s)",
-                s->slurm->cluster, nk ? "known: " : "no \"clusters\" are configured", known.data ? known.data : "");
+      cfg_error_add(errs, s->source, s->slurm->line, s->slurm->col, field, "no cluster named \"%s\" (%s%s)",
+                    s->slurm->cluster, nk ? "known: " : "no \"clusters\" are configured", known.data ? known.data : "");
       buf_free(&known);
     } else if (!s->cwd && !found->cwd) {
-      add_error(errs, s->source, s->slurm->line, s->slurm->col, field,
-                "a Slurm job needs a working directory on the compute node: give \"cwd\" here or in cluster \"%s\"",
-                found->name);
+      cfg_error_add(errs, s->source, s->slurm->line, s->slurm->col, field,
+                    "a Slurm job needs a working directory on the compute node: give \"cwd\" here or in cluster \"%s\"",
+                    found->name);
     }
   }
   return (int)(errs->n - before);

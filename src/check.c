@@ -332,12 +332,6 @@ static void on_exec_exit(uv_process_t *p, int64_t status, int sig) {
   exec_maybe_done(r);
 }
 
-static void on_exec_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
-  struct run *r = h->data;
-  b->base = r->s->d->readbuf;
-  b->len = sizeof r->s->d->readbuf;
-}
-
 static void on_exec_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   struct run *r = st->data;
   if (n > 0) {
@@ -412,7 +406,7 @@ static void exec_begin(struct checker *ck, struct run *r) {
     run_close(r, (uv_handle_t *)&r->out);
     return;
   }
-  uv_read_start((uv_stream_t *)&r->out, on_exec_alloc, on_exec_read);
+  uv_read_start((uv_stream_t *)&r->out, daemon_alloc, on_exec_read);
 }
 
 static void exec_kill(struct run *r) {

@@ -398,12 +398,6 @@ static void conn_process(struct conn *c) {
   c->in_process = false;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
-  struct conn *c = h->data;
-  b->base = c->ctl->d->readbuf;
-  b->len = sizeof c->ctl->d->readbuf;
-}
-
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   struct conn *c = st->data;
   if (n < 0) {
@@ -453,7 +447,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
-  uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read);
+  uv_read_start((uv_stream_t *)&c->h, daemon_alloc, on_read);
 }
 
 static void on_server_close(uv_handle_t *h) {

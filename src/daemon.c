@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -46,21 +45,7 @@ static bool idle_now(struct daemon *d) {
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
     if (s->proc) return false;
-    if (!s->fsm.proc_alive) continue;
-    /* A Slurm job whose cancel cannot be confirmed because the cluster is unreachable does
-     * not hold the shutdown past its stop grace: the store keeps it STOPPING with its job
-     * id, and the next daemon cancels it. */
-    const char *why = s->spec->slurm && s->fsm.state == S_STOPPING ? slurm_unreachable(s) : NULL;
-    if (why && now_mono() - d->shutdown_at >= s->spec->stop_grace) {
-      if (!s->left_behind) {
-        s->left_behind = true;
-        log_msg(LOG_WARN, s->spec->name, NULL, "STOPPING",
-                "job %lld: cannot confirm its cancel (%s); leaving it to the next daemon", (long long)slurm_job_id(s),
-                why);
-      }
-      continue;
-    }
-    return false;
+    if (s->fsm.proc_alive && !(s->spec->slurm && slurm_shutdown_may_leave(s))) return false;
   }
   return true;
 }
@@ -175,6 +160,12 @@ static void on_delay_timer(uv_timer_t *t) {
     free(x);
   }
   delay_rearm(d);
+}
+
+void daemon_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  struct daemon *d = h->loop->data;
+  b->base = d->readbuf;
+  b->len = sizeof d->readbuf;
 }
 
 void daemon_boot_begin(struct daemon *d) { d->booting = true; }
@@ -301,34 +292,9 @@ static void collect_row(void *arg, const struct store_service *row) {
                                 row->wanted, "state", row->state, "restarts", (int)row->restarts));
 }
 
-static void add_error_simple(struct cfg_errors *errs, const char *file, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void add_error_simple(struct cfg_errors *errs, const char *file, const char *field, const char *fmt, ...) {
-  if (errs->n == errs->cap) {
-    errs->cap = errs->cap ? errs->cap * 2 : 8;
-    errs->v = xrealloc(errs->v, errs->cap * sizeof *errs->v);
-  }
-  struct cfg_error *x = &errs->v[errs->n++];
-  x->file = xstrdup(file);
-  x->field = xstrdup(field);
-  x->line = x->col = 1;
-  va_list ap;
-  va_start(ap, fmt);
-  if (vasprintf(&x->msg, fmt, ap) < 0) abort();
-  va_end(ap);
-}
-
 static void add_conflict(struct cfg_errors *errs, const struct spec *sp) {
-  if (errs->n == errs->cap) {
-    errs->cap = errs->cap ? errs->cap * 2 : 8;
-    errs->v = xrealloc(errs->v, errs->cap * sizeof *errs->v);
-  }
-  struct cfg_error *x = &errs->v[errs->n++];
-  x->file = xstrdup(sp->source);
-  x->field = xstrdup("name");
-  x->line = x->col = 1;
-  x->msg =
-      xasprintf("service \"%s\" was added over the API; `herd rm %s` it first or rename this one", sp->name, sp->name);
+  cfg_error_add(errs, sp->source, 1, 1, "name",
+                "service \"%s\" was added over the API; `herd rm %s` it first or rename this one", sp->name, sp->name);
 }
 
 int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
@@ -347,9 +313,9 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
     bool kept = false;
     for (size_t i = 0; i < set.nclusters; i++) kept |= !strcmp(set.clusters[i]->name, s->spec->slurm->cluster);
     if (!kept && !from_config(s))
-      add_error_simple(errs, "reload", s->spec->name,
-                       "service %s (added over the API) runs on cluster %s, which the new config lacks", s->spec->name,
-                       s->spec->slurm->cluster);
+      cfg_error_add(errs, "reload", 1, 1, s->spec->name,
+                    "service %s (added over the API) runs on cluster %s, which the new config lacks", s->spec->name,
+                    s->spec->slurm->cluster);
   }
   if (!errs->n) {
     struct spec **v;
@@ -549,6 +515,7 @@ int daemon_run(const struct daemon_opts *o) {
   }
 
   d->loop = uv_default_loop();
+  d->loop->data = d; /* for daemon_alloc */
   uv_signal_init(d->loop, &d->sig_term);
   uv_signal_init(d->loop, &d->sig_int);
   uv_signal_init(d->loop, &d->sig_hup);

@@ -109,12 +109,6 @@ void logpipe_note(struct service *s, const char *fmt, ...) {
   if (n > 0) log_write(s, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  struct service *s = container_of((uv_pipe_t *)h, struct service, logpipe);
-  buf->base = s->d->readbuf;
-  buf->len = sizeof s->d->readbuf;
-}
-
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   struct service *s = container_of((uv_pipe_t *)st, struct service, logpipe);
   if (n > 0)
@@ -172,7 +166,7 @@ int logpipe_open(struct service *s, char *err, size_t errlen) {
   s->logpipe_init = true;
   s->nhandles++;
   int rc = uv_pipe_open(&s->logpipe, fd);
-  if (rc == 0) rc = uv_read_start((uv_stream_t *)&s->logpipe, on_alloc, on_read);
+  if (rc == 0) rc = uv_read_start((uv_stream_t *)&s->logpipe, daemon_alloc, on_read);
   if (rc < 0) {
     snprintf(err, errlen, "log pipe: %s", uv_strerror(rc));
     return rc; /* the handle is closed by logpipe_close with the service */

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #define MAX_INFLIGHT 8
 #define BODY_MAX (64u * 1024 * 1024)
 #define POLL_BACKOFF_MAX 30.0
+#define PROBE_OLDEST 38 /* version probing stops here: older ones (22.05's v0.0.36/37) add nothing */
 
 enum rq_kind { RQ_PING, RQ_JOBS, RQ_JOB, RQ_SUBMIT, RQ_CANCEL, RQ_NODE, RQ_TOKEN, RQ__MAX };
 static const char *const rq_names[] = {
@@ -45,6 +45,7 @@ struct sreq {
   long status;
   struct sjob *job; /* weak: NULLed when the service goes away */
   int64_t job_id;
+  int64_t sent_second; /* a listing: the wall-clock second it was asked for */
   double t0, elapsed;
   int ver;
   bool sent;
@@ -79,7 +80,8 @@ struct cluster {
   char *token;
   double token_exp; /* wall clock; 0 = never expires */
   time_t token_mtime;
-  bool token_busy; /* a token_command or OAuth request is under way */
+  double token_checked; /* when the token file was last looked at (monotonic) */
+  bool token_busy;      /* a token_command or OAuth request is under way */
   double token_retry_at;
   uv_process_t tokproc;
   uv_pipe_t tokout;
@@ -112,8 +114,8 @@ struct sjob {
   int64_t job_id;      /* 0: none yet */
   bool searching;      /* the submission's outcome is unknown: look for our tag */
   bool cancel_wanted;  /* stop asked before the job id was known */
-  bool ended;          /* the job's end was reported to the state machine */
   bool confirming;     /* GET job/{id} in flight after the job was missing */
+  bool left_behind;    /* shutdown: its cancel could not be confirmed (logged once) */
   struct sreq *submit; /* in flight */
   char state[32], reason[64], host[128], desc[160];
   int64_t submit_time, start_time, end_time;
@@ -124,8 +126,6 @@ static void dispatch(struct cluster *cl);
 static void poll_schedule(struct cluster *cl, double at);
 
 /* ---- small helpers ---- */
-
-static double wall(void) { return now_wall(); }
 
 static struct cluster *cluster_named(struct daemon *d, const char *name) {
   struct list *pos, *tmp;
@@ -149,7 +149,7 @@ static void set_error(struct cluster *cl, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (strcmp(msg, cl->error)) log_msg(LOG_WARN, NULL, NULL, NULL, "cluster %s: %s", cl->spec->name, msg);
-  if (!cl->error[0]) cl->error_since = wall();
+  if (!cl->error[0]) cl->error_since = now_wall();
   snprintf(cl->error, sizeof cl->error, "%s", msg);
   cl->errors++;
 }
@@ -165,7 +165,7 @@ static void clear_error(struct cluster *cl) {
 static bool token_fresh(struct cluster *cl) {
   if (!cl->token) return false;
   if (!cl->token_exp) return true;
-  double left = cl->token_exp - wall();
+  double left = cl->token_exp - now_wall();
   /* Renew a command's or OAuth's token with a fifth of its life (at least a minute) left. */
   return left > 60 && left > (cl->spec->auth == AUTH_JWT_KEY ? cl->spec->token_lifespan / 2 : 0);
 }
@@ -177,20 +177,12 @@ static void token_set(struct cluster *cl, char *tok) {
   cl->token_exp = tok && jwt_exp(tok, &exp) == 0 ? (double)exp : 0;
 }
 
+/* A key, token or secret file (small: the first 64 KiB). */
 static char *read_small(const char *path, size_t *len, char *err, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-    return NULL;
-  }
-  struct buf b = {0};
-  char tmp[4096];
-  size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < 65536) buf_append(&b, tmp, n);
-  fclose(f);
-  buf_append(&b, "", 1);
-  *len = b.len - 1;
-  return b.data;
+  int e;
+  char *text = file_read(path, 65536, len, &e);
+  if (!text) snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
+  return text;
 }
 
 static char *trim_token(char *s) {
@@ -232,12 +224,6 @@ static void on_tok_exit(uv_process_t *p, int64_t status, int sig) {
   tok_finish(cl);
 }
 
-static void on_tok_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
-  struct cluster *cl = h->data;
-  b->base = cl->d->readbuf;
-  b->len = sizeof cl->d->readbuf;
-}
-
 static void on_tok_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   struct cluster *cl = st->data;
   if (n > 0 && cl->tokbuf.len < 65536) buf_append(&cl->tokbuf, b->base, (size_t)n);
@@ -274,7 +260,7 @@ static void token_command_start(struct cluster *cl) {
   cl->nhandles++;
   cl->token_busy = true;
   cl->tok_exited = cl->tok_eof = false;
-  uv_read_start((uv_stream_t *)&cl->tokout, on_tok_alloc, on_tok_read);
+  uv_read_start((uv_stream_t *)&cl->tokout, daemon_alloc, on_tok_read);
 }
 
 static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
@@ -294,7 +280,7 @@ static void on_oauth_done(struct sreq *r, bool ok, const char *terr) {
   } else {
     token_set(cl, xstrdup(tok));
     json_t *ein = json_object_get(j, "expires_in");
-    if (!cl->token_exp && json_is_integer(ein)) cl->token_exp = wall() + (double)json_integer_value(ein);
+    if (!cl->token_exp && json_is_integer(ein)) cl->token_exp = now_wall() + (double)json_integer_value(ein);
   }
   json_decref(j);
 }
@@ -306,7 +292,9 @@ static bool auth_ready(struct cluster *cl) {
   switch (k->auth) {
   case AUTH_NONE: return true;
   case AUTH_TOKEN:
-    if (k->token.file) {
+    if (k->token.file && (!cl->token || now_mono() - cl->token_checked >= 1)) {
+      /* At most once a second: auth_ready runs for every request sent. */
+      cl->token_checked = now_mono();
       struct stat st;
       if (stat(k->token.file, &st) < 0) {
         set_error(cl, "token file %s: %s", k->token.file, strerror(errno));
@@ -336,7 +324,7 @@ static bool auth_ready(struct cluster *cl) {
         set_error(cl, "jwt_key: %s", err);
         return false;
       }
-      int64_t now = (int64_t)wall();
+      int64_t now = (int64_t)now_wall();
       token_set(cl, jwt_mint_hs256(key, len, k->user, now, now + (int64_t)k->token_lifespan));
       memset(key, 0, len);
       free(key);
@@ -345,7 +333,7 @@ static bool auth_ready(struct cluster *cl) {
   case AUTH_TOKEN_COMMAND:
   case AUTH_OAUTH:
     if (token_fresh(cl)) return true;
-    if (cl->token_busy || now_mono() < cl->token_retry_at) return cl->token != NULL && cl->token_exp > wall();
+    if (cl->token_busy || now_mono() < cl->token_retry_at) return cl->token != NULL && cl->token_exp > now_wall();
     if (k->auth == AUTH_TOKEN_COMMAND) {
       token_command_start(cl);
     } else {
@@ -381,7 +369,7 @@ static bool auth_ready(struct cluster *cl) {
       struct sreq *r = sreq_new(cl, RQ_TOKEN, "POST", xstrdup(k->oauth_url), post, on_oauth_done);
       enqueue(cl, r, true);
     }
-    return cl->token != NULL && cl->token_exp > wall();
+    return cl->token != NULL && cl->token_exp > now_wall();
   case AUTH__MAX: break;
   }
   return false;
@@ -589,7 +577,7 @@ static void on_probe(struct sreq *r, bool ok, const char *terr) {
   struct cluster *cl = r->cl;
   cl->probe = 0;
   if (ok && r->status == 404) { /* not served: try the next older one */
-    if (r->ver > SLURM_API_OLDEST + 2) {
+    if (r->ver > PROBE_OLDEST) {
       cl->probe = r->ver - 1;
       struct sreq *n = sreq_new(cl, RQ_PING, "GET", xstrdup("ping"), NULL, on_probe);
       n->ver = cl->probe;
@@ -638,7 +626,7 @@ static const char *node_addr(struct cluster *cl, const char *name) {
 /* What one listing (or GET job) says of a service's job. */
 static void job_seen(struct sjob *j, const struct slurm_job *sj) {
   struct service *s = j->s;
-  if (j->ended) return;
+  if (!s->fsm.proc_alive) return; /* its end was reported already */
   snprintf(j->state, sizeof j->state, "%s", sj->state);
   snprintf(j->reason, sizeof j->reason, "%s", sj->reason);
   snprintf(j->host, sizeof j->host, "%s", sj->batch_host);
@@ -651,7 +639,7 @@ static void job_seen(struct sjob *j, const struct slurm_job *sj) {
   char msg[256];
   switch (o.phase) {
   case SP_QUEUED:
-    if (sj->start_time > 0 && sj->start_time > (int64_t)wall()) {
+    if (sj->start_time > 0 && sj->start_time > (int64_t)now_wall()) {
       char when[32];
       time_t t = (time_t)sj->start_time;
       strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", localtime(&t));
@@ -670,8 +658,8 @@ static void job_seen(struct sjob *j, const struct slurm_job *sj) {
     snprintf(msg, sizeof msg, "job %lld %.120s on %.100s", (long long)j->job_id, o.msg,
              sj->batch_host[0] ? sj->batch_host : "?");
     if (s->fsm.state == S_SUBMITTED || s->fsm.state == S_PENDING || s->fsm.state == S_UNKNOWN) {
-      s->started_wall = sj->start_time > 0 ? (double)sj->start_time : wall();
-      s->started_mono = now_mono() - (wall() - s->started_wall);
+      s->started_wall = sj->start_time > 0 ? (double)sj->start_time : now_wall();
+      s->started_mono = now_mono() - (now_wall() - s->started_wall);
     }
     feed(s, EV_RUNNING, 0, 0, 0, msg);
     break;
@@ -681,7 +669,6 @@ static void job_seen(struct sjob *j, const struct slurm_job *sj) {
     feed(s, EV_LOST, 0, 0, 0, msg);
     break;
   case SP_ENDED:
-    j->ended = true;
     snprintf(msg, sizeof msg, "job %lld %s", (long long)j->job_id, o.msg);
     logpipe_note(s, "%s", msg);
     feed(s, EV_EXIT, o.code, o.sig, o.end, msg);
@@ -690,8 +677,7 @@ static void job_seen(struct sjob *j, const struct slurm_job *sj) {
 }
 
 static void job_gone(struct sjob *j, const char *why) {
-  if (j->ended) return;
-  j->ended = true;
+  if (!j->s->fsm.proc_alive) return;
   char msg[256];
   snprintf(msg, sizeof msg, "job %lld %s", (long long)j->job_id, why);
   logpipe_note(j->s, "%s", msg);
@@ -702,7 +688,7 @@ static void on_job_get(struct sreq *r, bool ok, const char *terr) {
   struct sjob *j = r->job;
   if (!j) return;
   j->confirming = false;
-  if (j->job_id != r->job_id || j->ended) return;
+  if (j->job_id != r->job_id || !j->s->fsm.proc_alive) return;
   struct slurm_reply rep;
   char perr[256];
   int prc =
@@ -717,7 +703,7 @@ static void on_job_get(struct sreq *r, bool ok, const char *terr) {
 }
 
 static void confirm_missing(struct sjob *j) {
-  if (j->confirming || j->ended) return;
+  if (j->confirming || !j->s->fsm.proc_alive) return;
   j->confirming = true;
   struct sreq *r = sreq_new(j->cl, RQ_JOB, "GET", xasprintf("job/%lld", (long long)j->job_id), NULL, on_job_get);
   r->job = j;
@@ -785,31 +771,24 @@ void slurm_cancel(struct service *s) {
     j->cancel_wanted = true; /* the submission is in flight or unconfirmed */
     return;
   }
-  if (j->ended) return;
   logpipe_note(s, "cancelling job %lld", (long long)j->job_id);
   cancel_job(j->cl, j, j->job_id);
 }
 
 /* ---- polling ---- */
 
-static bool cluster_busy(struct cluster *cl) {
+/* The next tick's length: short while anything of ours is changing (submitted, queued,
+ * starting, stopping, unknown, being looked for), long when every job is steady or there is
+ * none (stray herd jobs are still looked for, rarely), doubling after failures. */
+static double tick_length(struct cluster *cl) {
+  if (cl->fails) return fmin(cl->spec->poll_interval * pow(2, cl->fails), POLL_BACKOFF_MAX);
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &cl->jobs) {
     struct sjob *j = container_of(pos, struct sjob, link);
     svc_state st = j->s->fsm.state;
-    if (!j->s->fsm.proc_alive) continue;
-    if (st != S_HEALTHY && st != S_UNHEALTHY) return true; /* something is changing: watch closely */
+    if (j->searching || (j->s->fsm.proc_alive && st != S_HEALTHY && st != S_UNHEALTHY)) return cl->spec->poll_interval;
   }
-  return false;
-}
-
-static bool cluster_has_jobs(struct cluster *cl) {
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &cl->jobs) {
-    struct sjob *j = container_of(pos, struct sjob, link);
-    if (j->s->fsm.proc_alive || j->searching) return true;
-  }
-  return false;
+  return cl->spec->steady_interval;
 }
 
 static void on_poll_timer(uv_timer_t *t);
@@ -826,60 +805,8 @@ static void poll_schedule(struct cluster *cl, double at) {
 }
 
 static void poll_next(struct cluster *cl) {
-  if (!cluster_has_jobs(cl) && cl->fails == 0) {
-    /* Nothing of ours to watch: stray herd jobs are still looked for, rarely. */
-    poll_schedule(cl, now_mono() + cl->spec->steady_interval);
-    return;
-  }
-  double iv = cluster_busy(cl) ? cl->spec->poll_interval : cl->spec->steady_interval;
-  if (cl->fails) iv = fmin(cl->spec->poll_interval * pow(2, cl->fails), POLL_BACKOFF_MAX);
   /* A tick counts from the previous poll's start, so a slow listing does not stretch it. */
-  poll_schedule(cl, fmin(cl->next_poll, cl->poll_t0 + iv));
-}
-
-/* jansson allocates every node of a parsed listing with malloc and frees each one after it:
- * on a 1.5 MB listing (500 jobs) malloc and free were ~40% of herd's CPU for the tick. While
- * a listing is parsed, jansson allocates from a bump arena instead, dropped in one go after.
- * The loop is single-threaded and slurm_parse_reply keeps no jansson value past its return
- * (its results are plain C), so the swap cannot leak an arena pointer. */
-struct arena_chunk {
-  struct arena_chunk *next;
-  size_t cap, used;
-  max_align_t data[];
-};
-static struct arena_chunk *arena;
-
-static void *arena_malloc(size_t n) {
-  n = (n + 15) & ~(size_t)15;
-  if (!arena || arena->used + n > arena->cap) {
-    size_t cap = n > (1u << 20) ? n : (1u << 20);
-    struct arena_chunk *c = malloc(sizeof *c + cap);
-    if (!c) return NULL;
-    c->next = arena;
-    c->cap = cap;
-    c->used = 0;
-    arena = c;
-  }
-  void *p = (char *)arena->data + arena->used;
-  arena->used += n;
-  return p;
-}
-
-static void arena_free(void *p) { (void)p; }
-
-static int parse_listing(struct sreq *r, struct slurm_reply *rep, char *err, size_t errlen) {
-  json_malloc_t m0;
-  json_free_t f0;
-  json_get_alloc_funcs(&m0, &f0);
-  json_set_alloc_funcs(arena_malloc, arena_free);
-  int rc = slurm_parse_reply(r->ver, SR_JOBS, (int)r->status, r->body.data, r->body.len, rep, err, errlen);
-  json_set_alloc_funcs(m0, f0);
-  while (arena) {
-    struct arena_chunk *next = arena->next;
-    free(arena);
-    arena = next;
-  }
-  return rc;
+  poll_schedule(cl, fmin(cl->next_poll, cl->poll_t0 + tick_length(cl)));
 }
 
 static int cmp_job_id(const void *a, const void *b) {
@@ -935,7 +862,7 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
       if (sj) {
         claimed[sj - rep->jobs] = true;
         job_seen(j, sj);
-      } else if (!j->ended) {
+      } else if (j->s->fsm.proc_alive) {
         confirm_missing(j); /* missing from the listing: ask for it before concluding anything */
       }
     } else if (j->searching && !j->submit) {
@@ -949,7 +876,6 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
           claimed[i] = true;
           j->searching = false;
           j->job_id = (int64_t)rep->jobs[i].job_id;
-          j->ended = false;
           store_instance_job(d->store, j->s->instance, cl->spec->name, j->job_id);
           char msg[160];
           snprintf(msg, sizeof msg, "job %lld found by its tag on cluster %s", (long long)j->job_id, cl->spec->name);
@@ -993,14 +919,15 @@ static void on_poll(struct sreq *r, bool ok, const char *terr) {
   cl->poll_seconds += r->elapsed;
   struct slurm_reply rep;
   char perr[256];
-  int prc = ok ? parse_listing(r, &rep, perr, sizeof perr) : -1;
+  int prc =
+      ok ? slurm_parse_reply(r->ver, SR_JOBS, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr) : -1;
   bool good = ok && prc == 0 && (r->status == 200 || r->status == 304) && !(r->status == 200 && rep.nerrors);
   if (good) {
     clear_error(cl);
     if (rep.unchanged) {
       cl->polls_unchanged++;
     } else {
-      cl->update_time = rep.last_update > 0 ? rep.last_update : (int64_t)r->job_id; /* the second it was sent */
+      cl->update_time = rep.last_update > 0 ? rep.last_update : r->sent_second;
       cl->last_full = r->t0;
       cl->need_full = false;
       process_listing(cl, &rep);
@@ -1017,7 +944,7 @@ static void on_poll(struct sreq *r, bool ok, const char *terr) {
     struct list *pos, *tmp;
     list_for_each_safe(pos, tmp, &cl->jobs) {
       struct sjob *j = container_of(pos, struct sjob, link);
-      if (j->s->fsm.proc_alive && !j->ended) feed(j->s, EV_LOST, 0, 0, 0, msg);
+      if (j->s->fsm.proc_alive) feed(j->s, EV_LOST, 0, 0, 0, msg);
     }
   }
   if (prc == 0 || ok) slurm_reply_free(&rep);
@@ -1040,7 +967,7 @@ static void on_poll_timer(uv_timer_t *t) {
   bool full = cl->need_full || !cl->update_time || searching || now - cl->last_full >= cl->spec->full_refresh;
   char *path = full ? xstrdup("jobs") : xasprintf("jobs?update_time=%lld", (long long)cl->update_time);
   struct sreq *r = sreq_new(cl, RQ_JOBS, "GET", path, NULL, on_poll);
-  r->job_id = (int64_t)wall(); /* the second this listing was asked for: the next update_time */
+  r->sent_second = (int64_t)now_wall(); /* the next update_time, if this listing is full */
   cl->poll = r;
   enqueue(cl, r, true);
 }
@@ -1061,7 +988,6 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
     if (job_id > 0) cancel_job(cl, NULL, job_id);
   } else if (ok && prc == 0 && r->status == 200 && job_id > 0 && !rep.nerrors) {
     j->job_id = job_id;
-    j->ended = false;
     store_instance_job(cl->d->store, j->s->instance, cl->spec->name, job_id);
     char msg[200];
     snprintf(msg, sizeof msg, "job %lld on cluster %.60s%s%.100s", (long long)job_id, cl->spec->name,
@@ -1143,13 +1069,13 @@ void slurm_submit(struct service *s) {
   const struct slurm_spec *k = sp->slurm;
   struct daemon *d = s->d;
   j->job_id = 0;
-  j->ended = j->searching = j->cancel_wanted = false;
+  j->searching = j->cancel_wanted = false;
   j->state[0] = j->reason[0] = j->host[0] = '\0';
   s->port = sp->endpoint.set ? sp->endpoint.port : 0;
   s->pid = 0;
-  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, wall(), NULL, s->port);
+  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, now_wall(), NULL, s->port);
   store_instance_job(d->store, s->instance, cl->spec->name, 0);
-  s->started_wall = wall();
+  s->started_wall = now_wall();
   s->started_mono = now_mono();
 
   json_t *env = json_object();
@@ -1240,9 +1166,17 @@ void slurm_resume(struct service *s, int64_t job_id) {
   poll_schedule(j->cl, now_mono());
 }
 
-const char *slurm_unreachable(struct service *s) {
+bool slurm_shutdown_may_leave(struct service *s) {
   struct sjob *j = (struct sjob *)s->job;
-  return j && j->cl->error[0] ? j->cl->error : NULL;
+  if (!j || !j->cl->error[0] || s->fsm.state != S_STOPPING || now_mono() - s->d->shutdown_at < s->spec->stop_grace)
+    return false;
+  if (!j->left_behind) {
+    j->left_behind = true;
+    log_msg(LOG_WARN, s->spec->name, NULL, "STOPPING",
+            "job %lld: cannot confirm its cancel (%s); leaving it to the next daemon", (long long)j->job_id,
+            j->cl->error);
+  }
+  return true;
 }
 
 int64_t slurm_job_id(struct service *s) {

@@ -240,3 +240,25 @@ void buf_free(struct buf *b) {
   b->data = NULL;
   b->len = b->cap = 0;
 }
+
+char *file_read(const char *path, size_t max, size_t *len, int *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    *err = errno;
+    return NULL;
+  }
+  struct buf b = {0};
+  char tmp[8192];
+  size_t n;
+  while ((!max || b.len < max) && (n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
+  *err = ferror(f) ? EIO : 0;
+  fclose(f);
+  if (*err) {
+    buf_free(&b);
+    return NULL;
+  }
+  if (max && b.len > max) b.len = max;
+  buf_append(&b, "", 1);
+  *len = b.len - 1;
+  return b.data;
+}

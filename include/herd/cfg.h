@@ -24,6 +24,9 @@ struct spec_set {
 };
 
 void cfg_errors_free(struct cfg_errors *e);
+/** Append an error; line and col below 1 become 1 (the whole file). */
+void cfg_error_add(struct cfg_errors *e, const char *file, int line, int col, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 /** Format one error as "file:line:col: field: message". Caller frees. */
 char *cfg_error_str(const struct cfg_error *e);
 /** The errors as a JSON array of {file,line,column,field,message}. */

@@ -104,7 +104,6 @@ struct service {
   int last_port;           /* the port used last time, preferred when allocating */
   bool stop_sent;          /* shutdown: the stop was sent (dependents first) */
   bool boot_start;         /* wanted up while the daemon was creating services: start after */
-  bool left_behind;        /* shutdown: a Slurm job whose cancel could not be confirmed */
 };
 
 /** Run the daemon in the foreground until a shutdown. Returns the process exit code. */
@@ -148,6 +147,9 @@ void service_add_watch(struct service *s, struct svc_watch *w);
 double service_uptime(struct service *s);
 /** Start a service that is wanted up, or park it in PENDING while its dependencies are not met. */
 void service_want_up(struct service *s, const char *why);
+/** The uv_read_start allocator of every stream: the daemon's one read buffer (reads are
+ *  handled synchronously, so one buffer serves them all). */
+void daemon_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 /** Start a one-shot timer that fires at `at` (monotonic seconds, as now_mono()), never early. */
 void timer_arm(uv_loop_t *loop, uv_timer_t *t, uv_timer_cb cb, double at);
 /** Creating many services: hold their starts (begin), then start them all (end). */

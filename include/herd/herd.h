@@ -67,6 +67,10 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/** Read a whole file (at most max bytes when max > 0) into a NUL-terminated malloc'd buffer;
+ *  its length in *len. NULL with *err set (errno) when it cannot be read. */
+char *file_read(const char *path, size_t max, size_t *len, int *err);
+
 /** A growable byte buffer. */
 struct buf {
   char *data;

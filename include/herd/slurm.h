@@ -38,8 +38,10 @@ void slurm_cancel(struct service *s);
 /** After a daemon restart: the last instance was job `job_id` (0: its submission was in
  *  flight). The next poll confirms it, or finds the tagged job, or reports it gone. */
 void slurm_resume(struct service *s, int64_t job_id);
-/** The cluster's last error when it cannot be reached now, else NULL. */
-const char *slurm_unreachable(struct service *s);
+/** Shutdown: whether the daemon may exit without this service's job confirmed cancelled
+ *  (its cluster cannot be reached and its stop grace is over; the store keeps it STOPPING
+ *  with its job id, and the next daemon cancels it). */
+bool slurm_shutdown_may_leave(struct service *s);
 /** The current job's id, 0 when none (or not a Slurm service). */
 int64_t slurm_job_id(struct service *s);
 /** The host a check reaches the service on: the job's node address, else its name. */
