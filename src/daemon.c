@@ -5,6 +5,7 @@
 #include "herd/ctl.h"
 #include "herd/log.h"
 #include "herd/slurm.h"
+#include "herd/spawner.h"
 #include "herd/store.h"
 
 #include <errno.h>
@@ -44,7 +45,7 @@ static bool idle_now(struct daemon *d) {
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
-    if (s->proc) return false;
+    if (s->proc || s->spawning) return false;
     if (s->fsm.proc_alive && !(s->spec->slurm && slurm_shutdown_may_leave(s))) return false;
   }
   return true;
@@ -78,6 +79,8 @@ static void finish(struct daemon *d) {
     service_close_handles(s);
   }
   d->nservices = 0;
+  spawner_close(d->spawner); /* after every service let go: spawns still running come back to them */
+  d->spawner = NULL;
   slurm_close(d);        /* after every service let go of its job */
   check_global_close(d); /* after every checker and cluster let go of its easy handle */
 }
@@ -457,6 +460,9 @@ int daemon_run(const struct daemon_opts *o) {
     d->read_gid = g->gr_gid;
     d->has_read_gid = true;
   }
+  /* Before the daemon's own descriptors (lock, store, socket): the spawner threads'
+   * private tables start from what is open now. */
+  d->spawner = spawner_new();
   if (lock_state_dir(d) < 0) return HERD_EXIT_STARTUP;
 
   char *err = NULL;
@@ -536,6 +542,12 @@ int daemon_run(const struct daemon_opts *o) {
   free(hid);
   slurm_init(d, cfgset.clusters, cfgset.nclusters);
   cfgset.nclusters = 0;
+  if (spawner_attach(d->spawner, d->loop) < 0) {
+    /* No threads: instances are spawned on the loop (uv_spawn), slower but the same. */
+    log_warn("no spawner threads; spawning on the loop");
+    spawner_close(d->spawner);
+    d->spawner = NULL;
+  }
   uv_timer_init(d->loop, &d->delay_timer);
   uv_prepare_init(d->loop, &d->flush);
   d->flush.data = d;

@@ -5,8 +5,10 @@
  * Each instance gets its own heap-allocated uv_process_t, so a new instance can be
  * spawned from inside the old one's exit callback while the old handle is closing.
  */
+#include "herd/check.h"
 #include "herd/daemon.h"
 #include "herd/log.h"
+#include "herd/spawner.h"
 #include "herd/store.h"
 
 #include <errno.h>
@@ -320,51 +322,198 @@ static char *join_argv(char **argv) {
   return b.data;
 }
 
+/* The instance runs: watch it, record it, say so. */
+static void proc_started(struct service *s, struct proc *p, uint64_t starttime) {
+  s->proc = p;
+  s->pid = p->pid;
+  s->starttime = starttime;
+  s->started_wall = now_wall();
+  s->started_mono = now_mono();
+  store_instance_pid(s->d->store, s->instance, s->pid, s->starttime);
+  if (s->port) {
+    s->last_port = s->port;
+    logpipe_note(s, "started pid %d (instance %lld, attempt %u, port %d)", s->pid, (long long)s->instance,
+                 s->fsm.attempt, s->port);
+  } else {
+    logpipe_note(s, "started pid %d (instance %lld, attempt %u)", s->pid, (long long)s->instance, s->fsm.attempt);
+  }
+}
+
+static void spawn_failed(struct service *s, const char *argv0, int rc) {
+  char err[256];
+  snprintf(err, sizeof err, "cannot start %s: %s", argv0, uv_strerror(rc));
+  logpipe_note(s, "%s", err);
+  s->last_code = -1;
+  s->last_sig = 0;
+  service_event(s, EV_SPAWN_FAILED, -1, 0, err);
+}
+
+/* A spawn on a spawner thread (spawner.c): the result comes back to the loop in spawn_done. */
+struct spawn_req {
+  struct spawner_job job;
+  struct service *s;
+  char **args, **env;
+  char *cwd, *fifo;
+  int pid; /* out: the child, or a negative UV_E* code */
+  uint64_t starttime;
+};
+
+static void spawn_work(struct spawner_job *j) {
+  struct spawn_req *r = container_of(j, struct spawn_req, job);
+  /* Opened here, in the thread's own table: the child's stdout and stderr. */
+  int fd = open(r->fifo, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    r->pid = uv_translate_sys_error(errno);
+    return;
+  }
+  r->pid = spawn_fast(r->args, r->env, r->cwd, fd);
+  close(fd);
+  if (r->pid < 0)
+    r->pid = uv_translate_sys_error(-r->pid);
+  else
+    r->starttime = proc_starttime(r->pid);
+}
+
+static void spawn_done(struct spawner_job *j, bool cancelled) {
+  struct spawn_req *r = container_of(j, struct spawn_req, job);
+  struct service *s = r->s;
+  if (cancelled) r->pid = UV_ECANCELED;
+  s->spawning = NULL;
+  s->nhandles--;
+  bool closing = uv_is_closing((uv_handle_t *)&s->timer);
+  int pidfd = -1;
+  if (r->pid > 0 && !closing) {
+    pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+    if (pidfd < 0) {
+      /* Out of descriptors: a process we cannot watch must not run. */
+      int e = errno;
+      kill(-r->pid, SIGKILL);
+      waitpid(r->pid, NULL, 0);
+      r->pid = uv_translate_sys_error(e);
+    }
+  }
+  if (r->pid < 0) {
+    s->pending_sig = 0;
+    s->deadline_due = s->checks_due = false;
+    if (closing)
+      daemon_check_idle(s->d);
+    else
+      spawn_failed(s, r->args[0], r->pid);
+  } else if (closing) {
+    /* The daemon let go of its services while this spawn ran (it leaves them running for
+     * the next daemon): record the process so that one re-adopts it. */
+    store_instance_pid(s->d->store, s->instance, r->pid, r->starttime);
+    if (s->pending_sig) kill(-r->pid, s->pending_sig);
+    daemon_check_idle(s->d);
+  } else {
+    struct proc *p = xcalloc(1, sizeof *p);
+    p->s = s;
+    p->pid = r->pid;
+    p->reap = true;
+    p->pidfd = pidfd;
+    uv_poll_init(s->d->loop, &p->h.poll, p->pidfd);
+    p->h.poll.data = p;
+    uv_poll_start(&p->h.poll, UV_READABLE, on_pidfd);
+    s->nhandles++;
+    proc_started(s, p, r->starttime);
+    /* What the state machine asked for while the spawn ran, in order: a stop signal, the
+     * checks, its deadline (never "up for ready_after" before the process existed). */
+    if (s->pending_sig) {
+      int sig = s->pending_sig;
+      s->pending_sig = 0;
+      logpipe_note(s, "sending SIG%s to process group %d", signal_name(sig), s->pid);
+      proc_signal(s, sig);
+    }
+    if (s->checks_due) {
+      s->checks_due = false;
+      check_start(s);
+    }
+    if (s->deadline_due) {
+      s->deadline_due = false;
+      service_event(s, EV_DEADLINE, 0, 0, NULL);
+    }
+  }
+  strv_free(r->args);
+  strv_free(r->env);
+  free(r->cwd);
+  free(r->fifo);
+  free(r);
+}
+
 int proc_spawn(struct service *s, char *err, size_t errlen) {
   struct daemon *d = s->d;
   struct spec *sp = s->spec;
   int prc = choose_port(s, err, errlen);
   if (prc < 0) {
+    /* The attempt is an instance of its own, ended by this failure. */
+    s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, now_wall(), NULL, 0);
     logpipe_note(s, "%s", err);
     return prc;
   }
-  int fd = logpipe_child_fd(s);
-  if (fd < 0) {
-    snprintf(err, errlen, "cannot open log pipe: %s", strerror(-fd));
-    return fd;
-  }
-  /* Environment: herd's own, then the spec's, then herd's identity variables. */
+  /* Environment: herd's own, then the spec's, then herd's identity variables. The arrays
+   * own their strings: a spawn on the thread pool outlives this call. */
   size_t nenv = 0, nspec = 0, nargs = 0;
   while (environ[nenv]) nenv++;
   while (sp->env && sp->env[nspec]) nspec++;
   while (sp->argv[nargs]) nargs++;
-  char **senv = xcalloc(nspec + 1, sizeof *senv), **args = xcalloc(nargs + 1, sizeof *args);
-  for (size_t j = 0; j < nspec; j++) senv[j] = subst_port(sp->env[j], s->port);
+  char **args = xcalloc(nargs + 1, sizeof *args), **env = xcalloc(nenv + nspec + 5, sizeof *env);
   for (size_t j = 0; j < nargs; j++) args[j] = subst_port(sp->argv[j], s->port);
-  char **env = xcalloc(nenv + nspec + 5, sizeof *env);
   size_t k = 0;
   for (size_t i = 0; i < nenv; i++) {
     bool overridden = false;
     const char *eq = strchr(environ[i], '=');
     size_t kl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
     for (size_t j = 0; j < nspec && !overridden; j++)
-      overridden = !strncmp(senv[j], environ[i], kl) && senv[j][kl] == '=';
+      overridden = !strncmp(sp->env[j], environ[i], kl) && sp->env[j][kl] == '=';
     if (s->port && !strncmp(environ[i], "PORT=", 5)) overridden = true;
-    if (!overridden && strncmp(environ[i], "HERD_", 5)) env[k++] = environ[i];
+    if (!overridden && strncmp(environ[i], "HERD_", 5)) env[k++] = xstrdup(environ[i]);
   }
-  for (size_t j = 0; j < nspec; j++) env[k++] = senv[j];
-  char *e_name = xasprintf("HERD_SERVICE=%s", sp->name);
-  char *e_inst = xasprintf("HERD_ATTEMPT=%u", s->fsm.attempt);
-  char *e_port = xasprintf("PORT=%d", s->port), *e_hport = xasprintf("HERD_PORT=%d", s->port);
-  env[k++] = e_name;
-  env[k++] = e_inst;
+  bool user_port = false;
+  for (size_t j = 0; j < nspec; j++) {
+    user_port |= !strncmp(sp->env[j], "PORT=", 5);
+    env[k++] = subst_port(sp->env[j], s->port);
+  }
+  env[k++] = xasprintf("HERD_SERVICE=%s", sp->name);
+  env[k++] = xasprintf("HERD_ATTEMPT=%u", s->fsm.attempt);
   if (s->port) {
-    bool user_port = false;
-    for (size_t j = 0; j < nspec; j++) user_port |= !strncmp(senv[j], "PORT=", 5);
-    if (!user_port) env[k++] = e_port;
-    env[k++] = e_hport;
+    if (!user_port) env[k++] = xasprintf("PORT=%d", s->port);
+    env[k++] = xasprintf("HERD_PORT=%d", s->port);
+  }
+  const char *cwd = sp->cwd ? sp->cwd : d->state_dir;
+
+  /* The instance exists from here on (its events name it); its pid follows. */
+  char *cmdline = join_argv(args); /* as /proc/PID/cmdline will read: the proof of identity later */
+  s->started_wall = now_wall();
+  s->started_mono = now_mono();
+  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, s->started_wall, cmdline, s->port);
+  free(cmdline);
+  s->pending_sig = 0;
+  s->deadline_due = s->checks_due = false;
+
+  if (!sp->set_uid && !sp->set_gid && have_pidfd() && d->spawner) {
+    /* The fast path; uv_spawn stays for user/group changes and kernels without pidfd. */
+    struct spawn_req *r = xcalloc(1, sizeof *r);
+    r->s = s;
+    r->args = args;
+    r->env = env;
+    r->cwd = xstrdup(cwd);
+    r->fifo = xstrdup(s->fifo_path);
+    r->job.work = spawn_work;
+    r->job.done = spawn_done;
+    spawner_submit(d->spawner, &r->job);
+    s->spawning = r;
+    s->nhandles++; /* the service lives until the spawn has come back */
+    return 0;
   }
 
+  int fd = logpipe_child_fd(s);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot open log pipe: %s", strerror(-fd));
+    logpipe_note(s, "%s", err);
+    strv_free(args);
+    strv_free(env);
+    return fd;
+  }
   uv_stdio_container_t stdio[3] = {
       {.flags = UV_IGNORE},
       {.flags = UV_INHERIT_FD, .data.fd = fd},
@@ -375,7 +524,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
       .file = args[0],
       .args = args,
       .env = env,
-      .cwd = sp->cwd ? sp->cwd : d->state_dir,
+      .cwd = cwd,
       /* Own session and process group: we signal the group, and the children survive a
        * daemon crash (they are re-adopted by the next daemon). */
       .flags = UV_PROCESS_DETACHED,
@@ -384,65 +533,25 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   };
   if (sp->set_uid) o.flags |= UV_PROCESS_SETUID, o.uid = sp->uid;
   if (sp->set_gid) o.flags |= UV_PROCESS_SETGID, o.gid = sp->gid;
-
   struct proc *p = xcalloc(1, sizeof *p);
   p->s = s;
   p->pidfd = -1;
-  int rc;
-  const char *cwd = sp->cwd ? sp->cwd : d->state_dir;
-  if (!sp->set_uid && !sp->set_gid && have_pidfd()) {
-    /* The fast path; uv_spawn stays for user/group changes and kernels without pidfd. */
-    rc = spawn_fast(args, env, cwd, fd);
-    if (rc > 0) {
-      p->pid = rc;
-      p->reap = true;
-      p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-      uv_poll_init(d->loop, &p->h.poll, p->pidfd);
-      p->h.poll.data = p;
-      uv_poll_start(&p->h.poll, UV_READABLE, on_pidfd);
-      rc = 0;
-    } else {
-      free(p); /* nothing was started and no handle exists */
-      p = NULL;
-    }
-  } else {
-    p->h.child.data = p;
-    rc = uv_spawn(d->loop, &p->h.child, &o);
-    if (rc == 0) p->pid = p->h.child.pid;
-  }
+  p->h.child.data = p;
+  int rc = uv_spawn(d->loop, &p->h.child, &o);
   close(fd);
-  free(e_name);
-  free(e_inst);
-  free(e_port);
-  free(e_hport);
-  free(env);
-  strv_free(senv);
-  if (p) s->nhandles++;
+  strv_free(env);
+  s->nhandles++;
   if (rc < 0) {
     snprintf(err, errlen, "cannot start %s: %s", sp->argv[0], uv_strerror(rc));
     /* A failed uv_spawn still initialised the handle: it must be closed. */
-    if (p) uv_close((uv_handle_t *)&p->h, on_proc_close);
+    uv_close((uv_handle_t *)&p->h, on_proc_close);
     logpipe_note(s, "%s", err);
     strv_free(args);
     return rc;
   }
-  s->proc = p;
-  s->pid = p->pid;
-  s->starttime = proc_starttime(s->pid);
-  s->started_wall = now_wall();
-  s->started_mono = now_mono();
-  char *cmdline = join_argv(args); /* as /proc/PID/cmdline will read: the proof of identity later */
   strv_free(args);
-  s->instance =
-      store_instance_start(d->store, sp->name, s->fsm.attempt, s->pid, s->starttime, s->started_wall, cmdline, s->port);
-  free(cmdline);
-  if (s->port) {
-    s->last_port = s->port;
-    logpipe_note(s, "started pid %d (instance %lld, attempt %u, port %d)", s->pid, (long long)s->instance,
-                 s->fsm.attempt, s->port);
-  } else {
-    logpipe_note(s, "started pid %d (instance %lld, attempt %u)", s->pid, (long long)s->instance, s->fsm.attempt);
-  }
+  p->pid = p->h.child.pid;
+  proc_started(s, p, proc_starttime(p->pid));
   return 0;
 }
 

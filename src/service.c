@@ -64,6 +64,10 @@ static void instance_str(const struct service *s, char *buf, size_t len) {
 
 static void on_timer(uv_timer_t *t) {
   struct service *s = container_of(t, struct service, timer);
+  if (s->spawning) {
+    s->deadline_due = true; /* measured from the process's existence, not the request's */
+    return;
+  }
   service_event(s, EV_DEADLINE, 0, 0, NULL);
 }
 
@@ -111,10 +115,18 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
       } else if (s->pid > 0) {
         logpipe_note(s, "sending SIG%s to process group %d", signal_name(x->sig), s->pid);
         proc_signal(s, x->sig);
+      } else if (s->spawning) {
+        s->pending_sig = x->sig; /* the latest wins: SIGKILL after the grace replaces the stop signal */
       }
       break;
-    case FX_ARM: timer_arm(d->loop, &s->timer, on_timer, x->at); break;
-    case FX_DISARM: uv_timer_stop(&s->timer); break;
+    case FX_ARM:
+      s->deadline_due = false; /* a new deadline replaces one that came due while spawning */
+      timer_arm(d->loop, &s->timer, on_timer, x->at);
+      break;
+    case FX_DISARM:
+      s->deadline_due = false;
+      uv_timer_stop(&s->timer);
+      break;
     case FX_INSTANCE_END:
       s->has_exit = true;
       s->last_exit_wall = now_wall();
@@ -122,8 +134,16 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
                          s->last_exit_wall);
       if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
       break;
-    case FX_CHECKS_START: check_start(s); break;
-    case FX_CHECKS_STOP: check_stop(s); break;
+    case FX_CHECKS_START:
+      if (s->spawning)
+        s->checks_due = true; /* nothing to check before the process exists */
+      else
+        check_start(s);
+      break;
+    case FX_CHECKS_STOP:
+      s->checks_due = false;
+      check_stop(s);
+      break;
     case FX__MAX: break;
     }
   }
@@ -153,7 +173,7 @@ void service_free(struct service *s) {
 
 /* When the service is at rest: a pending spec swap or removal can go ahead. */
 static void after_step(struct service *s) {
-  if (!svc_fsm_at_rest(&s->fsm) || s->proc) return;
+  if (!svc_fsm_at_rest(&s->fsm) || s->proc || s->spawning) return;
   if (s->next_spec) {
     struct spec *old = s->spec;
     s->spec = s->next_spec;

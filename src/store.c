@@ -15,7 +15,7 @@ struct store {
   bool in_txn;
   int64_t next_event, next_instance;
   char last_error[256];
-  sqlite3_stmt *inst_job, *meta_get, *meta_put;
+  sqlite3_stmt *inst_job, *inst_pid, *meta_get, *meta_put;
   sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
       *ev_list, *ev_list_svc, *ev_newest;
 };
@@ -135,6 +135,7 @@ int store_open(const char *path, struct store **out, char **err) {
       prep(st, &st->inst_start,
            "INSERT INTO instances(id,service,attempt,pid,starttime,started_at,cmdline,port) VALUES(?,?,?,?,?,?,?,?)") ||
       prep(st, &st->inst_job, "UPDATE instances SET cluster=?, job_id=? WHERE id=?") ||
+      prep(st, &st->inst_pid, "UPDATE instances SET pid=?, starttime=? WHERE id=?") ||
       prep(st, &st->meta_get, "SELECT value FROM meta WHERE key=?") ||
       prep(st, &st->meta_put, "INSERT OR REPLACE INTO meta VALUES(?,?)") ||
       prep(st, &st->inst_end, "UPDATE instances SET end_state=?,exit_code=?,signal=?,reason=?,ended_at=? WHERE id=?") ||
@@ -173,7 +174,7 @@ void store_close(struct store *st) {
   if (st->db) store_flush(st);
   sqlite3_stmt **all[] = {&st->set_state, &st->put_service, &st->set_wanted, &st->del_service, &st->inst_start,
                           &st->inst_end,  &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc,
-                          &st->ev_newest, &st->inst_job,    &st->meta_get,   &st->meta_put};
+                          &st->ev_newest, &st->inst_job,    &st->inst_pid,   &st->meta_get,    &st->meta_put};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(*all[i]);
   if (st->db) sqlite3_close(st->db);
   free(st);
@@ -341,6 +342,15 @@ void store_instance_job(struct store *st, int64_t id, const char *cluster, int64
   if (job_id > 0) sqlite3_bind_int64(s, 2, job_id);
   sqlite3_bind_int64(s, 3, id);
   run(st, s, "instance job");
+}
+
+void store_instance_pid(struct store *st, int64_t id, int pid, uint64_t starttime) {
+  begin(st);
+  sqlite3_stmt *s = st->inst_pid;
+  sqlite3_bind_int(s, 1, pid);
+  if (starttime) sqlite3_bind_int64(s, 2, (int64_t)starttime);
+  sqlite3_bind_int64(s, 3, id);
+  run(st, s, "instance pid");
 }
 
 char *store_meta_get(struct store *st, const char *key) {

@@ -62,11 +62,13 @@ struct daemon {
   struct list clusters; /* Slurm clusters (slurm.c) */
   struct list delayed;  /* stops asked for later (stop --delay), soonest first */
   uv_timer_t delay_timer;
-  char herd_id[17]; /* this state dir's identity: tags the Slurm jobs herd submits */
+  struct spawner *spawner; /* threads that start local instances (spawner.c) */
+  char herd_id[17];        /* this state dir's identity: tags the Slurm jobs herd submits */
 };
 
-struct proc; /* one spawned instance's process handle (proc.c) */
-struct sjob; /* a Slurm service's job (slurm.c) */
+struct proc;      /* one spawned instance's process handle (proc.c) */
+struct spawn_req; /* a spawn in progress on the thread pool (proc.c) */
+struct sjob;      /* a Slurm service's job (slurm.c) */
 
 struct service {
   struct daemon *d;
@@ -81,9 +83,13 @@ struct service {
   uv_timer_t timer;  /* the service's one deadline timer */
   uv_pipe_t logpipe; /* read end of the service's log FIFO */
   bool logpipe_init;
-  int nhandles;      /* open uv handles owned by this service (timer, logpipe, procs) */
-  struct proc *proc; /* the current instance's process, or NULL */
-  struct sjob *job;  /* backend slurm: the current instance's job */
+  int nhandles;               /* open uv handles owned by this service (timer, logpipe, procs) */
+  struct proc *proc;          /* the current instance's process, or NULL */
+  struct spawn_req *spawning; /* a spawn on the thread pool (proc.c), or NULL */
+  int pending_sig;            /* asked for while spawning: sent once the process exists */
+  bool deadline_due;          /* the timer fired while spawning: delivered once the process exists */
+  bool checks_due;            /* checks asked for while spawning: started once the process exists */
+  struct sjob *job;           /* backend slurm: the current instance's job */
   int log_fd;
   uint64_t log_size;
   bool log_at_bol; /* the log file ends with a newline (or is empty) */

@@ -60,6 +60,8 @@ int64_t store_instance_start(struct store *st, const char *service, unsigned att
                              double started_at, const char *cmdline, int port);
 void store_instance_end(struct store *st, int64_t id, const char *end_state, int code, int sig, const char *reason,
                         double ended_at);
+/** The instance's process, once the spawn (asynchronous) has started it. */
+void store_instance_pid(struct store *st, int64_t id, int pid, uint64_t starttime);
 /** Record the Slurm job of an instance (job_id 0: being submitted). */
 void store_instance_job(struct store *st, int64_t id, const char *cluster, int64_t job_id);
 /** A value of the meta table (malloc'd), or NULL. */

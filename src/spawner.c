@@ -1,0 +1,186 @@
+/*
+ * Spawner threads: where local instances are started.
+ *
+ * posix_spawn blocks its caller until the child has exec'd, and the clone inside it
+ * copies the caller's whole descriptor table, only for the child to close it again
+ * before exec. On the loop thread that is twice bad at scale: 1,000 services hold three
+ * descriptors each, so every spawn copies and closes some 3,000 entries, one spawn after
+ * the other, with the loop stuck behind each.
+ *
+ * So spawns run on a few threads of our own, each with a private descriptor table
+ * (unshare(CLONE_FILES)) emptied once at start. A spawn there copies a handful of
+ * entries, the threads spawn side by side, and the loop carries on. The children are
+ * still the daemon's children (threads share the process), reaped as before. The
+ * threads are made before the daemon opens anything of its own (the store, its lock), so
+ * no such descriptor ever sits in their tables.
+ *
+ * Jobs come back to the loop in the order they finished, through an eventfd made before
+ * the threads (so it is in their tables too: uv_async_send would write to a descriptor
+ * of the daemon's table, which the threads no longer have).
+ */
+#include "herd/spawner.h"
+
+#include "herd/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define SPAWNER_MAX_THREADS 4
+
+struct spawner {
+  uv_poll_t poll; /* on efd */
+  int efd;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct spawner_job *todo, **todo_tail; /* waiting for a thread */
+  struct spawner_job *done, **done_tail; /* finished, waiting for the loop */
+  size_t pending;                        /* submitted and not yet handed back */
+  bool quit;
+  bool private_fds; /* every thread got a table of its own */
+  bool attached;    /* the uv_poll_t is initialised */
+  int nthreads;
+  pthread_t threads[SPAWNER_MAX_THREADS];
+};
+
+static void *thread_main(void *arg) {
+  struct spawner *sp = arg;
+  /* Signals are the loop's business. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  if (unshare(CLONE_FILES) == 0) {
+    /* Our own table now: what the daemon opens later never enters it. 0-2 stay (a child
+     * gets its own 0-2 from the spawn's file actions anyway). */
+    if (sp->efd > 3) syscall(SYS_close_range, 3U, (unsigned)sp->efd - 1, 0U);
+    syscall(SYS_close_range, (unsigned)sp->efd + 1, ~0U, 0U);
+  } else {
+    pthread_mutex_lock(&sp->mu);
+    sp->private_fds = false;
+    pthread_mutex_unlock(&sp->mu);
+  }
+  pthread_mutex_lock(&sp->mu);
+  for (;;) {
+    while (!sp->todo && !sp->quit) pthread_cond_wait(&sp->cv, &sp->mu);
+    if (sp->quit) break;
+    struct spawner_job *j = sp->todo;
+    sp->todo = j->next;
+    if (!sp->todo) sp->todo_tail = &sp->todo;
+    pthread_mutex_unlock(&sp->mu);
+    j->work(j);
+    pthread_mutex_lock(&sp->mu);
+    j->next = NULL;
+    *sp->done_tail = j;
+    sp->done_tail = &j->next;
+    pthread_mutex_unlock(&sp->mu);
+    uint64_t one = 1;
+    while (write(sp->efd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+    pthread_mutex_lock(&sp->mu);
+  }
+  pthread_mutex_unlock(&sp->mu);
+  return NULL;
+}
+
+/* Hand finished jobs back on the loop. */
+static void take_done(struct spawner *sp) {
+  uint64_t n;
+  while (read(sp->efd, &n, sizeof n) < 0 && errno == EINTR) {
+  }
+  pthread_mutex_lock(&sp->mu);
+  struct spawner_job *j = sp->done;
+  sp->done = NULL;
+  sp->done_tail = &sp->done;
+  pthread_mutex_unlock(&sp->mu);
+  while (j) {
+    struct spawner_job *next = j->next;
+    sp->pending--;
+    j->done(j, false);
+    j = next;
+  }
+}
+
+struct spawner *spawner_new(void) {
+  struct spawner *sp = xcalloc(1, sizeof *sp);
+  pthread_mutex_init(&sp->mu, NULL);
+  pthread_cond_init(&sp->cv, NULL);
+  sp->todo_tail = &sp->todo;
+  sp->done_tail = &sp->done;
+  sp->private_fds = true;
+  sp->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (sp->efd < 0) return sp; /* no threads: spawner_attach says so */
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  int want = ncpu < 2 ? 2 : ncpu > SPAWNER_MAX_THREADS ? SPAWNER_MAX_THREADS : (int)ncpu;
+  for (int i = 0; i < want; i++) {
+    if (pthread_create(&sp->threads[sp->nthreads], NULL, thread_main, sp) != 0) break;
+    sp->nthreads++;
+  }
+  return sp;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) { take_done(h->data); }
+
+int spawner_attach(struct spawner *sp, uv_loop_t *loop) {
+  if (sp->nthreads == 0) return UV_EAGAIN;
+  sp->poll.data = sp;
+  int rc = uv_poll_init(loop, &sp->poll, sp->efd);
+  if (rc < 0) return rc;
+  sp->attached = true;
+  rc = uv_poll_start(&sp->poll, UV_READABLE, on_poll);
+  if (rc == 0 && !sp->private_fds)
+    log_warn("spawner threads share the daemon's descriptor table (unshare: not permitted): spawns are slower");
+  return rc;
+}
+
+int spawner_threads(const struct spawner *sp) { return sp->nthreads; }
+
+void spawner_submit(struct spawner *sp, struct spawner_job *j) {
+  j->next = NULL;
+  pthread_mutex_lock(&sp->mu);
+  *sp->todo_tail = j;
+  sp->todo_tail = &j->next;
+  sp->pending++;
+  pthread_cond_signal(&sp->cv);
+  pthread_mutex_unlock(&sp->mu);
+}
+
+size_t spawner_pending(const struct spawner *sp) { return sp->pending; }
+
+static void on_poll_close(uv_handle_t *h) {
+  struct spawner *sp = container_of((uv_poll_t *)h, struct spawner, poll);
+  if (sp->efd >= 0) close(sp->efd);
+  pthread_mutex_destroy(&sp->mu);
+  pthread_cond_destroy(&sp->cv);
+  free(sp);
+}
+
+void spawner_close(struct spawner *sp) {
+  if (!sp) return;
+  /* Jobs no thread has taken yet are cancelled; the ones running finish first. */
+  pthread_mutex_lock(&sp->mu);
+  sp->quit = true;
+  struct spawner_job *cancelled = sp->todo;
+  sp->todo = NULL;
+  sp->todo_tail = &sp->todo;
+  pthread_cond_broadcast(&sp->cv);
+  pthread_mutex_unlock(&sp->mu);
+  for (int i = 0; i < sp->nthreads; i++) pthread_join(sp->threads[i], NULL);
+  if (!sp->attached) { /* nothing was ever submitted */
+    on_poll_close((uv_handle_t *)&sp->poll);
+    return;
+  }
+  take_done(sp); /* the finished ones */
+  while (cancelled) {
+    struct spawner_job *next = cancelled->next;
+    sp->pending--;
+    cancelled->done(cancelled, true);
+    cancelled = next;
+  }
+  uv_close((uv_handle_t *)&sp->poll, on_poll_close);
+}
