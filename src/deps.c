@@ -63,6 +63,10 @@ static bool dependents_gone(struct daemon *d, struct service *s) {
 }
 
 void deps_reconcile(struct daemon *d) {
+  if (!d->shutting_down && !d->ndeps_services) {
+    d->deps_dirty = false; /* nothing waits on anything */
+    return;
+  }
   /* Each pass may change states again; a DAG settles in at most (longest chain) passes. */
   for (int pass = 0; d->deps_dirty && pass < 64; pass++) {
     d->deps_dirty = false;

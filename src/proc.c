@@ -316,6 +316,11 @@ static void strv_free(char **v) {
   free(v);
 }
 
+static void env_free(char **env, size_t nborrowed) {
+  for (char **p = env + nborrowed; *p; p++) free(*p);
+  free(env);
+}
+
 static char *join_argv(char **argv) {
   struct buf b = {0};
   for (char **a = argv; *a; a++) buf_printf(&b, "%s%s", a == argv ? "" : " ", *a);
@@ -353,6 +358,7 @@ struct spawn_req {
   struct spawner_job job;
   struct service *s;
   char **args, **env;
+  size_t nborrowed; /* env[0 .. nborrowed) point into environ */
   char *cwd, *fifo;
   int pid; /* out: the child, or a negative UV_E* code */
   uint64_t starttime;
@@ -434,7 +440,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     }
   }
   strv_free(r->args);
-  strv_free(r->env);
+  env_free(r->env, r->nborrowed);
   free(r->cwd);
   free(r->fifo);
   free(r);
@@ -450,8 +456,9 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     logpipe_note(s, "%s", err);
     return prc;
   }
-  /* Environment: herd's own, then the spec's, then herd's identity variables. The arrays
-   * own their strings: a spawn on the thread pool outlives this call. */
+  /* Environment: herd's own, then the spec's, then herd's identity variables. Entries of
+   * herd's own environment are borrowed (the daemon never changes it); the rest are owned
+   * by the arrays, from env[nborrowed] on: a spawn on a spawner thread outlives this call. */
   size_t nenv = 0, nspec = 0, nargs = 0;
   while (environ[nenv]) nenv++;
   while (sp->env && sp->env[nspec]) nspec++;
@@ -466,8 +473,9 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     for (size_t j = 0; j < nspec && !overridden; j++)
       overridden = !strncmp(sp->env[j], environ[i], kl) && sp->env[j][kl] == '=';
     if (s->port && !strncmp(environ[i], "PORT=", 5)) overridden = true;
-    if (!overridden && strncmp(environ[i], "HERD_", 5)) env[k++] = xstrdup(environ[i]);
+    if (!overridden && strncmp(environ[i], "HERD_", 5)) env[k++] = environ[i];
   }
+  size_t nborrowed = k;
   bool user_port = false;
   for (size_t j = 0; j < nspec; j++) {
     user_port |= !strncmp(sp->env[j], "PORT=", 5);
@@ -496,6 +504,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     r->s = s;
     r->args = args;
     r->env = env;
+    r->nborrowed = nborrowed;
     r->cwd = xstrdup(cwd);
     r->fifo = xstrdup(s->fifo_path);
     r->job.work = spawn_work;
@@ -511,7 +520,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot open log pipe: %s", strerror(-fd));
     logpipe_note(s, "%s", err);
     strv_free(args);
-    strv_free(env);
+    env_free(env, nborrowed);
     return fd;
   }
   uv_stdio_container_t stdio[3] = {
@@ -539,7 +548,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   p->h.child.data = p;
   int rc = uv_spawn(d->loop, &p->h.child, &o);
   close(fd);
-  strv_free(env);
+  env_free(env, nborrowed);
   s->nhandles++;
   if (rc < 0) {
     snprintf(err, errlen, "cannot start %s: %s", sp->argv[0], uv_strerror(rc));

@@ -176,6 +176,7 @@ static void after_step(struct service *s) {
   if (!svc_fsm_at_rest(&s->fsm) || s->proc || s->spawning) return;
   if (s->next_spec) {
     struct spec *old = s->spec;
+    s->d->ndeps_services += (s->next_spec->ndeps > 0) - (old->ndeps > 0);
     s->spec = s->next_spec;
     s->next_spec = NULL;
     spec_free(old);
@@ -191,6 +192,7 @@ static void after_step(struct service *s) {
   }
   if (s->removing && !s->destroyed) {
     s->destroyed = true;
+    if (s->spec->ndeps) s->d->ndeps_services--;
     struct daemon *d = s->d;
     struct list *pos, *tmp;
     list_for_each_safe(pos, tmp, &s->watches) {
@@ -248,6 +250,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   struct service *s = xcalloc(1, sizeof *s);
   s->d = d;
   s->spec = spec;
+  if (spec->ndeps) d->ndeps_services++;
   s->log_fd = -1;
   list_init(&s->watches);
   spec_policy(spec, &s->pol);

@@ -43,6 +43,7 @@ struct daemon {
   struct list services; /* in order of creation */
   struct list dying;    /* removed services waiting for their handles to close */
   size_t nservices;
+  size_t ndeps_services; /* services with depends_on: none, and deps_reconcile has nothing to do */
   struct service **htab; /* name -> service, chained */
   size_t hcap;
   uv_signal_t sig_term, sig_int, sig_hup;
