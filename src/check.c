@@ -7,10 +7,12 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <llhttp.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define CHECK_BODY_MAX (64 * 1024)
@@ -18,6 +20,7 @@
 static double glue_epoch; /* the origin of every service's check slots (monotonic) */
 
 struct run;
+struct hconn;
 
 struct checker {
   struct service *s;
@@ -35,6 +38,12 @@ struct checker {
   struct check_result last;
   bool has_last;
   unsigned long runs, passes;
+  /* http without curl (plain http:// to an address): one kept-alive connection */
+  struct hconn *conn; /* the connection, or NULL */
+  struct buf wr;      /* the request being sent */
+  char host[64];      /* the target of the run in flight, as written in messages */
+  int port;
+  struct sockaddr_storage addr;
 };
 
 /* One check run in flight. HTTP runs use the checker's easy handle; TCP and exec runs
@@ -46,6 +55,8 @@ struct run {
   unsigned gen;
   double started;
   bool finished; /* a result was delivered (or the run was cancelled) */
+  bool native;   /* http: our own client, not curl */
+  bool retried;  /* native http: already retried once on a fresh connection */
   int nhandles;
   /* tcp */
   uv_tcp_t tcp;
@@ -63,6 +74,10 @@ struct run {
 };
 
 static void schedule_next(struct checker *ck);
+static int on_h_headers_complete(llhttp_t *p);
+static int on_h_body(llhttp_t *p, const char *at, size_t n);
+static int on_h_message_complete(llhttp_t *p);
+static llhttp_settings_t hsettings;
 static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -70,6 +85,10 @@ static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt,
 
 int check_global_init(struct daemon *d) {
   glue_epoch = now_mono();
+  llhttp_settings_init(&hsettings);
+  hsettings.on_headers_complete = on_h_headers_complete;
+  hsettings.on_body = on_h_body;
+  hsettings.on_message_complete = on_h_message_complete;
   curlx_init(d->loop); /* libcurl itself is loaded at the first HTTP request */
   return 0;
 }
@@ -195,8 +214,316 @@ static void http_done(struct curlx_req *req, CURLcode res) {
   run_release(r);
 }
 
+/* ---- HTTP without curl ----
+ *
+ * Most checks are plain http:// to an address on this host or the cluster's network:
+ * for those, curl's generality (per-transfer setup, option parsing, re-registering the
+ * socket with the loop, a liveness poll before each reuse) costs several times what the
+ * check itself does. This client keeps one connection per checker open across runs,
+ * writes the request in one call and parses the answer with llhttp. Anything else (https,
+ * a host name to resolve, credentials in the URL) goes to curl.
+ */
+
+struct hconn {
+  uv_tcp_t tcp;
+  struct checker *ck; /* NULL once let go (the handle is closing) */
+  struct service *s;  /* the handle counts in its nhandles */
+  uv_connect_t creq;
+  uv_write_t wreq;
+  llhttp_t parser;
+  char *unsent; /* the part of the request uv_try_write could not write now */
+  struct sockaddr_storage addr;
+  unsigned nreq; /* requests sent on this connection */
+  bool connected, busy, got_bytes, complete, keep;
+  int status;
+};
+
+static void on_hconn_close(uv_handle_t *h) {
+  struct hconn *c = h->data;
+  struct service *s = c->s;
+  free(c->unsent);
+  free(c);
+  s->nhandles--;
+  daemon_check_idle(s->d);
+}
+
+static void hconn_drop(struct hconn *c) {
+  if (c->ck && c->ck->conn == c) c->ck->conn = NULL;
+  c->ck = NULL;
+  if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_hconn_close);
+}
+
+static int on_h_headers_complete(llhttp_t *p) {
+  struct hconn *c = p->data;
+  c->status = llhttp_get_status_code(p);
+  /* A HEAD answer announces a body it does not carry. */
+  return c->ck && !strcmp(c->ck->s->spec->check->method, "HEAD") ? 1 : 0;
+}
+
+static int on_h_body(llhttp_t *p, const char *at, size_t n) {
+  struct hconn *c = p->data;
+  struct checker *ck = c->ck;
+  if (ck && ck->s->spec->check->body_contains && ck->body.len < CHECK_BODY_MAX)
+    buf_append(&ck->body, at, ck->body.len + n > CHECK_BODY_MAX ? CHECK_BODY_MAX - ck->body.len : n);
+  return 0;
+}
+
+static int on_h_message_complete(llhttp_t *p) {
+  struct hconn *c = p->data;
+  c->complete = true;
+  c->keep = llhttp_should_keep_alive(p);
+  return HPE_PAUSED; /* one answer per request: anything after it is not ours */
+}
+
+/* The answer is complete: judge it as http_done judges curl's. */
+static void hconn_finish(struct hconn *c) {
+  struct checker *ck = c->ck;
+  struct run *r = ck->run;
+  const struct check_spec *k = ck->s->spec->check;
+  c->busy = false;
+  int code = c->status;
+  if (!c->keep) hconn_drop(c);
+  if (!r) return;
+  if (code < k->status_lo || code > k->status_hi)
+    deliver(ck, r, false, "HTTP %d (want %d-%d)", code, k->status_lo, k->status_hi);
+  else if (k->body_contains &&
+           (!ck->body.data || !memmem(ck->body.data, ck->body.len, k->body_contains, strlen(k->body_contains))))
+    deliver(ck, r, false, "HTTP %d but the body lacks \"%s\"", code, k->body_contains);
+  else
+    deliver(ck, r, true, "HTTP %d", code);
+  run_release(r);
+}
+
+static void hconn_connect(struct checker *ck, struct run *r);
+
+/* The connection failed under the run in flight: a kept-alive connection the server had
+ * already closed gets one retry on a fresh one (nothing of the answer had arrived). */
+static void hconn_failed(struct hconn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void hconn_failed(struct hconn *c, const char *fmt, ...) {
+  struct checker *ck = c->ck;
+  struct run *r = ck ? ck->run : NULL;
+  bool stale = c->nreq > 1 && !c->got_bytes;
+  hconn_drop(c);
+  if (!r) return;
+  if (stale && !r->retried) {
+    r->retried = true;
+    hconn_connect(ck, r);
+    return;
+  }
+  char msg[200];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  deliver(ck, r, false, "%s", msg);
+  run_release(r);
+}
+
+static void on_h_write(uv_write_t *w, int status) {
+  struct hconn *c = w->data;
+  free(c->unsent);
+  c->unsent = NULL;
+  if (status < 0 && c->ck && c->busy) hconn_failed(c, "Send failure: %s", strerror(-status));
+}
+
+static void hconn_send(struct hconn *c) {
+  struct checker *ck = c->ck;
+  llhttp_init(&c->parser, HTTP_RESPONSE, &hsettings);
+  c->parser.data = c;
+  c->busy = true;
+  c->got_bytes = c->complete = c->keep = false;
+  c->status = 0;
+  c->nreq++;
+  ck->body.len = 0;
+  uv_buf_t b = uv_buf_init(ck->wr.data, (unsigned)ck->wr.len);
+  int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  if (n == (int)ck->wr.len) return;
+  if (n < 0 && n != UV_EAGAIN) {
+    hconn_failed(c, "Send failure: %s", strerror(-n));
+    return;
+  }
+  if (n < 0) n = 0;
+  c->unsent = xmalloc(ck->wr.len - (size_t)n);
+  memcpy(c->unsent, ck->wr.data + n, ck->wr.len - (size_t)n);
+  b = uv_buf_init(c->unsent, (unsigned)(ck->wr.len - (size_t)n));
+  c->wreq.data = c;
+  int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_h_write);
+  if (rc < 0) {
+    free(c->unsent);
+    c->unsent = NULL;
+    hconn_failed(c, "Send failure: %s", strerror(-rc));
+  }
+}
+
+static void on_h_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+  struct hconn *c = st->data;
+  if (!c->ck) return;
+  if (n > 0) {
+    if (!c->busy) { /* nothing was asked: not an HTTP server we understand */
+      hconn_drop(c);
+      return;
+    }
+    c->got_bytes = true;
+    llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)n);
+    if (c->complete) {
+      /* More than the one answer: the connection is out of step; do not reuse it. */
+      if (e == HPE_PAUSED && llhttp_get_error_pos(&c->parser) != b->base + n) c->keep = false;
+      hconn_finish(c);
+    } else if (e != HPE_OK)
+      hconn_failed(c, "invalid HTTP answer: %s", llhttp_get_error_reason(&c->parser));
+    return;
+  }
+  if (n == 0) return;
+  if (!c->busy) { /* the server closed an idle connection */
+    hconn_drop(c);
+    return;
+  }
+  if (n == UV_EOF) {
+    /* An answer delimited by the end of the connection ends here. */
+    if (c->got_bytes) llhttp_finish(&c->parser); /* completes it (our callback pauses: not HPE_OK) */
+    if (c->complete) {
+      c->keep = false;
+      hconn_finish(c);
+    } else if (c->got_bytes) {
+      hconn_failed(c, "connection closed in the middle of the answer");
+    } else {
+      hconn_failed(c, "Empty reply from server");
+    }
+    return;
+  }
+  hconn_failed(c, "Recv failure: %s", strerror((int)-n));
+}
+
+static void on_h_connect(uv_connect_t *req, int status) {
+  struct hconn *c = req->data;
+  struct checker *ck = c->ck;
+  if (!ck) return; /* let go while connecting (the handle is closing) */
+  struct run *r = ck->run;
+  if (status < 0) {
+    c->nreq = 0; /* a fresh connection: no retry */
+    long ms = r ? lround((now_mono() - r->started) * 1000) : 0;
+    hconn_failed(c, "Failed to connect to %s port %d after %ld ms: %s", ck->host, ck->port, ms, strerror(-status));
+    return;
+  }
+  c->connected = true;
+  uv_read_start((uv_stream_t *)&c->tcp, daemon_alloc, on_h_read);
+  if (r && !r->finished) hconn_send(c);
+}
+
+static void hconn_connect(struct checker *ck, struct run *r) {
+  struct service *s = ck->s;
+  struct hconn *c = xcalloc(1, sizeof *c);
+  c->ck = ck;
+  c->s = s;
+  c->addr = ck->addr;
+  uv_tcp_init(s->d->loop, &c->tcp);
+  c->tcp.data = c;
+  s->nhandles++;
+  ck->conn = c;
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->creq.data = c;
+  int rc = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ck->addr, on_h_connect);
+  if (rc < 0) {
+    c->nreq = 0;
+    hconn_failed(c, "Failed to connect to %s port %d after 0 ms: %s", ck->host, ck->port, strerror(-rc));
+  }
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family) return false;
+  size_t n = a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  return !memcmp(a, b, n);
+}
+
+/* Whether this run can go without curl: plain http to an address (or localhost). Fills the
+ * checker's target and the request text. */
+static bool native_target(struct checker *ck) {
+  struct service *s = ck->s;
+  const struct check_spec *k = s->spec->check;
+  char host[300], pathbuf[2048];
+  int port;
+  const char *path;
+  if (k->url) {
+    if (strncasecmp(k->url, "http://", 7)) return false;
+    const char *a = k->url + 7, *end = a + strcspn(a, "/?#");
+    if (memchr(a, '@', (size_t)(end - a))) return false; /* credentials: curl's business */
+    const char *colon = NULL;
+    if (*a == '[') {
+      const char *rb = memchr(a, ']', (size_t)(end - a));
+      if (!rb || rb - a - 1 >= (long)sizeof host) return false;
+      snprintf(host, sizeof host, "%.*s", (int)(rb - a - 1), a + 1);
+      if (rb + 1 < end && rb[1] == ':')
+        colon = rb + 1;
+      else if (rb + 1 != end)
+        return false;
+    } else {
+      colon = memchr(a, ':', (size_t)(end - a));
+      size_t hl = (size_t)((colon ? colon : end) - a);
+      if (hl == 0 || hl >= sizeof host) return false;
+      snprintf(host, sizeof host, "%.*s", (int)hl, a);
+    }
+    port = 80;
+    if (colon) {
+      char *e;
+      long v = strtol(colon + 1, &e, 10);
+      if (e != end || v < 1 || v > 65535) return false;
+      port = (int)v;
+    }
+    /* The path and query as sent: up to a fragment, "/" when there is none. */
+    size_t pl = strcspn(end, "#");
+    if (pl >= sizeof pathbuf - 1) return false;
+    snprintf(pathbuf, sizeof pathbuf, "%s%.*s", *end == '/' ? "" : "/", (int)pl, end);
+    for (const char *q = pathbuf; *q; q++)
+      if ((unsigned char)*q <= ' ' || *q == 0x7f) return false; /* curl says what is wrong with it */
+    path = pathbuf;
+  } else {
+    if (s->spec->endpoint.protocol == PROTO_HTTPS) return false;
+    snprintf(host, sizeof host, "%s", service_host(s));
+    port = s->port;
+    path = k->path;
+  }
+  if (port <= 0) return false;
+  const char *ip = !strcmp(host, "localhost") ? "127.0.0.1" : host;
+  memset(&ck->addr, 0, sizeof ck->addr);
+  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ck->addr) != 0 &&
+      uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ck->addr) != 0)
+    return false; /* a name to resolve: curl */
+  size_t hl = strlen(host);
+  if (hl >= sizeof ck->host) return false;
+  memcpy(ck->host, host, hl + 1);
+  ck->port = port;
+  /* The request: as curl would send it. */
+  bool own_host = false;
+  for (char **h = k->headers; h && *h; h++) own_host |= !strncasecmp(*h, "Host:", 5);
+  bool v6 = strchr(host, ':') != NULL;
+  ck->wr.len = 0;
+  buf_printf(&ck->wr, "%s %s HTTP/1.1\r\n", k->method, path && *path ? path : "/");
+  if (!own_host) buf_printf(&ck->wr, "Host: %s%s%s:%d\r\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+  buf_printf(&ck->wr, "User-Agent: herd/" HERD_VERSION " health-check\r\nAccept: */*\r\n");
+  for (char **h = k->headers; h && *h; h++) buf_printf(&ck->wr, "%s\r\n", *h);
+  buf_printf(&ck->wr, "\r\n");
+  return true;
+}
+
+static void native_begin(struct checker *ck, struct run *r) {
+  struct hconn *c = ck->conn;
+  if (c && (!same_addr(&c->addr, &ck->addr) || c->busy)) {
+    hconn_drop(c); /* another target (a new port), or a leftover */
+    c = NULL;
+  }
+  if (c && c->connected)
+    hconn_send(c);
+  else if (!c)
+    hconn_connect(ck, r);
+  /* else: still connecting; on_h_connect sends */
+}
+
 static void http_cancel(struct checker *ck) {
   if (ck->easy) curlx_remove(ck->easy);
+  /* An answer half read, or a connect that did not finish in time, is of no use: a
+   * fresh connection for the next run. */
+  if (ck->conn && (ck->conn->busy || !ck->conn->connected)) hconn_drop(ck->conn);
 }
 
 /* ---- TCP ---- */
@@ -428,7 +755,12 @@ static void schedule_next(struct checker *ck) {
   /* Fixed slots: each service checks at epoch + phase*interval + k*interval, so a slow
    * check does not push the later ones back, and a thousand services' checks are spread
    * evenly over the whole interval (not bunched by when they happened to start). */
-  double slot = glue_epoch + ck->phase * k->interval;
+  /* Slots are quantised: the interval has at least 40, none longer than 25 ms, and every
+   * service whose slot falls in one runs its check in the same loop turn. A thousand
+   * checks a second then wake the daemon some 40 times a second instead of a thousand,
+   * each at most 25 ms (1/40 of the interval) off its unquantised time. */
+  double nslots = fmax(40, ceil(k->interval / 0.025));
+  double slot = glue_epoch + floor(ck->phase * nslots) / nslots * k->interval;
   double next = slot + ceil((now + 0.001 - slot) / k->interval) * k->interval;
   ck->next_due = next;
   arm(ck, ck->next_due);
@@ -443,10 +775,16 @@ static void run_begin(struct checker *ck) {
   r->gen = ck->gen;
   r->started = now_mono();
   ck->run = r;
+  r->native = r->type == CHECK_HTTP && native_target(ck);
   /* The check timer bounds the run (curl has its own timeout too; ours is the backstop). */
-  arm(ck, r->started + s->spec->check->timeout + (r->type == CHECK_HTTP ? 0.05 : 0));
+  arm(ck, r->started + s->spec->check->timeout + (r->type == CHECK_HTTP && !r->native ? 0.05 : 0));
   switch (r->type) {
-  case CHECK_HTTP: http_begin(ck, r); break;
+  case CHECK_HTTP:
+    if (r->native)
+      native_begin(ck, r);
+    else
+      http_begin(ck, r);
+    break;
   case CHECK_TCP: tcp_begin(ck, r); break;
   case CHECK_EXEC: exec_begin(ck, r); break;
   case CHECK__MAX: break;
@@ -498,6 +836,7 @@ static void on_check_timer_close(uv_handle_t *h) {
   struct checker *ck = h->data;
   struct service *s = ck->s;
   buf_free(&ck->body);
+  buf_free(&ck->wr);
   free(ck);
   s->nhandles--;
   daemon_check_idle(s->d);
@@ -545,6 +884,8 @@ void check_stop(struct service *s) {
   ck->gen++;
   run_cancel(ck);
   uv_timer_stop(&ck->timer);
+  /* The instance is over: its server's connection goes with it. */
+  if (ck->conn) hconn_drop(ck->conn);
 }
 
 void check_close(struct service *s) {

@@ -56,6 +56,12 @@ class HTTPServer:
     mode "hang":       read the request, then never answer (the connection stays open)
     mode "stall_body": send the status line and headers (Content-Length: 1000) and a
                        few bytes of body, then stall
+    mode "drop_reused": answer the first request of each connection (keep-alive); close
+                       the connection at the second one without answering it
+    mode "eof_body":   answer without Content-Length ("Connection: close"): the body ends
+                       where the connection does
+    mode "chunked":    answer with Transfer-Encoding: chunked (the body in 3-byte chunks)
+    mode "garbage":    answer with bytes that are not HTTP
 
     Every request is recorded in `requests` as a dict: time (wall clock), method, path,
     headers (lower-case names), status (what was answered, or None)."""
@@ -70,6 +76,7 @@ class HTTPServer:
         self._stop = threading.Event()
         self._conns = set()
         self.requests = []
+        self.accepted = 0  # connections accepted
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind((HOST, port))
@@ -146,6 +153,8 @@ class HTTPServer:
                 c, _ = self.lsock.accept()
             except OSError:
                 continue
+            with self._lock:
+                self.accepted += 1
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _track(self, c, add):
@@ -165,6 +174,7 @@ class HTTPServer:
                 except (ssl.SSLError, OSError):
                     return  # e.g. the client rejected our certificate
             buf = b""
+            served = 0
             while not self._stop.is_set():
                 while b"\r\n\r\n" not in buf:
                     chunk = c.recv(65536)
@@ -188,6 +198,25 @@ class HTTPServer:
                 if mode == "hang":
                     self._stop.wait()
                     return
+                served += 1
+                if mode == "drop_reused" and served > 1:
+                    with self._lock:
+                        rec["status"] = None
+                    return
+                if mode == "garbage":
+                    c.sendall(b"SSH-2.0-not-http\r\n\r\n")
+                    return
+                if mode == "eof_body":
+                    c.sendall(("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" %
+                               (status, REASONS.get(status, "Status"))).encode() + body)
+                    return
+                if mode == "chunked":
+                    out = ("HTTP/1.1 %d %s\r\nTransfer-Encoding: chunked\r\n\r\n" %
+                           (status, REASONS.get(status, "Status"))).encode()
+                    for i in range(0, len(body), 3):
+                        out += b"%x\r\n%s\r\n" % (len(body[i:i + 3]), body[i:i + 3])
+                    c.sendall(out + b"0\r\n\r\n")
+                    continue
                 if mode == "stall_body":
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                               b"Content-Length: 1000\r\n\r\npartial")

@@ -286,6 +286,80 @@ class HTTPSChecks(ServerTest):
         self.assertTrue(20000 <= s["port"] <= 29999)
 
 
+class KeptAliveHTTP(ServerTest):
+    """Plain http:// checks to an address run on herd's own client: one connection kept
+    open across runs, answers framed every way HTTP/1.1 allows, servers that drop
+    connections, and answers that are not HTTP."""
+
+    def runs_at_least(self, name, n, timeout=10):
+        return wait_service(self.d, name, lambda x: x["check"]["runs"] >= n, timeout=timeout,
+                            what="%d runs of %s" % (n, name))
+
+    def test_one_connection_for_many_runs(self):
+        srv = self.server(200, body="fine")
+        head = self.server(200, body="a body HEAD must not read")
+        self.d.write_config([svc("web", {"type": "http", "url": srv.url("/h?probe=1#frag"),
+                                         "headers": {"X-Probe": "k"}}),
+                             svc("head", {"type": "http", "url": head.url("/"), "method": "HEAD"})])
+        self.d.start()
+        s = self.runs_at_least("web", 10)
+        self.assertEqual(s["check"]["passes"], s["check"]["runs"])
+        self.assertEqual(srv.accepted, 1, "a new connection per run")
+        r = srv.snapshot()[-1]
+        self.assertEqual((r["method"], r["path"]), ("GET", "/h?probe=1"))
+        self.assertEqual(r["headers"]["host"], "127.0.0.1:%d" % srv.port)
+        self.assertEqual(r["headers"]["x-probe"], "k")
+        self.assertTrue(r["headers"]["user-agent"].startswith("herd/"))
+        # HEAD: the announced body is not waited for, and the connection stays in step.
+        s = self.runs_at_least("head", 10)
+        self.assertEqual(s["check"]["passes"], s["check"]["runs"], s["check"]["last"])
+        self.assertEqual(head.accepted, 1)
+        self.assertEqual({r["method"] for r in head.snapshot()}, {"HEAD"})
+        # The service stops: its connection is closed, not left open.
+        self.d.cli("stop", "web", "--wait", check=True)
+        wait_until(lambda: not srv._conns, timeout=5, what="the server to see the connection closed")
+
+    def test_a_reused_connection_the_server_dropped_is_retried(self):
+        srv = self.server(200, mode="drop_reused")
+        self.d.write_config([svc("web", {"type": "http", "url": srv.url("/")})])
+        self.d.start()
+        s = self.runs_at_least("web", 8)
+        # Every run passes: a kept-alive connection found closed is retried on a new one.
+        self.assertEqual(s["check"]["passes"], s["check"]["runs"], s["check"]["last"])
+        self.assertGreaterEqual(srv.accepted, 8)
+        self.assertGreaterEqual(srv.count(None), 1, "the server never dropped a reused connection")
+
+    def test_bodies_framed_by_close_and_by_chunks(self):
+        eof = self.server(200, body="alive and well", mode="eof_body")
+        chunked = self.server(200, body="chunks of a healthy body", mode="chunked")
+        self.d.write_config([svc("eof", {"type": "http", "url": eof.url("/"), "body_contains": "well"}),
+                             svc("chunked", {"type": "http", "url": chunked.url("/"),
+                                             "body_contains": "healthy"}),
+                             svc("nomatch", {"type": "http", "url": chunked.url("/"),
+                                             "body_contains": "sick"})])
+        self.d.start()
+        for name in ("eof", "chunked"):
+            s = self.runs_at_least(name, 5)
+            self.assertEqual(s["check"]["passes"], s["check"]["runs"], (name, s["check"]["last"]))
+            self.assertEqual(s["check"]["last"]["message"], "HTTP 200")
+        self.assertGreaterEqual(eof.accepted, 5)  # each answer closed its connection
+        s = self.runs_at_least("nomatch", 3)
+        self.assertEqual(s["check"]["passes"], 0)
+        self.assertEqual(s["check"]["last"]["message"], 'HTTP 200 but the body lacks "sick"')
+
+    def test_an_answer_that_is_not_http(self):
+        srv = self.server(mode="garbage")
+        self.d.write_config([svc("web", {"type": "http", "url": srv.url("/")})])
+        self.d.start()
+        s = self.runs_at_least("web", 3)
+        self.assertEqual(s["check"]["passes"], 0)
+        self.assertRegex(s["check"]["last"]["message"], r"^invalid HTTP answer: ")
+        self.assertEqual(s["state"], "STARTING")
+        # It recovers when a real server answers there.
+        srv.set(mode="answer")
+        self.d.wait_state("web", "HEALTHY", timeout=5)
+
+
 class TCPChecks(ServerTest):
     def test_tcp_open_closed_and_endpoint_port(self):
         lst = self.listener()
