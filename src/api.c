@@ -727,6 +727,79 @@ void api_info(struct daemon *d, struct conn *c, struct request *r, const char *u
                        "shutting_down", d->shutting_down, "store_error", serr ? json_string(serr) : json_null()));
 }
 
+/* ---- the loop's own lag: a 1 ms repeating timer's lateness, measured on request ----
+ * Only while a request asks: an idle daemon keeps no timer of its own running. */
+struct lagprobe {
+  uv_timer_t timer;
+  struct conn *c;     /* NULL once the client went away */
+  uint64_t last, end; /* uv_hrtime() ns */
+  double *v;          /* lateness of each firing, ms */
+  size_t n, cap;
+};
+
+static void lag_free(uv_handle_t *h) {
+  struct lagprobe *p = h->data;
+  free(p->v);
+  free(p);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static void lag_tick(uv_timer_t *t) {
+  struct lagprobe *p = t->data;
+  uint64_t now = uv_hrtime();
+  if (p->last) {
+    /* Due 1 ms after the previous firing: anything later is time the loop was busy. */
+    double late = ((double)(now - p->last) - 1e6) / 1e6;
+    if (p->n == p->cap) p->v = xrealloc(p->v, (p->cap = p->cap ? p->cap * 2 : 1024) * sizeof *p->v);
+    p->v[p->n++] = late > 0 ? late : 0;
+  }
+  p->last = now;
+  if (now < p->end) return;
+  uv_timer_stop(t);
+  struct conn *c = p->c;
+  p->c = NULL;
+  if (c) {
+    qsort(p->v, p->n, sizeof *p->v, cmp_double);
+#define PCT(q) (p->n ? p->v[(size_t)((double)(p->n - 1) * (q) + 0.5)] : 0.0)
+    conn_reply(c, 200,
+               json_pack("{s:{s:s,s:I,s:f,s:f,s:f,s:f}}", "lag", "probe", "1 ms repeating timer", "samples",
+                         (json_int_t)p->n, "p50_ms", PCT(0.5), "p99_ms", PCT(0.99), "p999_ms", PCT(0.999), "max_ms",
+                         p->n ? p->v[p->n - 1] : 0.0));
+#undef PCT
+  }
+  uv_close((uv_handle_t *)t, lag_free);
+}
+
+static void lag_conn_gone(struct conn *c, void *arg) {
+  struct lagprobe *p = arg;
+  p->c = NULL;
+  uv_timer_stop(&p->timer);
+  if (!uv_is_closing((uv_handle_t *)&p->timer)) uv_close((uv_handle_t *)&p->timer, lag_free);
+}
+
+void api_lag(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  char buf[32];
+  const char *sec = req_query(r, "seconds", buf, sizeof buf);
+  double seconds = 5;
+  if (sec && duration_parse(sec, &seconds) < 0) seconds = -1;
+  if (seconds <= 0 || seconds > 60) {
+    conn_error(c, 400, "bad_seconds", NULL, "seconds must be a duration above 0 and at most 60 (\"%s\")",
+               sec ? sec : "");
+    return;
+  }
+  struct lagprobe *p = xcalloc(1, sizeof *p);
+  p->c = c;
+  p->end = uv_hrtime() + (uint64_t)(seconds * 1e9);
+  uv_timer_init(d->loop, &p->timer);
+  p->timer.data = p;
+  uv_timer_start(&p->timer, lag_tick, 1, 1);
+  conn_park(c, p, lag_conn_gone, NULL, 0);
+}
+
 void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
   conn_reply(c, 200, json_pack("{s:o}", "clusters", slurm_clusters_json(d)));
 }

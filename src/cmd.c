@@ -31,6 +31,8 @@ const struct cmd_entry cmd_table[] = {
     {"reload", "", "re-read the config directory", "POST", "/v1/reload", true, api_reload, cli_reload},
     {"info", "", "show the daemon's version, uptime and counts by state", "GET", "/v1/daemon", false, api_info,
      cli_info},
+    {NULL, NULL, "measure the loop's lag for ?seconds=S (default 5): a 1 ms repeating timer's lateness", "GET",
+     "/v1/daemon/lag", false, api_lag, NULL},
     {"clusters", "", "show the Slurm clusters: API version, reachability, last error, request counters", "GET",
      "/v1/clusters", false, api_clusters, cli_clusters},
     {"shutdown", "[--leave-running]", "stop every service and exit the daemon (or leave them running)", "POST",

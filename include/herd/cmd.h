@@ -42,6 +42,7 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
 void api_events(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_reload(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_info(struct daemon *d, struct conn *c, struct request *r, const char *name);
+void api_lag(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const char *name);
 

@@ -298,6 +298,37 @@ class Wait(SuiteTest):
         self.assertEqual(body["error"]["service"]["state"], "FAILED")
 
 
+class LoopLag(SuiteTest):
+    def test_lag_probe(self):
+        self.d.write_config([{"name": "l%02d" % i, "command": ["sleep", "1000"], "ready_after": 0}
+                             for i in range(20)])
+        self.d.start()
+        st, body = self.d.request("GET", "/v1/daemon/lag?seconds=1", timeout=10)
+        self.assertEqual(st, 200, body)
+        lag = body["lag"]
+        self.assertEqual(lag["probe"], "1 ms repeating timer")
+        self.assertGreater(lag["samples"], 300)
+        self.assertLessEqual(lag["p50_ms"], lag["p99_ms"])
+        self.assertLessEqual(lag["p99_ms"], lag["max_ms"])
+        self.assertLess(lag["p99_ms"], 50)
+        for bad in ("0", "61", "soon", "-1"):
+            st, body = self.d.request("GET", "/v1/daemon/lag?seconds=" + bad)
+            self.assertEqual(st, 400, bad)
+            self.assertEqual(body["error"]["code"], "bad_seconds")
+        # A client that leaves mid-probe: the timer goes with it (no handle left at exit).
+        s = raw_connect(self.d.sock)
+        s.sendall(b"GET /v1/daemon/lag?seconds=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        s.close()
+        s = raw_connect(self.d.sock)
+        s.sendall(b"GET /v1/daemon/lag?seconds=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        # ... and one still waiting when the daemon stops.
+        self.assertEqual(self.d.stop(), 0)
+        self.assertNotIn("open handles", self.d.log())
+        s.close()
+
+
 class Events(SuiteTest):
     def test_events_ids_increase_and_chain(self):
         self.d.write_config([svc("a"), svc("b", command=["/bin/sh", "-c", "exit 3"], restart="never", ready_after="1s")])
