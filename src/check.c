@@ -195,23 +195,31 @@ static void http_begin(struct checker *ck, struct run *r) {
   if (rc != CURLM_OK) deliver(ck, r, false, "cannot start the request: %s", CX.multi_strerror(rc));
 }
 
+/* An HTTP answer arrived (curl's or our client's): judge its status and body, deliver. */
+static void http_verdict(struct checker *ck, struct run *r, int code) {
+  const struct check_spec *k = ck->s->spec->check;
+  if (code < k->status_lo || code > k->status_hi)
+    deliver(ck, r, false, "HTTP %d (want %d-%d)", code, k->status_lo, k->status_hi);
+  else if (k->body_contains &&
+           (!ck->body.data || !memmem(ck->body.data, ck->body.len, k->body_contains, strlen(k->body_contains))))
+    deliver(ck, r, false, "HTTP %d but the body lacks \"%s\"", code, k->body_contains);
+  else
+    deliver(ck, r, true, "HTTP %d", code);
+  run_release(r);
+}
+
 static void http_done(struct curlx_req *req, CURLcode res) {
   struct checker *ck = container_of(req, struct checker, req);
   struct run *r = ck->run;
   if (!r) return;
-  const struct check_spec *k = ck->s->spec->check;
   long code = 0;
   CX.easy_getinfo(ck->easy, CURLINFO_RESPONSE_CODE, &code);
-  if (res != CURLE_OK)
+  if (res != CURLE_OK) {
     deliver(ck, r, false, "%s", ck->errbuf[0] ? ck->errbuf : CX.easy_strerror(res));
-  else if (code < k->status_lo || code > k->status_hi)
-    deliver(ck, r, false, "HTTP %ld (want %d-%d)", code, k->status_lo, k->status_hi);
-  else if (k->body_contains &&
-           (!ck->body.data || !memmem(ck->body.data, ck->body.len, k->body_contains, strlen(k->body_contains))))
-    deliver(ck, r, false, "HTTP %ld but the body lacks \"%s\"", code, k->body_contains);
-  else
-    deliver(ck, r, true, "HTTP %ld", code);
-  run_release(r);
+    run_release(r);
+  } else {
+    http_verdict(ck, r, (int)code);
+  }
 }
 
 /* ---- HTTP without curl ----
@@ -279,19 +287,10 @@ static int on_h_message_complete(llhttp_t *p) {
 static void hconn_finish(struct hconn *c) {
   struct checker *ck = c->ck;
   struct run *r = ck->run;
-  const struct check_spec *k = ck->s->spec->check;
   c->busy = false;
   int code = c->status;
   if (!c->keep) hconn_drop(c);
-  if (!r) return;
-  if (code < k->status_lo || code > k->status_hi)
-    deliver(ck, r, false, "HTTP %d (want %d-%d)", code, k->status_lo, k->status_hi);
-  else if (k->body_contains &&
-           (!ck->body.data || !memmem(ck->body.data, ck->body.len, k->body_contains, strlen(k->body_contains))))
-    deliver(ck, r, false, "HTTP %d but the body lacks \"%s\"", code, k->body_contains);
-  else
-    deliver(ck, r, true, "HTTP %d", code);
-  run_release(r);
+  if (r) http_verdict(ck, r, code);
 }
 
 static void hconn_connect(struct checker *ck, struct run *r);
