@@ -399,8 +399,7 @@ static void on_h_connect(uv_connect_t *req, int status) {
   struct checker *ck = c->ck;
   if (!ck) return; /* let go while connecting (the handle is closing) */
   struct run *r = ck->run;
-  if (status < 0) {
-    c->nreq = 0; /* a fresh connection: no retry */
+  if (status < 0) { /* nothing was sent on it: hconn_failed does not retry */
     long ms = r ? lround((now_mono() - r->started) * 1000) : 0;
     hconn_failed(c, "Failed to connect to %s port %d after %ld ms: %s", ck->host, ck->port, ms, strerror(-status));
     return;
@@ -424,7 +423,6 @@ static void hconn_connect(struct checker *ck, struct run *r) {
   c->creq.data = c;
   int rc = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ck->addr, on_h_connect);
   if (rc < 0) {
-    c->nreq = 0;
     hconn_failed(c, "Failed to connect to %s port %d after 0 ms: %s", ck->host, ck->port, strerror(-rc));
   }
 }
@@ -483,11 +481,7 @@ static bool native_target(struct checker *ck) {
     path = k->path;
   }
   if (port <= 0) return false;
-  const char *ip = !strcmp(host, "localhost") ? "127.0.0.1" : host;
-  memset(&ck->addr, 0, sizeof ck->addr);
-  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ck->addr) != 0 &&
-      uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ck->addr) != 0)
-    return false; /* a name to resolve: curl */
+  if (addr_from_literal(host, port, &ck->addr) < 0) return false; /* a name to resolve: curl */
   size_t hl = strlen(host);
   if (hl >= sizeof ck->host) return false;
   memcpy(ck->host, host, hl + 1);
@@ -594,10 +588,8 @@ static void tcp_begin(struct checker *ck, struct run *r) {
   const struct check_spec *k = s->spec->check;
   const char *host = k->host ? k->host : s->spec->endpoint.set ? service_host(s) : "127.0.0.1";
   r->port = k->port ? k->port : s->port;
-  if (!strcmp(host, "localhost")) host = "127.0.0.1";
   struct sockaddr_storage ss;
-  if (uv_ip4_addr(host, r->port, (struct sockaddr_in *)&ss) == 0 ||
-      uv_ip6_addr(host, r->port, (struct sockaddr_in6 *)&ss) == 0) {
+  if (addr_from_literal(host, r->port, &ss) == 0) {
     tcp_connect_addr(r, (struct sockaddr *)&ss);
     return;
   }

@@ -130,8 +130,8 @@ void logpipe_drain(struct service *s) {
   }
 }
 
-int logpipe_child_fd(struct service *s) {
-  int fd = open(s->fifo_path, O_RDWR | O_CLOEXEC);
+int logpipe_child_fd(const char *fifo_path) {
+  int fd = open(fifo_path, O_RDWR | O_CLOEXEC);
   return fd < 0 ? -errno : fd;
 }
 

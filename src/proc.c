@@ -212,25 +212,39 @@ void proc_release(struct service *s) {
   uv_close((uv_handle_t *)&p->h, on_proc_close);
 }
 
-int proc_adopt(struct service *s, int pid, uint64_t starttime) {
+/* Watch pid through its pidfd (readable when the process exits, child or not); reap:
+ * it is our child, to be reaped with waitpid. The handle counts in the service's. */
+static struct proc *watch_pidfd(struct service *s, int pid, int pidfd, bool reap) {
   struct proc *p = xcalloc(1, sizeof *p);
   p->s = s;
   p->pid = pid;
-  p->adopted = true;
-  p->starttime = starttime;
-  p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (p->pidfd >= 0) {
-    /* A pidfd turns readable when the process exits, even though it is not our child. */
-    uv_poll_init(s->d->loop, &p->h.poll, p->pidfd);
-    p->h.poll.data = p;
-    uv_poll_start(&p->h.poll, UV_READABLE, on_pidfd);
+  p->reap = reap;
+  p->pidfd = pidfd;
+  uv_poll_init(s->d->loop, &p->h.poll, pidfd);
+  p->h.poll.data = p;
+  uv_poll_start(&p->h.poll, UV_READABLE, on_pidfd);
+  s->nhandles++;
+  return p;
+}
+
+int proc_adopt(struct service *s, int pid, uint64_t starttime) {
+  struct proc *p;
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0) {
+    p = watch_pidfd(s, pid, pidfd, false);
   } else {
+    p = xcalloc(1, sizeof *p);
+    p->s = s;
+    p->pid = pid;
+    p->pidfd = -1;
     /* No pidfd (a kernel before 5.3): look twice a second. */
     uv_timer_init(s->d->loop, &p->h.timer);
     p->h.timer.data = p;
     uv_timer_start(&p->h.timer, on_adopt_timer, 500, 500);
+    s->nhandles++;
   }
-  s->nhandles++;
+  p->adopted = true;
+  p->starttime = starttime;
   s->proc = p;
   s->pid = pid;
   s->starttime = starttime;
@@ -240,11 +254,7 @@ int proc_adopt(struct service *s, int pid, uint64_t starttime) {
 /* Whether host:port can be bound now (a TIME_WAIT leftover does not count as busy). */
 static bool port_free(const char *host, int port) {
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  if (!strcmp(host, "localhost")) host = "127.0.0.1";
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
-    uv_ip4_addr("0.0.0.0", port, (struct sockaddr_in *)&ss);
+  if (addr_from_literal(host, port, &ss) < 0) uv_ip4_addr("0.0.0.0", port, (struct sockaddr_in *)&ss);
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   int one = 1;
@@ -348,9 +358,7 @@ static void spawn_failed(struct service *s, const char *argv0, int rc) {
   char err[256];
   snprintf(err, sizeof err, "cannot start %s: %s", argv0, uv_strerror(rc));
   logpipe_note(s, "%s", err);
-  s->last_code = -1;
-  s->last_sig = 0;
-  service_event(s, EV_SPAWN_FAILED, -1, 0, err);
+  service_event(s, EV_SPAWN_FAILED, -1, 0, err); /* records code -1: the instance is alive in the machine */
 }
 
 /* A spawn on a spawner thread (spawner.c): the result comes back to the loop in spawn_done. */
@@ -367,9 +375,9 @@ struct spawn_req {
 static void spawn_work(struct spawner_job *j) {
   struct spawn_req *r = container_of(j, struct spawn_req, job);
   /* Opened here, in the thread's own table: the child's stdout and stderr. */
-  int fd = open(r->fifo, O_RDWR | O_CLOEXEC);
+  int fd = logpipe_child_fd(r->fifo);
   if (fd < 0) {
-    r->pid = uv_translate_sys_error(errno);
+    r->pid = uv_translate_sys_error(-fd);
     return;
   }
   r->pid = spawn_fast(r->args, r->env, r->cwd, fd);
@@ -379,6 +387,15 @@ static void spawn_work(struct spawner_job *j) {
   else
     r->starttime = proc_starttime(r->pid);
 }
+
+struct reap_job {
+  struct spawner_job job;
+  int pid;
+};
+
+static void reap_work(struct spawner_job *j) { waitpid(container_of(j, struct reap_job, job)->pid, NULL, 0); }
+
+static void reap_done(struct spawner_job *j, bool cancelled) { free(container_of(j, struct reap_job, job)); }
 
 static void spawn_done(struct spawner_job *j, bool cancelled) {
   struct spawn_req *r = container_of(j, struct spawn_req, job);
@@ -391,10 +408,15 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
   if (r->pid > 0 && !closing) {
     pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
     if (pidfd < 0) {
-      /* Out of descriptors: a process we cannot watch must not run. */
+      /* Out of descriptors: a process we cannot watch must not run. A spawner thread
+       * waits for it to go (waitpid would block the loop). */
       int e = errno;
       kill(-r->pid, SIGKILL);
-      waitpid(r->pid, NULL, 0);
+      struct reap_job *rj = xcalloc(1, sizeof *rj);
+      rj->pid = r->pid;
+      rj->job.work = reap_work;
+      rj->job.done = reap_done;
+      spawner_submit(s->d->spawner, &rj->job);
       r->pid = uv_translate_sys_error(e);
     }
   }
@@ -412,16 +434,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     if (s->pending_sig) kill(-r->pid, s->pending_sig);
     daemon_check_idle(s->d);
   } else {
-    struct proc *p = xcalloc(1, sizeof *p);
-    p->s = s;
-    p->pid = r->pid;
-    p->reap = true;
-    p->pidfd = pidfd;
-    uv_poll_init(s->d->loop, &p->h.poll, p->pidfd);
-    p->h.poll.data = p;
-    uv_poll_start(&p->h.poll, UV_READABLE, on_pidfd);
-    s->nhandles++;
-    proc_started(s, p, r->starttime);
+    proc_started(s, watch_pidfd(s, r->pid, pidfd, true), r->starttime);
     /* What the state machine asked for while the spawn ran, in order: a stop signal, the
      * checks, its deadline (never "up for ready_after" before the process existed). */
     if (s->pending_sig) {
@@ -495,8 +508,6 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   s->started_mono = now_mono();
   s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, s->started_wall, cmdline, s->port);
   free(cmdline);
-  s->pending_sig = 0;
-  s->deadline_due = s->checks_due = false;
 
   if (!sp->set_uid && !sp->set_gid && have_pidfd() && d->spawner) {
     /* The fast path; uv_spawn stays for user/group changes and kernels without pidfd. */
@@ -515,7 +526,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     return 0;
   }
 
-  int fd = logpipe_child_fd(s);
+  int fd = logpipe_child_fd(s->fifo_path);
   if (fd < 0) {
     snprintf(err, errlen, "cannot open log pipe: %s", strerror(-fd));
     logpipe_note(s, "%s", err);

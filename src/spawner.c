@@ -41,8 +41,8 @@ struct spawner {
   pthread_cond_t cv;
   struct spawner_job *todo, **todo_tail; /* waiting for a thread */
   struct spawner_job *done, **done_tail; /* finished, waiting for the loop */
-  size_t pending;                        /* submitted and not yet handed back */
   bool quit;
+  int ready;        /* threads past their set-up */
   bool private_fds; /* every thread got a table of its own */
   bool attached;    /* the uv_poll_t is initialised */
   int nthreads;
@@ -55,17 +55,17 @@ static void *thread_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  if (unshare(CLONE_FILES) == 0) {
+  bool own = unshare(CLONE_FILES) == 0;
+  if (own) {
     /* Our own table now: what the daemon opens later never enters it. 0-2 stay (a child
      * gets its own 0-2 from the spawn's file actions anyway). */
     if (sp->efd > 3) syscall(SYS_close_range, 3U, (unsigned)sp->efd - 1, 0U);
     syscall(SYS_close_range, (unsigned)sp->efd + 1, ~0U, 0U);
-  } else {
-    pthread_mutex_lock(&sp->mu);
-    sp->private_fds = false;
-    pthread_mutex_unlock(&sp->mu);
   }
   pthread_mutex_lock(&sp->mu);
+  if (!own) sp->private_fds = false;
+  sp->ready++;
+  pthread_cond_broadcast(&sp->cv);
   for (;;) {
     while (!sp->todo && !sp->quit) pthread_cond_wait(&sp->cv, &sp->mu);
     if (sp->quit) break;
@@ -100,7 +100,6 @@ static void take_done(struct spawner *sp) {
   pthread_mutex_unlock(&sp->mu);
   while (j) {
     struct spawner_job *next = j->next;
-    sp->pending--;
     j->done(j, false);
     j = next;
   }
@@ -121,6 +120,11 @@ struct spawner *spawner_new(void) {
     if (pthread_create(&sp->threads[sp->nthreads], NULL, thread_main, sp) != 0) break;
     sp->nthreads++;
   }
+  /* Their tables are copied when they start: wait, so that nothing the daemon opens next
+   * (its lock, the store) is ever in them. */
+  pthread_mutex_lock(&sp->mu);
+  while (sp->ready < sp->nthreads) pthread_cond_wait(&sp->cv, &sp->mu);
+  pthread_mutex_unlock(&sp->mu);
   return sp;
 }
 
@@ -138,19 +142,14 @@ int spawner_attach(struct spawner *sp, uv_loop_t *loop) {
   return rc;
 }
 
-int spawner_threads(const struct spawner *sp) { return sp->nthreads; }
-
 void spawner_submit(struct spawner *sp, struct spawner_job *j) {
   j->next = NULL;
   pthread_mutex_lock(&sp->mu);
   *sp->todo_tail = j;
   sp->todo_tail = &j->next;
-  sp->pending++;
   pthread_cond_signal(&sp->cv);
   pthread_mutex_unlock(&sp->mu);
 }
-
-size_t spawner_pending(const struct spawner *sp) { return sp->pending; }
 
 static void on_poll_close(uv_handle_t *h) {
   struct spawner *sp = container_of((uv_poll_t *)h, struct spawner, poll);
@@ -178,7 +177,6 @@ void spawner_close(struct spawner *sp) {
   take_done(sp); /* the finished ones */
   while (cancelled) {
     struct spawner_job *next = cancelled->next;
-    sp->pending--;
     cancelled->done(cancelled, true);
     cancelled = next;
   }

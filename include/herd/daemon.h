@@ -68,7 +68,7 @@ struct daemon {
 };
 
 struct proc;      /* one spawned instance's process handle (proc.c) */
-struct spawn_req; /* a spawn in progress on the thread pool (proc.c) */
+struct spawn_req; /* a spawn in progress on a spawner thread (proc.c) */
 struct sjob;      /* a Slurm service's job (slurm.c) */
 
 struct service {
@@ -86,7 +86,7 @@ struct service {
   bool logpipe_init;
   int nhandles;               /* open uv handles owned by this service (timer, logpipe, procs) */
   struct proc *proc;          /* the current instance's process, or NULL */
-  struct spawn_req *spawning; /* a spawn on the thread pool (proc.c), or NULL */
+  struct spawn_req *spawning; /* a spawn on a spawner thread (proc.c), or NULL */
   int pending_sig;            /* asked for while spawning: sent once the process exists */
   bool deadline_due;          /* the timer fired while spawning: delivered once the process exists */
   bool checks_due;            /* checks asked for while spawning: started once the process exists */
@@ -203,8 +203,9 @@ int logpipe_open(struct service *s, char *err, size_t errlen);
 void logpipe_drain(struct service *s);
 /** Close the FIFO reader (a uv handle) and the log file. */
 void logpipe_close(struct service *s);
-/** Open a fresh descriptor on the FIFO for a child's stdout/stderr. */
-int logpipe_child_fd(struct service *s);
+/** Open a fresh descriptor on a service's FIFO for a child's stdout/stderr (any thread:
+ *  it touches no daemon state). Returns it or a negative errno. */
+int logpipe_child_fd(const char *fifo_path);
 /** Append text to the service's log (herd's own notes, e.g. "[herd] started pid 12"). */
 void logpipe_note(struct service *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

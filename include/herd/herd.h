@@ -35,6 +35,10 @@ enum {
 double now_wall(void);
 /** Monotonic time in seconds, for deadlines and durations. */
 double now_mono(void);
+struct sockaddr_storage;
+/** host:port as a socket address when host is an IPv4 or IPv6 literal or "localhost"
+ *  (127.0.0.1): 0, or -1 when it is a name to resolve. */
+int addr_from_literal(const char *host, int port, struct sockaddr_storage *ss);
 
 /**
  * Parse a duration: a JSON number of seconds (fractions allowed) given as text, or a

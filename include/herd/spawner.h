@@ -22,10 +22,7 @@ struct spawner;
 struct spawner *spawner_new(void);
 /** Bind to the loop (the completions arrive through a uv_poll_t). Returns 0 or a UV_E* code. */
 int spawner_attach(struct spawner *sp, uv_loop_t *loop);
-int spawner_threads(const struct spawner *sp);
 void spawner_submit(struct spawner *sp, struct spawner_job *j);
-/** Jobs submitted and not yet handed back to the loop. */
-size_t spawner_pending(const struct spawner *sp);
 /** Stop the threads: running jobs finish and come back, waiting ones come back cancelled;
  *  then the uv handle closes and the spawner is freed. */
 void spawner_close(struct spawner *sp);
