@@ -6,7 +6,8 @@
 #   bash bench/run.sh adopt [ARGS]      re-adoption of 1,000 running services (adopt.py; ~30 s)
 #   bash bench/run.sh slurm [ARGS]      Slurm backend, 500 jobs, herd vs naive per-job polling (slurm.py; ~3 min;
 #                                       root, starts a real single-node Slurm: tests/e2e/slurm.py)
-#   bash bench/run.sh all [N...]        all four, one after the other (N... goes to bench.py)
+#   bash bench/run.sh load [ARGS]       herd under CPU load, --priority realtime vs normal (load.py; ~1 min)
+#   bash bench/run.sh all [N...]        all five, one after the other (N... goes to bench.py)
 #   BENCH_IDLE_SECONDS=60               idle-CPU window per system and N
 #   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills; slurm N=50
 #   BENCH_SLURM_N=500                   services (Slurm jobs) for the slurm suite
@@ -19,6 +20,7 @@
 #   extra args go to bench.py, e.g. --systems herd,runit  --kills 40  --status-runs 15
 #   checks: --n 1000 --servers 4 --intervals 1000,500,250,200,100 --window 20 --no-monit ...
 #   adopt:  --n 1000 --variants plain,http,exec --how leave,kill9 ...
+#   load:   --n 100 --busy 4 --window 10 --requests 2000 --kills 20
 #   slurm:  --n 500 --window 20 --naive-window 20 --samples 7 --naive-samples 5 ...
 #   (python3 bench/checks.py -h, python3 bench/adopt.py -h, python3 bench/slurm.py -h)
 #
@@ -38,7 +40,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|slurm|all) mode=$1; shift ;;
+  checks|adopt|slurm|load|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -145,13 +147,15 @@ case $mode in
   checks) run_py 900 "$here/checks.py" "${common[@]}" "$@" || rc=$? ;;
   adopt)  run_py 300 "$here/adopt.py" "${common[@]}" "$@" || rc=$? ;;
   slurm)  run_py 900 "$here/slurm.py" "${common[@]}" "$@" || rc=$? ;;
+  load)   run_py 300 "$here/load.py" "${common[@]}" "$@" || rc=$? ;;
   all)
-    for step in main checks adopt slurm; do
+    for step in main checks adopt load slurm; do
       r=0
       case $step in
         main)   run_py 3600 "$here/bench.py" "${args[@]}" "$@" || r=$? ;;
         checks) echo; run_py 900 "$here/checks.py" "${common[@]}" || r=$? ;;
         adopt)  echo; run_py 300 "$here/adopt.py" "${common[@]}" || r=$? ;;
+        load)   echo; run_py 300 "$here/load.py" "${common[@]}" || r=$? ;;
         slurm)  echo; run_py 900 "$here/slurm.py" "${common[@]}" || r=$? ;;
       esac
       [ "$r" = 130 ] && exit 130

@@ -6,7 +6,7 @@
 const struct cmd_entry cmd_table[] = {
     {"daemon",
      "[--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] [--log-format text|json] [--read-group G] "
-     "[--leave-running]",
+     "[--leave-running] [--priority realtime|normal]",
      "run the daemon in the foreground", NULL, NULL, false, NULL, cli_daemon},
     {"status", "[PATTERN...] [--json] [--state S] [--tag T]", "show services (table, or the API's objects with --json)",
      "GET", "/v1/services", false, api_list, cli_status},
@@ -35,8 +35,9 @@ const struct cmd_entry cmd_table[] = {
      "/v1/daemon/lag", false, api_lag, NULL},
     {"clusters", "", "show the Slurm clusters: API version, reachability, last error, request counters", "GET",
      "/v1/clusters", false, api_clusters, cli_clusters},
-    {"shutdown", "[--leave-running]", "stop every service and exit the daemon (or leave them running)", "POST",
-     "/v1/shutdown", true, api_shutdown, cli_shutdown},
+    {"shutdown", "[--leave-running] [--priority realtime|normal]",
+     "stop every service and exit the daemon (or leave them running)", "POST", "/v1/shutdown", true, api_shutdown,
+     cli_shutdown},
     {"help", "[CMD]", "show help", NULL, NULL, false, NULL, cli_help},
 };
 const size_t cmd_count = sizeof cmd_table / sizeof cmd_table[0];

@@ -63,8 +63,9 @@ static bool dependents_gone(struct daemon *d, struct service *s) {
 }
 
 void deps_reconcile(struct daemon *d) {
-  if (!d->shutting_down && !d->ndeps_services) {
-    d->deps_dirty = false; /* nothing waits on anything */
+  /* Nothing waits on anything; or the daemon leaves every service as it is. */
+  if ((!d->shutting_down && !d->ndeps_services) || d->leaving) {
+    d->deps_dirty = false;
     return;
   }
   /* Each pass may change states again; a DAG settles in at most (longest chain) passes. */

@@ -8,6 +8,7 @@
 #include "herd/check.h"
 #include "herd/daemon.h"
 #include "herd/log.h"
+#include "herd/prio.h"
 #include "herd/spawner.h"
 #include "herd/store.h"
 
@@ -181,7 +182,8 @@ static int spawn_fast(char **args, char **env, const char *cwd, int logfd) {
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  short flags = POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  posix_spawnattr_setflags(&attr, flags | prio_spawnattr(&attr));
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -193,7 +195,14 @@ static int spawn_fast(char **args, char **env, const char *cwd, int logfd) {
   int rc = posix_spawnp(&pid, args[0], &fa, &attr, args, env);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  return rc ? -rc : (int)pid;
+  if (rc) return -rc;
+  if ((rc = prio_child_settle(pid)) < 0) {
+    /* It would run real-time: it does not run at all (on a spawner thread: waiting is fine). */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return rc;
+  }
+  return (int)pid;
 }
 
 static void on_adopt_timer(uv_timer_t *t) {

@@ -9,13 +9,17 @@
 
 #include <uv.h>
 
+/* Descriptors the daemon holds per local service: the log FIFO, the log file, a pidfd. */
+#define HERD_FDS_PER_SERVICE 3
+
 struct daemon_opts {
   const char *config_dir; /* NULL: no config files, only services added over the API */
   const char *state_dir;
   const char *socket_path; /* NULL: <state_dir>/herd.sock */
   const char *read_group;  /* group whose members may read (GET) over the socket */
   int log_level, log_format;
-  bool leave_running; /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
+  bool leave_running;   /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
+  bool normal_priority; /* --priority normal: no real-time priority for herd's threads (prio.c) */
 };
 
 struct service;
@@ -37,6 +41,8 @@ struct daemon {
   struct daemon_opts o;
   char *state_dir, *log_dir, *run_dir, *socket_path;
   int lock_fd;
+  bool rt;            /* herd's threads run real-time (prio.c) */
+  char prio_why[160]; /* if not, why */
   gid_t read_gid;
   bool has_read_gid;
   struct store *store;
@@ -50,6 +56,7 @@ struct daemon {
   uv_prepare_t flush; /* commits the store once per loop turn */
   struct ctl *ctl;
   bool shutting_down;
+  bool leaving; /* shutting down by leaving the services running (daemon_leave): none is stopped */
   int nsignals;
   double start_mono, start_wall;
   struct list watches; /* daemon-wide observers (event streams) */

@@ -113,6 +113,35 @@ class Burst(SuiteTest):
         self.assertEqual(self.d.stop(), 0)
         self.assertEqual(pids_with_cwd(self.d.state), [])
 
+    def test_leave_running_while_states_change(self):
+        """A SIGTERM with --leave-running handled in the same loop turn as a state change
+        leaves every other service alone: none is stopped. Made deterministic by stopping the
+        daemon (SIGSTOP), killing one service and sending SIGTERM meanwhile, then SIGCONT:
+        the daemon wakes with both the process exit and the signal in one poll."""
+        self.d.write_config(specs(50))
+        self.d.args.append("--leave-running")
+        self.d.start()
+        wait_until(lambda: all(s["state"] == "HEALTHY" for s in self.d.services().values()), timeout=30,
+                   what="all HEALTHY")
+        svcs = self.d.services()
+        victim = svcs["b000"]["pid"]
+        pids = [s["pid"] for n, s in svcs.items() if n != "b000"]
+        self.d.signal(signal.SIGSTOP)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: not pid_alive(victim) or open("/proc/%d/stat" % victim).read().split(") ")[1][0] == "Z",
+                       timeout=5, what="the victim dead")
+            self.d.signal(signal.SIGTERM)
+        finally:
+            self.d.signal(signal.SIGCONT)
+        self.assertEqual(self.d.wait_exit(60), 0)
+        log = self.d.log()
+        self.assertFalse("daemon shutting down" in log, "a leave-running exit stopped services:\n" +
+                         "\n".join(l for l in log.splitlines() if "shutting down" in l)[:1500])
+        self.assertTrue("leaving 50 services running" in log)
+        time.sleep(0.2)
+        self.assertTrue(all(pid_alive(p) for p in pids), "a service was stopped by a leave-running exit")
+        self.assertEqual(sorted(p for p in pids_with_cwd(self.d.state) if p in pids), sorted(pids))
 
 if __name__ == "__main__":
     main()
