@@ -590,7 +590,8 @@ int daemon_run(const struct daemon_opts *o) {
     log_info("herd %s listening on %s (state %s, config %s, pid %d)", HERD_VERSION, d->socket_path, d->state_dir,
              o->config_dir ? o->config_dir : "none", (int)getpid());
     if (d->rt)
-      log_info("priority: herd's threads run SCHED_FIFO 2, its services SCHED_OTHER (--priority normal: off)");
+      log_info("priority: herd's spawner threads run SCHED_FIFO 2, its loop too while spawning, its services "
+               "SCHED_OTHER (--priority normal: off)");
     else
       log_info("priority: normal (%s)", d->prio_why);
     daemon_boot_begin(d);

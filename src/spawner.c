@@ -22,7 +22,8 @@
  * never preempts the loop in the middle of its turn.
  *
  * When herd runs real-time (prio.c) the threads do too, and a spawn's child execs at a
- * real-time priority just below theirs before the thread sets it back to SCHED_OTHER.
+ * real-time priority just below theirs before the thread sets it back to SCHED_OTHER; the
+ * loop runs real-time from the first job handed over until the last one is back.
  */
 #include "herd/spawner.h"
 
@@ -56,6 +57,7 @@ struct spawner {
   struct spawner_job *batch, **batch_tail; /* submitted this turn (loop only) */
   int nthreads;
   pthread_t threads[SPAWNER_MAX_THREADS];
+  size_t inflight; /* submitted, not yet back on the loop (loop only) */
 };
 
 static void *thread_main(void *arg) {
@@ -110,9 +112,11 @@ static void take_done(struct spawner *sp) {
   pthread_mutex_unlock(&sp->mu);
   while (j) {
     struct spawner_job *next = j->next;
+    sp->inflight--;
     j->done(j, false);
     j = next;
   }
+  if (sp->inflight == 0) prio_loop_boost(false);
 }
 
 struct spawner *spawner_new(void) {
@@ -173,6 +177,7 @@ static void on_flush(uv_prepare_t *h) {
 
 void spawner_submit(struct spawner *sp, struct spawner_job *j) {
   j->next = NULL;
+  if (sp->inflight++ == 0) prio_loop_boost(true); /* until the last spawn is back */
   if (!sp->batch) uv_prepare_start(&sp->flush, on_flush);
   *sp->batch_tail = j;
   sp->batch_tail = &j->next;

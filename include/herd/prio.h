@@ -6,12 +6,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/** On the main thread, before any other thread exists: when `want`, permitted, and the
- *  daemon runs at the default policy (SCHED_OTHER, nice 0), move it to SCHED_FIFO at
- *  PRIO_DAEMON with SCHED_RESET_ON_FORK. Returns whether that took; if not, `why` says why. */
+/** On the main thread (the loop), before any other thread exists: when `want`, permitted
+ *  (tried once), and the daemon runs at the default policy (SCHED_OTHER, nice 0), turn the
+ *  real-time priorities on. Returns whether that took; if not, `why` says why. */
 bool prio_setup(bool want, char *why, size_t whylen);
-/** Whether herd's threads run real-time. */
+/** Whether herd's threads run real-time (its spawner threads; its loop while spawning). */
 bool prio_rt(void);
+/** On the loop: real-time while spawns are under way (on), back to SCHED_OTHER (off). */
+void prio_loop_boost(bool on);
 /** A spawner thread's first call: the daemon's priority for it too (when on). */
 void prio_thread_start(void);
 /** Set up a spawn from this thread: when it runs real-time, the child runs at PRIO_CHILD
