@@ -13,17 +13,18 @@
  * So when it may (root or CAP_SYS_NICE) and was started at the default policy, herd
  * runs its spawner threads SCHED_FIFO at priority 2 (of 99: any other real-time work on
  * the machine still comes first), and its loop too while spawns are under way (from the
- * first spawn handed to the threads until the last one has come back); its services
- * never inherit that:
+ * first spawn handed to the threads until 2 s after the last one has come back, while the
+ * programs just started initialise; see spawner.c); its services never inherit that:
  *  - while real-time the loop thread carries SCHED_RESET_ON_FORK, so whatever it forks or
  *    clones starts SCHED_OTHER at nice 0 (exec checks, the uv_spawn path, library threads);
  *  - a spawner thread's child is born real-time and runs SCHED_FIFO 1 through its exec
  *    (so neither its first steps nor its exec queue behind other services' start-up);
  *    the thread, at 2, sets it back to SCHED_OTHER, nice 0, as soon as posix_spawn
  *    returns: microseconds later. A spawner thread makes no other children.
- * Only while spawning, because that is where it pays: in steady state (1,000 HTTP checks
- * a second) a real-time loop cost 20-30 % more CPU per check and a worse timer lag here
- * (wake-ups moved between CPUs), for nothing the checks needed.
+ * Only around spawns, because that is where it pays: in steady state (1,000 HTTP checks a
+ * second) a real-time loop cost 20-30 % more CPU per check here (it is woken, and switched
+ * to, for every answer instead of taking several per wake-up), for nothing the checks
+ * needed.
  * herd's work is short and event-driven, so this costs the services nothing but the
  * order: herd's bookkeeping first, their own start-up right after.
  * The levels were measured (1,000 services, 8-10 start-ups each, 2 cores): loop and

@@ -23,7 +23,7 @@
  *
  * When herd runs real-time (prio.c) the threads do too, and a spawn's child execs at a
  * real-time priority just below theirs before the thread sets it back to SCHED_OTHER; the
- * loop runs real-time from the first job handed over until the last one is back.
+ * loop runs real-time from the first job handed over until 2 s after the last one is back.
  */
 #include "herd/spawner.h"
 
@@ -57,8 +57,14 @@ struct spawner {
   struct spawner_job *batch, **batch_tail; /* submitted this turn (loop only) */
   int nthreads;
   pthread_t threads[SPAWNER_MAX_THREADS];
-  size_t inflight; /* submitted, not yet back on the loop (loop only) */
+  size_t inflight;  /* submitted, not yet back on the loop (loop only) */
+  uv_timer_t relax; /* the loop leaves real-time SPAWNER_RT_HOLD_MS after the last spawn */
 };
+
+/* The programs a burst started initialise right after it, each in an autogroup of its own:
+ * a loop back at SCHED_OTHER then gets a thousandth of the CPU and answers nothing for a
+ * second or more (measured: 1.4 s after 1,000 starts). So it keeps its priority a while. */
+#define SPAWNER_RT_HOLD_MS 2000
 
 static void *thread_main(void *arg) {
   struct spawner *sp = arg;
@@ -100,6 +106,11 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
+static void on_relax(uv_timer_t *t) {
+  struct spawner *sp = t->data;
+  if (sp->inflight == 0) prio_loop_boost(false);
+}
+
 /* Hand finished jobs back on the loop. */
 static void take_done(struct spawner *sp) {
   uint64_t n;
@@ -116,7 +127,7 @@ static void take_done(struct spawner *sp) {
     j->done(j, false);
     j = next;
   }
-  if (sp->inflight == 0) prio_loop_boost(false);
+  if (sp->inflight == 0 && sp->attached) uv_timer_start(&sp->relax, on_relax, SPAWNER_RT_HOLD_MS, 0);
 }
 
 struct spawner *spawner_new(void) {
@@ -153,6 +164,8 @@ int spawner_attach(struct spawner *sp, uv_loop_t *loop) {
   sp->attached = true;
   uv_prepare_init(loop, &sp->flush);
   sp->flush.data = sp;
+  uv_timer_init(loop, &sp->relax);
+  sp->relax.data = sp;
   rc = uv_poll_start(&sp->poll, UV_READABLE, on_poll);
   if (rc == 0 && !sp->private_fds)
     log_warn("spawner threads share the daemon's descriptor table (unshare: not permitted): spawns are slower");
@@ -177,7 +190,10 @@ static void on_flush(uv_prepare_t *h) {
 
 void spawner_submit(struct spawner *sp, struct spawner_job *j) {
   j->next = NULL;
-  if (sp->inflight++ == 0) prio_loop_boost(true); /* until the last spawn is back */
+  if (sp->inflight++ == 0) {
+    uv_timer_stop(&sp->relax);
+    prio_loop_boost(true); /* until a while after the last spawn is back */
+  }
   if (!sp->batch) uv_prepare_start(&sp->flush, on_flush);
   *sp->batch_tail = j;
   sp->batch_tail = &j->next;
@@ -193,9 +209,14 @@ static void on_poll_close(uv_handle_t *h) {
 
 /* libuv does not promise the order of close callbacks: the poll, whose callback frees
  * sp, is closed only once the prepare is gone. */
+static void on_relax_close(uv_handle_t *h) {
+  struct spawner *sp = container_of((uv_timer_t *)h, struct spawner, relax);
+  uv_close((uv_handle_t *)&sp->poll, on_poll_close);
+}
+
 static void on_flush_close(uv_handle_t *h) {
   struct spawner *sp = container_of((uv_prepare_t *)h, struct spawner, flush);
-  uv_close((uv_handle_t *)&sp->poll, on_poll_close);
+  uv_close((uv_handle_t *)&sp->relax, on_relax_close);
 }
 
 void spawner_close(struct spawner *sp) {
