@@ -6,16 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures, checks;
-#define CHECK(cond, ...)                                                                                               \
-  do {                                                                                                                 \
-    checks++;                                                                                                          \
-    int ok_ = (cond);                                                                                                  \
-    if (!ok_) failures++;                                                                                              \
-    printf("%s %s:%d: ", ok_ ? "ok  " : "FAIL", __FILE__, __LINE__);                                                   \
-    printf(__VA_ARGS__);                                                                                               \
-    printf("\n");                                                                                                      \
-  } while (0)
+#define CHECK_VERBOSE 1
+#include "check.h"
 
 static void hex(const uint8_t *d, size_t n, char *out) {
   for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", d[i]);

@@ -15,21 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures, checks;
+#define CHECK_VERBOSE 1
+#include "check.h"
 static const char *fixdir;
-
-#define CHECK(cond, ...)                                                                                               \
-  do {                                                                                                                 \
-    checks++;                                                                                                          \
-    if (cond) {                                                                                                        \
-      printf("ok   ");                                                                                                 \
-    } else {                                                                                                           \
-      failures++;                                                                                                      \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                                      \
-    }                                                                                                                  \
-    printf(__VA_ARGS__);                                                                                               \
-    printf("\n");                                                                                                      \
-  } while (0)
 
 #define CHECK_INT(what, got, want)                                                                                     \
   do {                                                                                                                 \

@@ -13,16 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int failures, checks;
-#define CHECK(cond, ...)                                                                                               \
-  do {                                                                                                                 \
-    checks++;                                                                                                          \
-    int ok_ = (cond);                                                                                                  \
-    if (!ok_) failures++;                                                                                              \
-    printf("%s %s:%d: ", ok_ ? "ok  " : "FAIL", __FILE__, __LINE__);                                                   \
-    printf(__VA_ARGS__);                                                                                               \
-    printf("\n");                                                                                                      \
-  } while (0)
+#define CHECK_VERBOSE 1
+#include "check.h"
 
 static long long file_size(const char *path) {
   struct stat sb;
