@@ -487,7 +487,7 @@ int daemon_run(const struct daemon_opts *o) {
   }
   /* Before the daemon's own descriptors (lock, store, socket): the spawner threads'
    * private tables start from what is open now. */
-  d->rt = prio_setup(!o->normal_priority, d->prio_why, sizeof d->prio_why);
+  prio_setup(!o->normal_priority);
   d->spawner = spawner_new();
   if (lock_state_dir(d) < 0) return HERD_EXIT_STARTUP;
 
@@ -589,11 +589,11 @@ int daemon_run(const struct daemon_opts *o) {
   } else {
     log_info("herd %s listening on %s (state %s, config %s, pid %d)", HERD_VERSION, d->socket_path, d->state_dir,
              o->config_dir ? o->config_dir : "none", (int)getpid());
-    if (d->rt)
+    if (prio_rt())
       log_info("priority: herd's spawner threads run SCHED_FIFO 2, its loop too while spawning, its services "
                "SCHED_OTHER (--priority normal: off)");
     else
-      log_info("priority: normal (%s)", d->prio_why);
+      log_info("priority: normal (%s)", prio_why_not());
     daemon_boot_begin(d);
     for (size_t i = 0; i < cfgset.n; i++) {
       struct spec *sp = cfgset.v[i];

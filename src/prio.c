@@ -45,6 +45,7 @@
 #define PRIO_CHILD 1
 
 static bool rt, loop_boosted;
+static char why_not[160]; /* when not rt */
 static __thread bool thread_rt;
 
 static int set_loop(bool boost) {
@@ -52,17 +53,16 @@ static int set_loop(bool boost) {
   return sched_setscheduler(0, boost ? SCHED_FIFO | SCHED_RESET_ON_FORK : SCHED_OTHER, &p);
 }
 
-bool prio_setup(bool want, char *why, size_t whylen) {
+bool prio_setup(bool want) {
   rt = false;
   if (!want) {
-    snprintf(why, whylen, "--priority normal");
+    snprintf(why_not, sizeof why_not, "--priority normal");
     return false;
   }
   int pol = sched_getscheduler(0);
-  errno = 0;
   int nice = getpriority(PRIO_PROCESS, 0);
   if (pol != SCHED_OTHER || nice != 0) {
-    snprintf(why, whylen, "started with %s, nice %d: left as it is",
+    snprintf(why_not, sizeof why_not, "started with %s, nice %d: left as it is",
              pol == SCHED_OTHER   ? "SCHED_OTHER"
              : pol == SCHED_BATCH ? "SCHED_BATCH"
              : pol == SCHED_IDLE  ? "SCHED_IDLE"
@@ -72,7 +72,7 @@ bool prio_setup(bool want, char *why, size_t whylen) {
   }
   /* May we? Asked once; the loop runs real-time only while spawns are under way. */
   if (set_loop(true) < 0) {
-    snprintf(why, whylen, "%s (real-time needs root or CAP_SYS_NICE)", strerror(errno));
+    snprintf(why_not, sizeof why_not, "%s (real-time needs root or CAP_SYS_NICE)", strerror(errno));
     return false;
   }
   set_loop(false);
@@ -86,6 +86,8 @@ void prio_loop_boost(bool on) {
 }
 
 bool prio_rt(void) { return rt; }
+
+const char *prio_why_not(void) { return rt ? NULL : why_not; }
 
 void prio_thread_start(void) {
   /* No SCHED_RESET_ON_FORK here: a spawn's child is to be born real-time (born

@@ -52,7 +52,8 @@ struct spawner {
   bool quit;
   int ready;                               /* threads past their set-up */
   bool private_fds;                        /* every thread got a table of its own */
-  bool attached;                           /* the uv_poll_t is initialised */
+  bool attached;                           /* the uv handles are initialised */
+  int nopen;                               /* of them, not yet closed (spawner_close) */
   uv_prepare_t flush;                      /* hands the loop's batch to the threads, once per loop turn */
   struct spawner_job *batch, **batch_tail; /* submitted this turn (loop only) */
   int nthreads;
@@ -127,7 +128,7 @@ static void take_done(struct spawner *sp) {
     j->done(j, false);
     j = next;
   }
-  if (sp->inflight == 0 && sp->attached) uv_timer_start(&sp->relax, on_relax, SPAWNER_RT_HOLD_MS, 0);
+  if (sp->inflight == 0) uv_timer_start(&sp->relax, on_relax, SPAWNER_RT_HOLD_MS, 0);
 }
 
 struct spawner *spawner_new(void) {
@@ -199,24 +200,17 @@ void spawner_submit(struct spawner *sp, struct spawner_job *j) {
   sp->batch_tail = &j->next;
 }
 
-static void on_poll_close(uv_handle_t *h) {
-  struct spawner *sp = container_of((uv_poll_t *)h, struct spawner, poll);
+static void spawner_free(struct spawner *sp) {
   if (sp->efd >= 0) close(sp->efd);
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
   free(sp);
 }
 
-/* libuv does not promise the order of close callbacks: the poll, whose callback frees
- * sp, is closed only once the prepare is gone. */
-static void on_relax_close(uv_handle_t *h) {
-  struct spawner *sp = container_of((uv_timer_t *)h, struct spawner, relax);
-  uv_close((uv_handle_t *)&sp->poll, on_poll_close);
-}
-
-static void on_flush_close(uv_handle_t *h) {
-  struct spawner *sp = container_of((uv_prepare_t *)h, struct spawner, flush);
-  uv_close((uv_handle_t *)&sp->relax, on_relax_close);
+/* Freed with the last of its three handles (libuv does not promise their order). */
+static void on_handle_close(uv_handle_t *h) {
+  struct spawner *sp = h->data;
+  if (--sp->nopen == 0) spawner_free(sp);
 }
 
 void spawner_close(struct spawner *sp) {
@@ -232,7 +226,7 @@ void spawner_close(struct spawner *sp) {
   pthread_mutex_unlock(&sp->mu);
   for (int i = 0; i < sp->nthreads; i++) pthread_join(sp->threads[i], NULL);
   if (!sp->attached) { /* nothing was ever submitted */
-    on_poll_close((uv_handle_t *)&sp->poll);
+    spawner_free(sp);
     return;
   }
   take_done(sp); /* the finished ones */
@@ -241,5 +235,8 @@ void spawner_close(struct spawner *sp) {
     cancelled->done(cancelled, true);
     cancelled = next;
   }
-  uv_close((uv_handle_t *)&sp->flush, on_flush_close);
+  sp->nopen = 3;
+  uv_close((uv_handle_t *)&sp->flush, on_handle_close);
+  uv_close((uv_handle_t *)&sp->relax, on_handle_close);
+  uv_close((uv_handle_t *)&sp->poll, on_handle_close);
 }

@@ -23,11 +23,14 @@
  * wait for, or block, the loop's reads and writes.
  */
 struct checkpointer {
-  sqlite3 *db; /* NULL until the first checkpoint is due (then the thread starts too) */
+  char *path;
+  sqlite3 *db; /* the thread's own connection, opened by the thread */
   pthread_t thread;
+  bool started; /* the thread exists (from the first checkpoint due) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   bool due, quit;
+  bool failed;     /* the thread could not open its connection and ended */
   char error[200]; /* the last failure, for the loop to report */
   bool error_new;
 };
@@ -35,7 +38,6 @@ struct checkpointer {
 struct store {
   sqlite3 *db;
   struct checkpointer *ck; /* NULL: SQLite checkpoints inside commits (no threads) */
-  char *path;
   bool in_txn;
   int64_t next_event, next_instance;
   char last_error[256];
@@ -90,54 +92,47 @@ static int64_t scalar(struct store *st, const char *sql) {
   return v;
 }
 
+static void checkpoint_error(struct checkpointer *ck, const char *what) {
+  snprintf(ck->error, sizeof ck->error, "%s: %s", what, ck->db ? sqlite3_errmsg(ck->db) : "out of memory");
+  ck->error_new = true;
+}
+
 static void *checkpoint_main(void *arg) {
   struct checkpointer *ck = arg;
+  /* The connection is opened here, not on the loop: opening it reads the database and may
+   * wait for a lock. A new connection sees the WAL only once it has read the database. */
+  bool ok = sqlite3_open_v2(ck->path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK &&
+            sqlite3_busy_timeout(ck->db, 2000) == SQLITE_OK &&
+            sqlite3_exec(ck->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) == SQLITE_OK;
   pthread_mutex_lock(&ck->mu);
-  for (;;) {
+  if (!ok) {
+    checkpoint_error(ck, "no checkpoint thread, checkpoints run in commits");
+    ck->failed = true;
+  }
+  while (ok) {
     while (!ck->due && !ck->quit) pthread_cond_wait(&ck->cv, &ck->mu);
     if (ck->quit) break;
     ck->due = false;
     pthread_mutex_unlock(&ck->mu);
     int rc = sqlite3_wal_checkpoint_v2(ck->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     pthread_mutex_lock(&ck->mu);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
-      snprintf(ck->error, sizeof ck->error, "checkpoint: %s", sqlite3_errmsg(ck->db));
-      ck->error_new = true;
-    }
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) checkpoint_error(ck, "checkpoint");
   }
   pthread_mutex_unlock(&ck->mu);
   return NULL;
 }
 
-/* The connection and the thread, when the first checkpoint is due: a daemon whose table
- * is shared by no other thread grows its descriptor table without waiting for an RCU
- * grace period (see daemon.c's reserve_fds). false: SQLite checkpoints itself again. */
-static bool checkpointer_run(struct store *st) {
-  struct checkpointer *ck = st->ck;
-  /* A new connection sees the WAL only once it has read the database. */
-  if (sqlite3_open_v2(st->path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK &&
-      sqlite3_busy_timeout(ck->db, 2000) == SQLITE_OK &&
-      sqlite3_exec(ck->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) == SQLITE_OK &&
-      pthread_create(&ck->thread, NULL, checkpoint_main, ck) == 0)
-    return true;
-  log_warn("store: no checkpoint thread (%s); checkpoints run in commits", ck->db ? sqlite3_errmsg(ck->db) : "open");
-  sqlite3_close(ck->db);
-  pthread_mutex_destroy(&ck->mu);
-  pthread_cond_destroy(&ck->cv);
-  free(ck);
-  st->ck = NULL;
-  sqlite3_wal_hook(st->db, NULL, NULL);
-  sqlite3_exec(st->db, "PRAGMA wal_autocheckpoint=1000", NULL, NULL, NULL);
-  return false;
-}
-
-/* After each commit on the loop: nframes pages wait in the WAL. */
+/* After each commit on the loop: nframes pages wait in the WAL. The thread starts when the
+ * first checkpoint is due: a daemon whose descriptor table no other thread shares grows it
+ * without waiting for an RCU grace period (see daemon.c's reserve_fds). */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int nframes) {
   struct store *st = arg;
   struct checkpointer *ck = st->ck;
-  if (nframes >= STORE_CHECKPOINT_FRAMES && !ck->db && !checkpointer_run(st)) return SQLITE_OK;
+  bool due = nframes >= STORE_CHECKPOINT_FRAMES;
+  if (due && !ck->started) ck->started = pthread_create(&ck->thread, NULL, checkpoint_main, ck) == 0;
   pthread_mutex_lock(&ck->mu);
-  if (nframes >= STORE_CHECKPOINT_FRAMES && !ck->due) {
+  bool fallback = ck->failed || (due && !ck->started);
+  if (due && !ck->due && !fallback) {
     ck->due = true;
     pthread_cond_signal(&ck->cv);
   }
@@ -150,6 +145,8 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int nframes) 
     snprintf(st->last_error, sizeof st->last_error, "%s", msg);
     log_error("store: %s", msg);
   }
+  /* No thread to do it: SQLite checkpoints in its commits again (this hook is replaced). */
+  if (fallback) sqlite3_wal_autocheckpoint(db, STORE_CHECKPOINT_FRAMES);
   return SQLITE_OK;
 }
 
@@ -159,7 +156,7 @@ static void checkpointer_start(struct store *st, const char *path) {
   struct checkpointer *ck = xcalloc(1, sizeof *ck);
   pthread_mutex_init(&ck->mu, NULL);
   pthread_cond_init(&ck->cv, NULL);
-  st->path = xstrdup(path);
+  ck->path = xstrdup(path);
   st->ck = ck;
   sqlite3_exec(st->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL);
   sqlite3_wal_hook(st->db, on_wal_commit, st);
@@ -169,7 +166,7 @@ static void checkpointer_stop(struct store *st) {
   struct checkpointer *ck = st->ck;
   if (!ck) return;
   sqlite3_wal_hook(st->db, NULL, NULL);
-  if (ck->db) {
+  if (ck->started) {
     pthread_mutex_lock(&ck->mu);
     ck->quit = true;
     pthread_cond_signal(&ck->cv);
@@ -179,6 +176,7 @@ static void checkpointer_stop(struct store *st) {
   pthread_mutex_destroy(&ck->mu);
   pthread_cond_destroy(&ck->cv);
   sqlite3_close(ck->db);
+  free(ck->path);
   free(ck);
   st->ck = NULL;
 }
@@ -296,7 +294,6 @@ void store_close(struct store *st) {
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(*all[i]);
   checkpointer_stop(st);
   if (st->db) sqlite3_close(st->db); /* the last connection: SQLite checkpoints the rest */
-  free(st->path);
   free(st);
 }
 

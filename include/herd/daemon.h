@@ -41,8 +41,6 @@ struct daemon {
   struct daemon_opts o;
   char *state_dir, *log_dir, *run_dir, *socket_path;
   int lock_fd;
-  bool rt;            /* herd's threads run real-time (prio.c) */
-  char prio_why[160]; /* if not, why */
   gid_t read_gid;
   bool has_read_gid;
   struct store *store;

@@ -8,15 +8,17 @@
 
 /** On the main thread (the loop), before any other thread exists: when `want`, permitted
  *  (tried once), and the daemon runs at the default policy (SCHED_OTHER, nice 0), turn the
- *  real-time priorities on. Returns whether that took; if not, `why` says why. */
-bool prio_setup(bool want, char *why, size_t whylen);
+ *  real-time priorities on. Returns whether that took (prio_why_not says why not). */
+bool prio_setup(bool want);
 /** Whether herd's threads run real-time (its spawner threads; its loop while spawning). */
 bool prio_rt(void);
+/** Why they do not (NULL when they do). */
+const char *prio_why_not(void);
 /** On the loop: real-time while spawns are under way (on), back to SCHED_OTHER (off). */
 void prio_loop_boost(bool on);
 /** A spawner thread's first call: the daemon's priority for it too (when on). */
 void prio_thread_start(void);
-/** Set up a spawn from this thread: when it runs real-time, the child runs at PRIO_CHILD
+/** Set up a spawn from this thread: when it runs real-time, the child runs SCHED_FIFO 1
  *  (below its parent thread) until its exec; returns the extra posix_spawn flags. */
 short prio_spawnattr(posix_spawnattr_t *a);
 /** After a spawn prio_spawnattr set up: the child back to SCHED_OTHER, nice 0 (what it
