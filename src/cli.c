@@ -660,7 +660,8 @@ int cli_shutdown(struct cli *cli, int argc, char **argv) {
 }
 
 int cli_daemon(struct cli *cli, int argc, char **argv) {
-  struct daemon_opts o = {.state_dir = cli->state_dir, .socket_path = cli->socket, .log_level = LOG_INFO};
+  struct daemon_opts o = {
+      .state_dir = cli->state_dir, .socket_path = cli->socket, .log_level = LOG_INFO, .normal_priority = true};
   static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                        {"state-dir", required_argument, 0, 'd'},
                                        {"socket", required_argument, 0, 's'},

@@ -591,7 +591,7 @@ int daemon_run(const struct daemon_opts *o) {
              o->config_dir ? o->config_dir : "none", (int)getpid());
     if (prio_rt())
       log_info("priority: herd's spawner threads run SCHED_FIFO 2, its loop too while spawning, its services "
-               "SCHED_OTHER (--priority normal: off)");
+               "SCHED_OTHER (--priority realtime)");
     else
       log_info("priority: normal (%s)", prio_why_not());
     daemon_boot_begin(d);

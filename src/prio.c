@@ -17,21 +17,19 @@
  * programs just started initialise; see spawner.c); its services never inherit that:
  *  - while real-time the loop thread carries SCHED_RESET_ON_FORK, so whatever it forks or
  *    clones starts SCHED_OTHER at nice 0 (exec checks, the uv_spawn path, library threads);
- *  - a spawner thread's child is born real-time and runs SCHED_FIFO 1 through its exec
- *    (so neither its first steps nor its exec queue behind other services' start-up);
- *    the thread, at 2, sets it back to SCHED_OTHER, nice 0, as soon as posix_spawn
- *    returns: microseconds later. A spawner thread makes no other children.
+ *  - the spawner threads carry SCHED_RESET_ON_FORK too: a service's process is born
+ *    SCHED_OTHER at nice 0, before its exec (an earlier design let the child exec at
+ *    SCHED_FIFO 1 and demoted it after posix_spawn returned: on two cores the new program
+ *    could already run real-time on the other core, and a herd killed in that window left
+ *    it there; a general-purpose supervisor must not change its services' scheduling).
  * Only around spawns, because that is where it pays: in steady state (1,000 HTTP checks a
  * second) a real-time loop cost 20-30 % more CPU per check here (it is woken, and switched
  * to, for every answer instead of taking several per wake-up), for nothing the checks
  * needed.
  * herd's work is short and event-driven, so this costs the services nothing but the
  * order: herd's bookkeeping first, their own start-up right after.
- * The levels were measured (1,000 services, 8-10 start-ups each, 2 cores): loop and
- * spawner threads at 2, children at 1 came up in 0.18-0.24 s (median 0.21); loop 1 with
- * spawner threads 3 and children 2, loop 2 with spawner threads 3, or loop and children at
- * 1 all had medians of 0.39-0.43 s.
- * `herd daemon --priority normal` turns it off.
+ * It is opt-in: `herd daemon --priority realtime`; the default is normal (no real-time
+ * anywhere), which is what the README's figures are for.
  */
 #include "herd/prio.h"
 
@@ -46,7 +44,6 @@
 
 static bool rt, loop_boosted;
 static char why_not[160]; /* when not rt */
-static __thread bool thread_rt;
 
 static int set_loop(bool boost) {
   struct sched_param p = {.sched_priority = boost ? PRIO_DAEMON : 0};
@@ -56,7 +53,7 @@ static int set_loop(bool boost) {
 bool prio_setup(bool want) {
   rt = false;
   if (!want) {
-    snprintf(why_not, sizeof why_not, "--priority normal");
+    snprintf(why_not, sizeof why_not, "the default; --priority realtime to opt in");
     return false;
   }
   int pol = sched_getscheduler(0);
@@ -90,24 +87,9 @@ bool prio_rt(void) { return rt; }
 const char *prio_why_not(void) { return rt ? NULL : why_not; }
 
 void prio_thread_start(void) {
-  /* No SCHED_RESET_ON_FORK here: a spawn's child is to be born real-time (born
-   * SCHED_OTHER, its first steps would queue behind the other services), and a spawner
-   * thread makes children only through prio_spawnattr. */
+  /* Reset-on-fork: a spawn's child is born SCHED_OTHER at nice 0 (the kernel resets it in
+   * the clone, before the child runs a single instruction), so no service ever runs
+   * real-time, not even between its birth and its exec. */
   struct sched_param p = {.sched_priority = PRIO_DAEMON};
-  if (rt) thread_rt = sched_setscheduler(0, SCHED_FIFO, &p) == 0;
-}
-
-short prio_spawnattr(posix_spawnattr_t *a) {
-  if (!thread_rt) return 0;
-  struct sched_param p = {.sched_priority = PRIO_CHILD};
-  posix_spawnattr_setschedpolicy(a, SCHED_FIFO);
-  posix_spawnattr_setschedparam(a, &p);
-  return POSIX_SPAWN_SETSCHEDULER;
-}
-
-int prio_child_settle(int pid) {
-  if (!thread_rt) return 0;
-  struct sched_param p = {.sched_priority = 0};
-  if (sched_setscheduler(pid, SCHED_OTHER, &p) < 0 && errno != ESRCH) return -errno;
-  return 0;
+  if (rt) sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &p);
 }

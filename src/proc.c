@@ -183,7 +183,7 @@ static int spawn_fast(char **args, char **env, const char *cwd, int logfd) {
   sigemptyset(&none);
   sigfillset(&all);
   short flags = POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  posix_spawnattr_setflags(&attr, flags | prio_spawnattr(&attr));
+  posix_spawnattr_setflags(&attr, flags);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -196,12 +196,6 @@ static int spawn_fast(char **args, char **env, const char *cwd, int logfd) {
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc) return -rc;
-  if ((rc = prio_child_settle(pid)) < 0) {
-    /* It would run real-time: it does not run at all (on a spawner thread: waiting is fine). */
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return rc;
-  }
   return (int)pid;
 }
 

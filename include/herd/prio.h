@@ -16,13 +16,8 @@ bool prio_rt(void);
 const char *prio_why_not(void);
 /** On the loop: real-time while spawns are under way (on), back to SCHED_OTHER (off). */
 void prio_loop_boost(bool on);
-/** A spawner thread's first call: the daemon's priority for it too (when on). */
+/** A spawner thread's first call: the daemon's priority for it too (when on), with
+ *  reset-on-fork so that its children are born SCHED_OTHER, nice 0. */
 void prio_thread_start(void);
-/** Set up a spawn from this thread: when it runs real-time, the child runs SCHED_FIFO 1
- *  (below its parent thread) until its exec; returns the extra posix_spawn flags. */
-short prio_spawnattr(posix_spawnattr_t *a);
-/** After a spawn prio_spawnattr set up: the child back to SCHED_OTHER, nice 0 (what it
- *  would have had). 0, or -errno (the child must not run on then). */
-int prio_child_settle(int pid);
 
 #endif
