@@ -4,6 +4,7 @@
 #include "herd/check.h"
 #include "herd/ctl.h"
 #include "herd/log.h"
+#include "herd/cgroup.h"
 #include "herd/prio.h"
 #include "herd/slurm.h"
 #include "herd/spawner.h"
@@ -444,6 +445,46 @@ static void report_handle(uv_handle_t *h, void *arg) {
   log_error("leaked handle: %s%s", uv_handle_type_name(uv_handle_get_type(h)), uv_is_closing(h) ? " (closing)" : "");
 }
 
+/* Start-up, before any service exists: where the services' cgroups live, and every process
+ * that carries this herd's identity (ident.h), for service_create to adopt. */
+static void find_own_processes(struct daemon *d) {
+  char *stored = store_meta_get(d->store, "cgroup_root");
+  d->cg_root = cg_root(stored, d->herd_id, d->cg_why, sizeof d->cg_why);
+  if (d->cg_root && (!stored || strcmp(stored, d->cg_root))) store_meta_put(d->store, "cgroup_root", d->cg_root);
+  free(stored);
+  if (d->cg_root)
+    log_info("services run in cgroups under %s", d->cg_root);
+  else
+    log_warn("no cgroups (%s): a process that leaves its service's process group (setsid, double fork) is "
+             "not tracked",
+             d->cg_why);
+  double t0 = now_mono();
+  ident_scan(d->herd_id, &d->found);
+  log_debug("identity scan: %zu processes read, %zu of ours, %.1f ms", d->found.nread, d->found.n,
+            (now_mono() - t0) * 1e3);
+}
+
+static bool cg_is_service(void *arg, const char *name) { return daemon_find(arg, name) != NULL; }
+
+/* Once every service has resumed: a process of ours that no service took over belongs to no
+ * live instance (a spawn the last daemon never recorded, a leftover of an instance that
+ * ended, a service gone from the config): it must not run on unsupervised. */
+static void kill_orphans(struct daemon *d) {
+  for (size_t i = 0; i < d->found.n; i++) {
+    struct ident_proc *p = &d->found.v[i];
+    if (p->claimed || proc_starttime(p->pid) != p->starttime) continue;
+    if (kill(p->pid, SIGKILL) == 0)
+      log_warn("killed pid %d (instance %lld): no live instance of any service owns it (left by a daemon that "
+               "died)",
+               p->pid, (long long)p->instance);
+  }
+  ident_free(&d->found);
+  if (d->cg_root) {
+    int n = cg_sweep(d->cg_root, cg_is_service, d);
+    if (n > 0) log_warn("killed %d process%s in the cgroups of services that no longer exist", n, n == 1 ? "" : "es");
+  }
+}
+
 int daemon_run(const struct daemon_opts *o) {
   static struct daemon dd; /* one daemon per process; static keeps it off the stack */
   struct daemon *d = &dd;
@@ -567,6 +608,7 @@ int daemon_run(const struct daemon_opts *o) {
   }
   snprintf(d->herd_id, sizeof d->herd_id, "%s", hid);
   free(hid);
+  find_own_processes(d);
   slurm_init(d, cfgset.clusters, cfgset.nclusters);
   cfgset.nclusters = 0;
   if (spawner_attach(d->spawner, d->loop) < 0) {
@@ -621,6 +663,9 @@ int daemon_run(const struct daemon_opts *o) {
         char *m = e2.n ? cfg_error_str(&e2.v[0]) : xstrdup("unreadable spec");
         log_error("%s: stored spec not loaded: %s", name, m);
         free(m);
+        /* Its processes are not orphans: they are left alone, as its row is. */
+        struct store_instance li;
+        if (store_last_instance(d->store, name, &li) == 0) ident_claim(&d->found, li.id, NULL, NULL);
       } else if (gone_from_config) {
         /* Removed from the config while no daemon ran: if its instance still runs, stop
          * it properly (with its stop signal and grace); then forget it. */
@@ -644,6 +689,7 @@ int daemon_run(const struct daemon_opts *o) {
       cfg_errors_free(&e2);
     }
   }
+  if (d->ctl) kill_orphans(d);
   if (d->booting) daemon_boot_end(d);
   spec_set_free(&cfgset);
   json_decref(rows);
@@ -657,6 +703,10 @@ int daemon_run(const struct daemon_opts *o) {
     uv_walk(d->loop, report_handle, NULL);
     if (d->exit_code == 0) d->exit_code = HERD_EXIT_FAIL;
   }
+  /* Every service let go of its cgroup; the tree goes too unless services were left running. */
+  if (d->cg_root) rmdir(d->cg_root);
+  free(d->cg_root);
+  ident_free(&d->found);
   free(d->htab);
   free(d->state_dir);
   free(d->log_dir);

@@ -2,10 +2,13 @@
  * The local backend: spawn an instance in its own session and process group, signal
  * the group, and turn its exit into an EV_EXIT for the state machine.
  *
+ * Instances start on the spawner threads (child.c); without pidfds, through uv_spawn.
  * Each instance gets its own heap-allocated uv_process_t, so a new instance can be
  * spawned from inside the old one's exit callback while the old handle is closing.
  */
+#include "herd/cgroup.h"
 #include "herd/check.h"
+#include "herd/child.h"
 #include "herd/daemon.h"
 #include "herd/log.h"
 #include "herd/prio.h"
@@ -17,7 +20,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
@@ -32,7 +34,7 @@ struct proc {
   struct service *s;
   int pid;
   bool adopted;
-  bool reap; /* our posix_spawn child, watched by pidfd: we reap it with waitpid */
+  bool reap; /* our child (child.c), watched by pidfd: we reap it with waitpid */
   int pidfd;
   uint64_t starttime;
   union {
@@ -59,8 +61,12 @@ static void instance_gone(struct proc *p, int code, int term_signal, const char 
   if (s->proc != p) return; /* an instance we already gave up on */
   s->proc = NULL;
   s->pid = 0;
-  /* The leader is gone; anything left in its process group belongs to this instance
-   * and must not outlive it (a straggler could hold the port the next instance needs). */
+  /* The leader is gone; anything left in its process group or its cgroup belongs to this
+   * instance and must not outlive it (a straggler could hold the port the next instance
+   * needs). Processes still in the cgroup when the main one is gone are the ones a plain
+   * process group loses: children that called setsid or double-forked. */
+  int first = 0, left = s->cg ? cg_count(s->cg, pid, &first) : 0;
+  if (left > 0) cg_signal(s->cg, SIGKILL);
   if (kill(-pid, SIGKILL) == 0)
     log_msg(LOG_INFO, s->spec->name, NULL, NULL, "killed leftover processes of group %d", pid);
   /* Log lines written just before exit are in the FIFO: read them before the state
@@ -72,7 +78,20 @@ static void instance_gone(struct proc *p, int code, int term_signal, const char 
     logpipe_note(s, "pid %d exited with code %d", pid, code);
   else
     logpipe_note(s, "pid %d %s", pid, msg ? msg : "exited");
-  service_event(s, EV_EXIT, term_signal ? -1 : code, term_signal, msg);
+  struct svc_event ev = {.type = EV_EXIT, .code = term_signal ? -1 : code, .sig = term_signal, .msg = msg};
+  char why[160];
+  if (left > 0) {
+    logpipe_note(s, "killed %d process%s left in its cgroup (pid %d first)", left, left == 1 ? "" : "es", first);
+    if (s->fsm.state != S_STOPPING && !term_signal && code == 0) {
+      /* It exited 0 but left work running: a program that detaches (forks into the
+       * background) cannot be supervised by its main process, and is not a success. */
+      snprintf(why, sizeof why, "main process exited 0 leaving %d process%s running (killed): run it in the foreground",
+               left, left == 1 ? "" : "es");
+      ev.end = S_FAILED;
+      ev.msg = why;
+    }
+  }
+  service_feed(s, &ev);
 }
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
@@ -166,37 +185,6 @@ static bool have_pidfd(void) {
     if (fd >= 0) close(fd);
   }
   return known;
-}
-
-/*
- * Start the child with posix_spawn: glibc clones with CLONE_VM|CLONE_VFORK, so the cost
- * does not grow with the daemon's size the way fork() does (libuv 1.44 forks, then
- * waits for the exec). Own session (SETSID), signals reset, stdin /dev/null, stdout and
- * stderr the log FIFO, every other descriptor closed. Returns the pid or -errno.
- */
-static int spawn_fast(char **args, char **env, const char *cwd, int logfd) {
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_init(&fa);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  short flags = POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  posix_spawnattr_setflags(&attr, flags);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, logfd, 1);
-  posix_spawn_file_actions_adddup2(&fa, logfd, 2);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  posix_spawn_file_actions_addchdir_np(&fa, cwd);
-  pid_t pid;
-  int rc = posix_spawnp(&pid, args[0], &fa, &attr, args, env);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc) return -rc;
-  return (int)pid;
 }
 
 static void on_adopt_timer(uv_timer_t *t) {
@@ -357,9 +345,12 @@ static void proc_started(struct service *s, struct proc *p, uint64_t starttime) 
   }
 }
 
-static void spawn_failed(struct service *s, const char *argv0, int rc) {
+static void spawn_failed(struct service *s, const char *argv0, int rc, const char *why) {
   char err[256];
-  snprintf(err, sizeof err, "cannot start %s: %s", argv0, uv_strerror(rc));
+  if (why)
+    snprintf(err, sizeof err, "%s", why);
+  else
+    snprintf(err, sizeof err, "cannot start %s: %s", argv0, uv_strerror(rc));
   logpipe_note(s, "%s", err);
   service_event(s, EV_SPAWN_FAILED, -1, 0, err); /* records code -1: the instance is alive in the machine */
 }
@@ -371,9 +362,22 @@ struct spawn_req {
   char **args, **env;
   size_t nborrowed; /* env[0 .. nborrowed) point into environ */
   char *cwd, *fifo;
+  char *cg; /* the service's cgroup, or NULL */
+  bool set_uid, set_gid;
+  uid_t uid;
+  gid_t gid;
   int pid; /* out: the child, or a negative UV_E* code */
   uint64_t starttime;
+  int cg_err;      /* out: it could not join its cgroup (errno) */
+  char *spawn_err; /* out: why it did not start */
 };
+
+/* Into its service's cgroup after the fact: for the uv_spawn path only (the spawner
+ * threads' children join theirs before their exec). */
+static int into_cgroup(const char *cg, int pid) {
+  int rc = cg_make(cg);
+  return rc < 0 ? rc : cg_attach(cg, pid);
+}
 
 static void spawn_work(struct spawner_job *j) {
   struct spawn_req *r = container_of(j, struct spawn_req, job);
@@ -381,14 +385,40 @@ static void spawn_work(struct spawner_job *j) {
   int fd = logpipe_child_fd(r->fifo);
   if (fd < 0) {
     r->pid = uv_translate_sys_error(-fd);
+    r->spawn_err = xasprintf("cannot start %s: cannot open its log pipe: %s", r->args[0], strerror(-fd));
     return;
   }
-  r->pid = spawn_fast(r->args, r->env, r->cwd, fd);
+  char *procs = NULL;
+  if (r->cg) {
+    int rc = cg_make(r->cg);
+    if (rc < 0)
+      r->cg_err = -rc;
+    else
+      procs = xasprintf("%s/cgroup.procs", r->cg);
+  }
+  struct child_plan plan = {.args = r->args,
+                            .env = r->env,
+                            .cwd = r->cwd,
+                            .cg_procs = procs,
+                            .logfd = fd,
+                            .set_uid = r->set_uid,
+                            .set_gid = r->set_gid,
+                            .uid = r->uid,
+                            .gid = r->gid};
+  struct child_result res;
+  child_spawn(&plan, &res);
   close(fd);
-  if (r->pid < 0)
-    r->pid = uv_translate_sys_error(-r->pid);
-  else
-    r->starttime = proc_starttime(r->pid);
+  free(procs);
+  if (res.pid <= 0) {
+    char msg[512];
+    child_strerror(&plan, &res, msg, sizeof msg);
+    r->spawn_err = xstrdup(msg);
+    r->pid = uv_translate_sys_error(res.err);
+    return;
+  }
+  r->pid = res.pid;
+  if (res.cg_err) r->cg_err = res.cg_err;
+  r->starttime = proc_starttime(r->pid);
 }
 
 struct reap_job {
@@ -429,7 +459,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     if (closing)
       daemon_check_idle(s->d);
     else
-      spawn_failed(s, r->args[0], r->pid);
+      spawn_failed(s, r->args[0], r->pid, r->spawn_err);
   } else if (closing) {
     /* The daemon let go of its services while this spawn ran (it leaves them running for
      * the next daemon): record the process so that one re-adopts it. */
@@ -438,6 +468,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     daemon_check_idle(s->d);
   } else {
     proc_started(s, watch_pidfd(s, r->pid, pidfd, true), r->starttime);
+    if (r->cg_err) logpipe_note(s, "pid %d is not in cgroup %s: %s", r->pid, r->cg, strerror(r->cg_err));
     /* What the state machine asked for while the spawn ran, in order: a stop signal, the
      * checks, its deadline (never "up for ready_after" before the process existed). */
     if (s->pending_sig) {
@@ -459,6 +490,8 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
   env_free(r->env, r->nborrowed);
   free(r->cwd);
   free(r->fifo);
+  free(r->cg);
+  free(r->spawn_err);
   free(r);
 }
 
@@ -479,7 +512,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   while (environ[nenv]) nenv++;
   while (sp->env && sp->env[nspec]) nspec++;
   while (sp->argv[nargs]) nargs++;
-  char **args = xcalloc(nargs + 1, sizeof *args), **env = xcalloc(nenv + nspec + 5, sizeof *env);
+  char **args = xcalloc(nargs + 1, sizeof *args), **env = xcalloc(nenv + nspec + 6, sizeof *env);
   for (size_t j = 0; j < nargs; j++) args[j] = subst_port(sp->argv[j], s->port);
   size_t k = 0;
   for (size_t i = 0; i < nenv; i++) {
@@ -497,6 +530,15 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     user_port |= !strncmp(sp->env[j], "PORT=", 5);
     env[k++] = subst_port(sp->env[j], s->port);
   }
+  /* The instance exists from here on (its events name it); its pid follows. Its identity
+   * goes with the process from birth (ident.h): a daemon that dies before recording the
+   * pid does not lose it. */
+  char *cmdline = join_argv(args); /* as /proc/PID/cmdline will read: the proof of identity later */
+  s->started_wall = now_wall();
+  s->started_mono = now_mono();
+  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, s->started_wall, cmdline, s->port);
+  free(cmdline);
+  env[k++] = ident_env(d->herd_id, s->instance);
   env[k++] = xasprintf("HERD_SERVICE=%s", sp->name);
   env[k++] = xasprintf("HERD_ATTEMPT=%u", s->fsm.attempt);
   if (s->port) {
@@ -505,22 +547,20 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   }
   const char *cwd = sp->cwd ? sp->cwd : d->state_dir;
 
-  /* The instance exists from here on (its events name it); its pid follows. */
-  char *cmdline = join_argv(args); /* as /proc/PID/cmdline will read: the proof of identity later */
-  s->started_wall = now_wall();
-  s->started_mono = now_mono();
-  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, s->started_wall, cmdline, s->port);
-  free(cmdline);
-
-  if (!sp->set_uid && !sp->set_gid && have_pidfd() && d->spawner) {
-    /* The fast path; uv_spawn stays for user/group changes and kernels without pidfd. */
+  if (have_pidfd() && d->spawner) {
+    /* The fast path; uv_spawn stays for kernels without pidfd. */
     struct spawn_req *r = xcalloc(1, sizeof *r);
+    r->set_uid = sp->set_uid;
+    r->set_gid = sp->set_gid;
+    r->uid = sp->uid;
+    r->gid = sp->gid;
     r->s = s;
     r->args = args;
     r->env = env;
     r->nborrowed = nborrowed;
     r->cwd = xstrdup(cwd);
     r->fifo = xstrdup(s->fifo_path);
+    r->cg = s->cg ? xstrdup(s->cg) : NULL;
     r->job.work = spawn_work;
     r->job.done = spawn_done;
     spawner_submit(d->spawner, &r->job);
@@ -575,11 +615,16 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   strv_free(args);
   p->pid = p->h.child.pid;
   proc_started(s, p, proc_starttime(p->pid));
+  if (s->cg && (rc = into_cgroup(s->cg, p->pid)) < 0)
+    logpipe_note(s, "pid %d is not in cgroup %s: %s", p->pid, s->cg, strerror(-rc));
   return 0;
 }
 
 void proc_signal(struct service *s, int sig) {
   if (s->pid <= 0) return;
+  /* The cgroup holds the process group and whatever left it (setsid, double fork): one
+   * signal each. Without one (or before the spawn moved the process in), the group. */
+  if (s->cg && cg_signal(s->cg, sig) > 0) return;
   if (kill(-s->pid, sig) < 0 && errno == ESRCH) kill(s->pid, sig);
 }
 

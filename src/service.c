@@ -4,12 +4,14 @@
  * in order. Everything here runs on the loop thread, from loop callbacks.
  */
 #include "herd/daemon.h"
+#include "herd/cgroup.h"
 #include "herd/check.h"
 #include "herd/log.h"
 #include "herd/slurm.h"
 #include "herd/store.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,6 +166,9 @@ void service_close_handles(struct service *s) {
 }
 
 void service_free(struct service *s) {
+  /* Empty once its processes are gone (a daemon leaving them running keeps it, busy). */
+  if (s->cg) cg_remove(s->cg);
+  free(s->cg);
   spec_free(s->spec);
   spec_free(s->next_spec);
   free(s->fifo_path);
@@ -245,6 +250,15 @@ double service_uptime(struct service *s) {
 
 void service_add_watch(struct service *s, struct svc_watch *w) { list_add_tail(&s->watches, &w->link); }
 
+/* A process of an adopted instance that is not yet in the service's cgroup (an older herd,
+ * or a daemon that died before moving it): in it goes. */
+static void claim_into_cgroup(struct ident_proc *p, void *arg) {
+  struct service *s = arg;
+  cg_make(s->cg);
+  int rc = cg_attach(s->cg, p->pid);
+  if (rc < 0) logpipe_note(s, "pid %d stays out of cgroup %s: %s", p->pid, s->cg, strerror(-rc));
+}
+
 struct service *service_create(struct daemon *d, struct spec *spec, bool want_up, const char *stored_state,
                                unsigned restarts) {
   struct service *s = xcalloc(1, sizeof *s);
@@ -257,12 +271,14 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   svc_fsm_init(&s->fsm, d->seed ^ hash_name(spec->name));
   s->fifo_path = xasprintf("%s/%s.fifo", d->run_dir, spec->name);
   s->log_path = xasprintf("%s/%s.log", d->log_dir, spec->name);
+  if (d->cg_root && !spec->slurm) s->cg = cg_service_path(d->cg_root, spec->name);
   uv_timer_init(d->loop, &s->timer);
   s->nhandles = 1;
   list_add_tail(&d->services, &s->link);
   d->nservices++;
   hash_insert(d, s);
   struct store_instance last;
+  struct ident_proc *leader;
   int last_pid = 0;
   uint64_t last_starttime = 0;
   double last_started = 0;
@@ -316,9 +332,21 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
       alive = false;
       snprintf(why, sizeof why, "its cluster is no longer configured");
     }
-  } else if (s->instance && !s->has_exit && last_pid > 0) {
+  } else if (s->instance && !s->has_exit && last_pid <= 0 && !spec->slurm &&
+             (leader = ident_leader(&d->found, s->instance))) {
+    /* The last daemon died between this instance's spawn and recording its pid: the
+     * process carries the instance's identity, so it is found all the same. */
+    last_pid = leader->pid;
+    last_starttime = leader->starttime;
+    store_instance_pid(d->store, s->instance, last_pid, last_starttime);
+    logpipe_note(s, "found pid %d of instance %lld by its identity (the last daemon died before recording it)",
+                 last_pid, (long long)s->instance);
+  }
+  if (!spec->slurm && s->instance && !s->has_exit && last_pid > 0) {
     alive = proc_identity(last_pid, last_starttime, last_cmdline, why, sizeof why);
     if (alive) {
+      /* Every process of the instance is the service's: none is an orphan to kill. */
+      ident_claim(&d->found, s->instance, s->cg ? claim_into_cgroup : NULL, s);
       proc_adopt(s, last_pid, last_starttime);
       s->started_wall = last_started;
       s->started_mono = now_mono() - (now_wall() - last_started);
@@ -330,6 +358,12 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
     } else {
       logpipe_note(s, "instance %lld (pid %d): %s", (long long)s->instance, last_pid, why);
     }
+  }
+  if (!alive && s->cg) {
+    /* No live instance: whatever its cgroup still holds was left behind by a dead one. */
+    int n = cg_signal(s->cg, SIGKILL);
+    if (n > 0)
+      logpipe_note(s, "killed %d process%s left in its cgroup by an instance that is gone", n, n == 1 ? "" : "es");
   }
   free(last_cmdline);
   struct svc_fx_list fx;
@@ -509,6 +543,7 @@ json_t *service_json_view(struct service *s, bool full) {
   for (char **t = sp->tags; t && *t; t++) json_array_append_new(tags, json_string(*t));
   json_object_set_new(o, "tags", tags);
   json_object_set_new(o, "log", json_string(s->log_path));
+  if (!s->spec->slurm) json_object_set_new(o, "cgroup", s->cg ? json_string(s->cg) : json_null());
   if (s->spec->ndeps) {
     json_t *deps = json_array();
     for (size_t i = 0; i < s->spec->ndeps; i++) {

@@ -4,6 +4,7 @@
 
 #include "herd/cfg.h"
 #include "herd/herd.h"
+#include "herd/ident.h"
 #include "herd/spec.h"
 #include "herd/svc.h"
 
@@ -70,6 +71,9 @@ struct daemon {
   uv_timer_t delay_timer;
   struct spawner *spawner; /* threads that start local instances (spawner.c) */
   char herd_id[17];        /* this state dir's identity: tags the Slurm jobs herd submits */
+  char *cg_root;           /* the root of the services' cgroups (cgroup.h), or NULL */
+  char cg_why[200];        /* why there are none */
+  struct ident_scan found; /* start-up: processes carrying this herd's identity (ident.h) */
 };
 
 struct proc;      /* one spawned instance's process handle (proc.c) */
@@ -100,6 +104,7 @@ struct service {
   uint64_t log_size;
   bool log_at_bol; /* the log file ends with a newline (or is empty) */
   char *fifo_path, *log_path;
+  char *cg;         /* the service's cgroup (local services, where cgroups are used), or NULL */
   int64_t instance; /* current/last instance id (0 = none) */
   int pid;
   uint64_t starttime;

@@ -452,8 +452,11 @@ class Lifecycle(ServerTest):
         ])
         t0 = time.time()
         self.d.start()
-        pid = self.d.wait_state("never", "STARTING", timeout=5)["pid"]
-        spid = self.d.wait_state("stubborn", "STARTING", timeout=5)["pid"]
+        # STARTING comes with the spawn request; the pid follows once the process exists.
+        pid = wait_service(self.d, "never", lambda x: x["state"] == "STARTING" and x["pid"], timeout=5,
+                           what="never's process")["pid"]
+        spid = wait_service(self.d, "stubborn", lambda x: x["state"] == "STARTING" and x["pid"], timeout=5,
+                            what="stubborn's process")["pid"]
         s = self.d.wait_state("never", "TIMEOUT", timeout=5)
         self.assertGreaterEqual(time.time() - t0, 0.65)
         self.assertEqual(s["reason"], "not healthy within start_timeout 0.7s")
