@@ -85,6 +85,7 @@ class Adopt(DaemonTest):
         # Zero duplicates: one process per adopted service's command line.
         for i in range(2, 44):
             out = subprocess.run(["pgrep", "-fx", "sleep 1000%02d" % i], capture_output=True, text=True).stdout.split()
+            out = [p for p in out if in_dir(p, self.d.state)]  # not another suite's
             self.assertEqual(len(out), 1, "duplicates of s%02d: %s" % (i, out))
         # Logs contiguous across the crash: no gap, no duplicate.
         time.sleep(0.3)
@@ -206,6 +207,14 @@ class Adopt(DaemonTest):
         self.assertIn("herd.db", r.stderr)
 
 
+def in_dir(pid, state):
+    """Whether the process runs in this daemon's state dir (a service's default cwd)."""
+    try:
+        return os.readlink("/proc/%s/cwd" % pid) == os.path.realpath(state)
+    except OSError:
+        return False
+
+
 class CrashStorm(DaemonTest):
     KILLS = int(os.environ.get("HERD_CRASH_KILLS", "200"))
 
@@ -258,14 +267,7 @@ class CrashStorm(DaemonTest):
                 return b""
         # This daemon's only (another suite may run its own "steady" services at the same
         # time): a service's default working directory is its daemon's state dir.
-        here = os.path.realpath(self.d.state)
-
-        def cwd(p):
-            try:
-                return os.readlink("/proc/%s/cwd" % p)
-            except OSError:
-                return None
-        mine = [p for p in out if b"HERD_SERVICE=steady" in environ(p) and cwd(p) == here]
+        mine = [p for p in out if b"HERD_SERVICE=steady" in environ(p) and in_dir(p, self.d.state)]
         self.assertEqual(len(mine), 4, mine)
         self.assertGreater(last_id, self.KILLS)
 
