@@ -181,6 +181,9 @@ void timer_arm(uv_loop_t *loop, uv_timer_t *t, uv_timer_cb cb, double at) {
    * libuv's coarse clock trailing CLOCK_MONOTONIC. */
   uv_update_time(loop);
   double ms = ceil((at - now_mono()) * 1000.0);
+  /* Saturate: a deadline centuries away (or not a number) is "never", not an overflow
+   * into "now" (converting a double past 2^64 to an integer is undefined). */
+  if (!(ms < 1e15)) ms = 1e15;
   uv_timer_start(t, cb, ms > 0 ? (uint64_t)ms + 1 : 1, 0);
 }
 

@@ -231,7 +231,11 @@ static void apply_policy(struct ctx *c) {
   if (!f->want_up) return;
   bool again = p->restart == RESTART_ALWAYS || (p->restart == RESTART_ON_FAILURE && f->state != S_COMPLETED);
   if (!again) return;
-  if (f->healthy_since && c->now - f->healthy_since >= p->backoff.reset_after) f->fails = 0;
+  /* The backoff starts over only after an instance stayed healthy a while: never less than
+   * SVC_RESET_FLOOR, or `ready_after: 0` with `reset_after: 0` would restart a program
+   * that fails at once as fast as it can spawn (passing through HEALTHY each time). */
+  double reset = fmax(p->backoff.reset_after, SVC_RESET_FLOOR);
+  if (f->healthy_since && c->now - f->healthy_since >= reset) f->fails = 0;
   f->fails++;
   f->restarts++;
   double d = svc_backoff_delay(&p->backoff, f->fails);

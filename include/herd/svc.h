@@ -46,6 +46,9 @@ typedef enum {
 
 typedef enum { RESTART_ALWAYS, RESTART_ON_FAILURE, RESTART_NEVER, RESTART__MAX } restart_policy;
 
+/* The least time an instance must stay healthy before the backoff starts over (seconds). */
+#define SVC_RESET_FLOOR 1.0
+
 struct svc_backoff {
   double initial, max, multiplier, jitter, reset_after;
 };

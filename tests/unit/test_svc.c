@@ -361,6 +361,33 @@ static void test_crash_loop(void) {
         f.fails);
 }
 
+/* `ready_after: 0` and `reset_after: 0`: HEALTHY at once, then exit at once, again and
+ * again. The crash-loop floor must still hold (it once restarted every 2 ms). */
+static void test_crash_loop_zero_reset(void) {
+  struct svc_policy p = policy(P_PLAIN);
+  p.ready_after = 0;
+  p.backoff.initial = 0;
+  p.backoff.reset_after = 0;
+  struct svc_fsm f;
+  svc_fsm_init(&f, 9);
+  struct svc_fx_list out;
+  struct svc_event start = {.type = EV_START}, done = {.type = EV_EXIT, .code = 1}, tick = {.type = EV_DEADLINE};
+  double now = 50, t0 = now;
+  svc_step(&f, &p, &start, now, &out);
+  unsigned n = 0;
+  while (now - t0 < 10 && n < 10000) {
+    svc_step(&f, &p, &tick, now, &out); /* ready_after 0: HEALTHY */
+    now += 0.002;
+    svc_step(&f, &p, &done, now, &out);
+    if (f.state != S_BACKOFF) break;
+    now = f.deadline;
+    svc_step(&f, &p, &tick, now, &out); /* backoff over: STARTING */
+    n++;
+  }
+  CHECK(n < 30, "10 s of a program failing at once: %u restarts (the floor allows ~15)", n);
+  CHECK(f.fails >= 10, "the failures count on (fails=%u): the backoff was not reset", f.fails);
+}
+
 static void test_restart_and_stop(void) {
   struct svc_policy p = policy(P_PLAIN);
   struct svc_fsm f;
@@ -486,6 +513,7 @@ int main(void) {
   test_table();
   test_backoff();
   test_crash_loop();
+  test_crash_loop_zero_reset();
   test_restart_and_stop();
   test_batch();
   test_names();
