@@ -80,6 +80,16 @@ class Spawn(SuiteTest):
         # end the instance as FAILED, not leave a HEALTHY service without a process.
         self.check_missing_binary(0)
 
+    def test_missing_cwd_is_named_not_the_command(self):
+        missing = os.path.join(self.d.root, "no-such-dir")
+        self.d.write_config([{"name": "lost", "command": ["sleep", "1000"], "cwd": missing, "ready_after": 0,
+                              "restart": "never"}])
+        self.d.start()
+        s = self.d.wait_state("lost", "FAILED", timeout=10)
+        self.assertIn("cannot start sleep: cwd %s: No such file or directory" % missing, s["last_error"] or "")
+        st, body = self.d.request("GET", "/v1/services/lost/logs", raw=True)
+        self.assertIn(("cwd %s: No such file or directory" % missing).encode(), body)
+
     def test_restart_policies(self):
         ok = ["/bin/sh", "-c", "exit 0"]
         bad = ["/bin/sh", "-c", "exit 2"]
