@@ -500,6 +500,7 @@ int daemon_run(const struct daemon_opts *o) {
   list_init(&d->watches);
   list_init(&d->clusters);
   list_init(&d->delayed);
+  list_init(&d->logfds);
   d->start_mono = now_mono();
   d->start_wall = now_wall();
   d->seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(d->start_wall * 1e6);

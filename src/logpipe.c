@@ -4,6 +4,12 @@
  * raises SIGPIPE, even when herd is dead; output waits in the pipe (up to 1 MiB)
  * until the next herd opens the FIFO and carries on. herd copies what it reads into
  * <state>/logs/<name>.log, rotating by size, and to any `logs -f` followers.
+ *
+ * Descriptors are what bounds how many services one daemon runs, so a service holds none
+ * while no instance runs: the FIFO's reader is opened when an instance starts (or is
+ * re-adopted) and closed once it is gone and its output drained; the log files are
+ * opened on demand and kept in a small cache shared by all services (least recently
+ * written closed first), since most services write rarely.
  */
 #include "herd/daemon.h"
 #include "herd/log.h"
@@ -19,10 +25,49 @@
 
 #define FIFO_SIZE (1024 * 1024)
 
+/* Log files open at once, across all services. */
+#define LOG_FD_CACHE 64
+
+static void log_fd_close(struct service *s) {
+  if (s->log_fd < 0) return;
+  close(s->log_fd);
+  s->log_fd = -1;
+  list_del(&s->logfd_link);
+  s->d->nlogfds--;
+}
+
+/* The service's log file, opened (O_APPEND) if it is not in the cache; -1 when it cannot be. */
+static int log_fd(struct service *s, bool truncate) {
+  struct daemon *d = s->d;
+  if (s->log_fd >= 0 && !truncate) { /* most recently used at the tail */
+    list_del(&s->logfd_link);
+    list_add_tail(&d->logfds, &s->logfd_link);
+    return s->log_fd;
+  }
+  log_fd_close(s);
+  if (d->nlogfds >= LOG_FD_CACHE) log_fd_close(container_of(d->logfds.next, struct service, logfd_link));
+  int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0);
+  s->log_fd = open(s->log_path, flags, 0640);
+  if (s->log_fd < 0 && (errno == EMFILE || errno == ENFILE) && d->nlogfds > 0) {
+    /* Out of descriptors: give back a cached one and try once more. */
+    log_fd_close(container_of(d->logfds.next, struct service, logfd_link));
+    s->log_fd = open(s->log_path, flags, 0640);
+  }
+  if (s->log_fd < 0) {
+    if (!s->log_error_said)
+      log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot open %s: %s", s->log_path, strerror(errno));
+    s->log_error_said = true;
+    return -1;
+  }
+  s->log_error_said = false;
+  list_add_tail(&d->logfds, &s->logfd_link);
+  d->nlogfds++;
+  return s->log_fd;
+}
+
 static void log_rotate(struct service *s) {
   unsigned keep = s->spec->log_keep;
-  if (s->log_fd >= 0) close(s->log_fd);
-  s->log_fd = -1;
+  log_fd_close(s);
   if (keep == 0) {
     unlink(s->log_path);
   } else {
@@ -37,14 +82,13 @@ static void log_rotate(struct service *s) {
         log_msg(LOG_WARN, s->spec->name, NULL, NULL, "log rotation: rename %s: %s", from, strerror(errno));
     }
   }
-  s->log_fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-  if (s->log_fd < 0) log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot open %s: %s", s->log_path, strerror(errno));
+  log_fd(s, true);
   s->log_size = 0;
   s->log_at_bol = true;
 }
 
 static void file_write(struct service *s, const char *data, size_t n) {
-  if (s->log_fd < 0 || n == 0) return;
+  if (n == 0 || log_fd(s, false) < 0) return;
   /* A regular file in the page cache: write(2) does not block the loop in practice. */
   size_t off = 0;
   while (off < n) {
@@ -109,20 +153,27 @@ void logpipe_note(struct service *s, const char *fmt, ...) {
   if (n > 0) log_write(s, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* The FIFO's reader while an instance runs: its own allocation, since a new instance may
+ * open the next one while this one's handle is still closing. */
+struct logreader {
+  uv_pipe_t pipe;
+  struct service *s;
+};
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
-  struct service *s = container_of((uv_pipe_t *)st, struct service, logpipe);
+  struct logreader *r = container_of((uv_pipe_t *)st, struct logreader, pipe);
   if (n > 0)
-    log_write(s, buf->base, (size_t)n);
+    log_write(r->s, buf->base, (size_t)n);
   else if (n < 0 && n != UV_EAGAIN) {
     /* Cannot happen while we hold a write end ourselves; if it does, say so. */
-    log_msg(LOG_WARN, s->spec->name, NULL, NULL, "log pipe: %s", uv_strerror((int)n));
+    log_msg(LOG_WARN, r->s->spec->name, NULL, NULL, "log pipe: %s", uv_strerror((int)n));
     uv_read_stop(st);
   }
 }
 
 void logpipe_drain(struct service *s) {
   int fd = -1;
-  if (!s->logpipe_init || uv_fileno((uv_handle_t *)&s->logpipe, &fd) < 0) return;
+  if (!s->reader || uv_fileno((uv_handle_t *)&s->reader->pipe, &fd) < 0) return;
   for (int i = 0; i < 64; i++) { /* bounded: at most 4 MiB per drain */
     ssize_t n = read(fd, s->d->readbuf, sizeof s->d->readbuf);
     if (n <= 0) break;
@@ -142,49 +193,58 @@ int logpipe_open(struct service *s, char *err, size_t errlen) {
     snprintf(err, errlen, "mkfifo %s: %s", s->fifo_path, strerror(errno));
     return -errno;
   }
-  /* Read-write: we are a writer too, so the reader never sees EOF between instances. */
-  int fd = open(s->fifo_path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    snprintf(err, errlen, "open %s: %s", s->fifo_path, strerror(errno));
-    return -errno;
-  }
-  fcntl(fd, F_SETPIPE_SZ, FIFO_SIZE); /* best effort: fewer blocked writers while herd is down */
-  s->log_fd = open(s->log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-  if (s->log_fd < 0) {
-    snprintf(err, errlen, "open %s: %s", s->log_path, strerror(errno));
-    int e = -errno;
-    close(fd);
-    return e;
-  }
+  /* Where the log stands (its size, whether it ends a line), without holding it open. */
   s->log_at_bol = true;
-  if (fstat(s->log_fd, &st) == 0) {
-    s->log_size = (uint64_t)st.st_size;
+  s->log_size = 0;
+  int fd = open(s->log_path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
     char last;
-    if (st.st_size > 0 && pread(s->log_fd, &last, 1, st.st_size - 1) == 1) s->log_at_bol = last == '\n';
-  }
-  uv_pipe_init(s->d->loop, &s->logpipe, 0);
-  s->logpipe_init = true;
-  s->nhandles++;
-  int rc = uv_pipe_open(&s->logpipe, fd);
-  if (rc == 0) rc = uv_read_start((uv_stream_t *)&s->logpipe, daemon_alloc, on_read);
-  if (rc < 0) {
-    snprintf(err, errlen, "log pipe: %s", uv_strerror(rc));
-    return rc; /* the handle is closed by logpipe_close with the service */
+    if (fstat(fd, &st) == 0) {
+      s->log_size = (uint64_t)st.st_size;
+      if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1) s->log_at_bol = last == '\n';
+    }
+    close(fd);
   }
   return 0;
 }
 
-static void on_logpipe_close(uv_handle_t *h) {
-  struct service *s = container_of((uv_pipe_t *)h, struct service, logpipe);
+int logpipe_attach(struct service *s) {
+  if (s->reader) return 0;
+  /* Read-write: we are a writer too, so the reader never sees EOF between writers. */
+  int fd = open(s->fifo_path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  fcntl(fd, F_SETPIPE_SZ, FIFO_SIZE); /* best effort: fewer blocked writers while herd is down */
+  struct logreader *r = xcalloc(1, sizeof *r);
+  r->s = s;
+  uv_pipe_init(s->d->loop, &r->pipe, 0);
+  s->reader = r;
+  s->nhandles++;
+  int rc = uv_pipe_open(&r->pipe, fd);
+  if (rc == 0) rc = uv_read_start((uv_stream_t *)&r->pipe, daemon_alloc, on_read);
+  if (rc < 0) {
+    if (uv_fileno((uv_handle_t *)&r->pipe, &(int){0}) < 0) close(fd); /* not adopted by the handle */
+    logpipe_detach(s);
+  }
+  return rc;
+}
+
+static void on_reader_close(uv_handle_t *h) {
+  struct logreader *r = container_of((uv_pipe_t *)h, struct logreader, pipe);
+  struct service *s = r->s;
+  free(r);
   s->nhandles--;
   daemon_check_idle(s->d);
 }
 
+void logpipe_detach(struct service *s) {
+  struct logreader *r = s->reader;
+  if (!r) return;
+  logpipe_drain(s);
+  s->reader = NULL;
+  uv_close((uv_handle_t *)&r->pipe, on_reader_close);
+}
+
 void logpipe_close(struct service *s) {
-  if (s->logpipe_init && !uv_is_closing((uv_handle_t *)&s->logpipe)) {
-    logpipe_drain(s);
-    uv_close((uv_handle_t *)&s->logpipe, on_logpipe_close);
-  }
-  if (s->log_fd >= 0) close(s->log_fd);
-  s->log_fd = -1;
+  logpipe_detach(s);
+  log_fd_close(s);
 }

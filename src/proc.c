@@ -70,8 +70,9 @@ static void instance_gone(struct proc *p, int code, int term_signal, const char 
   if (kill(-pid, SIGKILL) == 0)
     log_msg(LOG_INFO, s->spec->name, NULL, NULL, "killed leftover processes of group %d", pid);
   /* Log lines written just before exit are in the FIFO: read them before the state
-   * change so the log shows them ahead of herd's note. */
-  logpipe_drain(s);
+   * change so the log shows them ahead of herd's note; then the reader goes (a service
+   * holds no descriptor while no instance runs). */
+  logpipe_detach(s);
   if (term_signal)
     logpipe_note(s, "pid %d killed by signal %d (%s)", pid, term_signal, signal_name(term_signal));
   else if (code >= 0)
@@ -196,6 +197,7 @@ static void on_adopt_timer(uv_timer_t *t) {
 
 void proc_release(struct service *s) {
   struct proc *p = s->proc;
+  logpipe_detach(s); /* what is in the FIFO stays there for the next daemon */
   if (!p) return;
   s->proc = NULL;
   s->pid = 0;
@@ -236,6 +238,8 @@ int proc_adopt(struct service *s, int pid, uint64_t starttime) {
   }
   p->adopted = true;
   p->starttime = starttime;
+  int rc = logpipe_attach(s); /* what it wrote while no daemon read is waiting in the FIFO */
+  if (rc < 0) logpipe_note(s, "cannot read its output (log FIFO): %s", uv_strerror(rc));
   s->proc = p;
   s->pid = pid;
   s->starttime = starttime;
@@ -454,6 +458,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     }
   }
   if (r->pid < 0) {
+    logpipe_detach(s);
     s->pending_sig = 0;
     s->deadline_due = s->checks_due = false;
     if (closing)
@@ -546,6 +551,14 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     env[k++] = xasprintf("HERD_PORT=%d", s->port);
   }
   const char *cwd = sp->cwd ? sp->cwd : d->state_dir;
+  int lrc = logpipe_attach(s);
+  if (lrc < 0) {
+    snprintf(err, errlen, "cannot read the log FIFO %s: %s", s->fifo_path, uv_strerror(lrc));
+    logpipe_note(s, "%s", err);
+    strv_free(args);
+    env_free(env, nborrowed);
+    return lrc;
+  }
 
   if (have_pidfd() && d->spawner) {
     /* The fast path; uv_spawn stays for kernels without pidfd. */
@@ -575,6 +588,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     logpipe_note(s, "%s", err);
     strv_free(args);
     env_free(env, nborrowed);
+    logpipe_detach(s);
     return fd;
   }
   uv_stdio_container_t stdio[3] = {
@@ -609,6 +623,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     /* A failed uv_spawn still initialised the handle: it must be closed. */
     uv_close((uv_handle_t *)&p->h, on_proc_close);
     logpipe_note(s, "%s", err);
+    logpipe_detach(s);
     strv_free(args);
     return rc;
   }

@@ -266,6 +266,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   s->spec = spec;
   if (spec->ndeps) d->ndeps_services++;
   s->log_fd = -1;
+  list_init(&s->logfd_link);
   list_init(&s->watches);
   spec_policy(spec, &s->pol);
   svc_fsm_init(&s->fsm, d->seed ^ hash_name(spec->name));

@@ -10,8 +10,9 @@
 
 #include <uv.h>
 
-/* Descriptors the daemon holds per local service: the log FIFO, the log file, a pidfd. */
-#define HERD_FDS_PER_SERVICE 3
+/* Descriptors the daemon holds per running local service: the log FIFO's reader and a
+ * pidfd (none for a service that is not running; log files are a shared cache). */
+#define HERD_FDS_PER_SERVICE 2
 
 struct daemon_opts {
   const char *config_dir; /* NULL: no config files, only services added over the API */
@@ -74,6 +75,8 @@ struct daemon {
   char *cg_root;           /* the root of the services' cgroups (cgroup.h), or NULL */
   char cg_why[200];        /* why there are none */
   struct ident_scan found; /* start-up: processes carrying this herd's identity (ident.h) */
+  struct list logfds;      /* services whose log file is open, least recently written first */
+  size_t nlogfds;
 };
 
 struct proc;      /* one spawned instance's process handle (proc.c) */
@@ -90,17 +93,18 @@ struct service {
   const char *start_at_rest_why;
   struct svc_policy pol;
   struct svc_fsm fsm;
-  uv_timer_t timer;  /* the service's one deadline timer */
-  uv_pipe_t logpipe; /* read end of the service's log FIFO */
-  bool logpipe_init;
-  int nhandles;               /* open uv handles owned by this service (timer, logpipe, procs) */
+  uv_timer_t timer;           /* the service's one deadline timer */
+  struct logreader *reader;   /* the log FIFO's reader while an instance runs (logpipe.c), or NULL */
+  int nhandles;               /* open uv handles owned by this service (timer, reader, procs) */
   struct proc *proc;          /* the current instance's process, or NULL */
   struct spawn_req *spawning; /* a spawn on a spawner thread (proc.c), or NULL */
   int pending_sig;            /* asked for while spawning: sent once the process exists */
   bool deadline_due;          /* the timer fired while spawning: delivered once the process exists */
   bool checks_due;            /* checks asked for while spawning: started once the process exists */
   struct sjob *job;           /* backend slurm: the current instance's job */
-  int log_fd;
+  int log_fd;                 /* the log file while it is in the daemon's cache (logpipe.c), or -1 */
+  struct list logfd_link;     /* in the daemon's cache of open log files, least recent first */
+  bool log_error_said;        /* the log file cannot be opened, and the daemon's log said so */
   uint64_t log_size;
   bool log_at_bol; /* the log file ends with a newline (or is empty) */
   char *fifo_path, *log_path;
@@ -207,11 +211,15 @@ bool proc_identity(int pid, uint64_t starttime, const char *cmdline, char *why, 
 uint64_t proc_starttime(int pid);
 
 /* logpipe.c: the service's log FIFO and log files */
-/** Create/open the FIFO and the log file, start reading. Returns 0 or a negative errno. */
+/** Make the FIFO and note where the log file stands; no descriptor is kept. 0 or -errno. */
 int logpipe_open(struct service *s, char *err, size_t errlen);
+/** An instance runs (or is adopted): read its FIFO. 0 or a negative UV_E* code. */
+int logpipe_attach(struct service *s);
+/** The instance is gone (or let go): drain the FIFO and close the reader. */
+void logpipe_detach(struct service *s);
 /** Read whatever is buffered in the FIFO now (used when an instance exits). */
 void logpipe_drain(struct service *s);
-/** Close the FIFO reader (a uv handle) and the log file. */
+/** Close the FIFO reader (if any) and the log file. */
 void logpipe_close(struct service *s);
 /** Open a fresh descriptor on a service's FIFO for a child's stdout/stderr (any thread:
  *  it touches no daemon state). Returns it or a negative errno. */
