@@ -37,7 +37,7 @@ static void log_rotate(struct service *s) {
         log_msg(LOG_WARN, s->spec->name, NULL, NULL, "log rotation: rename %s: %s", from, strerror(errno));
     }
   }
-  s->log_fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  s->log_fd = open(s->log_path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (s->log_fd < 0) log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot open %s: %s", s->log_path, strerror(errno));
   s->log_size = 0;
   s->log_at_bol = true;
@@ -149,7 +149,8 @@ int logpipe_open(struct service *s, char *err, size_t errlen) {
     return -errno;
   }
   fcntl(fd, F_SETPIPE_SZ, FIFO_SIZE); /* best effort: fewer blocked writers while herd is down */
-  s->log_fd = open(s->log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  /* 0600, as everything in the state dir: a service's output may carry its secrets. */
+  s->log_fd = open(s->log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (s->log_fd < 0) {
     snprintf(err, errlen, "open %s: %s", s->log_path, strerror(errno));
     int e = -errno;
