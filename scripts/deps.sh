@@ -6,7 +6,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential cmake pkg-config ca-certificates python3
-      libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev node-llhttp)
+      libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev libssl-dev node-llhttp)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(procps sqlite3 supervisor runit monit clang-format openssl)
   # a real single-node Slurm 22.05 for tests/e2e/slurm.py; the JWT plugin (auth_jwt.so for

@@ -10,6 +10,7 @@
 #include "herd/spawner.h"
 #include "herd/store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <fcntl.h>
@@ -41,6 +42,78 @@ static int mkdirs(const char *path, mode_t mode) {
   }
   if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -1;
   return 0;
+}
+
+/* Drop the group and other bits of one of herd's own paths (a regular file, FIFO or
+ * directory; never a symlink, never a socket: ctl sets the socket's mode). Returns 1 when
+ * it changed the mode (the first change is described in `was`), 0 when there was nothing
+ * to do, -1 on an error. */
+static int tighten(const char *path, char *was, size_t wlen) {
+  struct stat st;
+  if (lstat(path, &st) < 0) return errno == ENOENT ? 0 : -1;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) && !S_ISFIFO(st.st_mode)) return 0;
+  mode_t mode = st.st_mode & 07777;
+  if (!(mode & 077)) return 0;
+  if (chmod(path, mode & ~077) < 0) return -1;
+  if (!*was) snprintf(was, wlen, "%s was %04o", path, (unsigned)mode);
+  return 1;
+}
+
+/* The state dir holds every spec (its env: secrets) in herd.db and every service's output
+ * in logs/: owner only (0700, files 0600). With --read-group and the socket inside it, the
+ * group may pass through to reach the socket (0710), never list or read. A state dir made
+ * by an older herd (0755, herd.db 0644, logs 0640) is tightened here, in one log line.
+ * Only herd's own names are touched: services run in the state dir by default and what
+ * they write there is theirs. */
+static void tighten_state_dir(struct daemon *d) {
+  static const char *const top[] = {"herd.db",   "herd.db-wal", "herd.db-shm", "herd.db-journal",
+                                    "herd.lock", "logs",        "run"};
+  struct stat st;
+  char was[4200] = "";
+  int n = 0, failed = 0;
+  size_t sdl = strlen(d->state_dir);
+  bool sock_inside = !strncmp(d->socket_path, d->state_dir, sdl) && d->socket_path[sdl] == '/';
+  mode_t dirmode = d->has_read_gid && sock_inside ? 0710 : 0700;
+  if (lstat(d->state_dir, &st) < 0 || !S_ISDIR(st.st_mode)) return;
+  if (st.st_uid != geteuid() || (st.st_mode & S_ISVTX)) {
+    /* Not a directory of herd's own (/tmp, another user's): never change its mode. */
+    if (st.st_mode & 077 & ~dirmode)
+      log_warn("state dir %s is not private (mode %04o, owner uid %u): herd.db and logs/ hold secrets; give herd a "
+               "directory of its own",
+               d->state_dir, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
+  } else {
+    /* Exactly dirmode: a dir made 0700 by a run without --read-group opens to 0710 for one with it. */
+    mode_t mode = st.st_mode & 07777;
+    if (dirmode == 0710 && st.st_gid != d->read_gid && chown(d->state_dir, (uid_t)-1, d->read_gid) < 0) failed++;
+    if ((mode & 0777) != dirmode) {
+      if (chmod(d->state_dir, (mode & 07000) | dirmode) < 0)
+        failed++;
+      else if (mode & 077 & ~dirmode)
+        n++, snprintf(was, sizeof was, "%s was %04o", d->state_dir, (unsigned)mode);
+    }
+  }
+  for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
+    char *p = xasprintf("%s/%s", d->state_dir, top[i]);
+    int rc = tighten(p, was, sizeof was);
+    n += rc > 0, failed += rc < 0;
+    free(p);
+  }
+  const char *subs[] = {d->log_dir, d->run_dir};
+  for (size_t i = 0; i < 2; i++) {
+    DIR *dir = opendir(subs[i]);
+    struct dirent *e;
+    while (dir && (e = readdir(dir))) {
+      if (e->d_name[0] == '.') continue;
+      char *p = xasprintf("%s/%s", subs[i], e->d_name);
+      int rc = tighten(p, was, sizeof was);
+      n += rc > 0, failed += rc < 0;
+      free(p);
+    }
+    if (dir) closedir(dir);
+  }
+  if (n || failed)
+    log_warn("state dir %s: made %d path(s) private to herd's user (first: %s)%s; herd.db and logs hold secrets",
+             d->state_dir, n, was[0] ? was : "none", failed ? ", could not change some" : "");
 }
 
 static bool idle_now(struct daemon *d) {
@@ -508,20 +581,7 @@ int daemon_run(const struct daemon_opts *o) {
   signal(SIGPIPE, SIG_IGN);
   raise_nofile();
 
-  if (mkdirs(o->state_dir, 0755) < 0) {
-    fprintf(stderr, "herd: cannot create state dir %s: %s\n", o->state_dir, strerror(errno));
-    return HERD_EXIT_STARTUP;
-  }
-  char *real = realpath(o->state_dir, NULL);
-  d->state_dir = real ? real : xstrdup(o->state_dir);
-  d->log_dir = xasprintf("%s/logs", d->state_dir);
-  d->run_dir = xasprintf("%s/run", d->state_dir);
-  d->socket_path = o->socket_path ? xstrdup(o->socket_path) : xasprintf("%s/herd.sock", d->state_dir);
-  if (mkdirs(d->log_dir, 0755) < 0 || mkdirs(d->run_dir, 0700) < 0) {
-    fprintf(stderr, "herd: cannot create %s/{logs,run}: %s\n", d->state_dir, strerror(errno));
-    return HERD_EXIT_STARTUP;
-  }
-  if (o->read_group) {
+  if (o->read_group) { /* first: it decides the state dir's mode */
     struct group *g = getgrnam(o->read_group);
     if (!g) {
       fprintf(stderr, "herd: --read-group: no such group \"%s\"\n", o->read_group);
@@ -530,6 +590,20 @@ int daemon_run(const struct daemon_opts *o) {
     d->read_gid = g->gr_gid;
     d->has_read_gid = true;
   }
+  if (mkdirs(o->state_dir, 0700) < 0) {
+    fprintf(stderr, "herd: cannot create state dir %s: %s\n", o->state_dir, strerror(errno));
+    return HERD_EXIT_STARTUP;
+  }
+  char *real = realpath(o->state_dir, NULL);
+  d->state_dir = real ? real : xstrdup(o->state_dir);
+  d->log_dir = xasprintf("%s/logs", d->state_dir);
+  d->run_dir = xasprintf("%s/run", d->state_dir);
+  d->socket_path = o->socket_path ? xstrdup(o->socket_path) : xasprintf("%s/herd.sock", d->state_dir);
+  if (mkdirs(d->log_dir, 0700) < 0 || mkdirs(d->run_dir, 0700) < 0) {
+    fprintf(stderr, "herd: cannot create %s/{logs,run}: %s\n", d->state_dir, strerror(errno));
+    return HERD_EXIT_STARTUP;
+  }
+  tighten_state_dir(d);
   /* Before the daemon's own descriptors (lock, store, socket): the spawner threads'
    * private tables start from what is open now. */
   prio_setup(!o->normal_priority);

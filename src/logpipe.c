@@ -47,11 +47,12 @@ static int log_fd(struct service *s, bool truncate) {
   log_fd_close(s);
   if (d->nlogfds >= LOG_FD_CACHE) log_fd_close(container_of(d->logfds.next, struct service, logfd_link));
   int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0);
-  s->log_fd = open(s->log_path, flags, 0640);
+  /* 0600, as everything in the state dir: a service's output may carry its secrets. */
+  s->log_fd = open(s->log_path, flags, 0600);
   if (s->log_fd < 0 && (errno == EMFILE || errno == ENFILE) && d->nlogfds > 0) {
     /* Out of descriptors: give back a cached one and try once more. */
     log_fd_close(container_of(d->logfds.next, struct service, logfd_link));
-    s->log_fd = open(s->log_path, flags, 0640);
+    s->log_fd = open(s->log_path, flags, 0600);
   }
   if (s->log_fd < 0) {
     if (!s->log_error_said)

@@ -3,10 +3,12 @@
 
 #include "herd/log.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define STORE_SCHEMA 2
 #define STORE_KEEP_EVENTS 200000
@@ -183,6 +185,10 @@ static void checkpointer_stop(struct store *st) {
 
 int store_open(const char *path, struct store **out, char **err) {
   struct store *st = xcalloc(1, sizeof *st);
+  /* The store holds every spec, env (secrets) included: owner only. SQLite would create it
+   * 0644; it creates the -wal and -shm files with the database file's mode, so they follow. */
+  int fd = *path && *path != ':' && strncmp(path, "file:", 5) ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+  if (fd >= 0) close(fd);
   int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     *err = xasprintf("cannot open store %s: %s", path, st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));

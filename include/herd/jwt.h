@@ -1,16 +1,15 @@
-/* JSON Web Tokens for slurmrestd: SHA-256, HMAC-SHA256, base64url, HS256 minting and reading `exp`.
- * Pure: no I/O, no global state, no OpenSSL. */
+/* JSON Web Tokens for slurmrestd: HMAC-SHA256 (OpenSSL's libcrypto), base64url, HS256 minting and
+ * reading `exp`. No I/O; the only state is libcrypto, loaded once. */
 #ifndef HERD_JWT_H
 #define HERD_JWT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/// SHA-256 (FIPS 180-4) of `len` bytes at `data` into `out`. Never fails.
-void jwt_sha256(const void *data, size_t len, uint8_t out[32]);
-
-/// HMAC-SHA256 (RFC 2104) of `data` keyed with `key`; keys longer than the 64-byte block are hashed first.
-void jwt_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uint8_t out[32]);
+/// HMAC-SHA256 (RFC 2104) of `data` keyed with `key` (any length, 0 included), by libcrypto (libcrypto.so.3,
+/// loaded at the first call; thread-safe). Returns 0, or -1 when libcrypto cannot be loaded or fails (out of
+/// memory, a key over INT_MAX bytes, SHA-256 refused by its configuration).
+int jwt_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uint8_t out[32]);
 
 /// base64url (RFC 4648 §5) without '=' padding; a malloc'd NUL-terminated string, NULL on OOM.
 char *jwt_b64url_encode(const void *data, size_t len);
@@ -22,7 +21,7 @@ void *jwt_b64url_decode(const char *s, size_t slen, size_t *outlen);
 
 /// Mint an HS256 token as `scontrol token` does: header {"alg":"HS256","typ":"JWT"}, compact claims in
 /// the order exp, iat, sun (`user` JSON-escaped), signed with the raw key bytes. Returns a malloc'd
-/// "header.payload.signature", or NULL on OOM or when `user` is not valid UTF-8.
+/// "header.payload.signature", or NULL on OOM, when `user` is not valid UTF-8 or when libcrypto fails.
 char *jwt_mint_hs256(const void *key, size_t keylen, const char *user, int64_t iat, int64_t exp);
 
 /// Read the integer `exp` claim of a three-part JWT of any alg, without verifying the signature.

@@ -416,6 +416,13 @@ class SlurmCluster:
             _hw_cache = line.split(" ", 1)[1].strip()
         return _hw_cache
 
+    def cpus(self):
+        """The node's CPU count as slurmd -C reports it (what slurm.conf gives the node)."""
+        for field in self._hardware().split():
+            if field.startswith("CPUs="):
+                return int(field[5:])
+        raise RuntimeError("slurmd -C gave no CPUs=: %s" % self._hardware())
+
     def _write_conf(self):
         R = self.run
         text = """\
@@ -817,6 +824,29 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             comment = "|".join(parts[3:])
             out.append((int(parts[0]), parts[1], parts[2], "" if comment == "(null)" else comment))
         return out
+
+    def wait_job_reason(self, job_id, timeout=60):
+        """Poll GET job/{id} every 0.2 s until Slurm has given a pending job its reason (a job is
+        queued with state_reason "None" until the scheduler has looked at it); returns the record.
+        Raises AssertionError when the job is no longer PENDING or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                last = self.job(job_id)
+                if last is not None and last.get("job_state") != "PENDING":
+                    raise AssertionError("job %s is %s, not PENDING, before Slurm gave a reason: %r" % (
+                        job_id, last.get("job_state"), last.get("state_reason")))
+                if last is not None and last.get("state_reason") not in (None, "", "None"):
+                    return last
+            except (SlurmError, OSError) as e:
+                last = e
+            if time.monotonic() > deadline:
+                if isinstance(last, dict):
+                    last = {k: last.get(k) for k in ("job_id", "name", "job_state", "state_reason")}
+                raise AssertionError("Slurm gave job %s no pending reason within %ss; last: %r" % (
+                    job_id, timeout, last))
+            time.sleep(0.2)
 
     def wait_job_state(self, job_id, states, timeout=60):
         """Poll GET job/{id} every 0.2 s until job_state is one of `states`; returns the record.

@@ -72,6 +72,7 @@ class PeerCredentials(SuiteTest):
         self.d.start()
         pid = self.d.wait_state("web", "HEALTHY")["pid"]
         os.chmod(self.d.sock, 0o666)
+        os.chmod(self.d.state, 0o711)  # the state dir is 0700: open a way to the socket too
         res = run_as(NOBODY, NOGROUP, lambda: requests_as_child(self.d.sock, READS + WRITES))
         for (method, path), (status, body) in zip(READS + WRITES, res):
             self.assertEqual(status, 403, "%s %s as uid %d -> %s %s" % (method, path, NOBODY, status, body))
@@ -85,6 +86,7 @@ class PeerCredentials(SuiteTest):
         self.d.start()
         pid = self.d.wait_state("web", "HEALTHY")["pid"]
         os.chmod(self.d.sock, 0o666)
+        os.chmod(self.d.state, 0o711)  # the state dir is 0700: open a way to the socket too
         env = dict(self.d.env, HERD_SOCKET=self.d.sock)
         r = subprocess.run([HERD_BIN, "stop", "web"], env=env, capture_output=True, text=True, timeout=30,
                            user=NOBODY, group=NOGROUP, extra_groups=[])

@@ -6,6 +6,7 @@ bad token; kill -9 of herd and re-adoption without a duplicate; a job that is no
 never touched."""
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -257,16 +258,26 @@ class TestSlurmReconcile(SlurmTest):
         self.assertIsNone(self.d.request("GET", "/v1/services/gone")[1].get("service"))
         self.assertIn(CLUSTER.job(other)["job_state"], ("RUNNING", "PENDING"), "another herd's job is untouched")
 
-        # Both CPUs are now taken (keep and the other herd's job): a new job waits in the
-        # queue; with queue_timeout it ends in TIMEOUT and its job is cancelled.
-        self.d.write_config(json.dumps({"services": [job_svc("queued", command=["sleep", "60"], queue_timeout="4s")]}),
+        # A job that needs every CPU of the node waits in the queue while keep and the other
+        # herd's job hold one each (whatever the node's size); with queue_timeout it ends in
+        # TIMEOUT and its job is cancelled.
+        # Slurm queues a job with the reason "None" and gives one (Resources, Priority) only
+        # once its scheduler has looked at the job, which on a loaded machine takes seconds:
+        # queue_timeout leaves room to see the reason arrive, and the test waits for it.
+        self.d.write_config(json.dumps({"services": [job_svc("queued", command=["sleep", "60"], queue_timeout="25s",
+                                                             cpus_per_task=CLUSTER.cpus())]}),
                             name="more.json")
         self.d.cli("reload", check=True)
         s = wait_service(self.d, "queued", lambda s: s["state"] == "PENDING" and s["slurm"].get("job_state") == "PENDING",
                          timeout=30, what="PENDING in Slurm's queue")
-        self.assertRegex(s["reason"], r"Resources|Priority")
         qid = s["slurm"]["job_id"]
-        s = wait_service(self.d, "queued", lambda s: s["state"] == "TIMEOUT", timeout=30, what="queue TIMEOUT")
+        rec = CLUSTER.wait_job_reason(qid, timeout=15)
+        self.assertIn(rec["state_reason"], ("Resources", "Priority"), rec)
+        # herd sees a changed reason at its next full listing (full_refresh 2 s).
+        s = wait_service(self.d, "queued", lambda s: s["state"] == "PENDING" and
+                         re.search(r"Resources|Priority", s["reason"] or ""), timeout=15, what="Slurm's reason in herd's")
+        self.assertIn(s["slurm"].get("reason"), ("Resources", "Priority"), s)
+        s = wait_service(self.d, "queued", lambda s: s["state"] == "TIMEOUT", timeout=40, what="queue TIMEOUT")
         self.assertIn("still queued", s["reason"])
         wait_until(lambda: (CLUSTER.job(qid) or {}).get("job_state") in ("CANCELLED", None), timeout=30,
                    what="the queued job cancelled")
