@@ -23,6 +23,9 @@ struct spec_set {
   size_t nclusters, ccap;
 };
 
+/** A config file is read whole: at most this many bytes (16 MiB) each; bigger is an error. */
+#define CFG_FILE_MAX (16 << 20)
+
 void cfg_errors_free(struct cfg_errors *e);
 /** Append an error; line and col below 1 become 1 (the whole file). */
 void cfg_error_add(struct cfg_errors *e, const char *file, int line, int col, const char *field, const char *fmt, ...)
@@ -38,7 +41,10 @@ void spec_set_free(struct spec_set *s);
 /**
  * Load every *.json in dir (sorted by name). Each file holds one service object or
  * {"services":[...]}. Returns 0 when there were no errors; otherwise every error found
- * is in errs and `out` is left empty.
+ * is in errs and `out` is left empty. Only regular files (or symlinks to them) of at most
+ * CFG_FILE_MAX bytes are read; anything else (a directory, a FIFO, a device, a file that
+ * cannot be opened) is an error naming its path, and nothing blocks on it. Linear in the
+ * size of the config.
  */
 int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs);
 
@@ -60,9 +66,17 @@ int cfg_validate_deps(struct spec *const *v, size_t n, struct cfg_errors *errs);
 int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *const *k, size_t nk,
                           struct cfg_errors *errs);
 
-/** Find the 1-based line and column of the value at `path` ("a.b[2].c") in JSON text,
- *  or of its key when at_key. Falls back to the deepest ancestor found. Returns 0 when
- *  the whole path was found. */
+/** Where the values of one JSON document are: built in one pass over the text, then
+ *  each lookup costs the length of its path (not of the text). */
+struct jpos;
+/** Index JSON text (text jansson accepted; anything else indexes what came before the fault). */
+struct jpos *jpos_index(const char *text, size_t len);
+void jpos_free(struct jpos *jp);
+/** Find the 1-based line and column of the value at `path` ("a.b[2].c"), or of its key
+ *  when at_key. Falls back to the deepest ancestor found. Returns 0 when the whole path
+ *  was found. */
+int jpos_lookup(const struct jpos *jp, const char *path, bool at_key, int *line, int *col);
+/** jpos_lookup on a one-off index of text: linear in the text, for a single lookup. */
 int jpos_find(const char *text, size_t len, const char *path, bool at_key, int *line, int *col);
 
 #endif
