@@ -4,6 +4,7 @@
  * just the first, so a user fixes a file in one pass.
  */
 #include "herd/cfg.h"
+#include "herd/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -147,17 +148,26 @@ static char *field_join(char *buf, size_t len, const char *prefix, const char *k
 }
 #define FIELD(buf, prefix, key) field_join(buf, sizeof buf, prefix, key)
 
-static int get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
-  if (json_is_number(v)) {
-    double d = json_number_value(v);
-    if (d < 0) {
-      err_at(c, field, "a duration cannot be negative");
-      return -1;
-    }
-    *out = d;
-    return 0;
+/* A duration past CFG_DURATION_MAX is an error, not a timer that overflows (a grace of
+ * 1e300 s once became a SIGKILL at once). */
+static int duration_in_range(struct pctx *c, const char *field, double d, double *out) {
+  if (d < 0) {
+    err_at(c, field, "a duration cannot be negative");
+    return -1;
   }
-  if (json_is_string(v) && duration_parse(json_string_value(v), out) == 0) return 0;
+  if (!(d <= CFG_DURATION_MAX)) {
+    err_at(c, field, "too long: a duration may be at most %gd (%g seconds)", CFG_DURATION_MAX / 86400,
+           CFG_DURATION_MAX);
+    return -1;
+  }
+  *out = d;
+  return 0;
+}
+
+static int get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
+  if (json_is_number(v)) return duration_in_range(c, field, json_number_value(v), out);
+  double d;
+  if (json_is_string(v) && duration_parse(json_string_value(v), &d) == 0) return duration_in_range(c, field, d, out);
   err_at(c, field, "expected a duration (seconds, or a string such as \"250ms\", \"5s\", \"2m\", \"1h\"), got %s%s%s%s",
          type_name(v), json_is_string(v) ? " \"" : "", json_is_string(v) ? json_string_value(v) : "",
          json_is_string(v) ? "\"" : "");
@@ -202,6 +212,16 @@ static int get_number(struct pctx *c, const char *field, json_t *v, double lo, d
   return 0;
 }
 
+/* A count: a JSON integer (1.5 files or checks mean nothing), lo..hi. Returns 0 when set. */
+static int get_int(struct pctx *c, const char *field, json_t *v, int lo, int hi, int *out) {
+  if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+    err_at(c, field, "expected an integer from %d to %d", lo, hi);
+    return -1;
+  }
+  *out = (int)json_integer_value(v);
+  return 0;
+}
+
 static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonempty) {
   if (!json_is_array(v)) {
     err_at(c, field, "expected an array of strings, got %s", type_name(v));
@@ -226,6 +246,17 @@ static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonemp
     out[i] = xstrdup(json_string_value(x));
   }
   return out;
+}
+
+/* An argv: a non-empty array of strings whose first (the program) is not empty. */
+static char **get_argv(struct pctx *c, const char *field, json_t *v) {
+  char **argv = get_strv(c, field, v, true);
+  if (argv && !argv[0][0]) {
+    char f[300];
+    snprintf(f, sizeof f, "%s[0]", field);
+    err_at(c, f, "the program to run is empty: give its name or path, such as \"/usr/bin/python3\"");
+  }
+  return argv;
 }
 
 /* Reject keys not in `allowed`, naming the nearest known key when there is one. */
@@ -384,8 +415,8 @@ static void parse_log(struct pctx *c, const char *prefix, json_t *o, struct spec
       s->log_max_size = sz;
   }
   if ((v = json_object_get(o, "keep"))) {
-    double k;
-    if (get_number(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
+    int k;
+    if (get_int(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
   }
 }
 
@@ -451,12 +482,12 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
       err_at(c, FIELD(f, prefix, "timeout"), "must be at least 1ms");
   }
   if ((v = json_object_get(o, "start_period"))) get_duration(c, FIELD(f, prefix, "start_period"), v, &s->start_period);
-  double num;
+  int num;
   if ((v = json_object_get(o, "failure_threshold")) &&
-      get_number(c, FIELD(f, prefix, "failure_threshold"), v, 1, 1000, &num) == 0)
+      get_int(c, FIELD(f, prefix, "failure_threshold"), v, 1, 1000, &num) == 0)
     k->failure_threshold = (unsigned)num;
   if ((v = json_object_get(o, "success_threshold")) &&
-      get_number(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
+      get_int(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
     k->success_threshold = (unsigned)num;
   static const char *const on_unhealthy[] = {"keep", "restart"};
   int ui;
@@ -519,7 +550,7 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
     if (!(v = json_object_get(o, "command")))
       err_at(c, prefix, "an exec check needs \"command\" (an argv array)");
     else
-      k->command = get_strv(c, FIELD(f, prefix, "command"), v, true);
+      k->command = get_argv(c, FIELD(f, prefix, "command"), v);
     break;
   case CHECK__MAX: break;
   }
@@ -667,13 +698,6 @@ static char *script_for(const struct spec *s) {
   return b.data;
 }
 
-static void get_int(struct pctx *c, const char *field, json_t *v, int lo, int hi, int *out) {
-  if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-    err_at(c, field, "expected an integer from %d to %d", lo, hi);
-  else
-    *out = (int)json_integer_value(v);
-}
-
 static void parse_slurm(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
   char f[256];
   struct slurm_spec *j = s->slurm = xcalloc(1, sizeof *j);
@@ -789,7 +813,7 @@ static void parse_auth(struct pctx *c, const char *prefix, json_t *o, struct clu
   if ((v = json_object_get(o, "token_command"))) {
     kinds++;
     k->auth = AUTH_TOKEN_COMMAND;
-    k->token_command = get_strv(c, FIELD(f, prefix, "token_command"), v, true);
+    k->token_command = get_argv(c, FIELD(f, prefix, "token_command"), v);
   }
   if ((v = json_object_get(o, "jwt_key"))) {
     kinds++;
@@ -915,6 +939,29 @@ static void spec_defaults(struct spec *s) {
   s->log_keep = 5;
 }
 
+/*
+ * The crash-loop floor counts consecutive failures; an instance that was HEALTHY for
+ * reset_after resets the count. With ready_after 0 and reset_after 0, an instance that
+ * dies 2 ms after it started has been "healthy long enough", the count never passes 1 and
+ * `false` restarts every 2 ms. Raise reset_after so the instance must live
+ * CFG_RESET_MIN in all; warn (not an error: the config still means what it says,
+ * "reset quickly").
+ */
+static void clamp_reset_after(struct pctx *c, const char *prefix, struct spec *s) {
+  double up = s->check ? 0 : s->ready_after; /* with a check, HEALTHY comes with the first pass */
+  if (up + s->backoff.reset_after >= CFG_RESET_MIN) return;
+  char f[256];
+  int line, col;
+  FIELD(f, prefix, "backoff.reset_after");
+  pos(c, f, false, &line, &col);
+  double was = s->backoff.reset_after;
+  s->backoff.reset_after = CFG_RESET_MIN - up;
+  log_warn("%s:%d:%d: %s: reset_after %gs%s lets an instance that dies at once reset its own backoff (a crash loop "
+           "would never slow down); using %gs, so that an instance must stay up %gs before its backoff resets",
+           c->file, line, col, f, was, s->check ? "" : (up > 0 ? " with a short ready_after" : " with ready_after 0"),
+           s->backoff.reset_after, CFG_RESET_MIN);
+}
+
 static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o) {
   char f[256];
   int before = c->nerr;
@@ -943,7 +990,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
            "expected an argv array such as [\"/usr/bin/python3\", \"app.py\"]; write [\"/bin/sh\", \"-c\", \"...\"] "
            "if you want a shell");
   else
-    s->argv = get_strv(c, FIELD(f, prefix, "command"), v, true);
+    s->argv = get_argv(c, FIELD(f, prefix, "command"), v);
 
   if ((v = json_object_get(o, "env"))) {
     if (!json_is_object(v)) {
@@ -1026,6 +1073,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
     spec_free(s);
     return NULL;
   }
+  clamp_reset_after(c, prefix, s);
   if (!s->tags) s->tags = xcalloc(1, sizeof *s->tags);
   s->json = json_incref(o);
   s->canon = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);

@@ -25,6 +25,13 @@ struct spec_set {
 
 /** A config file is read whole: at most this many bytes (16 MiB) each; bigger is an error. */
 #define CFG_FILE_MAX (16 << 20)
+/** The longest duration any field accepts: 365 days (timers count milliseconds). */
+#define CFG_DURATION_MAX (365 * 86400.0)
+/** An instance must stay up this long in all (ready_after + backoff.reset_after; with a
+ *  health check, reset_after alone) before a failure starts the backoff over: any less and
+ *  a crash loop would reset its own backoff at every restart. A shorter reset_after is
+ *  raised to this, with a warning naming the field. */
+#define CFG_RESET_MIN 1.0
 
 void cfg_errors_free(struct cfg_errors *e);
 /** Append an error; line and col below 1 become 1 (the whole file). */
