@@ -54,6 +54,7 @@ void spec_set_add(struct spec_set *s, struct spec *sp) {
 void spec_set_free(struct spec_set *s) {
   for (size_t i = 0; i < s->n; i++) spec_free(s->v[i]);
   free(s->v);
+  free(s->byname);
   for (size_t i = 0; i < s->nclusters; i++) cluster_spec_free(s->clusters[i]);
   free(s->clusters);
   memset(s, 0, sizeof *s);
@@ -1191,6 +1192,20 @@ static void nidx_put(struct name_index *x, struct spec *const *v, size_t i) {
 static void nidx_free(struct name_index *x) {
   free(x->tab);
   memset(x, 0, sizeof *x);
+}
+
+long spec_set_find(struct spec_set *s, const char *name) {
+  struct name_index x = {s->v, s->byname, s->bcap, s->bn};
+  if (s->bn != s->n) { /* specs were added (or the set was emptied): index them all again */
+    nidx_free(&x);
+    for (size_t i = 0; i < s->n; i++)
+      if (nidx_find(&x, s->v[i]->name) < 0) nidx_put(&x, s->v, i);
+    x.n = s->n;
+    s->byname = x.tab;
+    s->bcap = x.cap;
+    s->bn = s->n;
+  }
+  return nidx_find(&x, name);
 }
 
 /* ---- reading one config file: nothing may hang, abort or eat the memory ---- */

@@ -21,6 +21,7 @@ struct spec_set {
   size_t n, cap;
   struct cluster_spec **clusters; /* from "clusters" in config files */
   size_t nclusters, ccap;
+  size_t *byname, bcap, bn; /* name index of v (spec_set_find builds it) */
 };
 
 /** A config file is read whole: at most this many bytes (16 MiB) each; bigger is an error. */
@@ -43,6 +44,9 @@ char *cfg_error_str(const struct cfg_error *e);
 json_t *cfg_errors_json(const struct cfg_errors *e);
 
 void spec_set_add(struct spec_set *s, struct spec *sp);
+/** The index in s->v of the first spec named `name`, or -1; constant time (the index is
+ *  rebuilt after specs are added). Every s->v[i] must be set. */
+long spec_set_find(struct spec_set *s, const char *name);
 void spec_set_free(struct spec_set *s);
 
 /**

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from harness import HERD_BIN, SuiteTest, checked_request, main, wait_until
+from harness import HERD_BIN, SanitizedSuiteTest, checked_request, main, wait_until
 
 MiB = 1 << 20
 
@@ -28,7 +28,7 @@ def pos_of(text, needle):
     return text.count("\n", 0, i) + 1, i - (text.rfind("\n", 0, i) + 1) + 1
 
 
-class Hardening(SuiteTest):
+class Hardening(SanitizedSuiteTest):
     # -- helpers ---------------------------------------------------------------------
     def run_daemon(self, timeout=20, **kw):
         """A daemon expected to refuse its config: returns the finished process."""
@@ -42,6 +42,8 @@ class Hardening(SuiteTest):
         for w in words:
             self.assertTrue(any(w in l for l in lines), "%r not in %s" % (w, lines))
         self.assertNotIn("Input/output error", r.stderr)
+        for mark in self.SAN_MARKS:
+            self.assertNotIn(mark, r.stderr)
         return lines
 
     def start_keep(self):

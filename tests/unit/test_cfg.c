@@ -303,6 +303,16 @@ static void test_linear_load(void) {
     CHECK(e.n == 1 && strstr(e.v[0].msg, "dependency cycle: s0 -> s19999 -> s19998") && e.v[0].line == 3,
           "the cycle is named: %.80s at %d", e.n ? e.v[0].msg : "", e.n ? e.v[0].line : 0);
   }
+  if (set.n == n) {
+    CHECK(spec_set_find(&set, "s0") == 0 && spec_set_find(&set, "s19999") == (long)n - 1 &&
+              spec_set_find(&set, "s20000") < 0,
+          "spec_set_find by name");
+    const char *late = "{\"name\": \"late\", \"command\": [\"x\"]}";
+    struct cfg_errors e2 = {0};
+    cfg_parse_text("more.json", late, strlen(late), &set, &e2);
+    CHECK(e2.n == 0 && spec_set_find(&set, "late") == (long)n, "spec_set_find sees a spec added later");
+    cfg_errors_free(&e2);
+  }
   double total = now_mono() - t0;
   CHECK(total < 5.0, "%zu chained services load and validate in %.3fs (parse %.3fs)", n, total, parsed);
   cfg_errors_free(&e);
