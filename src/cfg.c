@@ -4,9 +4,11 @@
  * just the first, so a user fixes a file in one pass.
  */
 #include "herd/cfg.h"
+#include "herd/log.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -52,6 +54,7 @@ void spec_set_add(struct spec_set *s, struct spec *sp) {
 void spec_set_free(struct spec_set *s) {
   for (size_t i = 0; i < s->n; i++) spec_free(s->v[i]);
   free(s->v);
+  free(s->byname);
   for (size_t i = 0; i < s->nclusters; i++) cluster_spec_free(s->clusters[i]);
   free(s->clusters);
   memset(s, 0, sizeof *s);
@@ -63,7 +66,19 @@ struct pctx {
   size_t len;
   struct cfg_errors *errs;
   int nerr;
+  struct jpos *jp; /* built on the first lookup: one pass over the text per document */
 };
+
+/* Where `field` is in this document (see jpos_lookup). */
+static void pos(struct pctx *c, const char *field, bool at_key, int *line, int *col) {
+  if (!c->jp) c->jp = jpos_index(c->text, c->len);
+  jpos_lookup(c->jp, field, at_key, line, col);
+}
+
+static void pctx_done(struct pctx *c) {
+  jpos_free(c->jp);
+  c->jp = NULL;
+}
 
 static void cfg_error_vadd(struct cfg_errors *e, const char *file, int line, int col, const char *field,
                            const char *fmt, va_list ap) {
@@ -88,7 +103,7 @@ void cfg_error_add(struct cfg_errors *e, const char *file, int line, int col, co
 
 static void verr(struct pctx *c, const char *field, bool at_key, const char *fmt, va_list ap) {
   int line, col;
-  jpos_find(c->text, c->len, field, at_key, &line, &col);
+  pos(c, field, at_key, &line, &col);
   cfg_error_vadd(c->errs, c->file, line, col, field, fmt, ap);
   c->nerr++;
 }
@@ -134,17 +149,26 @@ static char *field_join(char *buf, size_t len, const char *prefix, const char *k
 }
 #define FIELD(buf, prefix, key) field_join(buf, sizeof buf, prefix, key)
 
-static int get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
-  if (json_is_number(v)) {
-    double d = json_number_value(v);
-    if (d < 0) {
-      err_at(c, field, "a duration cannot be negative");
-      return -1;
-    }
-    *out = d;
-    return 0;
+/* A duration past CFG_DURATION_MAX is an error, not a timer that overflows (a grace of
+ * 1e300 s once became a SIGKILL at once). */
+static int duration_in_range(struct pctx *c, const char *field, double d, double *out) {
+  if (d < 0) {
+    err_at(c, field, "a duration cannot be negative");
+    return -1;
   }
-  if (json_is_string(v) && duration_parse(json_string_value(v), out) == 0) return 0;
+  if (!(d <= CFG_DURATION_MAX)) {
+    err_at(c, field, "too long: a duration may be at most %gd (%g seconds)", CFG_DURATION_MAX / 86400,
+           CFG_DURATION_MAX);
+    return -1;
+  }
+  *out = d;
+  return 0;
+}
+
+static int get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
+  if (json_is_number(v)) return duration_in_range(c, field, json_number_value(v), out);
+  double d;
+  if (json_is_string(v) && duration_parse(json_string_value(v), &d) == 0) return duration_in_range(c, field, d, out);
   err_at(c, field, "expected a duration (seconds, or a string such as \"250ms\", \"5s\", \"2m\", \"1h\"), got %s%s%s%s",
          type_name(v), json_is_string(v) ? " \"" : "", json_is_string(v) ? json_string_value(v) : "",
          json_is_string(v) ? "\"" : "");
@@ -189,6 +213,16 @@ static int get_number(struct pctx *c, const char *field, json_t *v, double lo, d
   return 0;
 }
 
+/* A count: a JSON integer (1.5 files or checks mean nothing), lo..hi. Returns 0 when set. */
+static int get_int(struct pctx *c, const char *field, json_t *v, int lo, int hi, int *out) {
+  if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+    err_at(c, field, "expected an integer from %d to %d", lo, hi);
+    return -1;
+  }
+  *out = (int)json_integer_value(v);
+  return 0;
+}
+
 static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonempty) {
   if (!json_is_array(v)) {
     err_at(c, field, "expected an array of strings, got %s", type_name(v));
@@ -213,6 +247,17 @@ static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonemp
     out[i] = xstrdup(json_string_value(x));
   }
   return out;
+}
+
+/* An argv: a non-empty array of strings whose first (the program) is not empty. */
+static char **get_argv(struct pctx *c, const char *field, json_t *v) {
+  char **argv = get_strv(c, field, v, true);
+  if (argv && !argv[0][0]) {
+    char f[300];
+    snprintf(f, sizeof f, "%s[0]", field);
+    err_at(c, f, "the program to run is empty: give its name or path, such as \"/usr/bin/python3\"");
+  }
+  return argv;
 }
 
 /* Reject keys not in `allowed`, naming the nearest known key when there is one. */
@@ -371,8 +416,8 @@ static void parse_log(struct pctx *c, const char *prefix, json_t *o, struct spec
       s->log_max_size = sz;
   }
   if ((v = json_object_get(o, "keep"))) {
-    double k;
-    if (get_number(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
+    int k;
+    if (get_int(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
   }
 }
 
@@ -438,12 +483,12 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
       err_at(c, FIELD(f, prefix, "timeout"), "must be at least 1ms");
   }
   if ((v = json_object_get(o, "start_period"))) get_duration(c, FIELD(f, prefix, "start_period"), v, &s->start_period);
-  double num;
+  int num;
   if ((v = json_object_get(o, "failure_threshold")) &&
-      get_number(c, FIELD(f, prefix, "failure_threshold"), v, 1, 1000, &num) == 0)
+      get_int(c, FIELD(f, prefix, "failure_threshold"), v, 1, 1000, &num) == 0)
     k->failure_threshold = (unsigned)num;
   if ((v = json_object_get(o, "success_threshold")) &&
-      get_number(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
+      get_int(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
     k->success_threshold = (unsigned)num;
   static const char *const on_unhealthy[] = {"keep", "restart"};
   int ui;
@@ -506,7 +551,7 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
     if (!(v = json_object_get(o, "command")))
       err_at(c, prefix, "an exec check needs \"command\" (an argv array)");
     else
-      k->command = get_strv(c, FIELD(f, prefix, "command"), v, true);
+      k->command = get_argv(c, FIELD(f, prefix, "command"), v);
     break;
   case CHECK__MAX: break;
   }
@@ -587,7 +632,7 @@ static void parse_deps(struct pctx *c, const char *prefix, json_t *a, struct spe
     for (size_t j = 0; j < s->ndeps; j++)
       if (!strcmp(s->deps[j].service, json_string_value(name))) err_at(c, g, "listed twice");
     d->service = xstrdup(json_string_value(name));
-    jpos_find(c->text, c->len, g, false, &d->line, &d->col);
+    pos(c, g, false, &d->line, &d->col);
     s->ndeps++;
   }
 }
@@ -654,13 +699,6 @@ static char *script_for(const struct spec *s) {
   return b.data;
 }
 
-static void get_int(struct pctx *c, const char *field, json_t *v, int lo, int hi, int *out) {
-  if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-    err_at(c, field, "expected an integer from %d to %d", lo, hi);
-  else
-    *out = (int)json_integer_value(v);
-}
-
 static void parse_slurm(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
   char f[256];
   struct slurm_spec *j = s->slurm = xcalloc(1, sizeof *j);
@@ -710,7 +748,7 @@ static void parse_slurm(struct pctx *c, const char *prefix, json_t *o, struct sp
   } else if (!s->argv) {
     err_at(c, prefix, "missing required key \"script\" or \"command\"");
   }
-  jpos_find(c->text, c->len, FIELD(f, prefix, "cluster"), false, &j->line, &j->col);
+  pos(c, FIELD(f, prefix, "cluster"), false, &j->line, &j->col);
 }
 
 static const char *const cluster_keys[] = {"name",
@@ -776,7 +814,7 @@ static void parse_auth(struct pctx *c, const char *prefix, json_t *o, struct clu
   if ((v = json_object_get(o, "token_command"))) {
     kinds++;
     k->auth = AUTH_TOKEN_COMMAND;
-    k->token_command = get_strv(c, FIELD(f, prefix, "token_command"), v, true);
+    k->token_command = get_argv(c, FIELD(f, prefix, "token_command"), v);
   }
   if ((v = json_object_get(o, "jwt_key"))) {
     kinds++;
@@ -886,7 +924,7 @@ static struct cluster_spec *parse_cluster(struct pctx *c, const char *prefix, js
   }
   k->canon = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
   k->source = xstrdup(c->file);
-  jpos_find(c->text, c->len, prefix, false, &k->line, &k->col);
+  pos(c, prefix, false, &k->line, &k->col);
   return k;
 }
 
@@ -900,6 +938,29 @@ static void spec_defaults(struct spec *s) {
   s->ready_after = 1;
   s->log_max_size = 10 * 1024 * 1024;
   s->log_keep = 5;
+}
+
+/*
+ * The crash-loop floor counts consecutive failures; an instance that was HEALTHY for
+ * reset_after resets the count. With ready_after 0 and reset_after 0, an instance that
+ * dies 2 ms after it started has been "healthy long enough", the count never passes 1 and
+ * `false` restarts every 2 ms. Raise reset_after so the instance must live
+ * CFG_RESET_MIN in all; warn (not an error: the config still means what it says,
+ * "reset quickly").
+ */
+static void clamp_reset_after(struct pctx *c, const char *prefix, struct spec *s) {
+  double up = s->check ? 0 : s->ready_after; /* with a check, HEALTHY comes with the first pass */
+  if (up + s->backoff.reset_after >= CFG_RESET_MIN) return;
+  char f[256];
+  int line, col;
+  FIELD(f, prefix, "backoff.reset_after");
+  pos(c, f, false, &line, &col);
+  double was = s->backoff.reset_after;
+  s->backoff.reset_after = CFG_RESET_MIN - up;
+  log_warn("%s:%d:%d: %s: reset_after %gs%s lets an instance that dies at once reset its own backoff (a crash loop "
+           "would never slow down); using %gs, so that an instance must stay up %gs before its backoff resets",
+           c->file, line, col, f, was, s->check ? "" : (up > 0 ? " with a short ready_after" : " with ready_after 0"),
+           s->backoff.reset_after, CFG_RESET_MIN);
 }
 
 static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o) {
@@ -930,7 +991,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
            "expected an argv array such as [\"/usr/bin/python3\", \"app.py\"]; write [\"/bin/sh\", \"-c\", \"...\"] "
            "if you want a shell");
   else
-    s->argv = get_strv(c, FIELD(f, prefix, "command"), v, true);
+    s->argv = get_argv(c, FIELD(f, prefix, "command"), v);
 
   if ((v = json_object_get(o, "env"))) {
     if (!json_is_object(v)) {
@@ -1013,6 +1074,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
     spec_free(s);
     return NULL;
   }
+  clamp_reset_after(c, prefix, s);
   if (!s->tags) s->tags = xcalloc(1, sizeof *s->tags);
   s->json = json_incref(o);
   s->canon = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
@@ -1021,7 +1083,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
 }
 
 int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs) {
-  struct pctx c = {file, text, len, errs, 0};
+  struct pctx c = {file, text, len, errs, 0, NULL};
   size_t first = out->n, first_cluster = out->nclusters;
   json_error_t je;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
@@ -1069,6 +1131,7 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
     if (s) spec_set_add(out, s);
   }
   json_decref(root);
+  pctx_done(&c);
   if (c.nerr) { /* all or nothing: a document with errors yields no spec */
     for (size_t i = first; i < out->n; i++) spec_free(out->v[i]);
     out->n = first;
@@ -1080,12 +1143,197 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* ---- names to specs in constant time (duplicates, dependencies) ---- */
+
+struct name_index {
+  struct spec *const *v; /* the specs; the table holds their indexes + 1 (0: empty) */
+  size_t *tab, cap, n;
+};
+
+static uint64_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  return h;
+}
+
+static void nidx_grow(struct name_index *x) {
+  size_t ocap = x->cap;
+  size_t *old = x->tab;
+  x->cap = ocap ? ocap * 2 : 64;
+  x->tab = xcalloc(x->cap, sizeof *x->tab);
+  for (size_t i = 0; i < ocap; i++) {
+    if (!old[i]) continue;
+    size_t m = x->cap - 1, h = name_hash(x->v[old[i] - 1]->name) & m;
+    while (x->tab[h]) h = (h + 1) & m;
+    x->tab[h] = old[i];
+  }
+  free(old);
+}
+
+/* The index of the first spec named `name`, or -1. */
+static long nidx_find(const struct name_index *x, const char *name) {
+  if (!x->cap) return -1;
+  size_t m = x->cap - 1;
+  for (size_t h = name_hash(name) & m; x->tab[h]; h = (h + 1) & m)
+    if (!strcmp(x->v[x->tab[h] - 1]->name, name)) return (long)(x->tab[h] - 1);
+  return -1;
+}
+
+/* Add spec i (x->v may have moved since the last call: pass the current array). */
+static void nidx_put(struct name_index *x, struct spec *const *v, size_t i) {
+  x->v = v;
+  if ((x->n + 1) * 2 > x->cap) nidx_grow(x);
+  size_t m = x->cap - 1, h = name_hash(v[i]->name) & m;
+  while (x->tab[h]) h = (h + 1) & m;
+  x->tab[h] = i + 1;
+  x->n++;
+}
+
+static void nidx_free(struct name_index *x) {
+  free(x->tab);
+  memset(x, 0, sizeof *x);
+}
+
+long spec_set_find(struct spec_set *s, const char *name) {
+  struct name_index x = {s->v, s->byname, s->bcap, s->bn};
+  if (s->bn != s->n) { /* specs were added (or the set was emptied): index them all again */
+    nidx_free(&x);
+    for (size_t i = 0; i < s->n; i++)
+      if (nidx_find(&x, s->v[i]->name) < 0) nidx_put(&x, s->v, i);
+    x.n = s->n;
+    s->byname = x.tab;
+    s->bcap = x.cap;
+    s->bn = s->n;
+  }
+  return nidx_find(&x, name);
+}
+
+/* ---- reading one config file: nothing may hang, abort or eat the memory ---- */
+
+static const char *file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a named pipe (FIFO)";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+/* "(a symlink to T) " when path is one, else "". Caller frees. */
+static char *link_note(const char *path) {
+  struct stat ls;
+  char target[512];
+  ssize_t n;
+  if (lstat(path, &ls) < 0 || !S_ISLNK(ls.st_mode) || (n = readlink(path, target, sizeof target - 1)) < 0)
+    return xstrdup("");
+  target[n] = '\0';
+  return xasprintf(" (a symlink to %s)", target);
+}
+
+static void file_error(struct pctx *fc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void file_error(struct pctx *fc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  cfg_error_vadd(fc->errs, fc->file, 1, 1, "", fmt, ap);
+  va_end(ap);
+  fc->nerr++;
+}
+
+/* True for a regular file of an acceptable size; otherwise adds the error saying why not. */
+static bool check_stat(struct pctx *fc, const struct stat *st) {
+  if (!S_ISREG(st->st_mode)) {
+    char *ln = link_note(fc->file);
+    file_error(fc, "%s%s is %s, not a config file: only regular files (or symlinks to them) named *.json are read",
+               fc->file, ln, file_kind(st->st_mode));
+    free(ln);
+  } else if (st->st_size > CFG_FILE_MAX) {
+    file_error(fc, "%s is %lld bytes: a config file may hold at most %d MiB (%d bytes); split it into several files",
+               fc->file, (long long)st->st_size, CFG_FILE_MAX >> 20, CFG_FILE_MAX);
+  } else {
+    return true;
+  }
+  return false;
+}
+
+static void open_error(struct pctx *fc, int err) {
+  char *ln = link_note(fc->file);
+  if (err == EACCES || err == EPERM)
+    file_error(fc, "cannot read %s%s: %s (herd runs as uid %u, gid %u)", fc->file, ln, strerror(err),
+               (unsigned)geteuid(), (unsigned)getegid());
+  else
+    file_error(fc, "cannot read %s%s: %s", fc->file, ln, strerror(err));
+  free(ln);
+}
+
+/*
+ * Read one config file whole, or add an error naming its path and return NULL. Only a
+ * regular file (a symlink to one is fine) of at most CFG_FILE_MAX bytes: stat before open
+ * so that a device is never even opened; O_NONBLOCK so that a FIFO swapped in after the
+ * stat cannot block the open; fstat after, on what was actually opened; and never more
+ * than CFG_FILE_MAX + 1 bytes read, should the file grow meanwhile.
+ */
+static char *read_config(struct pctx *fc, size_t *len) {
+  struct stat st;
+  if (stat(fc->file, &st) < 0) {
+    open_error(fc, errno);
+    return NULL;
+  }
+  if (!check_stat(fc, &st)) return NULL;
+  int fd = open(fc->file, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) {
+    open_error(fc, errno);
+    return NULL;
+  }
+  char *text = NULL;
+  if (fstat(fd, &st) < 0) {
+    open_error(fc, errno);
+    goto out;
+  }
+  if (!check_stat(fc, &st)) goto out;
+  size_t cap = (size_t)st.st_size + 1, n = 0;
+  text = xmalloc(cap + 1);
+  for (;;) {
+    if (n == cap) {
+      if (cap > CFG_FILE_MAX) break;
+      cap = cap * 2 > (size_t)CFG_FILE_MAX + 1 ? (size_t)CFG_FILE_MAX + 1 : cap * 2;
+      text = xrealloc(text, cap + 1);
+    }
+    ssize_t r = read(fd, text + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      open_error(fc, errno);
+      free(text);
+      text = NULL;
+      goto out;
+    }
+    if (r == 0) break;
+    n += (size_t)r;
+  }
+  if (n > CFG_FILE_MAX) {
+    file_error(fc, "%s grew past %d MiB while being read: a config file may hold at most %d bytes", fc->file,
+               CFG_FILE_MAX >> 20, CFG_FILE_MAX);
+    free(text);
+    text = NULL;
+    goto out;
+  }
+  text[n] = '\0';
+  *len = n;
+out:
+  close(fd);
+  return text;
+}
+
 int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs) {
   size_t before = errs->n;
-  struct pctx dc = {dir, "", 0, errs, 0};
+  struct pctx dc = {dir, "", 0, errs, 0, NULL};
   DIR *d = opendir(dir);
   if (!d) {
-    err_at(&dc, "", "cannot open config directory: %s", strerror(errno));
+    int e = errno;
+    if (e == EACCES || e == EPERM)
+      file_error(&dc, "cannot open config directory %s: %s (herd runs as uid %u, gid %u)", dir, strerror(e),
+                 (unsigned)geteuid(), (unsigned)getegid());
+    else
+      file_error(&dc, "cannot open config directory %s: %s", dir, strerror(e));
     return -1;
   }
   char **names = NULL;
@@ -1101,39 +1349,41 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
   if (n) qsort(names, n, sizeof *names, cmp_str);
 
   struct spec_set all = {0};
+  struct name_index seen = {0};
   for (size_t i = 0; i < n; i++) {
     char *path = xasprintf("%s/%s", dir, names[i]);
-    size_t len;
-    int err;
-    char *text = file_read(path, 0, &len, &err);
-    if (!text) {
-      struct pctx fc = {path, "", 0, errs, 0};
-      err_at(&fc, "", "cannot read: %s", strerror(err));
-    } else {
+    struct pctx fc = {path, "", 0, errs, 0, NULL};
+    size_t len = 0;
+    char *text = read_config(&fc, &len);
+    if (text) {
       size_t first = all.n;
       cfg_parse_text(path, text, len, &all, errs);
       /* Duplicate names across the whole directory. */
-      for (size_t k = first; k < all.n; k++)
-        for (size_t j = 0; j < k; j++)
-          if (!strcmp(all.v[j]->name, all.v[k]->name)) {
-            struct pctx fc = {path, text, len, errs, 0};
-            char field[64];
-            size_t idx = k - first;
-            bool multi = json_is_object(all.v[k]->json) && len && strstr(text, "\"services\"");
-            if (multi)
-              snprintf(field, sizeof field, "services[%zu].name", idx);
-            else
-              snprintf(field, sizeof field, "name");
-            err_at_key(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name,
-                       all.v[j]->source);
-            break;
-          }
+      fc.text = text;
+      fc.len = len;
+      for (size_t k = first; k < all.n; k++) {
+        long j = nidx_find(&seen, all.v[k]->name);
+        if (j < 0) {
+          nidx_put(&seen, all.v, k);
+          continue;
+        }
+        char field[64];
+        int l, c;
+        if (!fc.jp) fc.jp = jpos_index(text, len);
+        if (jpos_lookup(fc.jp, "services", false, &l, &c) == 0) /* {"services": [...]} */
+          snprintf(field, sizeof field, "services[%zu].name", k - first);
+        else
+          snprintf(field, sizeof field, "name");
+        err_at_key(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name, all.v[j]->source);
+      }
+      pctx_done(&fc);
     }
     free(text);
     free(path);
     free(names[i]);
   }
   free(names);
+  nidx_free(&seen);
   if (errs->n == before) cfg_validate_clusters(all.v, all.n, all.clusters, all.nclusters, errs);
   if (errs->n != before) {
     spec_set_free(&all);
@@ -1192,53 +1442,65 @@ int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *
   return (int)(errs->n - before);
 }
 
-static long find_spec(struct spec *const *v, size_t n, const char *name) {
-  for (size_t i = 0; i < n; i++)
-    if (!strcmp(v[i]->name, name)) return (long)i;
-  return -1;
-}
+/*
+ * Depth-first search for cycles with an explicit stack (a chain of 100,000 dependencies
+ * must not overflow the C stack). Colours: 0 new, 1 on the stack, 2 done. On a back edge,
+ * report the cycle once.
+ */
+struct dfs_frame {
+  size_t node, next; /* the spec, and its next dependency to follow */
+};
 
-/* DFS colours: 0 new, 1 on the stack, 2 done. On a back edge, report the cycle once. */
-static int dfs(struct spec *const *v, size_t n, size_t i, int *colour, size_t *stack, size_t depth,
-               struct cfg_errors *errs) {
-  colour[i] = 1;
-  stack[depth] = i;
-  int found = 0;
-  for (size_t k = 0; k < v[i]->ndeps; k++) {
-    long j = find_spec(v, n, v[i]->deps[k].service);
+static void dfs(struct spec *const *v, const struct name_index *idx, size_t root, int *colour, struct dfs_frame *stack,
+                struct cfg_errors *errs) {
+  size_t depth = 0;
+  stack[depth++] = (struct dfs_frame){root, 0};
+  colour[root] = 1;
+  while (depth) {
+    struct dfs_frame *top = &stack[depth - 1];
+    const struct spec *s = v[top->node];
+    if (top->next == s->ndeps) {
+      colour[top->node] = 2;
+      depth--;
+      continue;
+    }
+    const struct dep_spec *d = &s->deps[top->next++];
+    long j = nidx_find(idx, d->service);
     if (j < 0) continue;
     if (colour[j] == 1) {
       struct buf path = {0};
       size_t from = 0;
-      while (stack[from] != (size_t)j) from++;
-      for (size_t m = from; m <= depth; m++) buf_printf(&path, "%s -> ", v[stack[m]]->name);
+      while (stack[from].node != (size_t)j) from++;
+      for (size_t m = from; m < depth; m++) buf_printf(&path, "%s -> ", v[stack[m].node]->name);
       buf_printf(&path, "%s", v[j]->name);
-      dep_error(errs, v[i], &v[i]->deps[k], "dependency cycle: %s", path.data);
+      dep_error(errs, s, d, "dependency cycle: %s", path.data);
       buf_free(&path);
-      found++;
     } else if (colour[j] == 0) {
-      found += dfs(v, n, (size_t)j, colour, stack, depth + 1, errs);
+      colour[j] = 1;
+      stack[depth++] = (struct dfs_frame){(size_t)j, 0};
     }
   }
-  colour[i] = 2;
-  return found;
 }
 
 int cfg_validate_deps(struct spec *const *v, size_t n, struct cfg_errors *errs) {
   size_t before = errs->n;
+  struct name_index idx = {0};
+  for (size_t i = 0; i < n; i++)
+    if (nidx_find(&idx, v[i]->name) < 0) nidx_put(&idx, v, i);
   for (size_t i = 0; i < n; i++)
     for (size_t k = 0; k < v[i]->ndeps; k++) {
       const struct dep_spec *d = &v[i]->deps[k];
       if (!strcmp(d->service, v[i]->name))
         dep_error(errs, v[i], d, "%s depends on itself", v[i]->name);
-      else if (find_spec(v, n, d->service) < 0)
+      else if (nidx_find(&idx, d->service) < 0)
         dep_error(errs, v[i], d, "%s depends on \"%s\", which is not defined", v[i]->name, d->service);
     }
-  int *colour = xcalloc(n, sizeof *colour);
-  size_t *stack = xcalloc(n + 1, sizeof *stack);
+  int *colour = xcalloc(n + 1, sizeof *colour);
+  struct dfs_frame *stack = xcalloc(n + 1, sizeof *stack);
   for (size_t i = 0; i < n; i++)
-    if (!colour[i]) dfs(v, n, i, colour, stack, 0, errs);
+    if (!colour[i]) dfs(v, &idx, i, colour, stack, errs);
   free(colour);
   free(stack);
+  nidx_free(&idx);
   return (int)(errs->n - before);
 }

@@ -438,8 +438,7 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
     if (!from_config(s) || s->removing) continue;
-    bool keep = false;
-    for (size_t i = 0; i < set.n && !keep; i++) keep = !strcmp(set.v[i]->name, s->spec->name);
+    bool keep = spec_set_find(&set, s->spec->name) >= 0; /* a hash: 10,000 services, not 10,000^2 */
     if (!keep) {
       json_array_append_new(removed, json_string(s->spec->name));
       service_remove(s);

@@ -182,12 +182,154 @@ static void test_slurm(void) {
       1, 100, "clusters[0].api_version", "v0.0.38");
 }
 
+/* Issue 11: every duration bounded, counts are integers, an argv has a program. */
+static void test_bounds(void) {
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"],\n \"stop\": {\"grace\": 1e300}}", 2, 20, "stop.grace",
+               "at most 365d (3.1536e+07 seconds)");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"start_timeout\": \"9000d\"}", 1, 50, "start_timeout",
+               "at most 365d");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"backoff\": {\"max\": 31536001}}", 1, 52, "backoff.max",
+               "at most 365d");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"check\": {\"type\": \"exec\", \"command\": [\"t\"], "
+               "\"interval\": \"100000h\"}}",
+               1, 89, "check.interval", "at most 365d");
+  expect_error(
+      "{\"clusters\": [{\"name\": \"c\", \"url\": \"http://x\", \"user\": \"u\", \"auth\": {\"token\": \"t\"}, "
+      "\"poll_interval\": 1e20}]}",
+      1, 102, "clusters[0].poll_interval", "at most 365d");
+  expect_error("{\"name\": \"a\", \"command\": [\"\"]}", 1, 27, "command[0]", "the program to run is empty");
+  expect_error("{\"name\": \"a\", \"command\": [\"\", \"-c\"]}", 1, 27, "command[0]", "empty");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"check\": {\"type\": \"exec\", \"command\": [\"\"]}}", 1, 71,
+               "check.command[0]", "empty");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"log\": {\"keep\": 1.5}}", 1, 49, "log.keep",
+               "expected an integer from 0 to 100");
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"], \"check\": {\"type\": \"exec\", \"command\": [\"t\"], "
+               "\"failure_threshold\": 2.5}}",
+               1, 98, "check.failure_threshold", "integer");
+
+  /* The largest duration is accepted, and so are the documented forms. */
+  struct spec_set set = {0};
+  struct cfg_errors e = parse("{\"name\": \"a\", \"command\": [\"x\"], \"stop\": {\"grace\": 31536000},"
+                              " \"start_timeout\": \"365d\", \"log\": {\"keep\": 100}}",
+                              &set);
+  CHECK(e.n == 0 && set.n == 1 && set.v[0]->stop_grace == CFG_DURATION_MAX && set.v[0]->log_keep == 100,
+        "365 days is the longest duration (%zu errors)", e.n);
+  cfg_errors_free(&e);
+  spec_set_free(&set);
+}
+
+/* ready_after 0 + reset_after 0 would let `false` reset its own backoff at every restart. */
+static void test_reset_after_floor(void) {
+  struct {
+    const char *text;
+    double want;
+  } cases[] = {
+      {"{\"name\": \"a\", \"command\": [\"false\"], \"ready_after\": 0, \"backoff\": {\"initial\": 0, \"reset_after\": "
+       "0}}",
+       1.0},
+      {"{\"name\": \"a\", \"command\": [\"false\"], \"ready_after\": \"400ms\", \"backoff\": {\"reset_after\": 0}}",
+       0.6},
+      {"{\"name\": \"a\", \"command\": [\"x\"], \"backoff\": {\"reset_after\": \"500ms\"}, \"check\": {\"type\": "
+       "\"exec\", \"command\": [\"t\"]}}",
+       1.0},
+      {"{\"name\": \"a\", \"command\": [\"x\"], \"ready_after\": 0, \"backoff\": {\"reset_after\": \"2s\"}}", 2.0},
+      {"{\"name\": \"a\", \"command\": [\"x\"], \"ready_after\": \"5s\", \"backoff\": {\"reset_after\": 0}}", 0.0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct spec_set set = {0};
+    struct cfg_errors e = parse(cases[i].text, &set);
+    CHECK(e.n == 0 && set.n == 1, "case %zu parses", i);
+    if (set.n == 1) {
+      struct svc_policy p;
+      spec_policy(set.v[0], &p);
+      CHECK(p.backoff.reset_after > cases[i].want - 1e-9 && p.backoff.reset_after < cases[i].want + 1e-9,
+            "case %zu: reset_after %g, want %g", i, p.backoff.reset_after, cases[i].want);
+    }
+    cfg_errors_free(&e);
+    spec_set_free(&set);
+  }
+}
+
+/* Positions of keys written with escapes, and of values deep in a document. */
+static void test_positions(void) {
+  expect_error("{\"name\": \"a\", \"command\": [\"x\"],\n \"env\": {\"OK\": \"1\", \"A\\u003dB\": \"x\"}}", 2, 33,
+               "env.A=B", "not a valid environment variable name");
+  expect_error("{\"services\": [{\"name\": \"a\", \"command\": [\"x\"]}, {\"name\": \"b\", \"command\": [\"x\"],\n"
+               " \"check\": {\"type\": \"http\", \"url\": \"http://x\", \"headers\": {\"X-\\u00e9\": 1}}}]}",
+               2, 71, "services[1].check.headers.X-\xc3\xa9", "header value");
+  int line, col;
+  const char *t = "[1, {\"a\": [0, {\"b\": true}]}, \"x\"]";
+  CHECK(jpos_find(t, strlen(t), "[1].a[1].b", false, &line, &col) == 0 && line == 1 && col == 21, "deep value %d:%d",
+        line, col);
+  CHECK(jpos_find(t, strlen(t), "[1].a[1].b", true, &line, &col) == 0 && col == 16, "deep key %d:%d", line, col);
+  CHECK(jpos_find(t, strlen(t), "[1].a[7]", false, &line, &col) < 0 && col == 11, "missing: its parent, %d:%d", line,
+        col);
+  CHECK(jpos_find(t, strlen(t), "[2]", false, &line, &col) == 0 && col == 30, "after a nested value %d:%d", line, col);
+}
+
+/* A config of n services in one chain of depends_on (service i depends on i-1), plus extra. */
+static char *chain_text(size_t n, const char *extra_dep) {
+  struct buf b = {0};
+  buf_lit(&b, "{\"services\": [\n");
+  for (size_t i = 0; i < n; i++) {
+    buf_printf(&b, "  {\"name\": \"s%zu\", \"command\": [\"sleep\", \"1\"], \"ready_after\": 0", i);
+    if (i || extra_dep) buf_lit(&b, ", \"depends_on\": [");
+    if (i) buf_printf(&b, "\"s%zu\"", i - 1);
+    if (!i && extra_dep) buf_printf(&b, "\"%s\"", extra_dep);
+    if (i || extra_dep) buf_lit(&b, "]");
+    buf_printf(&b, "}%s\n", i + 1 < n ? "," : "");
+  }
+  buf_lit(&b, "]}\n");
+  return b.data;
+}
+
+/* Issue 11: loading was quadratic in depends_on (10,000 services: 13.8 s; 20,000 would take
+ * about a minute). A 20,000-service chain loads in a fraction of a second now; the 5 s bound
+ * leaves room for sanitizer builds on a busy machine. The cycle search (once recursive) goes
+ * 20,000 deep and still names the cycle. */
+static void test_linear_load(void) {
+  size_t n = 20000;
+  char *text = chain_text(n, "s19999"); /* s0 depends on the last: one cycle through all */
+  struct spec_set set = {0};
+  struct cfg_errors e = {0};
+  double t0 = now_mono();
+  cfg_parse_text("big.json", text, strlen(text), &set, &e);
+  double parsed = now_mono() - t0;
+  CHECK(e.n == 0 && set.n == n, "%zu services parse (%zu errors)", n, e.n);
+  if (set.n == n) {
+    CHECK(set.v[n - 1]->deps[0].line == (int)n + 1 && set.v[n - 1]->deps[0].col > 1, "the last dependency at %d:%d",
+          set.v[n - 1]->deps[0].line, set.v[n - 1]->deps[0].col);
+    cfg_validate_deps(set.v, set.n, &e);
+    CHECK(e.n == 1 && strstr(e.v[0].msg, "dependency cycle: s0 -> s19999 -> s19998") && e.v[0].line == 3,
+          "the cycle is named: %.80s at %d", e.n ? e.v[0].msg : "", e.n ? e.v[0].line : 0);
+  }
+  if (set.n == n) {
+    CHECK(spec_set_find(&set, "s0") == 0 && spec_set_find(&set, "s19999") == (long)n - 1 &&
+              spec_set_find(&set, "s20000") < 0,
+          "spec_set_find by name");
+    const char *late = "{\"name\": \"late\", \"command\": [\"x\"]}";
+    struct cfg_errors e2 = {0};
+    cfg_parse_text("more.json", late, strlen(late), &set, &e2);
+    CHECK(e2.n == 0 && spec_set_find(&set, "late") == (long)n, "spec_set_find sees a spec added later");
+    cfg_errors_free(&e2);
+  }
+  double total = now_mono() - t0;
+  CHECK(total < 5.0, "%zu chained services load and validate in %.3fs (parse %.3fs)", n, total, parsed);
+  cfg_errors_free(&e);
+  spec_set_free(&set);
+  free(text);
+}
+
 int main(void) {
   test_errors();
   test_all_errors_listed();
   test_values();
   test_scalars();
   test_slurm();
+  test_bounds();
+  test_reset_after_floor();
+  test_positions();
+  test_linear_load();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
 }
