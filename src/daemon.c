@@ -137,6 +137,8 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->sig_term, on_close_noop);
   uv_close((uv_handle_t *)&d->sig_int, on_close_noop);
   uv_close((uv_handle_t *)&d->sig_hup, on_close_noop);
+  uv_close((uv_handle_t *)&d->sig_chld, on_close_noop);
+  uv_close((uv_handle_t *)&d->reap_check, on_close_noop);
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
   while (!list_empty(&d->delayed)) {
@@ -516,6 +518,8 @@ static int lock_state_dir(struct daemon *d) {
   return 0;
 }
 
+static void on_sigchld(uv_signal_t *h, int sig) { proc_reap(h->data); }
+
 static void report_handle(uv_handle_t *h, void *arg) {
   log_error("leaked handle: %s%s", uv_handle_type_name(uv_handle_get_type(h)), uv_is_closing(h) ? " (closing)" : "");
 }
@@ -674,6 +678,11 @@ int daemon_run(const struct daemon_opts *o) {
   uv_signal_start(&d->sig_term, on_signal, SIGTERM);
   uv_signal_start(&d->sig_int, on_signal, SIGINT);
   uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+  uv_signal_init(d->loop, &d->sig_chld);
+  d->sig_chld.data = d;
+  uv_signal_start(&d->sig_chld, on_sigchld, SIGCHLD);
+  uv_check_init(d->loop, &d->reap_check);
+  d->reap_check.data = d;
   check_global_init(d);
   /* This state dir's identity, in every Slurm job's tag: a restarted daemon finds its jobs
    * by it, and another herd's jobs (another state dir) are never taken for ours. */
@@ -785,6 +794,7 @@ int daemon_run(const struct daemon_opts *o) {
   free(d->cg_root);
   ident_free(&d->found);
   free(d->htab);
+  free(d->kids);
   free(d->state_dir);
   free(d->log_dir);
   free(d->run_dir);

@@ -27,16 +27,22 @@
 
 extern char **environ;
 
-/* An instance's process: our child (a uv_process_t), or a process re-adopted from an
- * earlier daemon, which is not our child and is watched through a pidfd (or, where the
- * kernel has none, a polling timer). */
+/* An instance's process:
+ *  - our child started on a spawner thread: no handle and no descriptor, found in the
+ *    daemon's table of children when SIGCHLD says one has ended (proc_reap);
+ *  - our child started by uv_spawn (kernels without pidfd): a uv_process_t;
+ *  - a process re-adopted from an earlier daemon, not our child: a pidfd (or, where the
+ *    kernel has none, a polling timer). */
+enum proc_kind { PROC_REAPED, PROC_UV, PROC_PIDFD, PROC_TIMER };
+
 struct proc {
   struct service *s;
   int pid;
+  enum proc_kind kind;
   bool adopted;
-  bool reap; /* our child (child.c), watched by pidfd: we reap it with waitpid */
   int pidfd;
   uint64_t starttime;
+  struct proc *knext; /* PROC_REAPED: next in the daemon's table of children */
   union {
     uv_process_t child;
     uv_poll_t poll;
@@ -53,11 +59,57 @@ static void on_proc_close(uv_handle_t *h) {
   daemon_check_idle(s->d);
 }
 
+/* ---- the daemon's children, by pid ---- */
+
+static struct proc **kid_slot(struct daemon *d, int pid) {
+  struct proc **pp = &d->kids[(unsigned)pid & (d->kcap - 1)];
+  while (*pp && (*pp)->pid != pid) pp = &(*pp)->knext;
+  return pp;
+}
+
+static void kid_add(struct daemon *d, struct proc *p) {
+  if (d->nkids + 1 > d->kcap) { /* rehash into twice the buckets */
+    size_t ncap = d->kcap ? d->kcap * 2 : 256;
+    struct proc **nt = xcalloc(ncap, sizeof *nt);
+    for (size_t i = 0; i < d->kcap; i++)
+      for (struct proc *x = d->kids[i], *next; x; x = next) {
+        next = x->knext;
+        x->knext = nt[(unsigned)x->pid & (ncap - 1)];
+        nt[(unsigned)x->pid & (ncap - 1)] = x;
+      }
+    free(d->kids);
+    d->kids = nt;
+    d->kcap = ncap;
+  }
+  struct proc **pp = &d->kids[(unsigned)p->pid & (d->kcap - 1)];
+  p->knext = *pp;
+  *pp = p;
+  d->nkids++;
+}
+
+static void kid_del(struct daemon *d, struct proc *p) {
+  if (!d->kcap) return;
+  struct proc **pp = kid_slot(d, p->pid);
+  if (*pp != p) return;
+  *pp = p->knext;
+  d->nkids--;
+}
+
+/* Stop watching (the process is gone, or the daemon lets it run on). */
+static void proc_drop(struct proc *p) {
+  if (p->kind == PROC_REAPED) {
+    kid_del(p->s->d, p);
+    free(p);
+  } else {
+    uv_close((uv_handle_t *)&p->h, on_proc_close);
+  }
+}
+
 /* The instance's leader is gone (code -1: status unknown). */
 static void instance_gone(struct proc *p, int code, int term_signal, const char *msg) {
   struct service *s = p->s;
   int pid = p->pid;
-  uv_close((uv_handle_t *)&p->h, on_proc_close);
+  proc_drop(p);
   if (s->proc != p) return; /* an instance we already gave up on */
   s->proc = NULL;
   s->pid = 0;
@@ -159,22 +211,67 @@ bool proc_identity(int pid, uint64_t starttime, const char *cmdline, char *why, 
 }
 
 static void on_pidfd(uv_poll_t *h, int status, int events) {
-  struct proc *p = h->data;
-  if (!p->reap) {
-    uv_poll_stop(h);
-    instance_gone(p, -1, 0, "exited (status unknown, adopted)");
-    return;
-  }
-  int st;
-  pid_t r = waitpid(p->pid, &st, WNOHANG);
-  if (r == 0) return; /* not yet: keep watching */
   uv_poll_stop(h);
-  if (r < 0)
-    instance_gone(p, -1, 0, "exited (status unknown: already reaped)");
-  else if (WIFSIGNALED(st))
+  instance_gone(h->data, -1, 0, "exited (status unknown, adopted)");
+}
+
+/* Reap what has ended of our own children. waitid(WNOWAIT) names an ended child without
+ * reaping it: ours are reaped and handled one by one, at the cost of the ones that ended;
+ * a child of libuv's (exec checks, token commands) is left to libuv, which reaps it in
+ * this same loop turn, so a second look is taken at the end of the turn; only if that
+ * child is still first in line are all of ours asked one by one. */
+static void reap_scan(struct daemon *d);
+
+static void on_reap_again(uv_check_t *h) {
+  struct daemon *d = h->data;
+  uv_check_stop(h);
+  d->reap_retry = false;
+  proc_reap(d);
+  if (d->reap_stuck) {
+    d->reap_stuck = false;
+    reap_scan(d);
+  }
+}
+
+static void reaped(struct proc *p, int st) {
+  if (WIFSIGNALED(st))
     instance_gone(p, -1, WTERMSIG(st), NULL);
   else
     instance_gone(p, WEXITSTATUS(st), 0, NULL);
+}
+
+void proc_reap(struct daemon *d) {
+  for (;;) {
+    siginfo_t si;
+    si.si_pid = 0;
+    if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0) return;
+    struct proc **pp = d->kcap ? kid_slot(d, si.si_pid) : NULL;
+    if (!pp || !*pp) {
+      if (d->reap_retry) {
+        d->reap_stuck = true; /* the same kind of stranger twice in one turn */
+      } else {
+        d->reap_retry = true;
+        uv_check_start(&d->reap_check, on_reap_again);
+      }
+      return;
+    }
+    int st;
+    if (waitpid(si.si_pid, &st, WNOHANG) != si.si_pid) return;
+    reaped(*pp, st);
+  }
+}
+
+static void reap_scan(struct daemon *d) {
+  for (size_t i = 0; i < d->kcap; i++)
+    for (struct proc *x = d->kids[i], *next; x; x = next) {
+      next = x->knext;
+      int st;
+      if (waitpid(x->pid, &st, WNOHANG) == x->pid) {
+        reaped(x, st);  /* frees x; the table may change, but not next's bucket chain past x */
+        i = (size_t)-1; /* start over: handling it may have started other children */
+        break;
+      }
+    }
 }
 
 /* Does this kernel give pidfds? Asked once. */
@@ -202,16 +299,16 @@ void proc_release(struct service *s) {
   s->proc = NULL;
   s->pid = 0;
   /* Closing a process handle stops watching it; the process itself runs on. */
-  uv_close((uv_handle_t *)&p->h, on_proc_close);
+  proc_drop(p);
 }
 
-/* Watch pid through its pidfd (readable when the process exits, child or not); reap:
- * it is our child, to be reaped with waitpid. The handle counts in the service's. */
-static struct proc *watch_pidfd(struct service *s, int pid, int pidfd, bool reap) {
+/* Watch an adopted pid through its pidfd (readable when the process exits, child or not).
+ * The handle counts in the service's. */
+static struct proc *watch_pidfd(struct service *s, int pid, int pidfd) {
   struct proc *p = xcalloc(1, sizeof *p);
   p->s = s;
   p->pid = pid;
-  p->reap = reap;
+  p->kind = PROC_PIDFD;
   p->pidfd = pidfd;
   uv_poll_init(s->d->loop, &p->h.poll, pidfd);
   p->h.poll.data = p;
@@ -220,16 +317,28 @@ static struct proc *watch_pidfd(struct service *s, int pid, int pidfd, bool reap
   return p;
 }
 
+/* Our own child, started on a spawner thread: into the table of children, no descriptor. */
+static struct proc *watch_child(struct service *s, int pid) {
+  struct proc *p = xcalloc(1, sizeof *p);
+  p->s = s;
+  p->pid = pid;
+  p->kind = PROC_REAPED;
+  p->pidfd = -1;
+  kid_add(s->d, p);
+  return p;
+}
+
 int proc_adopt(struct service *s, int pid, uint64_t starttime) {
   struct proc *p;
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd >= 0) {
-    p = watch_pidfd(s, pid, pidfd, false);
+    p = watch_pidfd(s, pid, pidfd);
   } else {
     p = xcalloc(1, sizeof *p);
     p->s = s;
     p->pid = pid;
     p->pidfd = -1;
+    p->kind = PROC_TIMER;
     /* No pidfd (a kernel before 5.3): look twice a second. */
     uv_timer_init(s->d->loop, &p->h.timer);
     p->h.timer.data = p;
@@ -425,15 +534,6 @@ static void spawn_work(struct spawner_job *j) {
   r->starttime = proc_starttime(r->pid);
 }
 
-struct reap_job {
-  struct spawner_job job;
-  int pid;
-};
-
-static void reap_work(struct spawner_job *j) { waitpid(container_of(j, struct reap_job, job)->pid, NULL, 0); }
-
-static void reap_done(struct spawner_job *j, bool cancelled) { free(container_of(j, struct reap_job, job)); }
-
 static void spawn_done(struct spawner_job *j, bool cancelled) {
   struct spawn_req *r = container_of(j, struct spawn_req, job);
   struct service *s = r->s;
@@ -441,22 +541,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
   s->spawning = NULL;
   s->nhandles--;
   bool closing = uv_is_closing((uv_handle_t *)&s->timer);
-  int pidfd = -1;
-  if (r->pid > 0 && !closing) {
-    pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
-    if (pidfd < 0) {
-      /* Out of descriptors: a process we cannot watch must not run. A spawner thread
-       * waits for it to go (waitpid would block the loop). */
-      int e = errno;
-      kill(-r->pid, SIGKILL);
-      struct reap_job *rj = xcalloc(1, sizeof *rj);
-      rj->pid = r->pid;
-      rj->job.work = reap_work;
-      rj->job.done = reap_done;
-      spawner_submit(s->d->spawner, &rj->job);
-      r->pid = uv_translate_sys_error(e);
-    }
-  }
+  struct proc *p = NULL;
   if (r->pid < 0) {
     logpipe_detach(s);
     s->pending_sig = 0;
@@ -472,7 +557,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     if (s->pending_sig) kill(-r->pid, s->pending_sig);
     daemon_check_idle(s->d);
   } else {
-    proc_started(s, watch_pidfd(s, r->pid, pidfd, true), r->starttime);
+    proc_started(s, p = watch_child(s, r->pid), r->starttime);
     if (r->cg_err) logpipe_note(s, "pid %d is not in cgroup %s: %s", r->pid, r->cg, strerror(r->cg_err));
     /* What the state machine asked for while the spawn ran, in order: a stop signal, the
      * checks, its deadline (never "up for ready_after" before the process existed). */
@@ -490,6 +575,9 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
       s->deadline_due = false;
       service_event(s, EV_DEADLINE, 0, 0, NULL);
     }
+    /* It may have ended before it was in the table: its SIGCHLD found no owner then. */
+    int st;
+    if (s->proc == p && waitpid(p->pid, &st, WNOHANG) == p->pid) reaped(p, st);
   }
   strv_free(r->args);
   env_free(r->env, r->nborrowed);

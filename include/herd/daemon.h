@@ -10,9 +10,10 @@
 
 #include <uv.h>
 
-/* Descriptors the daemon holds per running local service: the log FIFO's reader and a
- * pidfd (none for a service that is not running; log files are a shared cache). */
-#define HERD_FDS_PER_SERVICE 2
+/* Descriptors the daemon holds per running local service: the log FIFO's reader (a
+ * re-adopted instance adds a pidfd; none for a service that is not running; log files are
+ * a shared cache). */
+#define HERD_FDS_PER_SERVICE 1
 
 struct daemon_opts {
   const char *config_dir; /* NULL: no config files, only services added over the API */
@@ -77,6 +78,11 @@ struct daemon {
   struct ident_scan found; /* start-up: processes carrying this herd's identity (ident.h) */
   struct list logfds;      /* services whose log file is open, least recently written first */
   size_t nlogfds;
+  struct proc **kids; /* our children started on spawner threads, by pid (proc.c) */
+  size_t kcap, nkids;
+  uv_signal_t sig_chld;  /* SIGCHLD: proc_reap */
+  uv_check_t reap_check; /* a second look at the end of the turn (proc.c) */
+  bool reap_retry, reap_stuck;
 };
 
 struct proc;      /* one spawned instance's process handle (proc.c) */
@@ -198,6 +204,8 @@ void daemon_leave(struct daemon *d);
 /* proc.c: the local backend */
 /** Spawn the service's instance. On failure fills err and returns a negative UV_E* code. */
 int proc_spawn(struct service *s, char *err, size_t errlen);
+/** Reap the children of ours that have ended and end their instances (on SIGCHLD). */
+void proc_reap(struct daemon *d);
 /** Send sig to the instance's process group. */
 void proc_signal(struct service *s, int sig);
 /** Stop watching the instance's process without touching it (the daemon leaves it running). */
