@@ -139,6 +139,7 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->sig_hup, on_close_noop);
   uv_close((uv_handle_t *)&d->sig_chld, on_close_noop);
   uv_close((uv_handle_t *)&d->reap_check, on_close_noop);
+  uv_close((uv_handle_t *)&d->poll_timer, on_close_noop);
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
   while (!list_empty(&d->delayed)) {
@@ -577,6 +578,7 @@ int daemon_run(const struct daemon_opts *o) {
   list_init(&d->clusters);
   list_init(&d->delayed);
   list_init(&d->logfds);
+  list_init(&d->polled);
   d->start_mono = now_mono();
   d->start_wall = now_wall();
   d->seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(d->start_wall * 1e6);
@@ -683,6 +685,8 @@ int daemon_run(const struct daemon_opts *o) {
   uv_signal_start(&d->sig_chld, on_sigchld, SIGCHLD);
   uv_check_init(d->loop, &d->reap_check);
   d->reap_check.data = d;
+  uv_timer_init(d->loop, &d->poll_timer);
+  d->poll_timer.data = d;
   check_global_init(d);
   /* This state dir's identity, in every Slurm job's tag: a restarted daemon finds its jobs
    * by it, and another herd's jobs (another state dir) are never taken for ours. */

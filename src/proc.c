@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
@@ -31,9 +32,10 @@ extern char **environ;
  *  - our child started on a spawner thread: no handle and no descriptor, found in the
  *    daemon's table of children when SIGCHLD says one has ended (proc_reap);
  *  - our child started by uv_spawn (kernels without pidfd): a uv_process_t;
- *  - a process re-adopted from an earlier daemon, not our child: a pidfd (or, where the
- *    kernel has none, a polling timer). */
-enum proc_kind { PROC_REAPED, PROC_UV, PROC_PIDFD, PROC_TIMER };
+ *  - a process re-adopted from an earlier daemon, not our child: a pidfd while pidfds
+ *    stay under their budget (proc_pidfd_budget), else one shared polling timer for all
+ *    (also where the kernel has no pidfd). */
+enum proc_kind { PROC_REAPED, PROC_UV, PROC_PIDFD, PROC_POLLED };
 
 struct proc {
   struct service *s;
@@ -43,6 +45,7 @@ struct proc {
   int pidfd;
   uint64_t starttime;
   struct proc *knext; /* PROC_REAPED: next in the daemon's table of children */
+  struct list plink;  /* PROC_POLLED: in the daemon's polled list */
   union {
     uv_process_t child;
     uv_poll_t poll;
@@ -53,7 +56,10 @@ struct proc {
 static void on_proc_close(uv_handle_t *h) {
   struct proc *p = h->data;
   struct service *s = p->s;
-  if (p->pidfd >= 0) close(p->pidfd);
+  if (p->pidfd >= 0) {
+    close(p->pidfd);
+    s->d->npidfds--;
+  }
   free(p);
   s->nhandles--;
   daemon_check_idle(s->d);
@@ -97,8 +103,11 @@ static void kid_del(struct daemon *d, struct proc *p) {
 
 /* Stop watching (the process is gone, or the daemon lets it run on). */
 static void proc_drop(struct proc *p) {
-  if (p->kind == PROC_REAPED) {
-    kid_del(p->s->d, p);
+  if (p->kind == PROC_REAPED || p->kind == PROC_POLLED) {
+    if (p->kind == PROC_REAPED)
+      kid_del(p->s->d, p);
+    else
+      list_del(&p->plink);
     free(p);
   } else {
     uv_close((uv_handle_t *)&p->h, on_proc_close);
@@ -171,12 +180,6 @@ static char proc_stat(int pid, uint64_t *starttime) {
   for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
   if (p) *starttime = strtoull(p + 1, NULL, 10);
   return state;
-}
-
-static bool alive_as(int pid, uint64_t starttime) {
-  uint64_t st;
-  char state = proc_stat(pid, &st);
-  return state && state != 'Z' && state != 'X' && st == starttime;
 }
 
 bool proc_identity(int pid, uint64_t starttime, const char *cmdline, char *why, size_t len) {
@@ -285,11 +288,35 @@ static bool have_pidfd(void) {
   return known;
 }
 
-static void on_adopt_timer(uv_timer_t *t) {
-  struct proc *p = t->data;
-  if (alive_as(p->pid, p->starttime)) return; /* still running */
-  uv_timer_stop(t);
-  instance_gone(p, -1, 0, "exited (status unknown, adopted)");
+/* Re-adopted processes without a pidfd, all looked at once a second (kill 0: no descriptor,
+ * no /proc read). A pid taken by another process within that second would be missed:
+ * with pid_max at 4 million, a wrap that fast is not a real risk. */
+#define POLL_MS 1000
+
+size_t proc_pidfd_budget(void) {
+  /* Half the descriptor limit, less a reserve: the other half is for the running
+   * services' log readers, checks and clients. Past it, re-adopted processes are polled. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) return 1u << 20;
+  size_t half = (size_t)rl.rlim_cur / 2;
+  return half > 1024 ? half - 1024 : 0;
+}
+
+static void on_poll_timer(uv_timer_t *t) {
+  struct daemon *d = t->data;
+  struct list dead, *pos, *tmp;
+  list_init(&dead);
+  list_for_each_safe(pos, tmp, &d->polled) {
+    struct proc *p = container_of(pos, struct proc, plink);
+    if (kill(p->pid, 0) < 0 && errno == ESRCH) {
+      list_del(&p->plink);
+      list_add_tail(&dead, &p->plink);
+    }
+  }
+  /* One at a time from a list of their own: ending one may let go of another. */
+  while (!list_empty(&dead))
+    instance_gone(container_of(dead.next, struct proc, plink), -1, 0, "exited (status unknown, adopted)");
+  if (list_empty(&d->polled)) uv_timer_stop(t);
 }
 
 void proc_release(struct service *s) {
@@ -329,21 +356,20 @@ static struct proc *watch_child(struct service *s, int pid) {
 }
 
 int proc_adopt(struct service *s, int pid, uint64_t starttime) {
+  struct daemon *d = s->d;
   struct proc *p;
-  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  int pidfd = d->npidfds < proc_pidfd_budget() ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
   if (pidfd >= 0) {
+    d->npidfds++;
     p = watch_pidfd(s, pid, pidfd);
   } else {
     p = xcalloc(1, sizeof *p);
     p->s = s;
     p->pid = pid;
     p->pidfd = -1;
-    p->kind = PROC_TIMER;
-    /* No pidfd (a kernel before 5.3): look twice a second. */
-    uv_timer_init(s->d->loop, &p->h.timer);
-    p->h.timer.data = p;
-    uv_timer_start(&p->h.timer, on_adopt_timer, 500, 500);
-    s->nhandles++;
+    p->kind = PROC_POLLED;
+    list_add_tail(&d->polled, &p->plink);
+    if (!uv_is_active((uv_handle_t *)&d->poll_timer)) uv_timer_start(&d->poll_timer, on_poll_timer, POLL_MS, POLL_MS);
   }
   p->adopted = true;
   p->starttime = starttime;

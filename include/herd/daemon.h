@@ -83,6 +83,9 @@ struct daemon {
   uv_signal_t sig_chld;  /* SIGCHLD: proc_reap */
   uv_check_t reap_check; /* a second look at the end of the turn (proc.c) */
   bool reap_retry, reap_stuck;
+  size_t npidfds;     /* pidfds held for re-adopted instances */
+  struct list polled; /* re-adopted instances past the pidfd budget, polled (proc.c) */
+  uv_timer_t poll_timer;
 };
 
 struct proc;      /* one spawned instance's process handle (proc.c) */
@@ -204,6 +207,8 @@ void daemon_leave(struct daemon *d);
 /* proc.c: the local backend */
 /** Spawn the service's instance. On failure fills err and returns a negative UV_E* code. */
 int proc_spawn(struct service *s, char *err, size_t errlen);
+/** How many pidfds re-adopted instances may hold (half the descriptor limit, less 1,024). */
+size_t proc_pidfd_budget(void);
 /** Reap the children of ours that have ended and end their instances (on SIGCHLD). */
 void proc_reap(struct daemon *d);
 /** Send sig to the instance's process group. */

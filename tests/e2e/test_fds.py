@@ -3,8 +3,9 @@ log FIFO's reader; its exit comes by SIGCHLD, not a pidfd), none for a service t
 not run, and the log files in a small shared cache. This is what lets one daemon run
 10,000 services under a 20,000-descriptor limit."""
 import os
+import subprocess
 
-from harness import Daemon, SanitizedSuiteTest, fd_count, main, wait_until
+from harness import HERD_BIN, Daemon, SanitizedSuiteTest, fd_count, main, wait_until
 
 N = 200
 LOG_FD_CACHE = 64  # logpipe.c
@@ -54,6 +55,50 @@ class Fds(SanitizedSuiteTest):
         os.kill(pid, 9)
         wait_until(lambda: (lambda s: s["state"] == "HEALTHY" and s["pid"] not in (None, pid))(self.d.service("f007")),
                    timeout=10, what="f007 restarted after kill -9")
+
+
+def pidfds(pid):
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "anon_inode:[pidfd]"
+        except OSError:
+            pass
+    return n
+
+
+class Adopted(SanitizedSuiteTest):
+    """A re-adopted process is not herd's child: a pidfd watches it while pidfds stay within
+    half the descriptor limit (less 1,024); past that, one shared timer polls them all."""
+
+    def start_limited(self, nofile):
+        self.d.logf = open(self.d.log_path, "ab")
+        cmd = ["prlimit", "--nofile=%d:%d" % (nofile, nofile), HERD_BIN, "daemon", "--config", self.d.confdir,
+               "--state-dir", self.d.state, "--log-level", "debug"]
+        self.d.proc = subprocess.Popen(cmd, stdout=self.d.logf, stderr=subprocess.STDOUT, env=self.d.env)
+        self.d.wait_socket()
+
+    def test_pidfds_within_budget_then_polling(self):
+        n = 20
+        self.d.write_config(specs(n))
+        self.d.start()
+        wait_until(lambda: all(s["state"] == "HEALTHY" for s in self.d.services().values()), timeout=30,
+                   what="all HEALTHY")
+        self.assertEqual(pidfds(self.d.proc.pid), 0, "its own children need no pidfd")
+        before = {k: v["pid"] for k, v in self.d.services().items()}
+        self.d.kill9()
+        self.d.start()
+        self.assertEqual({k: v["pid"] for k, v in self.d.services().items()}, before, "all re-adopted")
+        self.assertEqual(pidfds(self.d.proc.pid), n, "re-adopted: one pidfd each (within budget)")
+        self.d.kill9()
+        # A limit of 2,048: the budget is 0, every re-adopted process is polled.
+        self.start_limited(2048)
+        self.assertEqual({k: v["pid"] for k, v in self.d.services().items()}, before, "all re-adopted")
+        self.assertEqual(pidfds(self.d.proc.pid), 0, "past the budget: no pidfd")
+        os.kill(before["f003"], 9)
+        s = wait_until(lambda: (lambda x: x if x["state"] == "HEALTHY" and x["pid"] not in (None, before["f003"])
+                                else None)(self.d.service("f003")), timeout=10, what="f003 seen dead and restarted")
+        self.assertIn("exited (status unknown, adopted)", str(self.d.events(service="f003")))
 
 
 if __name__ == "__main__":
