@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -209,11 +210,33 @@ int logpipe_open(struct service *s, char *err, size_t errlen) {
   return 0;
 }
 
+/* Descriptors kept back from the services' readers, for what must always work: the
+ * control socket's clients, the store, log files, checks. */
+#define FD_RESERVE 256
+
 int logpipe_attach(struct service *s) {
   if (s->reader) return 0;
-  /* Read-write: we are a writer too, so the reader never sees EOF between writers. */
-  int fd = open(s->fifo_path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return -errno;
+  static rlim_t limit;
+  if (!limit) {
+    struct rlimit rl;
+    limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : (1u << 20);
+  }
+  /* Read-write: we are a writer too, so the reader never sees EOF between writers. Descriptors
+   * are handed out lowest first: one this high means the reserve is all that is left. The
+   * cached log files go first (a cache); if that is not enough the start waits (the caller
+   * puts it off) and the daemon keeps answering. */
+  int fd = -1;
+  for (int try = 0; try < 2; try++) {
+    fd = open(s->fifo_path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0 && (rlim_t)fd + FD_RESERVE < limit) break;
+    int e = fd < 0 ? errno : EMFILE;
+    if (fd >= 0) close(fd);
+    fd = -1;
+    if (e != EMFILE && e != ENFILE) return uv_translate_sys_error(e);
+    if (try == 0)
+      while (!list_empty(&s->d->logfds)) log_fd_close(container_of(s->d->logfds.next, struct service, logfd_link));
+  }
+  if (fd < 0) return UV_EMFILE;
   fcntl(fd, F_SETPIPE_SZ, FIFO_SIZE); /* best effort: fewer blocked writers while herd is down */
   struct logreader *r = xcalloc(1, sizeof *r);
   r->s = s;

@@ -491,7 +491,11 @@ static void spawn_failed(struct service *s, const char *argv0, int rc, const cha
   else
     snprintf(err, sizeof err, "cannot start %s: %s", argv0, uv_strerror(rc));
   logpipe_note(s, "%s", err);
-  service_event(s, EV_SPAWN_FAILED, -1, 0, err); /* records code -1: the instance is alive in the machine */
+  if (rc == UV_EMFILE || rc == UV_ENFILE) { /* the daemon's lack, not the service's */
+    store_instance_end(s->d->store, s->instance, "PENDING", 0, 0, err, now_wall());
+    service_event(s, EV_DEFERRED, 0, 0, err);
+  } else
+    service_event(s, EV_SPAWN_FAILED, -1, 0, err); /* records code -1: the instance is alive in the machine */
 }
 
 /* A spawn on a spawner thread (spawner.c): the result comes back to the loop in spawn_done. */
@@ -624,6 +628,23 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     logpipe_note(s, "%s", err);
     return prc;
   }
+  /* The reader of its output first: the one descriptor a running instance costs. Out of
+   * descriptors, nothing has begun: the start is put off (EV_DEFERRED), not failed. */
+  int lrc = logpipe_attach(s);
+  if (lrc < 0) {
+    if (lrc == UV_EMFILE || lrc == UV_ENFILE) {
+      struct rlimit rl = {0};
+      getrlimit(RLIMIT_NOFILE, &rl);
+      snprintf(err, errlen,
+               "waiting for a file descriptor: herd is at its limit (RLIMIT_NOFILE %llu); trying again in 1s",
+               (unsigned long long)rl.rlim_cur);
+    } else {
+      snprintf(err, errlen, "cannot read the log FIFO %s: %s", s->fifo_path, uv_strerror(lrc));
+      s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, now_wall(), NULL, 0);
+    }
+    logpipe_note(s, "%s", err);
+    return lrc;
+  }
   /* Environment: herd's own, then the spec's, then herd's identity variables. Entries of
    * herd's own environment are borrowed (the daemon never changes it); the rest are owned
    * by the arrays, from env[nborrowed] on: a spawn on a spawner thread outlives this call. */
@@ -665,14 +686,6 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     env[k++] = xasprintf("HERD_PORT=%d", s->port);
   }
   const char *cwd = sp->cwd ? sp->cwd : d->state_dir;
-  int lrc = logpipe_attach(s);
-  if (lrc < 0) {
-    snprintf(err, errlen, "cannot read the log FIFO %s: %s", s->fifo_path, uv_strerror(lrc));
-    logpipe_note(s, "%s", err);
-    strv_free(args);
-    env_free(env, nborrowed);
-    return lrc;
-  }
 
   if (have_pidfd() && d->spawner) {
     /* The fast path; uv_spawn stays for kernels without pidfd. */

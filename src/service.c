@@ -70,7 +70,15 @@ static void on_timer(uv_timer_t *t) {
     s->deadline_due = true; /* measured from the process's existence, not the request's */
     return;
   }
+  if (s->fsm.state == S_PENDING && s->fsm.want_up && !s->fsm.proc_alive && !s->pol.batch &&
+      logpipe_attach(s) == UV_EMFILE) {
+    /* A start put off for a descriptor (EV_DEFERRED): still none; look again in a while
+     * without a STARTING -> PENDING round trip in the events each time. */
+    timer_arm(s->d->loop, &s->timer, on_timer, now_mono() + SVC_DEFER_RETRY);
+    return;
+  }
   service_event(s, EV_DEADLINE, 0, 0, NULL);
+  if (!s->fsm.proc_alive && !s->proc && !s->spawning) logpipe_detach(s); /* the reader waits for no one */
 }
 
 static void publish(struct service *s, const struct svc_fx *x) {
@@ -99,7 +107,20 @@ static void publish(struct service *s, const struct svc_fx *x) {
   }
 }
 
-static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_err, size_t errlen, bool *spawn_failed) {
+/* What a failed start becomes: the daemon out of descriptors is its own lack, put off and
+ * retried (EV_DEFERRED); anything else is the instance's failure. */
+static void start_failed(struct service *s, int rc, const char *err) {
+  if (rc == UV_EMFILE || rc == UV_ENFILE) {
+    s->last_code = s->last_sig = 0;
+    service_event(s, EV_DEFERRED, 0, 0, err);
+  } else {
+    s->last_code = -1;
+    s->last_sig = 0;
+    service_event(s, EV_SPAWN_FAILED, -1, 0, err);
+  }
+}
+
+static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_err, size_t errlen, int *spawn_rc) {
   struct daemon *d = s->d;
   for (int i = 0; i < fx->n; i++) {
     const struct svc_fx *x = &fx->fx[i];
@@ -108,8 +129,8 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
     case FX_SPAWN:
       if (s->spec->slurm)
         slurm_submit(s); /* asynchronous: the answer comes back as an event */
-      else if (proc_spawn(s, spawn_err, errlen) < 0)
-        *spawn_failed = true;
+      else
+        *spawn_rc = proc_spawn(s, spawn_err, errlen);
       break;
     case FX_SIGNAL:
       if (s->spec->slurm) {
@@ -231,12 +252,10 @@ void service_feed(struct service *s, const struct svc_event *ev) {
   }
   svc_step(&s->fsm, &s->pol, ev, now_mono(), &fx);
   char err[256] = "";
-  bool spawn_failed = false;
-  apply(s, &fx, err, sizeof err, &spawn_failed);
-  if (spawn_failed) {
-    s->last_code = -1;
-    s->last_sig = 0;
-    service_event(s, EV_SPAWN_FAILED, -1, 0, err);
+  int spawn_rc = 0;
+  apply(s, &fx, err, sizeof err, &spawn_rc);
+  if (spawn_rc < 0) {
+    start_failed(s, spawn_rc, err);
     return;
   }
   after_step(s);
@@ -370,9 +389,9 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   struct svc_fx_list fx;
   svc_resume(&s->fsm, &s->pol, (svc_state)st, alive, s->started_mono, why[0] ? why : NULL, now_mono(), &fx);
   err[0] = '\0';
-  bool spawn_failed = false;
-  apply(s, &fx, err, sizeof err, &spawn_failed);
-  if (spawn_failed) service_event(s, EV_SPAWN_FAILED, -1, 0, err);
+  int spawn_rc = 0;
+  apply(s, &fx, err, sizeof err, &spawn_rc);
+  if (spawn_rc < 0) start_failed(s, spawn_rc, err);
   if (s->fsm.proc_alive && !want_up && s->fsm.state != S_STOPPING) {
     service_event(s, EV_STOP, 0, 0, "wanted down");
   } else if (!s->fsm.proc_alive && want_up &&

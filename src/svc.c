@@ -31,6 +31,7 @@ static const char *const event_names[] = {
     [EV_CHECK_FAIL] = "check-fail",
     [EV_LOST] = "lost",
     [EV_BLOCKED] = "blocked",
+    [EV_DEFERRED] = "deferred",
     [EV_SUBMITTED] = "submitted",
     [EV_QUEUED] = "queued",
     [EV_RUNNING] = "running",
@@ -381,10 +382,15 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
 static void on_deadline(struct ctx *c) {
   struct svc_fsm *f = c->f;
   const struct svc_policy *p = c->p;
+  bool armed = f->deadline != 0; /* not a stale timer */
   f->deadline = 0;
   switch (f->state) {
   case S_SUBMITTED:
   case S_PENDING:
+    if (armed && !p->batch && f->want_up && !f->proc_alive) { /* a deferred start (EV_DEFERRED) */
+      spawn(c, "trying the start again");
+      break;
+    }
     if (p->batch && f->proc_alive && p->queue_timeout > 0) {
       snprintf(f->end_reason, sizeof f->end_reason, "still queued after queue_timeout %.3gs", p->queue_timeout);
       enter(c, S_TIMEOUT, "%s", f->end_reason);
@@ -530,6 +536,16 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
     f->want_up = true;
     if (!f->proc_alive && (svc_fsm_at_rest(f) || f->state == S_BACKOFF))
       enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "waiting");
+    break;
+  case EV_DEFERRED:
+    /* The start never began: no instance ended, no failure counts; PENDING says why and
+     * the deadline tries again. */
+    if (f->state == S_STARTING && f->proc_alive && !p->batch) {
+      f->proc_alive = false;
+      f->attempt--;
+      enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "the start is put off");
+      arm(f, out, now + SVC_DEFER_RETRY);
+    }
     break;
   case EV_SUBMITTED: on_submitted(&c, ev); break;
   case EV_QUEUED: on_queued(&c, ev); break;

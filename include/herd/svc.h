@@ -41,10 +41,15 @@ typedef enum {
   EV_SUBMITTED,    /* batch: the scheduler accepted the job (msg: job id) */
   EV_QUEUED,       /* batch: the job waits in the scheduler's queue (or was requeued) */
   EV_RUNNING,      /* batch: the job runs (or runs again, after the control plane was lost) */
+  EV_DEFERRED,     /* the runner cannot start the instance for a lack of its own (the daemon's
+                      descriptor limit): wait and try again; not the service's failure */
   EV__MAX
 } svc_event_type;
 
 typedef enum { RESTART_ALWAYS, RESTART_ON_FAILURE, RESTART_NEVER, RESTART__MAX } restart_policy;
+
+/* How long a start put off by the daemon's own lack (EV_DEFERRED) waits before the next try. */
+#define SVC_DEFER_RETRY 1.0
 
 /* The least time an instance must stay healthy before the backoff starts over (seconds). */
 #define SVC_RESET_FLOOR 1.0

@@ -101,5 +101,52 @@ class Adopted(SanitizedSuiteTest):
         self.assertIn("exited (status unknown, adopted)", str(self.d.events(service="f003")))
 
 
+class AtTheLimit(SanitizedSuiteTest):
+    """Out of descriptors is the daemon's problem, not the service's: a start that would eat
+    the last 256 descriptors (kept for the control socket, the store, logs and checks)
+    waits in PENDING saying so, with no failure and no restart counted, and goes ahead
+    once descriptors are free again; the control socket keeps answering throughout."""
+
+    def test_pending_not_failed_then_started(self):
+        n = 200
+        self.d.write_config(specs(n))
+        self.d.logf = open(self.d.log_path, "ab")
+        cmd = ["prlimit", "--nofile=400:400", HERD_BIN, "daemon", "--config", self.d.confdir,
+               "--state-dir", self.d.state, "--log-level", "debug"]
+        self.d.proc = subprocess.Popen(cmd, stdout=self.d.logf, stderr=subprocess.STDOUT, env=self.d.env)
+        self.d.wait_socket()
+
+        def states():
+            out = {}
+            for s in self.d.services().values():
+                out[s["state"]] = out.get(s["state"], 0) + 1
+            return out
+        wait_until(lambda: states().get("HEALTHY", 0) + states().get("PENDING", 0) == n, timeout=30,
+                   what="every service HEALTHY or PENDING")
+        svcs = self.d.services()
+        pending = [s for s in svcs.values() if s["state"] == "PENDING"]
+        self.assertGreater(len(pending), 20, states())
+        for s in pending:
+            self.assertIn("waiting for a file descriptor: herd is at its limit (RLIMIT_NOFILE 400)", s["reason"])
+            self.assertEqual(s["restarts"], 0, s)
+            self.assertNotIn(s["state"], ("FAILED", "BACKOFF"))
+        self.assertFalse([s for s in svcs.values() if s["state"] in ("FAILED", "BACKOFF")])
+        # The control socket answers, many times over, while the services wait.
+        for _ in range(50):
+            st, _ = self.d.request("GET", "/v1/daemon")
+            self.assertEqual(st, 200)
+        # Descriptors come back: the waiting ones start, none of them having failed.
+        running = [s["name"] for s in svcs.values() if s["state"] == "HEALTHY"]
+        for name in running[:len(pending) + 5]:
+            st, _ = self.d.request("POST", "/v1/services/%s/stop" % name)
+            self.assertEqual(st, 200)
+        for s in pending:
+            wait_until(lambda: self.d.service(s["name"])["state"] == "HEALTHY", timeout=30,
+                       what="%s started once descriptors were free" % s["name"])
+            got = self.d.service(s["name"])
+            self.assertEqual(got["restarts"], 0, got)
+            self.assertEqual(got["attempt"], 1, got)
+
+
 if __name__ == "__main__":
     main()
