@@ -200,6 +200,8 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void respond(struct conn *c, int status, const char *ctype, const char *body, size_t n) {
+  /* A half-closed peer sends nothing more: its last answer closes the connection. */
+  if (c->eof && !c->pending.len) c->keepalive = false;
   struct buf b = {0};
   buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
              status_text(status), ctype, n, c->keepalive ? "keep-alive" : "close");
