@@ -155,6 +155,8 @@ static void on_write(uv_write_t *req, int status) {
     conn_close(c);
     return;
   }
+  /* A throttled client that reads is not idle: only one that reads nothing for IDLE_MS goes. */
+  if (c->throttled && c->mode == C_READ) uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
   if (c->throttled && conn_unsent(c) <= CTL_MAX_UNSENT / 2) {
     /* The client reads again: take its waiting requests, then read more. */
     c->throttled = false;
