@@ -10,12 +10,22 @@ import subprocess
 import tempfile
 import time
 
-from harness import (HERD_BIN, SuiteTest, main, proc_status_kb, raise_nofile, raw_connect, read_http_response,
+from harness import (HERD_BIN, SanitizedSuiteTest, main, proc_status_kb, raise_nofile, raw_connect, read_http_response,
                      read_until_eof, wait_until)
 
 NOBODY = 65534
 NOGROUP = 65534
 MB = 1024  # kB
+
+
+def sanitized():
+    """Whether the daemon binary is built with AddressSanitizer (its shadow memory and
+    allocator caches add ~10 MB of RSS to a burst of requests, bounded or not)."""
+    with open(HERD_BIN, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+SLACK = 32 * MB if sanitized() else 8 * MB
 
 
 def svc(name, **kw):
@@ -32,7 +42,14 @@ def error_of(test, st, body, status, code):
     return body["error"]
 
 
-class Memory(SuiteTest):
+class Memory(SanitizedSuiteTest):
+    def setUp(self):
+        super().setUp()
+        # Under AddressSanitizer freed memory waits in a quarantine (256 MB by default) and
+        # would count as growth: keep it small, so that RSS means the same in both builds.
+        opts = os.environ.get("ASAN_OPTIONS", "")
+        self.d.env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "quarantine_size_mb=1"
+
     def test_never_reading_pipeliner_leaves_rss_bounded(self):
         # Pipelines requests and never reads: the daemon must stop reading it once 1 MiB of
         # replies waits, not queue replies without end (it reached 1.19 GB in 16 s).
@@ -51,7 +68,7 @@ class Memory(SuiteTest):
             # 15 s pass, or its memory has clearly grown without bound.
             while time.monotonic() - last_progress < 2.0 and time.monotonic() - t0 < 15:
                 growth = proc_status_kb(pid) - base
-                if growth > 64 * MB:
+                if growth > 128 * MB:
                     break
                 _, w, _ = select.select([], [s], [], 0.1)
                 if not w:
@@ -63,7 +80,7 @@ class Memory(SuiteTest):
                 sent += n
                 last_progress = time.monotonic()
             growth = proc_status_kb(pid) - base
-            self.assertLess(growth, 8 * MB, "daemon RSS grew %d kB while a client pipelined %d bytes of requests "
+            self.assertLess(growth, SLACK, "daemon RSS grew %d kB while a client pipelined %d bytes of requests "
                             "without reading" % (growth, sent))
             # Others are still served meanwhile.
             st, _ = self.d.request("GET", "/v1/daemon", timeout=5)
@@ -122,7 +139,7 @@ class Memory(SuiteTest):
                 self.assertLessEqual(lag["p999_ms"], lag["max_ms"])
             peak = proc_status_kb(pid, "VmHWM") - base
             print("1000 lag probes of 8 s: daemon peak RSS +%d kB" % peak)
-            self.assertLess(peak, 20 * MB, "1000 lag probes raised the daemon's peak RSS by %d kB" % peak)
+            self.assertLess(peak, 12 * MB + SLACK, "1000 lag probes raised the daemon's peak RSS by %d kB" % peak)
         finally:
             for s in socks:
                 s.close()
@@ -193,7 +210,7 @@ def hold_connections_as(uid, gid, sock, n):
     return report, release
 
 
-class Connections(SuiteTest):
+class Connections(SanitizedSuiteTest):
     def setUp(self):
         super().setUp()
         os.chmod(self.d.root, 0o755)  # let other uids reach the socket's directory
@@ -229,7 +246,7 @@ class Connections(SuiteTest):
                    what="connections to be released")
 
 
-class HalfClose(SuiteTest):
+class HalfClose(SanitizedSuiteTest):
     def setUp(self):
         super().setUp()
         self.d.write_config([svc("web"), svc("slow", ready_after="1s")])
@@ -266,7 +283,7 @@ class HalfClose(SuiteTest):
         self.assertIn(b"Connection: close", got)
 
 
-class SocketPath(SuiteTest):
+class SocketPath(SanitizedSuiteTest):
     def run_daemon(self, sock, timeout=15):
         p = subprocess.Popen([HERD_BIN, "daemon", "--state-dir", self.d.state, "--socket", sock],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -311,7 +328,7 @@ class SocketPath(SuiteTest):
         self.assertEqual([e for e in os.listdir(deep)], [])  # nothing bound at a truncated path
 
 
-class Params(SuiteTest):
+class Params(SanitizedSuiteTest):
     def setUp(self):
         super().setUp()
         self.d.write_config([svc("web"), svc("slow", ready_after="1h")])
@@ -389,7 +406,7 @@ class Params(SuiteTest):
         self.assertEqual(self.d.request("POST", "/v1/services/web/restart", body=" \n")[0], 200)
 
 
-class Cli(SuiteTest):
+class Cli(SanitizedSuiteTest):
     def test_start_hint_names_the_socket(self):
         sock = os.path.join(self.d.root, "elsewhere.sock")
         r = subprocess.run([HERD_BIN, "--socket", sock, "--state-dir", self.d.state, "status"], capture_output=True,
