@@ -149,6 +149,9 @@ class Memory(SanitizedSuiteTest):
         self.assertGreater(body["lag"]["samples"], 10)
 
 
+_HOLDS = []  # the parent's ends of the release pipes of children still holding
+
+
 def hold_connections_as(uid, gid, sock, n):
     """Fork a child as uid/gid that opens n connections, sends GET /v1/daemon on each and
     reads one reply from each, reports the statuses (and one 503 message) through a pipe,
@@ -161,6 +164,8 @@ def hold_connections_as(uid, gid, sock, n):
         try:
             os.close(r)
             os.close(w2)
+            for fd in _HOLDS:  # another holder's release pipe: not ours to keep open
+                os.close(fd)
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
@@ -187,6 +192,7 @@ def hold_connections_as(uid, gid, sock, n):
             os._exit(0)
     os.close(w)
     os.close(r2)
+    _HOLDS.append(w2)
     data = b""
     while True:
         chunk = os.read(r, 65536)
@@ -201,6 +207,7 @@ def hold_connections_as(uid, gid, sock, n):
     os.close(r)
 
     def release():
+        _HOLDS.remove(w2)
         os.close(w2)
         os.waitpid(pid, 0)
     report = json.loads(data.decode())
@@ -242,6 +249,32 @@ class Connections(SanitizedSuiteTest):
             self.assertEqual(rep2["statuses"], {"200": 3}, rep2)
         finally:
             release()
+        wait_until(lambda: self.d.request("GET", "/v1/daemon")[1]["connections"] <= 2, timeout=20,
+                   what="connections to be released")
+
+
+    def test_the_last_256_connections_are_kept_for_root(self):
+        # 15 read-group uids take their 256 each (3,840): a 16th finds no room, root does.
+        if not raise_nofile(4096 + 400):
+            self.skipTest("RLIMIT_NOFILE too low")
+        self.d.start()
+        releases = []
+        try:
+            for i in range(15):
+                rep, rel = hold_connections_as(5000 + i, NOGROUP, self.d.sock, 256)
+                releases.append(rel)
+                self.assertEqual(rep["statuses"], {"200": 256}, (i, rep))
+            rep, rel = hold_connections_as(5015, NOGROUP, self.d.sock, 2)
+            rel()
+            self.assertEqual(rep["statuses"], {"503": 2}, rep)
+            self.assertIn("kept for root", rep["message"])
+            status, body = self.d.request("POST", "/v1/services/web/restart", timeout=30)
+            self.assertEqual(status, 200, body)
+            r = self.d.cli("info")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        finally:
+            for rel in releases:
+                rel()
         wait_until(lambda: self.d.request("GET", "/v1/daemon")[1]["connections"] <= 2, timeout=20,
                    what="connections to be released")
 
