@@ -8,6 +8,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,12 +32,36 @@ static const char *default_state_dir(void) {
   return buf;
 }
 
+/* Why the daemon could not be reached, naming the socket, and what to do about it. */
 static void no_daemon(struct cli *cli, int rc) {
-  if (rc == -ENOENT || rc == -ECONNREFUSED)
-    fprintf(stderr, "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
-            cli->socket, strerror(-rc), cli->state_dir);
-  else
+  if (rc == -ENOENT || rc == -ECONNREFUSED) {
+    /* The hint starts a daemon on this very socket: name it unless it is the default. */
+    char def[4096];
+    snprintf(def, sizeof def, "%s/herd.sock", cli->state_dir);
+    bool other = strcmp(cli->socket, def) != 0;
+    fprintf(stderr,
+            "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s%s%s [--config DIR]\n",
+            cli->socket, strerror(-rc), cli->state_dir, other ? " --socket " : "", other ? cli->socket : "");
+  } else if (rc == -EACCES || rc == -EPERM) {
+    struct stat st;
+    if (stat(cli->socket, &st) == 0)
+      fprintf(stderr,
+              "herd: permission denied connecting to %s (owner uid %u, group %u, mode %04o; you are uid %u, gid "
+              "%u): the daemon's own uid and root may connect, and with --read-group, that group's members\n",
+              cli->socket, (unsigned)st.st_uid, (unsigned)st.st_gid, (unsigned)(st.st_mode & 07777),
+              (unsigned)geteuid(), (unsigned)getegid());
+    else
+      fprintf(stderr, "herd: permission denied connecting to %s: %s (a directory on the way is closed to uid %u)\n",
+              cli->socket, strerror(errno), (unsigned)geteuid());
+  } else if (rc == -ENAMETOOLONG) {
+    fprintf(stderr, "herd: the socket path %s is %zu bytes long; a Unix socket path has at most %zu\n", cli->socket,
+            strlen(cli->socket), sizeof((struct sockaddr_un *)0)->sun_path - 1);
+  } else if (rc == -EPIPE || rc == -ECONNRESET || rc == -EPROTO) {
+    fprintf(stderr, "herd: the daemon on %s closed the connection without a complete answer (%s)\n", cli->socket,
+            strerror(-rc));
+  } else {
     fprintf(stderr, "herd: talking to the daemon on %s: %s\n", cli->socket, strerror(-rc));
+  }
 }
 
 /* One request; prints the problem and returns NULL on failure. *status gets the HTTP status. */
@@ -488,12 +514,7 @@ static int stream(struct cli *cli, const char *target, http_data_cb cb, void *ar
   struct http_resp r;
   int rc = http_request(cli->socket, "GET", target, NULL, 0, &r, cb, arg);
   if (rc < 0) {
-    if (rc == -ENOENT || rc == -ECONNREFUSED)
-      fprintf(stderr,
-              "herd: no daemon answers on %s (%s).\nStart one with: herd daemon --state-dir %s [--config DIR]\n",
-              cli->socket, strerror(-rc), cli->state_dir);
-    else
-      fprintf(stderr, "herd: %s\n", strerror(-rc));
+    no_daemon(cli, rc);
     http_resp_free(&r);
     return HERD_EXIT_NO_DAEMON;
   }
@@ -525,9 +546,14 @@ int cli_logs(struct cli *cli, int argc, char **argv) {
       job = true;
     else if (ch == 'f')
       follow = true;
-    else if (ch == 'n')
-      n = strtol(optarg, NULL, 10);
-    else
+    else if (ch == 'n') {
+      char *end;
+      n = strtol(optarg, &end, 10);
+      if (!*optarg || *end || n < 0) {
+        fprintf(stderr, "herd: -n takes a whole number of lines, 0 or more\n");
+        return HERD_EXIT_USAGE;
+      }
+    } else
       return HERD_EXIT_USAGE;
   }
   if (optind != argc - 1) return HERD_EXIT_USAGE;

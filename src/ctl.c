@@ -3,19 +3,28 @@
 
 #include "herd/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <llhttp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define IDLE_MS 60000    /* an idle keep-alive connection is closed after this */
 #define REQUEST_MS 10000 /* a started request must be complete within this */
+
+/* Connections held by one uid other than root and the daemon's own. */
+struct uid_count {
+  uid_t uid;
+  unsigned n;
+};
 
 struct ctl {
   struct daemon *d;
@@ -24,6 +33,8 @@ struct ctl {
   char *lock_path;
   struct list conns;
   size_t nconns;
+  struct uid_count *uids; /* a few distinct uids at most: a linear scan */
+  size_t nuids;
   bool closing;
 };
 
@@ -41,6 +52,10 @@ struct conn {
   uid_t uid;
   gid_t gid;
   bool can_write, can_read;
+  bool privileged; /* root or the daemon's uid: exempt from the per-uid cap and the reserve */
+  bool counted;    /* counted in ctl->uids */
+  bool throttled;  /* reading stopped until its unsent replies drain */
+  bool eof;        /* the peer shut down its side: answer what it sent, then close */
   struct buf url, body, pending;
   size_t header_bytes;
   /* parked */
@@ -58,6 +73,29 @@ struct wreq {
 
 static void conn_close(struct conn *c);
 static void conn_process(struct conn *c);
+static void conn_check_eof(struct conn *c);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b);
+static void on_timer(uv_timer_t *t);
+
+static struct uid_count *uid_find(struct ctl *ctl, uid_t uid) {
+  for (size_t i = 0; i < ctl->nuids; i++)
+    if (ctl->uids[i].uid == uid) return &ctl->uids[i];
+  return NULL;
+}
+
+static void uid_add(struct ctl *ctl, uid_t uid, int delta) {
+  struct uid_count *u = uid_find(ctl, uid);
+  if (!u) {
+    assert(delta > 0);
+    ctl->uids = xrealloc(ctl->uids, (ctl->nuids + 1) * sizeof *ctl->uids);
+    u = &ctl->uids[ctl->nuids++];
+    *u = (struct uid_count){.uid = uid};
+  }
+  u->n += delta;
+  if (u->n == 0) *u = ctl->uids[--ctl->nuids]; /* the last one takes its place */
+}
+
+static size_t conn_unsent(const struct conn *c) { return uv_stream_get_write_queue_size((const uv_stream_t *)&c->h); }
 
 static const char *status_text(int s) {
   switch (s) {
@@ -100,6 +138,7 @@ static void conn_close(struct conn *c) {
   }
   list_del(&c->link);
   c->ctl->nconns--;
+  if (c->counted) uid_add(c->ctl, c->uid, -1);
   uv_close((uv_handle_t *)&c->h, on_conn_handle_close);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_close);
 }
@@ -112,7 +151,22 @@ static void on_write(uv_write_t *req, int status) {
   bool close_after = w->close_after;
   free(w);
   if (c->closing) return;
-  if (status < 0 || close_after) conn_close(c);
+  if (status < 0 || close_after) {
+    conn_close(c);
+    return;
+  }
+  /* A throttled client that reads is not idle: only one that reads nothing for IDLE_MS goes. */
+  if (c->throttled && c->mode == C_READ) uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+  if (c->throttled && conn_unsent(c) <= CTL_MAX_UNSENT / 2) {
+    /* The client reads again: take its waiting requests, then read more. */
+    c->throttled = false;
+    if (!c->eof) uv_read_start((uv_stream_t *)&c->h, daemon_alloc, on_read);
+    if (c->mode == C_READ) {
+      uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+      if (!c->in_process) conn_process(c);
+    }
+  }
+  conn_check_eof(c);
 }
 
 static int conn_write(struct conn *c, const char *data, size_t n, bool close_after) {
@@ -148,6 +202,8 @@ static void on_timer(uv_timer_t *t) {
 }
 
 static void respond(struct conn *c, int status, const char *ctype, const char *body, size_t n) {
+  /* A half-closed peer sends nothing more: its last answer closes the connection. */
+  if (c->eof && !c->pending.len) c->keepalive = false;
   struct buf b = {0};
   buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
              status_text(status), ctype, n, c->keepalive ? "keep-alive" : "close");
@@ -167,7 +223,15 @@ static void respond(struct conn *c, int status, const char *ctype, const char *b
   c->mode = C_READ;
   if (!c->closing) {
     uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+    /* A client that sends requests and does not read the replies: past CTL_MAX_UNSENT
+     * unsent bytes, stop reading it (its requests wait in the kernel, then in the
+     * client) until half of that is sent. Memory per connection stays bounded. */
+    if (!c->throttled && conn_unsent(c) > CTL_MAX_UNSENT) {
+      c->throttled = true;
+      uv_read_stop((uv_stream_t *)&c->h);
+    }
     if (!c->in_process) conn_process(c); /* pipelined requests that waited */
+    conn_check_eof(c);
   }
 }
 
@@ -343,6 +407,25 @@ const char *req_query(const struct request *r, const char *key, char *buf, size_
   return NULL;
 }
 
+/* The key of the first query parameter that holds an encoded NUL, into key; NULL if none. */
+static const char *nul_param(const char *query, char *key, size_t len) {
+  for (const char *p = query; p && *p;) {
+    const char *amp = strchr(p, '&');
+    size_t seg = amp ? (size_t)(amp - p) : strlen(p);
+    const char *nul = strstr(p, "%00");
+    if (nul && nul < p + seg) {
+      size_t kl = strcspn(p, "=&");
+      if (kl >= len) kl = len - 1;
+      memcpy(key, p, kl);
+      key[kl] = '\0';
+      pct_decode(key, true);
+      return key;
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  return NULL;
+}
+
 static void dispatch(struct conn *c) {
   struct request r = {0};
   r.method = llhttp_method_name((llhttp_method_t)c->parser.method);
@@ -350,15 +433,25 @@ static void dispatch(struct conn *c) {
   char *q = strchr(r.path, '?');
   if (q) *q++ = '\0';
   r.query = xstrdup(q ? q : "");
+  /* An encoded NUL would cut the decoded path (or value) short and act on the prefix. */
+  bool nul_path = strstr(r.path, "%00") != NULL;
+  char nul_key[64];
+  const char *nul_q = nul_param(r.query, nul_key, sizeof nul_key);
   pct_decode(r.path, false);
   r.body = c->body.data ? c->body.data : "";
   r.body_len = c->body.len;
   r.uid = c->uid;
   r.can_write = c->can_write;
-  c->keepalive = llhttp_should_keep_alive(&c->parser);
+  /* A half-closed peer's last request: answer with Connection: close. */
+  c->keepalive = llhttp_should_keep_alive(&c->parser) && !(c->eof && !c->pending.len);
   c->mode = C_BUSY;
   uv_timer_stop(&c->timer);
-  if (!c->can_read)
+  if (nul_path)
+    conn_error(c, 400, "bad_path", NULL, "the path holds an encoded NUL (%%00)");
+  else if (nul_q)
+    conn_error(c, 400, "bad_query", json_pack("{s:s}", "param", nul_q),
+               "query parameter \"%s\" holds an encoded NUL (%%00)", nul_q);
+  else if (!c->can_read)
     conn_error(c, 403, "forbidden", NULL, "uid %u may not use this daemon (owner uid %u)", (unsigned)c->uid,
                (unsigned)geteuid());
   else
@@ -370,7 +463,7 @@ static void dispatch(struct conn *c) {
 /* Feed pending bytes to the parser while the connection is free to take a request. */
 static void conn_process(struct conn *c) {
   c->in_process = true;
-  while (!c->closing && c->mode == C_READ && c->pending.len) {
+  while (!c->closing && c->mode == C_READ && !c->throttled && c->pending.len) {
     struct buf in = c->pending;
     c->pending = (struct buf){0};
     llhttp_errno_t e = llhttp_execute(&c->parser, in.data, in.len);
@@ -396,12 +489,36 @@ static void conn_process(struct conn *c) {
     }
   }
   c->in_process = false;
+  conn_check_eof(c);
+}
+
+/* Whether the peer closed its socket (POLLHUP), not just shut down its sending side. */
+static bool peer_gone(struct conn *c) {
+  int fd;
+  if (uv_fileno((uv_handle_t *)&c->h, &fd) < 0) return true;
+  struct pollfd pf = {.fd = fd, .events = POLLOUT};
+  return poll(&pf, 1, 0) < 0 || (pf.revents & (POLLHUP | POLLERR));
+}
+
+/* A half-closed peer: once everything it sent is answered and sent, close. */
+static void conn_check_eof(struct conn *c) {
+  if (!c->eof || c->closing || c->mode != C_READ || c->in_process || c->pending.len) return;
+  /* Nothing more will come: an unfinished request never completes. */
+  if (c->in_request || conn_unsent(c) == 0) conn_close(c);
+  /* else on_write comes back here once the replies are sent */
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   struct conn *c = st->data;
   if (n < 0) {
-    conn_close(c);
+    if (n != UV_EOF || peer_gone(c)) {
+      conn_close(c);
+      return;
+    }
+    /* shutdown(SHUT_WR) after its requests: it still reads. Answer, then close. */
+    c->eof = true;
+    if (c->mode == C_READ && !c->in_process) conn_process(c);
+    conn_check_eof(c);
     return;
   }
   if (n == 0) return;
@@ -437,6 +554,9 @@ static void on_connection(uv_stream_t *server, int status) {
     c->gid = cred.gid;
     c->can_write = cred.uid == 0 || cred.uid == geteuid();
     c->can_read = c->can_write || (ctl->d->has_read_gid && cred.gid == ctl->d->read_gid);
+    c->privileged = c->can_write;
+  } else {
+    c->uid = (uid_t)-1; /* unknown: no access, and counted as another uid */
   }
   llhttp_init(&c->parser, HTTP_REQUEST, &settings);
   c->parser.data = c;
@@ -446,12 +566,32 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_error(c, 503, "busy", NULL, "too many connections (%d)", CTL_MAX_CONNS);
     return;
   }
+  if (!c->privileged) {
+    /* Root and the daemon's uid always find room: others stop short of the reserve, and
+     * one uid cannot take all of what is left. */
+    struct uid_count *u = uid_find(ctl, c->uid);
+    if (ctl->nconns > CTL_MAX_CONNS - CTL_RESERVED_CONNS) {
+      c->keepalive = false;
+      conn_error(c, 503, "busy", NULL, "too many connections (%d; the last %d are kept for root and uid %u)",
+                 CTL_MAX_CONNS - CTL_RESERVED_CONNS, CTL_RESERVED_CONNS, (unsigned)geteuid());
+      return;
+    }
+    if (u && u->n >= CTL_MAX_CONNS_PER_UID) {
+      c->keepalive = false;
+      conn_error(c, 503, "busy", NULL, "uid %u already holds %d connections (the most one uid may hold)",
+                 (unsigned)c->uid, CTL_MAX_CONNS_PER_UID);
+      return;
+    }
+    uid_add(ctl, c->uid, 1);
+    c->counted = true;
+  }
   uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
   uv_read_start((uv_stream_t *)&c->h, daemon_alloc, on_read);
 }
 
 static void on_server_close(uv_handle_t *h) {
   struct ctl *ctl = container_of((uv_pipe_t *)h, struct ctl, server);
+  free(ctl->uids);
   free(ctl->lock_path);
   free(ctl);
 }
@@ -466,6 +606,19 @@ int ctl_open(struct daemon *d, char **err) {
   settings.on_body = on_body;
   settings.on_message_complete = on_message_complete;
 
+  /* libuv would cut a longer path short and bind somewhere else. */
+  const size_t max_path = sizeof((struct sockaddr_un *)0)->sun_path - 1;
+  if (strlen(d->socket_path) > max_path) {
+    *err = xasprintf("socket path %s is %zu bytes long; a Unix socket path has at most %zu", d->socket_path,
+                     strlen(d->socket_path), max_path);
+    return -1;
+  }
+  /* Only ever a stale socket is removed: never a file that happens to have the name. */
+  struct stat st;
+  if (lstat(d->socket_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+    *err = xasprintf("%s exists and is not a socket; refusing to replace it (choose another --socket)", d->socket_path);
+    return -1;
+  }
   struct ctl *ctl = xcalloc(1, sizeof *ctl);
   ctl->d = d;
   list_init(&ctl->conns);
@@ -487,8 +640,15 @@ int ctl_open(struct daemon *d, char **err) {
   int pn = snprintf(pidbuf, sizeof pidbuf, "%d\n", (int)getpid());
   if (ftruncate(ctl->lock_fd, 0) == 0 && pwrite(ctl->lock_fd, pidbuf, (size_t)pn, 0) < 0) { /* best effort */
   }
-  /* We hold the lock, so a socket file here is stale: remove it. */
-  unlink(d->socket_path);
+  /* We hold the lock, so a socket here is stale: remove it (and nothing else). */
+  if (lstat(d->socket_path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      *err =
+          xasprintf("%s exists and is not a socket; refusing to replace it (choose another --socket)", d->socket_path);
+      goto fail;
+    }
+    unlink(d->socket_path);
+  }
   uv_pipe_init(d->loop, &ctl->server, 0);
   ctl->server.data = ctl;
   mode_t old = umask(0177);

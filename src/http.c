@@ -83,19 +83,24 @@ int http_request(const char *socket_path, const char *method, const char *target
   if (body) buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n", body_len);
   buf_append(&req, "\r\n", 2);
   if (body) buf_append(&req, body, body_len);
+  /* MSG_NOSIGNAL: a daemon that answers early and closes (413, 503) must not kill us
+   * with SIGPIPE; its answer is read below. */
   size_t off = 0;
+  int werr = 0;
   while (off < req.len) {
-    ssize_t w = write(fd, req.data + off, req.len - off);
+    ssize_t w = send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR) continue;
-      int e = errno;
-      buf_free(&req);
-      close(fd);
-      return -e;
+      werr = errno;
+      break;
     }
     off += (size_t)w;
   }
   buf_free(&req);
+  if (werr && werr != EPIPE && werr != ECONNRESET) {
+    close(fd);
+    return -werr;
+  }
 
   llhttp_settings_t st;
   llhttp_settings_init(&st);
@@ -131,6 +136,8 @@ int http_request(const char *socket_path, const char *method, const char *target
   }
   buf_free(&h.hfield);
   close(fd);
+  if (werr && !h.done) return -werr; /* closed on us, and no answer to say why */
+  if (werr) rc = 0;                  /* the daemon answered before closing: that is the news */
   if (rc == 0 && out->status == 0) rc = -EPROTO;
   return rc;
 }

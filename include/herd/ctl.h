@@ -12,8 +12,12 @@
 
 #define CTL_MAX_HEADER (16 * 1024)
 #define CTL_MAX_BODY (1024 * 1024)
-#define CTL_MAX_CONNS 4096
+#define CTL_MAX_CONNS 4096                /* connections in all */
+#define CTL_RESERVED_CONNS 256            /* of CTL_MAX_CONNS, kept for root and the daemon's own uid */
+#define CTL_MAX_CONNS_PER_UID 256         /* connections one other uid may hold */
+#define CTL_MAX_UNSENT (1024 * 1024)      /* unsent reply bytes before a connection's requests wait */
 #define CTL_MAX_BACKLOG (8 * 1024 * 1024) /* unsent bytes before a slow follower is cut off */
+#define CTL_MAX_WAIT_S (30 * 86400.0)     /* ?timeout= saturates here */
 
 struct conn;
 

@@ -458,3 +458,24 @@ class SanitizedSuiteTest(SuiteTest):
             super().tearDown()
         if bad:
             self.fail("sanitizer report in the daemon log:\n" + bad)
+
+
+# ---- helpers for the control-channel limits suite (additive) -------------------------
+
+def proc_status_kb(pid, field="VmRSS"):
+    """A kB field of /proc/PID/status (VmRSS: resident now; VmHWM: the peak so far)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def raise_nofile(want):
+    """Raise this process's soft RLIMIT_NOFILE to `want` (children and a daemon started
+    after inherit it); False when the hard limit is too low."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want and (hard == resource.RLIM_INFINITY or hard >= want):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= want
