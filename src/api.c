@@ -90,10 +90,25 @@ void api_dispatch(struct daemon *d, struct conn *c, struct request *r) {
     conn_error(c, 404, "not_found", NULL, "no route for %s %s", r->method, r->path);
 }
 
-static struct service *find_or_404(struct daemon *d, struct conn *c, const char *name) {
+/* The named service, or NULL with a 404. A removed service still stopping is there (shown,
+ * stopped, its logs read, removed again) until it is gone; what would bring it back is a 409. */
+static struct service *find_svc(struct daemon *d, struct conn *c, const char *name, bool removing_ok) {
   struct service *s = daemon_find(d, name);
-  if (!s || s->removing) conn_error(c, 404, "no_such_service", NULL, "no service named \"%s\"", name);
-  return s && !s->removing ? s : NULL;
+  if (!s) {
+    conn_error(c, 404, "no_such_service", NULL, "no service named \"%s\"", name);
+    return NULL;
+  }
+  if (s->removing && !removing_ok) {
+    conn_error(c, 409, "being_removed", json_pack("{s:o}", "service", service_json(s)),
+               "%s is being removed (%s): wait until it is gone, then add it again", name,
+               svc_state_name(s->fsm.state));
+    return NULL;
+  }
+  return s;
+}
+
+static struct service *find_or_404(struct daemon *d, struct conn *c, const char *name) {
+  return find_svc(d, c, name, false);
 }
 
 static int cmp_svc(const void *a, const void *b) {
@@ -106,8 +121,7 @@ static struct service **sorted_services(struct daemon *d, size_t *n) {
   size_t k = 0;
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
-    struct service *s = container_of(pos, struct service, link);
-    if (!s->removing) v[k++] = s;
+    v[k++] = container_of(pos, struct service, link); /* removed ones still stopping too */
   }
   qsort(v, k, sizeof *v, cmp_svc);
   *n = k;
@@ -292,7 +306,7 @@ out:
 }
 
 void api_delete(struct daemon *d, struct conn *c, struct request *r, const char *name) {
-  struct service *s = find_or_404(d, c, name);
+  struct service *s = find_svc(d, c, name, true); /* removing it again changes nothing */
   if (!s) return;
   if (strcmp(s->spec->source, "api")) {
     conn_error(c, 409, "from_config", NULL, "\"%s\" is defined in %s: remove it there and reload", name,
@@ -381,7 +395,7 @@ static void waiter_timeout(struct conn *c, void *arg) {
 
 static void act(struct daemon *d, struct conn *c, struct request *r, const char *name, void (*fn)(struct service *),
                 int default_target) {
-  struct service *s = find_or_404(d, c, name);
+  struct service *s = find_svc(d, c, name, fn == NULL || fn == service_stop);
   if (!s) return;
   char wbuf[32], tbuf[32];
   const char *wait = req_query(r, "wait", wbuf, sizeof wbuf);
@@ -573,7 +587,7 @@ static void job_read_done(uv_work_t *w, int status) {
 }
 
 void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
-  struct service *s = find_or_404(d, c, name);
+  struct service *s = find_svc(d, c, name, true);
   if (!s) return;
   char tb[32], fb[16];
   const char *tail = req_query(r, "tail", tb, sizeof tb);

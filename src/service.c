@@ -485,6 +485,7 @@ void service_summary_append(struct buf *b, struct service *s) {
   buf_printf(b, ",\"state\":\"%s\",\"wanted\":\"%s\",\"reason\":", svc_state_name(s->fsm.state),
              s->fsm.want_up ? "up" : "down");
   buf_json_string(b, s->reason);
+  if (s->removing) buf_lit(b, ",\"removing\":true"); /* removed, still stopping */
   double up = service_uptime(s);
   if (s->pid > 0)
     buf_printf(b, ",\"pid\":%d", s->pid);
@@ -533,6 +534,7 @@ json_t *service_json_view(struct service *s, bool full) {
   json_object_set_new(o, "state", json_string(svc_state_name(s->fsm.state)));
   json_object_set_new(o, "wanted", json_string(s->fsm.want_up ? "up" : "down"));
   json_object_set_new(o, "reason", json_string(s->reason));
+  if (s->removing) json_object_set_new(o, "removing", json_true()); /* removed, still stopping */
   json_object_set_new(o, "pid", s->pid > 0 ? json_integer(s->pid) : json_null());
   double up = service_uptime(s);
   json_object_set_new(o, "uptime", up >= 0 ? json_real(up) : json_null());

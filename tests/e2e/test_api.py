@@ -212,6 +212,34 @@ class AddReplaceDelete(SuiteTest):
         self.assertIn(json.loads(body)["error"]["code"], ("removed", "not_reached"))
 
 
+class RemovedWhileStopping(SuiteTest):
+    def test_visible_and_counted_until_gone(self):
+        """A removed service whose process takes its grace to stop is still a service: shown
+        with removing: true, counted, stoppable; not startable (409) until it is gone."""
+        self.d.start()
+        st, _ = self.d.request("POST", "/v1/services", svc("slowstop", command=["sh", "-c", "trap '' TERM; sleep 1000"],
+                                                           stop={"grace": "3s"}))
+        self.assertEqual(st, 201)
+        pid = self.d.wait_state("slowstop", "HEALTHY")["pid"]
+        st, body = self.d.request("DELETE", "/v1/services/slowstop")
+        self.assertEqual(st, 200, body)
+        st, body = self.d.request("GET", "/v1/services/slowstop")
+        self.assertEqual(st, 200, body)
+        self.assertEqual((body["service"]["state"], body["service"].get("removing")), ("STOPPING", True))
+        self.assertIn("slowstop", self.d.services())
+        self.assertEqual(self.d.request("GET", "/v1/daemon")[1]["services"], 1)
+        st, body = self.d.request("POST", "/v1/services/slowstop/start")
+        self.assertEqual((st, body["error"]["code"]), (409, "being_removed"), body)
+        st, body = self.d.request("POST", "/v1/services/slowstop/stop")
+        self.assertEqual(st, 200, body)
+        st, body = self.d.request("DELETE", "/v1/services/slowstop")
+        self.assertEqual(st, 200, body)
+        # After the grace, SIGKILL: gone from the process table, the API and the counts.
+        wait_until(lambda: not pid_alive(pid), timeout=15, what="killed after its grace")
+        wait_until(lambda: self.d.request("GET", "/v1/services/slowstop")[0] == 404, timeout=10, what="gone")
+        self.assertEqual(self.d.request("GET", "/v1/daemon")[1]["services"], 0)
+
+
 class FirstService(SuiteTest):
     def test_delete_the_only_service_then_get_404(self):
         self.d.start()
@@ -221,9 +249,9 @@ class FirstService(SuiteTest):
         st, body = self.d.request("DELETE", "/v1/services/solo")
         self.assertEqual(st, 200, body)
         wait_until(lambda: not pid_alive(pid), timeout=5, what="the deleted service to stop")
-        time.sleep(0.2)
-        st, body = checked_request(self.d, "GET", "/v1/services/solo", timeout=5)
-        self.assertEqual(st, 404, body)
+        # Shown (removing, STOPPING) until the daemon has seen its process go, then gone.
+        wait_until(lambda: checked_request(self.d, "GET", "/v1/services/solo", timeout=5)[0] == 404, timeout=10,
+                   what="the removed service gone from the API")
         st, body = checked_request(self.d, "POST", "/v1/services", svc("solo"), timeout=5)
         self.assertEqual(st, 201, body)
 
