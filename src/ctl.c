@@ -533,7 +533,18 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
 
 static void on_connection(uv_stream_t *server, int status) {
   struct ctl *ctl = server->data;
-  if (status < 0) return;
+  if (status < 0) {
+    /* Out of descriptors (libuv closed the client to drain the backlog): say so, once a
+     * minute at most, rather than refuse without a word. */
+    static double said;
+    if (now_mono() - said > 60) {
+      said = now_mono();
+      log_error("control socket: cannot accept a client: %s (services are held back to keep 256 descriptors "
+                "free: something else holds them)",
+                uv_strerror(status));
+    }
+    return;
+  }
   struct conn *c = xcalloc(1, sizeof *c);
   c->ctl = ctl;
   uv_pipe_init(ctl->d->loop, &c->h, 0);
