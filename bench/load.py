@@ -2,7 +2,7 @@
 """herd under CPU load: does the supervisor stay on time when its own services saturate
 every CPU? Run through `bash bench/run.sh load` (BENCH_QUICK=1 for a smoke run).
 
-For herd with `--priority realtime` (its default as root) and with `--priority normal`, in a
+For herd with `--priority realtime` (opt-in, root) and with `--priority normal` (the default), in a
 fresh state dir each: N `sleep` services plus B busy services (`sh -c 'while :; do :; done'`,
 default 2 per CPU), each in its own session as herd starts every service. Once all are up:
   - loop lag: herd's own 1 ms timer's lateness over a window (`GET /v1/daemon/lag`);
