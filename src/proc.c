@@ -294,12 +294,14 @@ static bool have_pidfd(void) {
 #define POLL_MS 1000
 
 size_t proc_pidfd_budget(void) {
-  /* Half the descriptor limit, less a reserve: the other half is for the running
-   * services' log readers, checks and clients. Past it, re-adopted processes are polled. */
+  /* A quarter of the descriptor limit, less 256: with one reader per running service the
+   * daemon then holds at most 1.5 descriptors per service even with every instance
+   * re-adopted, however many services fill the limit. Past it, re-adopted processes are
+   * polled (kill 0: about 0.3 us each, once a second). */
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) return 1u << 20;
-  size_t half = (size_t)rl.rlim_cur / 2;
-  return half > 1024 ? half - 1024 : 0;
+  size_t quarter = (size_t)rl.rlim_cur / 4;
+  return quarter > 256 ? quarter - 256 : 0;
 }
 
 static void on_poll_timer(uv_timer_t *t) {

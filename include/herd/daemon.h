@@ -207,7 +207,7 @@ void daemon_leave(struct daemon *d);
 /* proc.c: the local backend */
 /** Spawn the service's instance. On failure fills err and returns a negative UV_E* code. */
 int proc_spawn(struct service *s, char *err, size_t errlen);
-/** How many pidfds re-adopted instances may hold (half the descriptor limit, less 1,024). */
+/** How many pidfds re-adopted instances may hold (a quarter of the descriptor limit, less 256). */
 size_t proc_pidfd_budget(void);
 /** Reap the children of ours that have ended and end their instances (on SIGCHLD). */
 void proc_reap(struct daemon *d);

@@ -69,7 +69,7 @@ def pidfds(pid):
 
 class Adopted(SanitizedSuiteTest):
     """A re-adopted process is not herd's child: a pidfd watches it while pidfds stay within
-    half the descriptor limit (less 1,024); past that, one shared timer polls them all."""
+    a quarter of the descriptor limit (less 256); past that, one shared timer polls them all."""
 
     def start_limited(self, nofile):
         self.d.logf = open(self.d.log_path, "ab")
@@ -91,8 +91,8 @@ class Adopted(SanitizedSuiteTest):
         self.assertEqual({k: v["pid"] for k, v in self.d.services().items()}, before, "all re-adopted")
         self.assertEqual(pidfds(self.d.proc.pid), n, "re-adopted: one pidfd each (within budget)")
         self.d.kill9()
-        # A limit of 2,048: the budget is 0, every re-adopted process is polled.
-        self.start_limited(2048)
+        # A limit of 1,024: the budget is 0, every re-adopted process is polled.
+        self.start_limited(1024)
         self.assertEqual({k: v["pid"] for k, v in self.d.services().items()}, before, "all re-adopted")
         self.assertEqual(pidfds(self.d.proc.pid), 0, "past the budget: no pidfd")
         os.kill(before["f003"], 9)
