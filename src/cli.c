@@ -688,24 +688,28 @@ int cli_shutdown(struct cli *cli, int argc, char **argv) {
 int cli_daemon(struct cli *cli, int argc, char **argv) {
   struct daemon_opts o = {
       .state_dir = cli->state_dir, .socket_path = cli->socket, .log_level = LOG_INFO, .normal_priority = true};
-  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                       {"state-dir", required_argument, 0, 'd'},
-                                       {"socket", required_argument, 0, 's'},
-                                       {"log-level", required_argument, 0, 'l'},
-                                       {"log-format", required_argument, 0, 'F'},
-                                       {"read-group", required_argument, 0, 'g'},
-                                       {"leave-running", no_argument, 0, 'L'},
-                                       {"priority", required_argument, 0, 'P'},
-                                       {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"config", required_argument, 0, 'c'},     {"state-dir", required_argument, 0, 'd'},
+      {"socket", required_argument, 0, 's'},     {"log-level", required_argument, 0, 'l'},
+      {"log-format", required_argument, 0, 'F'}, {"read-group", required_argument, 0, 'g'},
+      {"leave-running", no_argument, 0, 'L'},    {"cgroups", required_argument, 0, 'G'},
+      {"priority", required_argument, 0, 'P'},   {0, 0, 0, 0}};
   int ch;
   optind = 1;
-  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:", opts, NULL)) != -1) {
     switch (ch) {
     case 'c': o.config_dir = optarg; break;
     case 'd': o.state_dir = optarg; break;
     case 's': o.socket_path = optarg; break;
     case 'g': o.read_group = optarg; break;
     case 'L': o.leave_running = true; break;
+    case 'G':
+      if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
+        fprintf(stderr, "herd: --cgroups must be auto or off\n");
+        return HERD_EXIT_USAGE;
+      }
+      o.no_cgroups = !strcmp(optarg, "off");
+      break;
     case 'P':
       if (strcmp(optarg, "realtime") && strcmp(optarg, "normal")) {
         fprintf(stderr, "herd: --priority must be realtime or normal\n");

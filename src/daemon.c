@@ -529,7 +529,10 @@ static void report_handle(uv_handle_t *h, void *arg) {
  * that carries this herd's identity (ident.h), for service_create to adopt. */
 static void find_own_processes(struct daemon *d) {
   char *stored = store_meta_get(d->store, "cgroup_root");
-  d->cg_root = cg_root(stored, d->herd_id, d->cg_why, sizeof d->cg_why);
+  if (d->o.no_cgroups)
+    snprintf(d->cg_why, sizeof d->cg_why, "--cgroups off");
+  else
+    d->cg_root = cg_root(stored, d->herd_id, d->cg_why, sizeof d->cg_why);
   if (d->cg_root && (!stored || strcmp(stored, d->cg_root))) store_meta_put(d->store, "cgroup_root", d->cg_root);
   free(stored);
   if (d->cg_root)

@@ -23,6 +23,7 @@ struct daemon_opts {
   int log_level, log_format;
   bool leave_running;   /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
   bool normal_priority; /* --priority normal: no real-time priority for herd's threads (prio.c) */
+  bool no_cgroups;      /* --cgroups off: services are their process groups (cgroup.h) */
 };
 
 struct service;
