@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from harness import SanitizedSuiteTest, main, pid_alive, wait_service, wait_until
+from harness import HERD_BIN, SanitizedSuiteTest, main, pid_alive, wait_service, wait_until
 
 
 def environ(pid):
@@ -230,6 +230,25 @@ class Cgroups(SanitizedSuiteTest):
         wait_until(lambda: not pid_alive(kid), timeout=10, what="the dead instance's escapee killed")
         s2 = wait_service(self.d, "escapes", lambda x: x["state"] == "HEALTHY" and x["pid"], what="restarted")
         self.assertNotEqual(s2["pid"], s["pid"])
+
+
+class CgroupsOff(SanitizedSuiteTest):
+    def test_off_means_process_groups_and_says_so(self):
+        self.d.write_config([sleeper("plain")])
+        self.d.start(extra=["--cgroups", "off"])
+        st, info = self.d.request("GET", "/v1/daemon")
+        self.assertEqual(info["cgroups"], {"enabled": False, "why": "--cgroups off"})
+        s = wait_service(self.d, "plain", lambda x: x["state"] == "HEALTHY" and x["pid"], what="up")
+        self.assertIsNone(s["cgroup"])
+        with open("/proc/%d/cgroup" % s["pid"]) as f:
+            self.assertNotIn("svc-plain", f.read())
+        self.assertIn("no cgroups (--cgroups off)", self.d.log())
+
+    def test_bad_value(self):
+        r = subprocess.run([HERD_BIN, "daemon", "--state-dir", os.path.join(self.d.root, "x"), "--cgroups", "yes"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--cgroups must be auto or off", r.stderr)
 
 
 def open_cmdline(pid):
