@@ -111,6 +111,7 @@ class Daemon:
 
     def cleanup(self):
         self.stop()
+        remove_cgroups(self.state)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- API ------------------------------------------------------------
@@ -479,3 +480,40 @@ def raise_nofile(want):
     if soft < want and (hard == resource.RLIM_INFINITY or hard >= want):
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= want
+
+
+def remove_cgroups(state):
+    """Kill what is left in this daemon's service cgroups (a test that left services running)
+    and remove its cgroup tree: the root is named in its store, so only its own."""
+    import sqlite3
+    db = os.path.join(state, "herd.db")
+    if not os.path.exists(db):
+        return
+    try:
+        c = sqlite3.connect(db, timeout=5)
+        try:
+            row = c.execute("SELECT value FROM meta WHERE key = 'cgroup_root'").fetchone()
+        finally:
+            c.close()
+    except sqlite3.Error:
+        return
+    root = row[0] if row else None
+    if not root or not os.path.isdir(root) or "/herd-" not in root:
+        return
+    subs = [os.path.join(root, n) for n in os.listdir(root) if n.startswith("svc-")]
+    for d in subs:
+        try:
+            with open(os.path.join(d, "cgroup.kill"), "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+    deadline = time.time() + 10
+    for d in subs + [root]:
+        while time.time() < deadline:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)  # busy until the killed processes are gone
