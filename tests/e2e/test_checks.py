@@ -669,7 +669,9 @@ class InFlight(ServerTest):
         for name in ("h", "x", "t", "h2"):
             st, body = self.d.request("DELETE", "/v1/services/" + name)
             self.assertEqual(st, 200, (name, body))
-        self.assertEqual(self.d.services(), {})
+        # Removed services stay listed (removing: true) until their processes are gone.
+        self.assertTrue(all(s.get("removing") for s in self.d.services().values()), self.d.services())
+        wait_until(lambda: self.d.services() == {}, timeout=10, what="every removed service gone")
         n = ok.count()
         time.sleep(0.4)
         self.assertEqual(ok.count(), n, "no checks after the services were deleted")

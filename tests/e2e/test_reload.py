@@ -101,7 +101,9 @@ class Reload(SuiteTest):
         self.assertEqual(st, 200, body)
         self.assertEqual(body["removed"], ["first"])
         wait_until(lambda: not pid_alive(p1), timeout=5, what="the removed service to stop")
-        time.sleep(0.2)
+        # Listed (removing) until the daemon has seen its process go, then gone.
+        wait_until(lambda: checked_request(self.d, "GET", "/v1/services/first", timeout=5)[0] == 404, timeout=10,
+                   what="the removed service gone from the API")
         st, body = checked_request(self.d, "GET", "/v1/services/first", timeout=5)
         self.assertEqual(st, 404, body)
         self.assertEqual(body["error"]["code"], "no_such_service")
