@@ -517,3 +517,16 @@ def remove_cgroups(state):
                 break
             except OSError:
                 time.sleep(0.02)  # busy until the killed processes are gone
+
+
+def environ_bytes(pid, timeout=5):
+    """/proc/PID/environ once the process's exec has finished: herd reports a pid as soon as
+    the exec is past its point of no return, and for a moment after that the new program's
+    environment is not yet in place (the file reads empty)."""
+    deadline = time.time() + timeout
+    while True:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            data = f.read()
+        if data or time.time() > deadline:
+            return data
+        time.sleep(0.005)

@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from harness import (SuiteTest, checked_request, main, pid_alive, pids_in_pgid, raw_connect, read_http_response,
+from harness import (SuiteTest, environ_bytes, checked_request, main, pid_alive, pids_in_pgid, raw_connect, read_http_response,
                      wait_until)
 from test_logs import ChunkedReader
 
@@ -71,6 +71,9 @@ class AddReplaceDelete(SuiteTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("removed web", r.stdout)
         wait_until(lambda: not pid_alive(new_pid), timeout=5, what="the removed service's process to end")
+        # Listed (removing) until the daemon has reaped it, then gone.
+        wait_until(lambda: checked_request(self.d, "GET", "/v1/services/web")[0] == 404, timeout=10,
+                   what="the removed service gone from the API")
         st, body = checked_request(self.d, "GET", "/v1/services/web")
         self.assertEqual(st, 404, body)
         self.assertEqual(body["error"]["code"], "no_such_service")
@@ -180,8 +183,7 @@ class AddReplaceDelete(SuiteTest):
         self.assertEqual((s["state"], s["wanted"], s["pid"]), ("STOPPED", "down", None))
         self.assertEqual(s["spec"]["env"], {"V": "3"})
         self.d.cli("start", "web", "--wait", check=True)
-        with open("/proc/%d/environ" % self.d.service("web")["pid"], "rb") as f:
-            self.assertIn(b"V=3", f.read().split(b"\0"))
+        self.assertIn(b"V=3", environ_bytes(self.d.service("web")["pid"]).split(b"\0"))
 
     def test_start_during_backoff_starts_at_once(self):
         st, _ = self.d.request("POST", "/v1/services", svc("crash", command=["/bin/sh", "-c", "sleep 0.2; exit 1"],

@@ -16,13 +16,14 @@ import subprocess
 import threading
 import time
 
-from harness import HERD_BIN, SanitizedSuiteTest, main, pid_alive, wait_service, wait_until
+from harness import HERD_BIN, SanitizedSuiteTest, environ_bytes, main, pid_alive, wait_service, wait_until
 
 
-def environ(pid):
+def environ(pid, settle=False):
+    """A process's environment; settle: wait for a just-started one's exec to finish."""
     try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            return dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        data = environ_bytes(pid) if settle else open("/proc/%d/environ" % pid, "rb").read()
+        return dict(e.split(b"=", 1) for e in data.split(b"\0") if b"=" in e)
     except OSError:
         return {}
 
@@ -66,7 +67,7 @@ class Identity(SanitizedSuiteTest):
         hid = herd_id_of(self.d)
         for name in ("a", "b"):
             s = wait_service(self.d, name, lambda x: x["state"] == "HEALTHY" and x["pid"], what=name)
-            env = environ(s["pid"])
+            env = environ(s["pid"], settle=True)
             self.assertEqual(env.get(b"HERD_INSTANCE"), ("%s:%d" % (hid, s["instance"])).encode())
         # b's child inherits it: it is b's instance too.
         b = self.d.service("b")

@@ -6,7 +6,7 @@ import random
 import signal
 import time
 
-from harness import SanitizedSuiteTest, first_event, main, pid_alive, wait_service, wait_until
+from harness import environ_bytes, SanitizedSuiteTest, first_event, main, pid_alive, wait_service, wait_until
 from servers import TCPListener, free_port
 
 HTTP_SERVER = ["python3", "-m", "http.server", "${port}", "--bind", "127.0.0.1"]
@@ -30,8 +30,7 @@ def http_svc(name, endpoint, **kw):
 
 
 def proc_env(pid):
-    with open("/proc/%d/environ" % pid, "rb") as f:
-        items = [x.decode() for x in f.read().split(b"\0") if x]
+    items = [x.decode() for x in environ_bytes(pid).split(b"\0") if x]
     return dict(x.split("=", 1) for x in items)
 
 

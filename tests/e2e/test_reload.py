@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from harness import HERD_BIN, SuiteTest, checked_request, main, pid_alive, wait_until
+from harness import environ_bytes, HERD_BIN, SuiteTest, checked_request, main, pid_alive, wait_until
 
 
 def svc(name, **kw):
@@ -36,12 +36,11 @@ class Reload(SuiteTest):
             self.d.service("change")), timeout=5, what="changed service to restart")
         self.assertEqual(ch["spec"]["env"], {"V": "2"})
         self.assertFalse(pid_alive(pids["change"]), "old instance of the changed service still runs")
-        with open("/proc/%d/environ" % ch["pid"], "rb") as f:
-            self.assertIn(b"V=2", f.read().split(b"\0"))
+        self.assertIn(b"V=2", environ_bytes(ch["pid"]).split(b"\0"))
         wait_until(lambda: self.d.request("GET", "/v1/services/gone")[0] == 404, timeout=5,
                    what="removed service to disappear")
-        # A removed service leaves the API at once (while STOPPING); its process goes after
-        # the stop signal is delivered and reaped: wait for that, do not race it.
+        # A removed service is listed (removing: true) until its process is reaped; the 404
+        # above comes once it is: the process is gone by then, or going.
         wait_until(lambda: not pid_alive(pids["gone"]), timeout=5, what="removed service's process to exit")
         self.assertEqual(sorted(self.d.services()), ["change", "fresh", "keep"])
 

@@ -3,7 +3,7 @@ policies after a clean or failed exit."""
 import os
 import time
 
-from harness import SuiteTest, main, wait_until
+from harness import environ_bytes, SuiteTest, main, wait_until
 
 
 def svc(name, **kw):
@@ -13,8 +13,7 @@ def svc(name, **kw):
 
 
 def proc_environ(pid):
-    with open("/proc/%d/environ" % pid, "rb") as f:
-        return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    return dict(kv.split(b"=", 1) for kv in environ_bytes(pid).split(b"\0") if b"=" in kv)
 
 
 class Spawn(SuiteTest):
