@@ -255,7 +255,9 @@ class TestSlurmReconcile(SlurmTest):
                    what="the removed service's job cancelled")
         s = wait_service(self.d, "keep", lambda s: s["slurm"].get("job_id") == keep, timeout=30, what="keep re-adopted")
         self.assertEqual(len([j for j in self.herd_jobs("keep") if j[0] != other]), 1)
-        self.assertIsNone(self.d.request("GET", "/v1/services/gone")[1].get("service"))
+        # Listed (removing) until herd has seen its job end, then gone.
+        wait_until(lambda: self.d.request("GET", "/v1/services/gone")[0] == 404, timeout=30,
+                   what="the removed service gone from the API")
         self.assertIn(CLUSTER.job(other)["job_state"], ("RUNNING", "PENDING"), "another herd's job is untouched")
 
         # A job that needs every CPU of the node waits in the queue while keep and the other
