@@ -607,6 +607,17 @@ static void on_server_close(uv_handle_t *h) {
   free(ctl);
 }
 
+static bool lock_file_ours(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 24) return false;
+  char buf[32];
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  if (n < 0) return false;
+  for (ssize_t i = 0; i < n; i++)
+    if (!(buf[i] >= '0' && buf[i] <= '9') && !(buf[i] == '\n' && i == n - 1)) return false;
+  return true;
+}
+
 int ctl_open(struct daemon *d, char **err) {
   llhttp_settings_init(&settings);
   settings.on_message_begin = on_message_begin;
@@ -634,9 +645,16 @@ int ctl_open(struct daemon *d, char **err) {
   ctl->d = d;
   list_init(&ctl->conns);
   ctl->lock_path = xasprintf("%s.lock", d->socket_path);
-  ctl->lock_fd = open(ctl->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ctl->lock_fd = open(ctl->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (ctl->lock_fd < 0) {
     *err = xasprintf("cannot open %s: %s", ctl->lock_path, strerror(errno));
+    goto fail;
+  }
+  /* Only ever our own lock file is rewritten: empty, or a pid and a newline. A user's file
+   * that happens to have the name is left as it is. */
+  if (!lock_file_ours(ctl->lock_fd)) {
+    *err = xasprintf("%s exists and is not a herd lock file; refusing to overwrite it (choose another --socket)",
+                     ctl->lock_path);
     goto fail;
   }
   if (flock(ctl->lock_fd, LOCK_EX | LOCK_NB) < 0) {

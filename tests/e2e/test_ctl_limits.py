@@ -339,6 +339,16 @@ class SocketPath(SanitizedSuiteTest):
         with open(path) as f:
             self.assertEqual(f.read(), "precious\n")
 
+    def test_a_users_file_named_like_the_lock_is_left_alone(self):
+        path = os.path.join(self.d.root, "app.sock")
+        with open(path + ".lock", "w") as f:
+            f.write("my notes\n")
+        rc, out = self.run_daemon(path)
+        self.assertEqual(rc, 101, out)
+        self.assertIn("is not a herd lock file", out)
+        with open(path + ".lock") as f:
+            self.assertEqual(f.read(), "my notes\n")
+
     def test_a_stale_socket_is_replaced(self):
         path = os.path.join(self.d.root, "stale.sock")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
