@@ -1,5 +1,6 @@
 /* The command-line client: each command is one or a few requests to the daemon. */
 #include "herd/cmd.h"
+#include "herd/ctl.h"
 #include "herd/http.h"
 #include "herd/log.h"
 
@@ -126,8 +127,14 @@ static char *read_all(const char *path, size_t *len) {
   struct buf b = {0};
   char tmp[8192];
   size_t n;
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
+  /* No more than the daemon takes in a request: /dev/zero or a runaway pipe end here. */
+  while (b.len <= CTL_MAX_BODY && (n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
   if (f != stdin) fclose(f);
+  if (b.len > CTL_MAX_BODY) {
+    fprintf(stderr, "herd: %s is larger than a request may be (%d bytes)\n", path, CTL_MAX_BODY);
+    buf_free(&b);
+    return NULL;
+  }
   if (!b.data) buf_append(&b, "", 0);
   *len = b.len;
   return b.data;

@@ -94,6 +94,12 @@ class Cli(SuiteTest):
         self.assertEqual(self.d.cli("start", "nosuch").returncode, 1)
         self.assertEqual(self.d.cli("start", "nomatch*").returncode, 1)
 
+    def test_add_reads_no_more_than_a_request_takes(self):
+        self.d.start()
+        r = self.d.cli("add", "/dev/zero", timeout=20)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("/dev/zero is larger than a request may be (1048576 bytes)", r.stderr)
+
     def test_add_from_stdin_and_rm(self):
         r = self.d.cli("add", "-", input=json.dumps(svc("piped")))
         self.assertEqual(r.returncode, 0, r.stderr)
