@@ -325,9 +325,15 @@ static bool auth_ready(struct cluster *cl) {
         return false;
       }
       int64_t now = (int64_t)now_wall();
-      token_set(cl, jwt_mint_hs256(key, len, k->user, now, now + (int64_t)k->token_lifespan));
+      char *tok = jwt_mint_hs256(key, len, k->user, now, now + (int64_t)k->token_lifespan);
       memset(key, 0, len);
       free(key);
+      if (!tok) {
+        /* The signature needs libcrypto, loaded on first use: say so, not just "no token". */
+        set_error(cl, "jwt_key: cannot sign a token (libcrypto.so.3 could not be loaded or refused the key)");
+        return false;
+      }
+      token_set(cl, tok);
     }
     return cl->token != NULL;
   case AUTH_TOKEN_COMMAND:
