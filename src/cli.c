@@ -1,4 +1,5 @@
 /* The command-line client: each command is one or a few requests to the daemon. */
+#include "herd/cfg.h"
 #include "herd/cmd.h"
 #include "herd/ctl.h"
 #include "herd/http.h"
@@ -127,11 +128,13 @@ static char *read_all(const char *path, size_t *len) {
   struct buf b = {0};
   char tmp[8192];
   size_t n;
-  /* No more than the daemon takes in a request: /dev/zero or a runaway pipe end here. */
-  while (b.len <= CTL_MAX_BODY && (n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
+  /* No more than a config file may hold: /dev/zero or a runaway pipe end here. (Between
+   * that and the request limit the daemon's own 413 says what is wrong.) */
+  while (b.len <= CFG_FILE_MAX && (n = fread(tmp, 1, sizeof tmp, f)) > 0) buf_append(&b, tmp, n);
   if (f != stdin) fclose(f);
-  if (b.len > CTL_MAX_BODY) {
-    fprintf(stderr, "herd: %s is larger than a request may be (%d bytes)\n", path, CTL_MAX_BODY);
+  if (b.len > CFG_FILE_MAX) {
+    fprintf(stderr, "herd: %s is larger than %d MiB; a request may carry %d bytes\n", path, CFG_FILE_MAX >> 20,
+            CTL_MAX_BODY);
     buf_free(&b);
     return NULL;
   }

@@ -98,7 +98,7 @@ class Cli(SuiteTest):
         self.d.start()
         r = self.d.cli("add", "/dev/zero", timeout=20)
         self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertIn("/dev/zero is larger than a request may be (1048576 bytes)", r.stderr)
+        self.assertIn("/dev/zero is larger than 16 MiB; a request may carry 1048576 bytes", r.stderr)
 
     def test_add_from_stdin_and_rm(self):
         r = self.d.cli("add", "-", input=json.dumps(svc("piped")))
