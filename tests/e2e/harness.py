@@ -57,6 +57,9 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------
     def start(self, wait=True, extra=()):
+        if self.proc is not None and self.proc.poll() is None:
+            raise AssertionError("this test's daemon is already running (pid %d): a second start would "
+                                 "leak it" % self.proc.pid)
         self.logf = open(self.log_path, "ab")
         cmd = [HERD_BIN, "daemon", "--config", self.confdir, "--state-dir", self.state,
                "--log-level", "debug"] + self.args + list(extra)

@@ -95,7 +95,6 @@ class Cli(SuiteTest):
         self.assertEqual(self.d.cli("start", "nomatch*").returncode, 1)
 
     def test_add_reads_no_more_than_a_request_takes(self):
-        self.d.start()
         r = self.d.cli("add", "/dev/zero", timeout=20)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("/dev/zero is larger than 16 MiB; a request may carry 1048576 bytes", r.stderr)
