@@ -160,6 +160,7 @@ void logpipe_note(struct service *s, const char *fmt, ...) {
 struct logreader {
   uv_pipe_t pipe;
   struct service *s;
+  bool reading; /* from the instance's "started" note on: its output comes after it */
 };
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
@@ -244,11 +245,18 @@ int logpipe_attach(struct service *s) {
   s->reader = r;
   s->nhandles++;
   int rc = uv_pipe_open(&r->pipe, fd);
-  if (rc == 0) rc = uv_read_start((uv_stream_t *)&r->pipe, daemon_alloc, on_read);
   if (rc < 0) {
-    if (uv_fileno((uv_handle_t *)&r->pipe, &(int){0}) < 0) close(fd); /* not adopted by the handle */
+    close(fd); /* not taken by the handle */
     logpipe_detach(s);
   }
+  return rc;
+}
+
+int logpipe_read(struct service *s) {
+  struct logreader *r = s->reader;
+  if (!r || r->reading) return r ? 0 : UV_EBADF;
+  int rc = uv_read_start((uv_stream_t *)&r->pipe, daemon_alloc, on_read);
+  r->reading = rc == 0;
   return rc;
 }
 

@@ -385,6 +385,7 @@ int proc_adopt(struct service *s, int pid, uint64_t starttime) {
   p->adopted = true;
   p->starttime = starttime;
   int rc = logpipe_attach(s); /* what it wrote while no daemon read is waiting in the FIFO */
+  if (rc == 0) rc = logpipe_read(s);
   if (rc < 0) logpipe_note(s, "cannot read its output (log FIFO): %s", uv_strerror(rc));
   s->proc = p;
   s->pid = pid;
@@ -599,6 +600,7 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     daemon_check_idle(s->d);
   } else {
     proc_started(s, p = watch_child(s, r->pid), r->starttime);
+    logpipe_read(s); /* its output, after the note that it started */
     if (r->cg_err) logpipe_note(s, "pid %d is not in cgroup %s: %s", r->pid, r->cg, strerror(r->cg_err));
     /* What the state machine asked for while the spawn ran, in order: a stop signal, the
      * checks, its deadline (never "up for ready_after" before the process existed). */
@@ -768,6 +770,7 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   strv_free(args);
   p->pid = p->h.child.pid;
   proc_started(s, p, proc_starttime(p->pid));
+  logpipe_read(s);
   if (s->cg && (rc = into_cgroup(s->cg, p->pid)) < 0)
     logpipe_note(s, "pid %d is not in cgroup %s: %s", p->pid, s->cg, strerror(-rc));
   return 0;

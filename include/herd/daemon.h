@@ -227,8 +227,12 @@ uint64_t proc_starttime(int pid);
 /* logpipe.c: the service's log FIFO and log files */
 /** Make the FIFO and note where the log file stands; no descriptor is kept. 0 or -errno. */
 int logpipe_open(struct service *s, char *err, size_t errlen);
-/** An instance runs (or is adopted): read its FIFO. 0 or a negative UV_E* code. */
+/** An instance is about to run (or is adopted): open its FIFO's reader, the descriptor it
+ *  costs. 0 or a negative UV_E* code (UV_EMFILE: the daemon is at its limit). */
 int logpipe_attach(struct service *s);
+/** Start copying the FIFO into the log: once herd's "started" note is written, so that the
+ *  instance's first output comes after it. 0 or a negative UV_E* code. */
+int logpipe_read(struct service *s);
 /** The instance is gone (or let go): drain the FIFO and close the reader. */
 void logpipe_detach(struct service *s);
 /** Read whatever is buffered in the FIFO now (used when an instance exits). */
