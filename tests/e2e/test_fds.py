@@ -57,6 +57,15 @@ class Fds(SanitizedSuiteTest):
                    timeout=10, what="f007 restarted after kill -9")
 
 
+def start_limited(d, nofile):
+    """Start the test's daemon under a descriptor limit (soft = hard = nofile)."""
+    d.logf = open(d.log_path, "ab")
+    cmd = ["prlimit", "--nofile=%d:%d" % (nofile, nofile), HERD_BIN, "daemon", "--config", d.confdir,
+           "--state-dir", d.state, "--log-level", "debug"]
+    d.proc = subprocess.Popen(cmd, stdout=d.logf, stderr=subprocess.STDOUT, env=d.env)
+    d.wait_socket()
+
+
 def pidfds(pid):
     n = 0
     for fd in os.listdir("/proc/%d/fd" % pid):
@@ -70,13 +79,6 @@ def pidfds(pid):
 class Adopted(SanitizedSuiteTest):
     """A re-adopted process is not herd's child: a pidfd watches it while pidfds stay within
     a quarter of the descriptor limit (less 256); past that, one shared timer polls them all."""
-
-    def start_limited(self, nofile):
-        self.d.logf = open(self.d.log_path, "ab")
-        cmd = ["prlimit", "--nofile=%d:%d" % (nofile, nofile), HERD_BIN, "daemon", "--config", self.d.confdir,
-               "--state-dir", self.d.state, "--log-level", "debug"]
-        self.d.proc = subprocess.Popen(cmd, stdout=self.d.logf, stderr=subprocess.STDOUT, env=self.d.env)
-        self.d.wait_socket()
 
     def test_pidfds_within_budget_then_polling(self):
         n = 20
@@ -92,7 +94,7 @@ class Adopted(SanitizedSuiteTest):
         self.assertEqual(pidfds(self.d.proc.pid), n, "re-adopted: one pidfd each (within budget)")
         self.d.kill9()
         # A limit of 1,024: the budget is 0, every re-adopted process is polled.
-        self.start_limited(1024)
+        start_limited(self.d, 1024)
         self.assertEqual({k: v["pid"] for k, v in self.d.services().items()}, before, "all re-adopted")
         self.assertEqual(pidfds(self.d.proc.pid), 0, "past the budget: no pidfd")
         os.kill(before["f003"], 9)
@@ -110,11 +112,7 @@ class AtTheLimit(SanitizedSuiteTest):
     def test_pending_not_failed_then_started(self):
         n = 200
         self.d.write_config(specs(n))
-        self.d.logf = open(self.d.log_path, "ab")
-        cmd = ["prlimit", "--nofile=400:400", HERD_BIN, "daemon", "--config", self.d.confdir,
-               "--state-dir", self.d.state, "--log-level", "debug"]
-        self.d.proc = subprocess.Popen(cmd, stdout=self.d.logf, stderr=subprocess.STDOUT, env=self.d.env)
-        self.d.wait_socket()
+        start_limited(self.d, 400)
 
         def states():
             out = {}
