@@ -173,7 +173,7 @@ void daemon_check_idle(struct daemon *d) {
     }
   }
   /* Not finish() here: we may be deep in a callback chain (curl's, a close callback). */
-  if (d->shutting_down && !finishing && idle_now(d)) d->finish_pending = true;
+  if (d->shutting_down && !finishing && !d->finish_pending && idle_now(d)) d->finish_pending = true;
 }
 
 void daemon_shutdown(struct daemon *d) {
@@ -182,13 +182,12 @@ void daemon_shutdown(struct daemon *d) {
   d->shutdown_at = now_mono();
   log_info("shutting down: stopping %zu services (dependents first)", d->nservices);
   /* In memory only: the persisted wanted state stays, so they come back next start.
-   * deps_reconcile sends the stops: a service stops once nothing that depends on it runs. */
+   * deps_reconcile sends the stops: a service stops once nothing that depends on it runs.
+   * Nothing restarts from here on, even a service that crashes while it waits for its
+   * dependents to stop first. */
   struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &d->services) {
-    /* Nothing restarts from here on, even a service that crashes while it waits for its
-     * dependents to stop first. */
-    container_of(pos, struct service, link)->fsm.want_up = false;
-  }
+  list_for_each_safe(pos, tmp, &d->services)
+      service_event(container_of(pos, struct service, link), EV_SHUTDOWN, 0, 0, NULL);
   d->deps_dirty = true;
   deps_reconcile(d);
   daemon_check_idle(d);

@@ -89,7 +89,7 @@ void deps_reconcile(struct daemon *d) {
         if (!deps_blocker(s, why, sizeof why))
           service_event(s, EV_START, 0, 0, "dependencies ready");
         else if (strcmp(why, s->reason))
-          snprintf(s->reason, sizeof s->reason, "%s", why); /* show the current wait */
+          service_event(s, EV_BLOCKED, 0, 0, why); /* still blocked: shows on what now */
         continue;
       }
       if (s->spec->restart_with_dependency && s->fsm.proc_alive && svc_state_running(s->fsm.state)) {

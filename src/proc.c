@@ -586,8 +586,6 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
   struct proc *p = NULL;
   if (r->pid < 0) {
     logpipe_detach(s);
-    s->pending_sig = 0;
-    s->deadline_due = s->checks_due = false;
     if (closing)
       daemon_check_idle(s->d);
     else
@@ -596,28 +594,14 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
     /* The daemon let go of its services while this spawn ran (it leaves them running for
      * the next daemon): record the process so that one re-adopts it. */
     store_instance_pid(s->d->store, s->instance, r->pid, r->starttime);
-    if (s->pending_sig) kill(-r->pid, s->pending_sig);
     daemon_check_idle(s->d);
   } else {
     proc_started(s, p = watch_child(s, r->pid), r->starttime);
     logpipe_read(s); /* its output, after the note that it started */
     if (r->cg_err) logpipe_note(s, "pid %d is not in cgroup %s: %s", r->pid, r->cg, strerror(r->cg_err));
-    /* What the state machine asked for while the spawn ran, in order: a stop signal, the
-     * checks, its deadline (never "up for ready_after" before the process existed). */
-    if (s->pending_sig) {
-      int sig = s->pending_sig;
-      s->pending_sig = 0;
-      logpipe_note(s, "sending SIG%s to process group %d", signal_name(sig), s->pid);
-      proc_signal(s, sig);
-    }
-    if (s->checks_due) {
-      s->checks_due = false;
-      check_start(s);
-    }
-    if (s->deadline_due) {
-      s->deadline_due = false;
-      service_event(s, EV_DEADLINE, 0, 0, NULL);
-    }
+    /* The state machine now counts STARTING's time, starts the checks, or sends the stop
+     * asked for while the spawn ran. */
+    service_event(s, EV_STARTED, 0, 0, NULL);
     /* It may have ended before it was in the table: its SIGCHLD found no owner then. */
     int st;
     if (s->proc == p && waitpid(p->pid, &st, WNOHANG) == p->pid) reaped(p, st);

@@ -66,10 +66,6 @@ static void instance_str(const struct service *s, char *buf, size_t len) {
 
 static void on_timer(uv_timer_t *t) {
   struct service *s = container_of(t, struct service, timer);
-  if (s->spawning) {
-    s->deadline_due = true; /* measured from the process's existence, not the request's */
-    return;
-  }
   if (s->fsm.state == S_PENDING && s->fsm.want_up && !s->fsm.proc_alive && !s->pol.batch &&
       logpipe_attach(s) == UV_EMFILE) {
     /* A start put off for a descriptor (EV_DEFERRED): still none; look again in a while
@@ -135,20 +131,15 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
     case FX_SIGNAL:
       if (s->spec->slurm) {
         slurm_cancel(s);
-      } else if (s->pid > 0) {
+      } else if (s->pid > 0) { /* (never asked before the spawn is answered: EV_STARTED) */
         logpipe_note(s, "sending SIG%s to process group %d", signal_name(x->sig), s->pid);
         proc_signal(s, x->sig);
-      } else if (s->spawning) {
-        s->pending_sig = x->sig; /* the latest wins: SIGKILL after the grace replaces the stop signal */
       }
       break;
-    case FX_ARM:
-      s->deadline_due = false; /* a new deadline replaces one that came due while spawning */
-      timer_arm(d->loop, &s->timer, on_timer, x->at);
-      break;
-    case FX_DISARM:
-      s->deadline_due = false;
-      uv_timer_stop(&s->timer);
+    case FX_ARM: timer_arm(d->loop, &s->timer, on_timer, x->at); break;
+    case FX_DISARM: uv_timer_stop(&s->timer); break;
+    case FX_REASON:
+      if (strcmp(s->reason, x->reason)) snprintf(s->reason, sizeof s->reason, "%s", x->reason);
       break;
     case FX_INSTANCE_END:
       s->has_exit = true;
@@ -157,16 +148,8 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
                          s->last_exit_wall);
       if (x->to == S_FAILED || x->to == S_TIMEOUT) snprintf(s->last_error, sizeof s->last_error, "%s", x->reason);
       break;
-    case FX_CHECKS_START:
-      if (s->spawning)
-        s->checks_due = true; /* nothing to check before the process exists */
-      else
-        check_start(s);
-      break;
-    case FX_CHECKS_STOP:
-      s->checks_due = false;
-      check_stop(s);
-      break;
+    case FX_CHECKS_START: check_start(s); break;
+    case FX_CHECKS_STOP: check_stop(s); break;
     case FX__MAX: break;
     }
   }
@@ -335,9 +318,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
     return s;
   }
   /* A daemon ran this service before us: resume where it left off. */
-  s->fsm.restarts = restarts;
-  s->fsm.want_up = want_up;
-  bool alive = false;
+  bool alive = false, launching = false;
   char why[200] = "";
   if (spec->slurm && s->instance && !s->has_exit) {
     /* A job outlives the daemon; the first poll says what became of it. */
@@ -347,6 +328,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
     s->port = s->last_port;
     if (s->job) {
       slurm_resume(s, last_job_id);
+      launching = last_job_id == 0; /* its submission was never answered: the poll looks for its tag */
       logpipe_note(s, "watching job %lld again after a daemon restart", (long long)last_job_id);
     } else {
       alive = false;
@@ -387,7 +369,15 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   }
   free(last_cmdline);
   struct svc_fx_list fx;
-  svc_resume(&s->fsm, &s->pol, (svc_state)st, alive, s->started_mono, why[0] ? why : NULL, now_mono(), &fx);
+  struct svc_resume rs = {.stored = (svc_state)st,
+                          .want_up = want_up,
+                          .attempt = s->fsm.attempt,
+                          .restarts = restarts,
+                          .alive = alive,
+                          .launching = launching,
+                          .started = s->started_mono,
+                          .why_gone = why[0] ? why : NULL};
+  svc_resume(&s->fsm, &s->pol, &rs, now_mono(), &fx);
   err[0] = '\0';
   int spawn_rc = 0;
   apply(s, &fx, err, sizeof err, &spawn_rc);
@@ -425,11 +415,9 @@ void service_start(struct service *s) {
 }
 
 void service_pause(struct service *s, const char *stop_why, const char *start_why) {
-  bool want = s->fsm.want_up;
-  s->start_at_rest = want;
+  s->start_at_rest = s->fsm.want_up;
   s->start_at_rest_why = start_why;
-  service_event(s, EV_STOP, 0, 0, stop_why);
-  s->fsm.want_up = want; /* what the user asked for has not changed */
+  service_event(s, EV_PAUSE, 0, 0, stop_why); /* the wanted state stays what the user asked */
 }
 
 void service_stop(struct service *s) {

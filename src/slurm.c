@@ -653,11 +653,7 @@ static void job_seen(struct sjob *j, const struct slurm_job *sj) {
     } else {
       snprintf(msg, sizeof msg, "job %lld %s", (long long)j->job_id, o.msg);
     }
-    if (s->fsm.state == S_PENDING && !s->fsm.submitting) {
-      snprintf(s->reason, sizeof s->reason, "%.127s", msg); /* the queue reason changes; the state does not */
-      break;
-    }
-    feed(s, EV_QUEUED, 0, 0, 0, msg);
+    feed(s, EV_QUEUED, 0, 0, 0, msg); /* still PENDING: only the queue's reason changes */
     break;
   case SP_RUNNING:
     if (sj->batch_host[0] && !node_addr(j->cl, sj->batch_host)) node_lookup(j->cl, sj->batch_host);
@@ -887,7 +883,7 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
           snprintf(msg, sizeof msg, "job %lld found by its tag on cluster %s", (long long)j->job_id, cl->spec->name);
           logpipe_note(j->s, "%s", msg);
           found = j;
-          feed(j->s, EV_SUBMITTED, 0, 0, 0, msg);
+          feed(j->s, EV_STARTED, 0, 0, 0, msg);
           if (j->cancel_wanted) cancel_job(cl, j, j->job_id);
           job_seen(j, &rep->jobs[i]);
         }
@@ -1000,7 +996,7 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
              rep.submit_msg[0] ? ": " : "", rep.submit_msg);
     logpipe_note(j->s, "submitted %s", msg);
     if (j->cancel_wanted) cancel_job(cl, j, job_id);
-    feed(j->s, EV_SUBMITTED, 0, 0, 0, msg);
+    feed(j->s, EV_STARTED, 0, 0, 0, msg);
   } else if (ok && prc == 0 &&
              (job_id > 0 || (r->status >= 400 && r->status < 500 && r->status != 401) ||
               (r->status >= 500 && !no_decision(rep.error_code)))) {
@@ -1168,7 +1164,6 @@ void slurm_resume(struct service *s, int64_t job_id) {
   j->job_id = job_id;
   j->searching = job_id == 0;
   j->cl->need_full = true;
-  if (j->searching) s->fsm.submitting = true;
   poll_schedule(j->cl, now_mono());
 }
 

@@ -32,7 +32,9 @@ static const char *const event_names[] = {
     [EV_LOST] = "lost",
     [EV_BLOCKED] = "blocked",
     [EV_DEFERRED] = "deferred",
-    [EV_SUBMITTED] = "submitted",
+    [EV_PAUSE] = "pause",
+    [EV_SHUTDOWN] = "shutdown",
+    [EV_STARTED] = "started",
     [EV_QUEUED] = "queued",
     [EV_RUNNING] = "running",
 };
@@ -47,6 +49,7 @@ static const char *const fx_names[] = {
     [FX_INSTANCE_END] = "instance-end",
     [FX_CHECKS_START] = "checks-start",
     [FX_CHECKS_STOP] = "checks-stop",
+    [FX_REASON] = "reason",
 };
 static_assert(sizeof fx_names / sizeof fx_names[0] == FX__MAX, "effect name table");
 
@@ -129,6 +132,27 @@ struct ctx {
   struct svc_fx_list *out;
 };
 
+/* STARTING's clock and checks, from the moment the instance exists. */
+static void starting_arm(struct ctx *c) {
+  struct svc_fsm *f = c->f;
+  const struct svc_policy *p = c->p;
+  if (p->has_check) {
+    push(c->out, FX_CHECKS_START);
+    if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
+  } else {
+    /* Even with ready_after 0, HEALTHY comes from the deadline (next loop turn), so a
+     * spawn that fails is reported as STARTING -> FAILED, never as HEALTHY first. */
+    arm(f, c->out, c->now + p->ready_after);
+  }
+}
+
+/* The stop signal, and the grace before SIGKILL. */
+static void kill_begin(struct ctx *c) {
+  c->f->killed_hard = false;
+  push(c->out, FX_SIGNAL)->sig = c->p->stop_signal;
+  arm(c->f, c->out, c->now + c->p->stop_grace);
+}
+
 static void enter(struct ctx *c, svc_state to, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
@@ -147,7 +171,9 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
     f->deadline = 0;
     push(c->out, FX_DISARM);
   }
-  if (p->has_check && svc_state_running(from) && !svc_state_running(to)) push(c->out, FX_CHECKS_STOP);
+  /* (A start in flight had no checks started.) */
+  if (p->has_check && svc_state_running(from) && !svc_state_running(to) && !(from == S_STARTING && f->launching))
+    push(c->out, FX_CHECKS_STOP);
   f->state = to;
   f->since = c->now;
 
@@ -155,14 +181,9 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
   case S_STARTING:
     f->pass_streak = f->fail_streak = 0;
     f->healthy_since = 0;
-    if (p->has_check) {
-      push(c->out, FX_CHECKS_START);
-      if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
-    } else {
-      /* Even with ready_after 0, HEALTHY comes from the deadline (next loop turn), so a
-       * spawn that fails is reported as STARTING -> FAILED, never as HEALTHY first. */
-      arm(f, c->out, c->now + p->ready_after);
-    }
+    /* While the start is in flight there is nothing to check and no time counts yet:
+     * both begin with EV_STARTED, measured from the instance's existence. */
+    if (!f->launching) starting_arm(c);
     break;
   case S_SUBMITTED:
   case S_PENDING:
@@ -179,11 +200,8 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
     break;
   case S_STOPPING:
   case S_TIMEOUT:
-    if (f->proc_alive) {
-      f->killed_hard = false;
-      push(c->out, FX_SIGNAL)->sig = p->stop_signal;
-      arm(f, c->out, c->now + p->stop_grace);
-    }
+    /* A start still in flight gets its stop signal when it is answered (EV_STARTED). */
+    if (f->proc_alive && !f->launching) kill_begin(c);
     break;
   default: break;
   }
@@ -196,10 +214,10 @@ static void spawn(struct ctx *c, const char *why) {
   f->end_reason[0] = '\0';
   f->killed_hard = false;
   f->restart_pending = false;
+  f->launching = true; /* until the backend answers EV_STARTED or EV_SPAWN_FAILED */
   push(c->out, FX_SPAWN);
   if (c->p->batch) {
     /* Not SUBMITTED until the scheduler says so: the request may yet be refused. */
-    f->submitting = true;
     f->queued_at = c->now;
     enter(c, S_PENDING, "%s (attempt %u): submitting", why, f->attempt);
     return;
@@ -329,7 +347,7 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
   struct svc_fsm *f = c->f;
   if (!f->proc_alive) return; /* stale: no instance of ours */
   f->proc_alive = false;
-  f->submitting = false;
+  f->launching = false;
   char what[96];
   describe_exit(what, sizeof what, ev);
   switch (f->state) {
@@ -397,6 +415,7 @@ static void on_deadline(struct ctx *c) {
     }
     break;
   case S_STARTING:
+    if (f->launching) break; /* (no clock runs before the instance exists) */
     if (p->has_check) {
       snprintf(f->end_reason, sizeof f->end_reason, "not healthy within start_timeout %.3gs", p->start_timeout);
       enter(c, S_TIMEOUT, "%s", f->end_reason);
@@ -416,7 +435,7 @@ static void on_deadline(struct ctx *c) {
   case S_STOPPING:
   case S_TIMEOUT:
   case S_FAILED:
-    if (f->proc_alive) {
+    if (f->proc_alive && !f->launching) {
       /* Grace is over: SIGKILL the group, then keep re-sending while it lingers. */
       f->killed_hard = true;
       push(c->out, FX_SIGNAL)->sig = 9;
@@ -434,6 +453,7 @@ static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
   unsigned succ = p->success_threshold ? p->success_threshold : 1;
   unsigned fail = p->failure_threshold ? p->failure_threshold : 1;
   const char *msg = ev->msg ? ev->msg : "";
+  if (f->launching) return; /* a result about no instance of ours */
   switch (f->state) {
   case S_STARTING:
   case S_UNHEALTHY:
@@ -457,18 +477,34 @@ static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
   }
 }
 
-static void on_submitted(struct ctx *c, const struct svc_event *ev) {
+/* The backend answered a start: the instance exists. What was asked while it was in
+ * flight happens now: a stop's signal, or STARTING's clock and checks. */
+static void on_started(struct ctx *c, const struct svc_event *ev) {
   struct svc_fsm *f = c->f;
-  if (!f->proc_alive || !f->submitting) return;
-  f->submitting = false;
-  if (f->state == S_PENDING || f->state == S_UNKNOWN) enter(c, S_SUBMITTED, "%s", ev->msg ? ev->msg : "submitted");
+  if (!f->proc_alive || !f->launching) return; /* stale, or answered already */
+  f->launching = false;
+  switch (f->state) {
+  case S_STOPPING:
+  case S_TIMEOUT:
+  case S_FAILED: kill_begin(c); break;
+  case S_STARTING:
+    if (!c->p->batch) starting_arm(c);
+    break;
+  case S_PENDING:
+  case S_UNKNOWN:
+    if (c->p->batch) enter(c, S_SUBMITTED, "%s", ev->msg ? ev->msg : "submitted");
+    break;
+  default: break;
+  }
 }
 
 static void on_queued(struct ctx *c, const struct svc_event *ev) {
   struct svc_fsm *f = c->f;
-  if (!f->proc_alive) return;
-  f->submitting = false;
+  if (!f->proc_alive || f->launching) return;
   switch (f->state) {
+  case S_PENDING: /* still queued: the queue's reason may have changed, the state has not */
+    if (ev->msg) snprintf(push(c->out, FX_REASON)->reason, sizeof c->out->fx[0].reason, "%s", ev->msg);
+    break;
   case S_SUBMITTED:
   case S_UNKNOWN:
   case S_STARTING:
@@ -482,8 +518,7 @@ static void on_queued(struct ctx *c, const struct svc_event *ev) {
 
 static void on_running(struct ctx *c, const struct svc_event *ev) {
   struct svc_fsm *f = c->f;
-  if (!f->proc_alive) return;
-  f->submitting = false;
+  if (!f->proc_alive || f->launching) return;
   const char *msg = ev->msg ? ev->msg : "running";
   switch (f->state) {
   case S_SUBMITTED:
@@ -510,12 +545,13 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
   case EV_RESTART: on_start(&c, ev, true); break;
   case EV_STOP: on_stop(&c, ev); break;
   case EV_SPAWN_FAILED:
-    if (f->proc_alive && f->submitting && f->state != S_PENDING && f->state != S_UNKNOWN) {
+    if (!f->proc_alive || !f->launching) break; /* stale: no start in flight */
+    if (f->state != S_PENDING && f->state != S_UNKNOWN && f->state != S_STARTING) {
       /* Stopped (or timed out) while the request was in flight: it simply never began. */
       on_exit_ev(&c, ev);
-    } else if ((f->state == S_STARTING || f->submitting) && f->proc_alive) {
+    } else {
       f->proc_alive = false;
-      f->submitting = false;
+      f->launching = false;
       const char *m = ev->msg ? ev->msg : "spawn failed";
       instance_end(&c, S_FAILED, "%s", m);
       enter(&c, S_FAILED, "%s", m);
@@ -536,28 +572,45 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
     f->want_up = true;
     if (!f->proc_alive && (svc_fsm_at_rest(f) || f->state == S_BACKOFF))
       enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "waiting");
+    else if (!f->proc_alive && f->state == S_PENDING && ev->msg) /* still waiting: show on what now */
+      snprintf(push(out, FX_REASON)->reason, sizeof out->fx[0].reason, "%s", ev->msg);
     break;
   case EV_DEFERRED:
     /* The start never began: no instance ended, no failure counts; PENDING says why and
      * the deadline tries again. */
-    if (f->state == S_STARTING && f->proc_alive && !p->batch) {
+    if (f->state == S_STARTING && f->proc_alive && f->launching && !p->batch) {
       f->proc_alive = false;
+      f->launching = false;
       f->attempt--;
       enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "the start is put off");
       arm(f, out, now + SVC_DEFER_RETRY);
     }
     break;
-  case EV_SUBMITTED: on_submitted(&c, ev); break;
+  case EV_STARTED: on_started(&c, ev); break;
+  case EV_PAUSE: {
+    bool want = f->want_up; /* what the user asked for has not changed */
+    on_stop(&c, ev);
+    f->want_up = want;
+    break;
+  }
+  case EV_SHUTDOWN: f->want_up = false; break;
   case EV_QUEUED: on_queued(&c, ev); break;
   case EV_RUNNING: on_running(&c, ev); break;
   case EV__MAX: break;
   }
 }
 
-void svc_resume(struct svc_fsm *f, const struct svc_policy *p, svc_state stored, bool alive, double started,
-                const char *why_gone, double now, struct svc_fx_list *out) {
+void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_resume *r, double now,
+                struct svc_fx_list *out) {
   out->n = 0;
   struct ctx c = {f, p, now, out};
+  svc_state stored = r->stored;
+  bool alive = r->alive;
+  double started = r->started;
+  const char *why_gone = r->why_gone;
+  f->want_up = r->want_up;
+  f->attempt = r->attempt;
+  f->restarts = r->restarts;
   f->state = stored;
   f->since = now;
   f->deadline = 0;
@@ -565,6 +618,7 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, svc_state stored,
                       stored == S_SUBMITTED || ((stored == S_TIMEOUT || stored == S_FAILED) && alive) ||
                       (p->batch && stored == S_PENDING && alive);
   f->proc_alive = had_instance;
+  f->launching = had_instance && alive && r->launching;
   if (!had_instance) return; /* at rest, BACKOFF or PENDING: the caller decides what to start */
   if (!alive) {
     /* The instance ended while no daemon watched it. */
@@ -592,12 +646,10 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, svc_state stored,
   case S_STOPPING:
   case S_TIMEOUT:
   case S_FAILED:
-    /* It was being stopped: stop it again, with a fresh grace. */
-    f->killed_hard = false;
-    push(out, FX_SIGNAL)->sig = p->stop_signal;
-    arm(f, out, now + p->stop_grace);
+    /* It was being stopped: stop it again, with a fresh grace (once its start is
+     * answered, if it never was). */
+    if (!f->launching) kill_begin(&c);
     break;
   default: break;
   }
-  (void)c;
 }

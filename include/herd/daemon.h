@@ -108,9 +108,6 @@ struct service {
   int nhandles;               /* open uv handles owned by this service (timer, reader, procs) */
   struct proc *proc;          /* the current instance's process, or NULL */
   struct spawn_req *spawning; /* a spawn on a spawner thread (proc.c), or NULL */
-  int pending_sig;            /* asked for while spawning: sent once the process exists */
-  bool deadline_due;          /* the timer fired while spawning: delivered once the process exists */
-  bool checks_due;            /* checks asked for while spawning: started once the process exists */
   struct sjob *job;           /* backend slurm: the current instance's job */
   int log_fd;                 /* the log file while it is in the daemon's cache (logpipe.c), or -1 */
   struct list logfd_link;     /* in the daemon's cache of open log files, least recent first */

@@ -38,11 +38,16 @@ typedef enum {
   EV_CHECK_FAIL,   /* a health check failed */
   EV_LOST,         /* the control plane cannot tell us about the instance */
   EV_BLOCKED,      /* wanted up but must wait (dependencies) */
-  EV_SUBMITTED,    /* batch: the scheduler accepted the job (msg: job id) */
+  EV_STARTED,      /* the start was answered: the instance exists (a pid, or a job the scheduler
+                      accepted); what was asked of it meanwhile (a stop) is carried out now */
   EV_QUEUED,       /* batch: the job waits in the scheduler's queue (or was requeued) */
   EV_RUNNING,      /* batch: the job runs (or runs again, after the control plane was lost) */
   EV_DEFERRED,     /* the runner cannot start the instance for a lack of its own (the daemon's
                       descriptor limit): wait and try again; not the service's failure */
+  EV_PAUSE,        /* stop the instance for now; the wanted state does not change (spec change,
+                      dependency restart) */
+  EV_SHUTDOWN,     /* the daemon is shutting down: nothing restarts; the stop itself comes later
+                      (dependents first) */
   EV__MAX
 } svc_event_type;
 
@@ -87,7 +92,9 @@ struct svc_fsm {
   double since;         /* when the current state was entered */
   double healthy_since; /* when the current instance became HEALTHY (0 = not yet) */
   double deadline;      /* armed deadline (0 = none) */
-  bool submitting;      /* batch: the instance was asked for; the scheduler has not answered */
+  bool launching;       /* the instance was asked for (spawn, submit) and the backend has not answered
+                           (EV_STARTED / EV_SPAWN_FAILED): no signal can reach it yet, no deadline or
+                           check runs against it */
   svc_state lost_from;  /* the state UNKNOWN was entered from */
   double queued_at;     /* batch: when the current instance was asked for */
   uint64_t rng;         /* xorshift state for jitter: keeps svc_step pure and repeatable */
@@ -112,6 +119,8 @@ typedef enum {
   FX_INSTANCE_END, /* record the end of the instance: `to` is its end state */
   FX_CHECKS_START, /* begin health checking the instance */
   FX_CHECKS_STOP,  /* stop health checking */
+  FX_REASON,       /* show a new reason for the current state (no transition: a queue reason, a
+                      dependency wait) */
   FX__MAX
 } svc_fx_type;
 
@@ -148,15 +157,25 @@ bool svc_fsm_at_rest(const struct svc_fsm *f);
 double svc_backoff_delay(const struct svc_backoff *b, unsigned fails);
 
 /**
- * Resume a machine after a daemon restart. `stored` is the state the previous daemon
- * last recorded; `alive` says whether the recorded instance's process is still there
- * (identity proven by the caller). A live instance is re-adopted in its state, with its
+ * Resume a machine after a daemon restart, from what the previous daemon recorded and
+ * what the backend found (see struct svc_resume). A live instance is re-adopted in its state, with its
  * deadline re-armed and its checks resumed; a dead one ends (EV_EXIT, status unknown)
  * and the restart policy applies. `started` is when the instance started (monotonic
  * clock), to re-arm STARTING's deadline where it would have been.
  */
-void svc_resume(struct svc_fsm *f, const struct svc_policy *p, svc_state stored, bool alive, double started,
-                const char *why_gone, double now, struct svc_fx_list *out);
+struct svc_resume {
+  svc_state stored;     /* the state the last daemon recorded */
+  bool want_up;         /* the wanted state it recorded */
+  unsigned attempt;     /* the last instance's attempt number */
+  unsigned restarts;    /* the restart count it recorded */
+  bool alive;           /* the recorded instance is still there (identity proven by the backend) */
+  bool launching;       /* alive, but its start was never answered (a submission whose job is not
+                           known yet): the backend answers EV_STARTED or EV_SPAWN_FAILED later */
+  double started;       /* when the instance started (monotonic clock) */
+  const char *why_gone; /* why it is not alive, or NULL */
+};
+void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_resume *r, double now,
+                struct svc_fx_list *out);
 
 /** Advance the machine by one event. Effects are appended to `out` (which is reset first). */
 void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_event *ev, double now,

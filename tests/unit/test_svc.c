@@ -43,6 +43,7 @@ static struct svc_policy policy(int which) {
 
 struct row {
   svc_state from;
+  bool launching; /* the instance was asked for; its start is not answered yet */
   bool proc, want, deadline;
   int pol;
   svc_event_type ev;
@@ -53,46 +54,97 @@ struct row {
 };
 
 #define R(from, proc, want, dl, pol, ev, code, to, fx)                                                                 \
-  { from, proc, want, dl, pol, ev, code, to, fx, __LINE__ }
+  { from, false, proc, want, dl, pol, ev, code, to, fx, __LINE__ }
+/* The same with the instance's start in flight (spawn or submit not answered). */
+#define L(from, proc, want, dl, pol, ev, code, to, fx)                                                                 \
+  { from, true, proc, want, dl, pol, ev, code, to, fx, __LINE__ }
 
 static const struct row rows[] = {
+    /* A start in flight (the spawner thread or the scheduler has not answered): no clock,
+     * no check and no signal until EV_STARTED; what was asked meanwhile happens then. */
+    L(S_STARTING, 1, 1, 0, P_PLAIN, EV_STARTED, 0, S_STARTING, "arm"),
+    L(S_STARTING, 1, 1, 0, P_CHECK, EV_STARTED, 0, S_STARTING, "chk+ arm"),
+    L(S_STARTING, 1, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPING, "STARTING>STOPPING"),
+    L(S_STARTING, 1, 1, 0, P_CHECK, EV_RESTART, 0, S_STOPPING, "STARTING>STOPPING"),
+    L(S_STARTING, 1, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_STARTING, ""),
+    L(S_STARTING, 1, 1, 0, P_CHECK, EV_CHECK_PASS, 0, S_STARTING, ""),
+    L(S_STOPPING, 1, 0, 0, P_PLAIN, EV_STARTED, 0, S_STOPPING, "sig:15 arm"),
+    L(S_STOPPING, 1, 0, 0, P_PLAIN, EV_DEADLINE, 0, S_STOPPING, ""),
+    L(S_STOPPING, 1, 0, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPED, "end:STOPPED STOPPING>STOPPED"),
+    L(S_STOPPING, 1, 1, 0, P_PLAIN, EV_EXIT, 0, S_STOPPED, "end:STOPPED STOPPING>STOPPED"),
+    L(S_PENDING, 1, 1, 1, P_BATCH, EV_STOP, 0, S_STOPPING, "PENDING>STOPPING disarm"),
+    L(S_PENDING, 1, 1, 1, P_BATCH, EV_DEADLINE, 0, S_TIMEOUT, "PENDING>TIMEOUT"),
+    L(S_PENDING, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, ""),
+    L(S_PENDING, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_PENDING, ""),
+    L(S_PENDING, 1, 1, 1, P_BATCH, EV_SPAWN_FAILED, 0, S_BACKOFF,
+      "end:FAILED PENDING>FAILED disarm FAILED>BACKOFF arm"),
+    L(S_TIMEOUT, 1, 1, 0, P_BATCH, EV_STARTED, 0, S_TIMEOUT, "sig:15 arm"),
+    L(S_TIMEOUT, 1, 1, 0, P_BATCH, EV_SPAWN_FAILED, 0, S_BACKOFF, "end:TIMEOUT TIMEOUT>BACKOFF arm"),
+    L(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_STARTED, 0, S_SUBMITTED, "UNKNOWN>SUBMITTED arm"),
+    L(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_SPAWN_FAILED, 0, S_BACKOFF, "end:FAILED UNKNOWN>FAILED FAILED>BACKOFF arm"),
+    /* A pause: a stop that keeps the wanted state (test_pause checks it is kept). */
+    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_PAUSE, 0, S_STOPPING, "SUBMITTED>STOPPING disarm sig:15 arm"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_PAUSE, 0, S_STOPPED, "PENDING>STOPPED"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_PAUSE, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_PAUSE, 0, S_STOPPING, "HEALTHY>STOPPING sig:15 arm"),
+    R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_PAUSE, 0, S_STOPPING, "UNHEALTHY>STOPPING chk- sig:15 arm"),
+    R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_PAUSE, 0, S_STOPPING, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_PAUSE, 0, S_STOPPED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_PAUSE, 0, S_FAILED, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_PAUSE, 0, S_TIMEOUT, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_PAUSE, 0, S_COMPLETED, ""),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_PAUSE, 0, S_STOPPED, "BACKOFF>STOPPED disarm"),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_PAUSE, 0, S_STOPPING, "UNKNOWN>STOPPING sig:15 arm"),
+    /* Shutdown: nothing restarts from here on; the stops come later, dependents first. */
+    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_SHUTDOWN, 0, S_SUBMITTED, ""),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_SHUTDOWN, 0, S_PENDING, ""),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_SHUTDOWN, 0, S_STARTING, ""),
+    R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_SHUTDOWN, 0, S_HEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_CHECK, EV_SHUTDOWN, 0, S_UNHEALTHY, ""),
+    R(S_STOPPING, 1, 1, 1, P_PLAIN, EV_SHUTDOWN, 0, S_STOPPING, ""),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_SHUTDOWN, 0, S_STOPPED, ""),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_SHUTDOWN, 0, S_FAILED, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_SHUTDOWN, 0, S_TIMEOUT, ""),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_SHUTDOWN, 0, S_COMPLETED, ""),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_SHUTDOWN, 0, S_BACKOFF, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_SHUTDOWN, 0, S_UNKNOWN, ""),
     /* Batch events (a Slurm job's life), for every state. */
-    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_SUBMITTED, ""),
+    R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_STARTED, 0, S_SUBMITTED, ""),
     R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, "SUBMITTED>PENDING disarm arm"),
     R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_STARTING, "SUBMITTED>STARTING disarm chk+ arm"),
-    R(S_PENDING, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_SUBMITTED, "PENDING>SUBMITTED arm"),
-    R(S_PENDING, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, ""),
+    L(S_PENDING, 1, 1, 0, P_BATCH, EV_STARTED, 0, S_SUBMITTED, "PENDING>SUBMITTED arm"),
+    R(S_PENDING, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, "reason"),
     R(S_PENDING, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_STARTING, "PENDING>STARTING disarm chk+ arm"),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_RUNNING, 0, S_PENDING, ""),
-    R(S_STARTING, 1, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_STARTING, ""),
+    R(S_STARTING, 1, 1, 1, P_BATCH, EV_STARTED, 0, S_STARTING, ""),
     R(S_STARTING, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_PENDING, "STARTING>PENDING disarm chk- arm"),
     R(S_STARTING, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_STARTING, ""),
-    R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_HEALTHY, ""),
+    R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_STARTED, 0, S_HEALTHY, ""),
     R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_QUEUED, 0, S_PENDING, "HEALTHY>PENDING chk- arm"),
     R(S_HEALTHY, 1, 1, 0, P_BATCH, EV_RUNNING, 0, S_HEALTHY, ""),
-    R(S_UNHEALTHY, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_UNHEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_BATCH, EV_STARTED, 0, S_UNHEALTHY, ""),
     R(S_UNHEALTHY, 1, 1, 0, P_BATCH, EV_QUEUED, 0, S_PENDING, "UNHEALTHY>PENDING chk- arm"),
     R(S_UNHEALTHY, 1, 1, 0, P_BATCH, EV_RUNNING, 0, S_UNHEALTHY, ""),
-    R(S_STOPPING, 1, 0, 1, P_BATCH, EV_SUBMITTED, 0, S_STOPPING, ""),
+    R(S_STOPPING, 1, 0, 1, P_BATCH, EV_STARTED, 0, S_STOPPING, ""),
     R(S_STOPPING, 1, 0, 1, P_BATCH, EV_QUEUED, 0, S_STOPPING, ""),
     R(S_STOPPING, 1, 0, 1, P_BATCH, EV_RUNNING, 0, S_STOPPING, ""),
-    R(S_STOPPED, 0, 0, 0, P_BATCH, EV_SUBMITTED, 0, S_STOPPED, ""),
+    R(S_STOPPED, 0, 0, 0, P_BATCH, EV_STARTED, 0, S_STOPPED, ""),
     R(S_STOPPED, 0, 0, 0, P_BATCH, EV_QUEUED, 0, S_STOPPED, ""),
     R(S_STOPPED, 0, 0, 0, P_BATCH, EV_RUNNING, 0, S_STOPPED, ""),
-    R(S_FAILED, 0, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_FAILED, ""),
+    R(S_FAILED, 0, 1, 0, P_BATCH, EV_STARTED, 0, S_FAILED, ""),
     R(S_FAILED, 0, 1, 0, P_BATCH, EV_QUEUED, 0, S_FAILED, ""),
     R(S_FAILED, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_FAILED, ""),
-    R(S_TIMEOUT, 1, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_TIMEOUT, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_BATCH, EV_STARTED, 0, S_TIMEOUT, ""),
     R(S_TIMEOUT, 1, 1, 1, P_BATCH, EV_QUEUED, 0, S_TIMEOUT, ""),
     R(S_TIMEOUT, 1, 1, 1, P_BATCH, EV_RUNNING, 0, S_TIMEOUT, ""),
-    R(S_COMPLETED, 0, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_COMPLETED, ""),
+    R(S_COMPLETED, 0, 1, 0, P_BATCH, EV_STARTED, 0, S_COMPLETED, ""),
     R(S_COMPLETED, 0, 1, 0, P_BATCH, EV_QUEUED, 0, S_COMPLETED, ""),
     R(S_COMPLETED, 0, 1, 0, P_BATCH, EV_RUNNING, 0, S_COMPLETED, ""),
-    R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_SUBMITTED, 0, S_BACKOFF, ""),
+    R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_STARTED, 0, S_BACKOFF, ""),
     R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_QUEUED, 0, S_BACKOFF, ""),
     R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_RUNNING, 0, S_BACKOFF, ""),
     R(S_BACKOFF, 0, 1, 1, P_BATCH, EV_DEADLINE, 0, S_PENDING, "spawn BACKOFF>PENDING arm"),
-    R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_SUBMITTED, 0, S_UNKNOWN, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_STARTED, 0, S_UNKNOWN, ""),
     R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_QUEUED, 0, S_PENDING, "UNKNOWN>PENDING arm"),
     R(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_RUNNING, 0, S_STARTING, "UNKNOWN>STARTING chk+ arm"),
     /* Batch specifics. */
@@ -118,16 +170,17 @@ static const struct row rows[] = {
     R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, "SUBMITTED>UNKNOWN"),
     R(S_SUBMITTED, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_SUBMITTED, ""),
     /* PENDING: wanted up, waiting (dependencies, queue) */
-    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn PENDING>STARTING arm"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn PENDING>STARTING"),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, "PENDING>STOPPED"),
-    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn PENDING>STARTING arm"),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn PENDING>STARTING"),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_PENDING, ""),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_EXIT, 1, S_PENDING, ""),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEADLINE, 0, S_PENDING, ""),
     /* A start the daemon put off (its descriptor limit): PENDING, no failure, retried. */
-    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_DEFERRED, 0, S_PENDING, "STARTING>PENDING disarm arm"),
+    L(S_STARTING, 1, 1, 0, P_PLAIN, EV_DEFERRED, 0, S_PENDING, "STARTING>PENDING arm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_DEFERRED, 0, S_STARTING, ""), /* it runs: too late to put off */
     R(S_STARTING, 1, 1, 1, P_BATCH, EV_DEFERRED, 0, S_STARTING, ""),
-    R(S_PENDING, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn PENDING>STARTING arm"),
+    R(S_PENDING, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn PENDING>STARTING"),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEFERRED, 0, S_PENDING, ""),
     R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_DEFERRED, 0, S_SUBMITTED, ""),
     R(S_HEALTHY, 1, 1, 0, P_PLAIN, EV_DEFERRED, 0, S_HEALTHY, ""),
@@ -142,13 +195,13 @@ static const struct row rows[] = {
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_PASS, 0, S_PENDING, ""),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_PENDING, ""),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_LOST, 0, S_PENDING, ""),
-    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, ""),
+    R(S_PENDING, 0, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "reason"),
     /* STARTING: never UNHEALTHY; only HEALTHY, TIMEOUT, FAILED/COMPLETED or STOPPING */
     R(S_STARTING, 1, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, ""),
     R(S_STARTING, 1, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
     R(S_STARTING, 1, 1, 1, P_PLAIN, EV_RESTART, 0, S_STOPPING, "STARTING>STOPPING disarm sig:15 arm"),
-    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF,
-      "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
+    L(S_STARTING, 1, 1, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF, "end:FAILED STARTING>FAILED FAILED>BACKOFF arm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_STARTED, 0, S_STARTING, ""), /* answered already: stale */
     R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, "end:FAILED STARTING>FAILED disarm FAILED>BACKOFF arm"),
     R(S_STARTING, 1, 1, 1, P_PLAIN, EV_EXIT, 0, S_BACKOFF,
       "end:COMPLETED STARTING>COMPLETED disarm COMPLETED>BACKOFF arm"),
@@ -197,9 +250,9 @@ static const struct row rows[] = {
     R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_LOST, 0, S_STOPPING, ""),
     R(S_STOPPING, 1, 0, 1, P_PLAIN, EV_BLOCKED, 0, S_STOPPING, ""),
     /* STOPPED */
-    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_START, 0, S_STARTING, "spawn STOPPED>STARTING"),
     R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_STOP, 0, S_STOPPED, ""),
-    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn STOPPED>STARTING arm"),
+    R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn STOPPED>STARTING"),
     R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_SPAWN_FAILED, 0, S_STOPPED, ""),
     R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_EXIT, 1, S_STOPPED, ""),
     R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_DEADLINE, 0, S_STOPPED, ""),
@@ -208,9 +261,9 @@ static const struct row rows[] = {
     R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_LOST, 0, S_STOPPED, ""),
     R(S_STOPPED, 0, 0, 0, P_PLAIN, EV_BLOCKED, 0, S_PENDING, "STOPPED>PENDING"),
     /* FAILED at rest (restart never) */
-    R(S_FAILED, 0, 1, 0, P_NEVER, EV_START, 0, S_STARTING, "spawn FAILED>STARTING arm"),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_START, 0, S_STARTING, "spawn FAILED>STARTING"),
     R(S_FAILED, 0, 1, 0, P_NEVER, EV_STOP, 0, S_FAILED, ""),
-    R(S_FAILED, 0, 1, 0, P_NEVER, EV_RESTART, 0, S_STARTING, "spawn FAILED>STARTING arm"),
+    R(S_FAILED, 0, 1, 0, P_NEVER, EV_RESTART, 0, S_STARTING, "spawn FAILED>STARTING"),
     R(S_FAILED, 0, 1, 0, P_NEVER, EV_SPAWN_FAILED, 0, S_FAILED, ""),
     R(S_FAILED, 0, 1, 0, P_NEVER, EV_EXIT, 1, S_FAILED, ""),
     R(S_FAILED, 0, 1, 0, P_NEVER, EV_DEADLINE, 0, S_FAILED, ""),
@@ -234,9 +287,9 @@ static const struct row rows[] = {
     R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_LOST, 0, S_TIMEOUT, ""),
     R(S_TIMEOUT, 1, 1, 1, P_CHECK, EV_BLOCKED, 0, S_TIMEOUT, ""),
     /* COMPLETED */
-    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_START, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_START, 0, S_STARTING, "spawn COMPLETED>STARTING"),
     R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_STOP, 0, S_COMPLETED, ""),
-    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_RESTART, 0, S_STARTING, "spawn COMPLETED>STARTING arm"),
+    R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_RESTART, 0, S_STARTING, "spawn COMPLETED>STARTING"),
     R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_SPAWN_FAILED, 0, S_COMPLETED, ""),
     R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_EXIT, 0, S_COMPLETED, ""),
     R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_DEADLINE, 0, S_COMPLETED, ""),
@@ -245,12 +298,12 @@ static const struct row rows[] = {
     R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_LOST, 0, S_COMPLETED, ""),
     R(S_COMPLETED, 0, 1, 0, P_ONFAIL, EV_BLOCKED, 0, S_PENDING, "COMPLETED>PENDING"),
     /* BACKOFF: waiting to restart */
-    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_START, 0, S_STARTING, "spawn BACKOFF>STARTING disarm"),
     R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_STOP, 0, S_STOPPED, "BACKOFF>STOPPED disarm"),
-    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn BACKOFF>STARTING disarm arm"),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_RESTART, 0, S_STARTING, "spawn BACKOFF>STARTING disarm"),
     R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_SPAWN_FAILED, 0, S_BACKOFF, ""),
     R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_EXIT, 1, S_BACKOFF, ""),
-    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn BACKOFF>STARTING arm"),
+    R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn BACKOFF>STARTING"),
     R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_PASS, 0, S_BACKOFF, ""),
     R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_CHECK_FAIL, 0, S_BACKOFF, ""),
     R(S_BACKOFF, 0, 1, 1, P_PLAIN, EV_LOST, 0, S_BACKOFF, ""),
@@ -283,6 +336,7 @@ static void fx_string(const struct svc_fx_list *l, char *out, size_t len) {
     case FX_INSTANCE_END: snprintf(one, sizeof one, "end:%s", svc_state_name(x->to)); break;
     case FX_CHECKS_START: snprintf(one, sizeof one, "chk+"); break;
     case FX_CHECKS_STOP: snprintf(one, sizeof one, "chk-"); break;
+    case FX_REASON: snprintf(one, sizeof one, "reason"); break;
     default: snprintf(one, sizeof one, "?"); break;
     }
     n += (size_t)snprintf(out + n, len - n, "%s%s", n ? " " : "", one);
@@ -301,10 +355,11 @@ static void test_table(void) {
     f.want_up = r->want;
     f.deadline = r->deadline ? 50 : 0;
     f.attempt = 1;
-    f.submitting = r->proc && r->pol == P_BATCH && r->from == S_PENDING; /* a batch job being submitted */
+    f.launching = r->launching;
     f.queued_at = 90;
     f.healthy_since = r->from == S_HEALTHY || r->from == S_UNHEALTHY ? 90 : 0;
     struct svc_event ev = {.type = r->ev, .code = r->code >= 0 ? r->code : -1, .sig = r->code < 0 ? -r->code : 0};
+    if (r->ev == EV_QUEUED || r->ev == EV_BLOCKED) ev.msg = "waiting on something";
     struct svc_fx_list out;
     svc_step(&f, &p, &ev, 100, &out);
     char got[512];
@@ -317,6 +372,10 @@ static void test_table(void) {
     CHECK(!(f.state == S_STARTING) || f.proc_alive, "row %d: STARTING without a process", r->line);
     CHECK(!(r->from == S_STARTING && f.state == S_UNHEALTHY), "row %d: STARTING went UNHEALTHY", r->line);
     CHECK(!(r->from == S_UNKNOWN && out.n && out.fx[0].type == FX_SPAWN), "row %d: UNKNOWN restarted", r->line);
+    CHECK(!(r->ev == EV_PAUSE) || f.want_up == r->want, "row %d: a pause changed the wanted state", r->line);
+    CHECK(!(r->ev == EV_SHUTDOWN) || !f.want_up, "row %d: still wanted up after the shutdown began", r->line);
+    for (int k = 0; k < out.n; k++) /* no signal can reach an instance whose start is not answered */
+      CHECK(!(f.launching && out.fx[k].type == FX_SIGNAL), "row %d: signal while launching", r->line);
     covered[r->from][r->ev] = true;
   }
   for (int s = 0; s < S__MAX; s++)
@@ -345,9 +404,11 @@ static void test_crash_loop(void) {
   struct svc_fsm f;
   svc_fsm_init(&f, 7);
   struct svc_fx_list out;
-  struct svc_event start = {.type = EV_START}, crash = {.type = EV_EXIT, .code = 1}, tick = {.type = EV_DEADLINE};
+  struct svc_event start = {.type = EV_START}, crash = {.type = EV_EXIT, .code = 1}, tick = {.type = EV_DEADLINE},
+                   up = {.type = EV_STARTED};
   double now = 1000;
   svc_step(&f, &p, &start, now, &out);
+  svc_step(&f, &p, &up, now, &out);
   CHECK(f.state == S_STARTING && f.deadline == now, "ready_after 0: STARTING with a deadline of now");
   svc_step(&f, &p, &tick, now, &out);
   CHECK(f.state == S_HEALTHY, "ready_after 0: HEALTHY on the next turn, got %s", svc_state_name(f.state));
@@ -365,6 +426,7 @@ static void test_crash_loop(void) {
     now = f.deadline;
     svc_step(&f, &p, &tick, now, &out);
     CHECK(f.state == S_STARTING && f.attempt == i + 1, "after backoff %u: new instance, attempt %u", i, f.attempt);
+    svc_step(&f, &p, &up, now, &out);
     svc_step(&f, &p, &tick, now, &out);
     CHECK(f.state == S_HEALTHY, "after backoff %u: HEALTHY", i);
   }
@@ -386,11 +448,13 @@ static void test_crash_loop_zero_reset(void) {
   struct svc_fsm f;
   svc_fsm_init(&f, 9);
   struct svc_fx_list out;
-  struct svc_event start = {.type = EV_START}, done = {.type = EV_EXIT, .code = 1}, tick = {.type = EV_DEADLINE};
+  struct svc_event start = {.type = EV_START}, done = {.type = EV_EXIT, .code = 1}, tick = {.type = EV_DEADLINE},
+                   up = {.type = EV_STARTED};
   double now = 50, t0 = now;
   svc_step(&f, &p, &start, now, &out);
   unsigned n = 0;
   while (now - t0 < 10 && n < 10000) {
+    svc_step(&f, &p, &up, now, &out);   /* the spawn answered */
     svc_step(&f, &p, &tick, now, &out); /* ready_after 0: HEALTHY */
     now += 0.002;
     svc_step(&f, &p, &done, now, &out);
@@ -408,8 +472,9 @@ static void test_restart_and_stop(void) {
   struct svc_fsm f;
   svc_fsm_init(&f, 1);
   struct svc_fx_list out;
-  struct svc_event ev = {.type = EV_START};
+  struct svc_event ev = {.type = EV_START}, up = {.type = EV_STARTED};
   svc_step(&f, &p, &ev, 0, &out);
+  svc_step(&f, &p, &up, 0, &out);
   ev.type = EV_DEADLINE;
   svc_step(&f, &p, &ev, 1, &out);
   CHECK(f.state == S_HEALTHY, "up after ready_after");
@@ -420,7 +485,8 @@ static void test_restart_and_stop(void) {
   svc_step(&f, &p, &ex, 2.1, &out);
   char got[512];
   fx_string(&out, got, sizeof got);
-  CHECK(!strcmp(got, "end:STOPPED STOPPING>STOPPED disarm spawn STOPPED>STARTING arm"), "restart sequence: %s", got);
+  CHECK(!strcmp(got, "end:STOPPED STOPPING>STOPPED disarm spawn STOPPED>STARTING"), "restart sequence: %s", got);
+  svc_step(&f, &p, &up, 2.1, &out);
   CHECK(f.attempt == 2 && f.restarts == 1, "restart counts: attempt %u restarts %u", f.attempt, f.restarts);
   /* Stop wins over a pending restart. */
   ev.type = EV_RESTART;
@@ -432,6 +498,7 @@ static void test_restart_and_stop(void) {
   /* The stop deadline escalates to SIGKILL, then keeps re-sending. */
   ev.type = EV_START;
   svc_step(&f, &p, &ev, 4, &out);
+  svc_step(&f, &p, &up, 4, &out);
   ev.type = EV_STOP;
   svc_step(&f, &p, &ev, 5, &out);
   ev.type = EV_DEADLINE;
@@ -451,13 +518,13 @@ static void test_batch(void) {
   struct svc_fx_list out;
   struct svc_event ev = {.type = EV_START};
   svc_step(&f, &p, &ev, 0, &out);
-  CHECK(f.state == S_PENDING && f.submitting && out.fx[0].type == FX_SPAWN, "start: PENDING, submitting");
+  CHECK(f.state == S_PENDING && f.launching && out.fx[0].type == FX_SPAWN, "start: PENDING, submitting");
   ev = (struct svc_event){.type = EV_START};
   svc_step(&f, &p, &ev, 0.1, &out);
   CHECK(out.n == 0, "a second start while submitting does nothing (no duplicate job)");
-  ev = (struct svc_event){.type = EV_SUBMITTED, .msg = "job 7"};
+  ev = (struct svc_event){.type = EV_STARTED, .msg = "job 7"};
   svc_step(&f, &p, &ev, 0.2, &out);
-  CHECK(f.state == S_SUBMITTED && !f.submitting && f.deadline == 30, "accepted: SUBMITTED, queue deadline from 0");
+  CHECK(f.state == S_SUBMITTED && !f.launching && f.deadline == 30, "accepted: SUBMITTED, queue deadline from 0");
   ev = (struct svc_event){.type = EV_QUEUED, .msg = "Priority"};
   svc_step(&f, &p, &ev, 1, &out);
   CHECK(f.state == S_PENDING && f.deadline == 30, "queued: PENDING, same queue deadline");
@@ -483,11 +550,11 @@ static void test_batch(void) {
   CHECK(out.fx[0].type == FX_INSTANCE_END && out.fx[0].to == S_TIMEOUT, "the instance ended in TIMEOUT");
   ev = (struct svc_event){.type = EV_DEADLINE};
   svc_step(&f, &p, &ev, 41, &out);
-  CHECK(f.state == S_PENDING && f.submitting && f.attempt == 2, "backoff over: submitting attempt 2");
+  CHECK(f.state == S_PENDING && f.launching && f.attempt == 2, "backoff over: submitting attempt 2");
   ev = (struct svc_event){.type = EV_STOP};
   svc_step(&f, &p, &ev, 41.1, &out);
   fx_string(&out, got, sizeof got);
-  CHECK(f.state == S_STOPPING && strstr(got, "sig:15"), "stop while submitting: cancel (%s)", got);
+  CHECK(f.state == S_STOPPING && !strstr(got, "sig:"), "stop while submitting: no job to cancel yet (%s)", got);
   ev = (struct svc_event){.type = EV_SPAWN_FAILED, .code = -1, .msg = "rejected"};
   svc_step(&f, &p, &ev, 41.2, &out);
   CHECK(f.state == S_STOPPED && !f.proc_alive, "the submit failed while stopping: STOPPED");
@@ -504,7 +571,7 @@ static void test_batch(void) {
   svc_step(&f, &p, &ev, 52, &out);
   ev = (struct svc_event){.type = EV_START};
   svc_step(&f, &p, &ev, 53, &out);
-  ev = (struct svc_event){.type = EV_SUBMITTED};
+  ev = (struct svc_event){.type = EV_STARTED};
   svc_step(&f, &p, &ev, 53.1, &out);
   ev = (struct svc_event){.type = EV_STOP};
   svc_step(&f, &p, &ev, 54, &out);
@@ -514,8 +581,62 @@ static void test_batch(void) {
   /* Resume after a daemon restart: a PENDING job stays ours, nothing is submitted. */
   struct svc_fsm g;
   svc_fsm_init(&g, 4);
-  svc_resume(&g, &p, S_PENDING, true, 0, NULL, 100, &out);
-  CHECK(g.proc_alive && g.state == S_PENDING && out.n == 0, "resume PENDING batch: the job is kept, no spawn");
+  struct svc_resume rs = {.stored = S_PENDING, .want_up = true, .attempt = 3, .alive = true};
+  svc_resume(&g, &p, &rs, 100, &out);
+  CHECK(g.proc_alive && g.state == S_PENDING && out.n == 0 && g.attempt == 3 && g.want_up,
+        "resume PENDING batch: the job is kept, no spawn");
+  /* Resumed while being stopped, its submission never answered: the cancel waits for the job. */
+  svc_fsm_init(&g, 5);
+  rs = (struct svc_resume){.stored = S_STOPPING, .alive = true, .launching = true};
+  svc_resume(&g, &p, &rs, 100, &out);
+  CHECK(g.launching && out.n == 0, "resume STOPPING, job unknown: nothing to signal yet");
+  ev = (struct svc_event){.type = EV_STARTED, .msg = "job 9 found by its tag"};
+  svc_step(&g, &p, &ev, 101, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(!strcmp(got, "sig:15 arm"), "its job found: cancelled now (%s)", got);
+}
+
+/* A local start: STARTING at once, its clock and checks only from the spawn's answer; a
+ * stop asked meanwhile is signalled then, with its grace counted from the signal. */
+static void test_local_launch(void) {
+  struct svc_policy p = policy(P_CHECK);
+  struct svc_fsm f;
+  svc_fsm_init(&f, 11);
+  struct svc_fx_list out;
+  char got[512];
+  struct svc_event ev = {.type = EV_START};
+  svc_step(&f, &p, &ev, 0, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_STARTING && f.launching && !strcmp(got, "spawn STOPPED>STARTING"), "spawn asked: %s", got);
+  ev = (struct svc_event){.type = EV_STARTED};
+  svc_step(&f, &p, &ev, 2, &out);
+  CHECK(!f.launching && f.deadline == 2 + p.start_timeout, "start_timeout counts from the process (deadline %g)",
+        f.deadline);
+  ev = (struct svc_event){.type = EV_STOP};
+  svc_step(&f, &p, &ev, 3, &out);
+  ev = (struct svc_event){.type = EV_EXIT, .code = -1, .sig = 15};
+  svc_step(&f, &p, &ev, 3.1, &out);
+  /* Restart during the spawn: STOPPING now, signalled on the answer, started again after. */
+  ev = (struct svc_event){.type = EV_START};
+  svc_step(&f, &p, &ev, 4, &out);
+  ev = (struct svc_event){.type = EV_RESTART};
+  svc_step(&f, &p, &ev, 4.1, &out);
+  CHECK(f.state == S_STOPPING && f.restart_pending && f.deadline == 0,
+        "restart while spawning: STOPPING, no grace yet");
+  ev = (struct svc_event){.type = EV_STARTED};
+  svc_step(&f, &p, &ev, 5, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(!strcmp(got, "sig:15 arm") && f.deadline == 5 + p.stop_grace, "signalled once it exists (%s)", got);
+  ev = (struct svc_event){.type = EV_EXIT, .code = -1, .sig = 15};
+  svc_step(&f, &p, &ev, 5.5, &out);
+  CHECK(f.state == S_STARTING && f.launching && f.attempt == 3, "started again: attempt %u", f.attempt);
+  /* The spawn fails while a stop is pending: it never began, STOPPED, not FAILED. */
+  ev = (struct svc_event){.type = EV_STOP};
+  svc_step(&f, &p, &ev, 6, &out);
+  ev = (struct svc_event){.type = EV_SPAWN_FAILED, .code = -1, .msg = "cannot start x: ENOENT"};
+  svc_step(&f, &p, &ev, 6.1, &out);
+  CHECK(f.state == S_STOPPED && !f.proc_alive && !f.launching, "spawn failed while stopping: STOPPED (%s)",
+        svc_state_name(f.state));
 }
 
 static void test_names(void) {
@@ -531,6 +652,7 @@ int main(void) {
   test_crash_loop_zero_reset();
   test_restart_and_stop();
   test_batch();
+  test_local_launch();
   test_names();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
