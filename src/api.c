@@ -172,7 +172,7 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
       row->name = s->spec->name;
       row->state = svc_state_name(s->fsm.state);
       row->pid = s->pid;
-      row->job_id = slurm_job_id(s);
+      row->job_id = s->job_id;
       row->uptime = service_uptime(s);
       row->restarts = s->fsm.restarts;
       row->last_error = s->last_error[0] ? s->last_error : NULL;
@@ -613,7 +613,7 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
       conn_error(c, 400, "bad_follow", NULL, "follow is for herd's log; a job's output is read once (job=1)");
       return;
     }
-    char *path = slurm_output_path(s);
+    char *path = s->be->output_path ? s->be->output_path(s) : NULL;
     if (!path) {
       conn_error(c, 404, "no_job", NULL, "%s has no Slurm job", s->spec->name);
       return;

@@ -3,7 +3,8 @@
 
 #include "herd/curlx.h"
 #include "herd/log.h"
-#include "herd/slurm.h"
+#include "herd/loop.h"
+#include "herd/run.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -126,7 +127,7 @@ static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt,
           res->duration * 1e3);
   schedule_next(ck);
   /* Last: this may stop the checks (and bump gen) or even start a stop of the service. */
-  service_event(s, ok ? EV_CHECK_PASS : EV_CHECK_FAIL, 0, 0, res->msg);
+  run_post_event(s, ok ? EV_CHECK_PASS : EV_CHECK_FAIL, 0, 0, res->msg);
 }
 
 /* ---- HTTP ---- */
@@ -139,10 +140,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
   return len;
 }
 
-/* The endpoint's host: as configured, or (Slurm, none configured) the job's node. */
+/* The endpoint's host: as configured, or where the instance runs (a job's node), or here. */
 static const char *service_host(struct service *s) {
   const char *h = s->spec->endpoint.host;
-  return h && *h ? h : s->spec->slurm ? slurm_endpoint_host(s) : "127.0.0.1";
+  return h && *h ? h : s->host[0] ? s->host : "127.0.0.1";
 }
 
 static void http_url(struct service *s, char *buf, size_t len) {
@@ -251,8 +252,7 @@ static void on_hconn_close(uv_handle_t *h) {
   struct service *s = c->s;
   free(c->unsent);
   free(c);
-  s->nhandles--;
-  daemon_check_idle(s->d);
+  service_unref(s);
 }
 
 static void hconn_drop(struct hconn *c) {
@@ -405,7 +405,7 @@ static void on_h_connect(uv_connect_t *req, int status) {
     return;
   }
   c->connected = true;
-  uv_read_start((uv_stream_t *)&c->tcp, daemon_alloc, on_h_read);
+  uv_read_start((uv_stream_t *)&c->tcp, loop_alloc, on_h_read);
   if (r && !r->finished) hconn_send(c);
 }
 
@@ -417,7 +417,7 @@ static void hconn_connect(struct checker *ck, struct run *r) {
   c->addr = ck->addr;
   uv_tcp_init(s->d->loop, &c->tcp);
   c->tcp.data = c;
-  s->nhandles++;
+  service_ref(s);
   ck->conn = c;
   uv_tcp_nodelay(&c->tcp, 1);
   c->creq.data = c;
@@ -525,9 +525,8 @@ static void on_run_handle_close(uv_handle_t *h) {
   struct run *r = h->data;
   struct service *s = r->s;
   r->nhandles--;
-  s->nhandles--;
   run_release(r);
-  daemon_check_idle(s->d);
+  service_unref(s);
 }
 
 static void run_close(struct run *r, uv_handle_t *h) {
@@ -550,7 +549,7 @@ static void tcp_connect_addr(struct run *r, const struct sockaddr *sa) {
   uv_tcp_init(s->d->loop, &r->tcp);
   r->tcp.data = r;
   r->nhandles++;
-  s->nhandles++;
+  service_ref(s);
   r->connect.data = r;
   int rc = uv_tcp_connect(&r->connect, &r->tcp, sa, on_connect);
   if (rc < 0) {
@@ -563,24 +562,23 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   struct run *r = req->data;
   struct service *s = r->s;
   r->resolving = false;
-  s->nhandles--; /* the request counted as one while in flight */
+  /* The request held the service while in flight: let go of it last. */
   if (r->finished) {
     /* Timed out or cancelled while resolving. */
     uv_freeaddrinfo(res);
     r->nhandles--;
     run_release(r);
-    daemon_check_idle(s->d);
-    return;
-  }
-  r->nhandles--;
-  if (status < 0 || !res) {
+  } else if (status < 0 || !res) {
+    r->nhandles--;
     deliver(r->ck, r, false, "cannot resolve host: %s", uv_strerror(status));
     uv_freeaddrinfo(res);
     run_release(r);
-    return;
+  } else {
+    r->nhandles--;
+    tcp_connect_addr(r, res->ai_addr);
+    uv_freeaddrinfo(res);
   }
-  tcp_connect_addr(r, res->ai_addr);
-  uv_freeaddrinfo(res);
+  service_unref(s);
 }
 
 static void tcp_begin(struct checker *ck, struct run *r) {
@@ -599,12 +597,12 @@ static void tcp_begin(struct checker *ck, struct run *r) {
   r->gai.data = r;
   r->resolving = true;
   r->nhandles++;
-  s->nhandles++;
+  service_ref(s);
   int rc = uv_getaddrinfo(s->d->loop, &r->gai, on_resolved, host, port, &hints);
   if (rc < 0) {
     r->resolving = false;
     r->nhandles--;
-    s->nhandles--;
+    service_unref(s); /* (never the last reference: the checker holds the service) */
     deliver(ck, r, false, "cannot resolve %s: %s", host, uv_strerror(rc));
   }
 }
@@ -681,7 +679,7 @@ static void exec_begin(struct checker *ck, struct run *r) {
   uv_pipe_init(s->d->loop, &r->out, 0);
   r->out.data = r;
   r->nhandles++;
-  s->nhandles++;
+  service_ref(s);
   uv_pipe_open(&r->out, fds[0]);
   uv_stdio_container_t stdio[3] = {
       {.flags = UV_IGNORE},
@@ -717,14 +715,14 @@ static void exec_begin(struct checker *ck, struct run *r) {
   free(e_port);
   free(e_name);
   r->nhandles++;
-  s->nhandles++;
+  service_ref(s);
   if (rc < 0) {
     deliver(ck, r, false, "cannot run %s: %s", s->spec->check->command[0], uv_strerror(rc));
     run_close(r, (uv_handle_t *)&r->proc);
     run_close(r, (uv_handle_t *)&r->out);
     return;
   }
-  uv_read_start((uv_stream_t *)&r->out, daemon_alloc, on_exec_read);
+  uv_read_start((uv_stream_t *)&r->out, loop_alloc, on_exec_read);
 }
 
 static void exec_kill(struct run *r) {
@@ -829,8 +827,7 @@ static void on_check_timer_close(uv_handle_t *h) {
   buf_free(&ck->body);
   buf_free(&ck->wr);
   free(ck);
-  s->nhandles--;
-  daemon_check_idle(s->d);
+  service_unref(s);
 }
 
 void check_attach(struct service *s) {
@@ -840,7 +837,7 @@ void check_attach(struct service *s) {
   ck->s = s;
   uv_timer_init(s->d->loop, &ck->timer);
   ck->timer.data = ck;
-  s->nhandles++;
+  service_ref(s);
   /* A stable per-service phase in [0, 1): spreads many services' checks over the interval. */
   uint64_t h = 1469598103934665603ULL;
   for (const char *p = s->spec->name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;

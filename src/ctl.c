@@ -160,7 +160,7 @@ static void on_write(uv_write_t *req, int status) {
   if (c->throttled && conn_unsent(c) <= CTL_MAX_UNSENT / 2) {
     /* The client reads again: take its waiting requests, then read more. */
     c->throttled = false;
-    if (!c->eof) uv_read_start((uv_stream_t *)&c->h, daemon_alloc, on_read);
+    if (!c->eof) uv_read_start((uv_stream_t *)&c->h, loop_alloc, on_read);
     if (c->mode == C_READ) {
       uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
       if (!c->in_process) conn_process(c);
@@ -597,7 +597,7 @@ static void on_connection(uv_stream_t *server, int status) {
     c->counted = true;
   }
   uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
-  uv_read_start((uv_stream_t *)&c->h, daemon_alloc, on_read);
+  uv_read_start((uv_stream_t *)&c->h, loop_alloc, on_read);
 }
 
 static void on_server_close(uv_handle_t *h) {

@@ -120,8 +120,8 @@ static bool idle_now(struct daemon *d) {
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
-    if (s->proc || s->spawning) return false;
-    if (s->fsm.proc_alive && !(s->spec->slurm && slurm_shutdown_may_leave(s))) return false;
+    if (s->be->busy(s)) return false;
+    if (s->fsm.proc_alive && !(s->be->may_leave && s->be->may_leave(s))) return false;
   }
   return true;
 }
@@ -242,25 +242,7 @@ static void on_delay_timer(uv_timer_t *t) {
   delay_rearm(d);
 }
 
-void daemon_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
-  struct daemon *d = h->loop->data;
-  b->base = d->readbuf;
-  b->len = sizeof d->readbuf;
-}
-
 void daemon_boot_begin(struct daemon *d) { d->booting = true; }
-
-void timer_arm(uv_loop_t *loop, uv_timer_t *t, uv_timer_cb cb, double at) {
-  /* libuv adds the timeout to its cached loop time, which is stale while we create many
-   * services in one callback: refresh it, or later timers fire early. The +1 ms covers
-   * libuv's coarse clock trailing CLOCK_MONOTONIC. */
-  uv_update_time(loop);
-  double ms = ceil((at - now_mono()) * 1000.0);
-  /* Saturate: a deadline centuries away (or not a number) is "never", not an overflow
-   * into "now" (converting a double past 2^64 to an integer is undefined). */
-  if (!(ms < 1e15)) ms = 1e15;
-  uv_timer_start(t, cb, ms > 0 ? (uint64_t)ms + 1 : 1, 0);
-}
 
 void daemon_boot_end(struct daemon *d) {
   d->booting = false;
@@ -343,20 +325,7 @@ int daemon_validate_deps(struct daemon *d, struct spec **extra, size_t nextra, s
   int k = cfg_validate_deps(v, n, errs);
   free(v);
   /* Slurm services added over the API run on the clusters of the config. */
-  size_t nk = 0;
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &d->clusters) nk++;
-  struct cluster_spec **ks = xcalloc(nk + 1, sizeof *ks);
-  nk = slurm_cluster_specs(d, ks, nk);
-  if (nextra) {
-    struct spec **sl = xcalloc(nextra + 1, sizeof *sl);
-    size_t ns = 0;
-    for (size_t i = 0; i < nextra; i++)
-      if (extra[i]->slurm) sl[ns++] = extra[i];
-    k += cfg_validate_clusters(sl, ns, ks, nk, errs);
-    free(sl);
-  }
-  free(ks);
+  if (nextra) k += slurm_check_specs(d, extra, nextra, errs);
   return k;
 }
 
@@ -411,18 +380,7 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
     struct service *s = daemon_find(d, set.v[i]->name);
     if (s && !from_config(s)) add_conflict(errs, set.v[i]);
   }
-  /* A cluster still used by a running Slurm service cannot go away. */
-  struct list *cpos, *ctmp;
-  list_for_each_safe(cpos, ctmp, &d->services) {
-    struct service *s = container_of(cpos, struct service, link);
-    if (!s->spec->slurm || s->removing) continue;
-    bool kept = false;
-    for (size_t i = 0; i < set.nclusters; i++) kept |= !strcmp(set.clusters[i]->name, s->spec->slurm->cluster);
-    if (!kept && !from_config(s))
-      cfg_error_add(errs, "reload", 1, 1, s->spec->name,
-                    "service %s (added over the API) runs on cluster %s, which the new config lacks", s->spec->name,
-                    s->spec->slurm->cluster);
-  }
+  slurm_check_reload(d, &set, errs);
   if (!errs->n) {
     struct spec **v;
     size_t n = union_specs(d, &set, NULL, 0, &v);
@@ -578,6 +536,7 @@ int daemon_run(const struct daemon_opts *o) {
   list_init(&d->dying);
   list_init(&d->watches);
   list_init(&d->clusters);
+  list_init(&d->runq);
   list_init(&d->delayed);
   list_init(&d->logfds);
   list_init(&d->polled);
@@ -674,7 +633,7 @@ int daemon_run(const struct daemon_opts *o) {
   }
 
   d->loop = uv_default_loop();
-  d->loop->data = d; /* for daemon_alloc */
+  d->loop->data = d; /* for loop_alloc */
   uv_signal_init(d->loop, &d->sig_term);
   uv_signal_init(d->loop, &d->sig_int);
   uv_signal_init(d->loop, &d->sig_hup);

@@ -178,9 +178,9 @@ void logpipe_drain(struct service *s) {
   int fd = -1;
   if (!s->reader || uv_fileno((uv_handle_t *)&s->reader->pipe, &fd) < 0) return;
   for (int i = 0; i < 64; i++) { /* bounded: at most 4 MiB per drain */
-    ssize_t n = read(fd, s->d->readbuf, sizeof s->d->readbuf);
+    ssize_t n = read(fd, loop_readbuf, sizeof loop_readbuf);
     if (n <= 0) break;
-    log_write(s, s->d->readbuf, (size_t)n);
+    log_write(s, loop_readbuf, (size_t)n);
   }
 }
 
@@ -243,7 +243,7 @@ int logpipe_attach(struct service *s) {
   r->s = s;
   uv_pipe_init(s->d->loop, &r->pipe, 0);
   s->reader = r;
-  s->nhandles++;
+  service_ref(s);
   int rc = uv_pipe_open(&r->pipe, fd);
   if (rc < 0) {
     close(fd); /* not taken by the handle */
@@ -255,7 +255,7 @@ int logpipe_attach(struct service *s) {
 int logpipe_read(struct service *s) {
   struct logreader *r = s->reader;
   if (!r || r->reading) return r ? 0 : UV_EBADF;
-  int rc = uv_read_start((uv_stream_t *)&r->pipe, daemon_alloc, on_read);
+  int rc = uv_read_start((uv_stream_t *)&r->pipe, loop_alloc, on_read);
   r->reading = rc == 0;
   return rc;
 }
@@ -264,8 +264,7 @@ static void on_reader_close(uv_handle_t *h) {
   struct logreader *r = container_of((uv_pipe_t *)h, struct logreader, pipe);
   struct service *s = r->s;
   free(r);
-  s->nhandles--;
-  daemon_check_idle(s->d);
+  service_unref(s);
 }
 
 void logpipe_detach(struct service *s) {

@@ -12,8 +12,8 @@
 #include "herd/daemon.h"
 #include "herd/log.h"
 #include "herd/prio.h"
+#include "herd/run.h"
 #include "herd/spawner.h"
-#include "herd/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +36,15 @@ extern char **environ;
  *    stay under their budget (proc_pidfd_budget), else one shared polling timer for all
  *    (also where the kernel has no pidfd). */
 enum proc_kind { PROC_REAPED, PROC_UV, PROC_PIDFD, PROC_POLLED };
+
+/* The local backend's state of one service (service->run). */
+struct local {
+  struct proc *proc;          /* the current instance's process, or NULL */
+  struct spawn_req *spawning; /* a spawn on a spawner thread, or NULL */
+  char *cg;                   /* the service's cgroup (where cgroups are used), or NULL */
+};
+
+static struct local *LP(const struct service *s) { return s->run; }
 
 struct proc {
   struct service *s;
@@ -61,8 +70,7 @@ static void on_proc_close(uv_handle_t *h) {
     s->d->npidfds--;
   }
   free(p);
-  s->nhandles--;
-  daemon_check_idle(s->d);
+  service_unref(s);
 }
 
 /* ---- the daemon's children, by pid ---- */
@@ -117,17 +125,17 @@ static void proc_drop(struct proc *p) {
 /* The instance's leader is gone (code -1: status unknown). */
 static void instance_gone(struct proc *p, int code, int term_signal, const char *msg) {
   struct service *s = p->s;
+  struct local *lp = LP(s);
   int pid = p->pid;
   proc_drop(p);
-  if (s->proc != p) return; /* an instance we already gave up on */
-  s->proc = NULL;
-  s->pid = 0;
+  if (!lp || lp->proc != p) return; /* an instance we already gave up on */
+  lp->proc = NULL;
   /* The leader is gone; anything left in its process group or its cgroup belongs to this
    * instance and must not outlive it (a straggler could hold the port the next instance
    * needs). Processes still in the cgroup when the main one is gone are the ones a plain
    * process group loses: children that called setsid or double-forked. */
-  int first = 0, left = s->cg ? cg_count(s->cg, pid, &first) : 0;
-  if (left > 0) cg_signal(s->cg, SIGKILL);
+  int first = 0, left = lp->cg ? cg_count(lp->cg, pid, &first) : 0;
+  if (left > 0) cg_signal(lp->cg, SIGKILL);
   if (kill(-pid, SIGKILL) == 0)
     log_msg(LOG_INFO, s->spec->name, NULL, NULL, "killed leftover processes of group %d", pid);
   /* Log lines written just before exit are in the FIFO: read them before the state
@@ -140,7 +148,7 @@ static void instance_gone(struct proc *p, int code, int term_signal, const char 
     logpipe_note(s, "pid %d exited with code %d", pid, code);
   else
     logpipe_note(s, "pid %d %s", pid, msg ? msg : "exited");
-  struct svc_event ev = {.type = EV_EXIT, .code = term_signal ? -1 : code, .sig = term_signal, .msg = msg};
+  struct run_event ev = {.type = EV_EXIT, .code = term_signal ? -1 : code, .sig = term_signal, .msg = msg};
   char why[160];
   if (left > 0) {
     logpipe_note(s, "killed %d process%s left in its cgroup (pid %d first)", left, left == 1 ? "" : "es", first);
@@ -153,7 +161,7 @@ static void instance_gone(struct proc *p, int code, int term_signal, const char 
       ev.msg = why;
     }
   }
-  service_feed(s, &ev);
+  run_post(s, &ev);
 }
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
@@ -330,12 +338,12 @@ static void on_poll_timer(uv_timer_t *t) {
   if (list_empty(&d->polled)) uv_timer_stop(t);
 }
 
-void proc_release(struct service *s) {
-  struct proc *p = s->proc;
+static void local_release(struct service *s) {
+  struct local *lp = LP(s);
   logpipe_detach(s); /* what is in the FIFO stays there for the next daemon */
-  if (!p) return;
-  s->proc = NULL;
-  s->pid = 0;
+  if (!lp || !lp->proc) return;
+  struct proc *p = lp->proc;
+  lp->proc = NULL;
   /* Closing a process handle stops watching it; the process itself runs on. */
   proc_drop(p);
 }
@@ -351,7 +359,7 @@ static struct proc *watch_pidfd(struct service *s, int pid, int pidfd) {
   uv_poll_init(s->d->loop, &p->h.poll, pidfd);
   p->h.poll.data = p;
   uv_poll_start(&p->h.poll, UV_READABLE, on_pidfd);
-  s->nhandles++;
+  service_ref(s);
   return p;
 }
 
@@ -366,7 +374,8 @@ static struct proc *watch_child(struct service *s, int pid) {
   return p;
 }
 
-int proc_adopt(struct service *s, int pid, uint64_t starttime) {
+/* Watch a live process an earlier daemon started (not our child). */
+static void adopt(struct service *s, int pid, uint64_t starttime) {
   struct daemon *d = s->d;
   struct proc *p;
   int pidfd = d->npidfds < proc_pidfd_budget() ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
@@ -387,66 +396,7 @@ int proc_adopt(struct service *s, int pid, uint64_t starttime) {
   int rc = logpipe_attach(s); /* what it wrote while no daemon read is waiting in the FIFO */
   if (rc == 0) rc = logpipe_read(s);
   if (rc < 0) logpipe_note(s, "cannot read its output (log FIFO): %s", uv_strerror(rc));
-  s->proc = p;
-  s->pid = pid;
-  s->starttime = starttime;
-  return 0;
-}
-
-/* Whether host:port can be bound now (a TIME_WAIT leftover does not count as busy). */
-static bool port_free(const char *host, int port) {
-  struct sockaddr_storage ss;
-  if (addr_from_literal(host, port, &ss) < 0) uv_ip4_addr("0.0.0.0", port, (struct sockaddr_in *)&ss);
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  bool ok = bind(fd, (struct sockaddr *)&ss, len) == 0;
-  close(fd);
-  return ok;
-}
-
-/* Choose the instance's port as ZenML does: the configured one if free; if it is busy
- * (or none is configured) and allocation is allowed, the last run's port if free, else
- * a free one from the range. */
-static int choose_port(struct service *s, char *err, size_t errlen) {
-  const struct endpoint_spec *e = &s->spec->endpoint;
-  s->port = 0;
-  if (!e->set) return 0;
-  /* Ports our other live instances hold: a port just handed out may not be bound yet. */
-  static uint8_t taken[65536 / 8];
-  memset(taken, 0, sizeof taken);
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &s->d->services) {
-    struct service *x = container_of(pos, struct service, link);
-    if (x != s && x->port > 0 && x->fsm.proc_alive) taken[x->port / 8] |= (uint8_t)(1u << (x->port % 8));
-  }
-#define TAKEN(p) (taken[(p) / 8] & (1u << ((p) % 8)))
-  if (e->port && !TAKEN(e->port) && port_free(e->host, e->port)) {
-    s->port = e->port;
-    return 0;
-  }
-  if (!e->allocate) {
-    snprintf(err, errlen, "port %d on %s is in use (set endpoint.allocate to take another)", e->port, e->host);
-    return -EADDRINUSE;
-  }
-  if (s->last_port && s->last_port != e->port && !TAKEN(s->last_port) && port_free(e->host, s->last_port)) {
-    s->port = s->last_port;
-    return 0;
-  }
-  int span = e->range_hi - e->range_lo + 1;
-  int start = (int)(now_mono() * 1000) % span;
-  for (int i = 0; i < span; i++) {
-    int p = e->range_lo + (start + i) % span;
-    if (p != e->port && !TAKEN(p) && port_free(e->host, p)) {
-      s->port = p;
-      return 0;
-    }
-  }
-#undef TAKEN
-  snprintf(err, errlen, "no free port on %s in %d-%d", e->host, e->range_lo, e->range_hi);
-  return -EADDRINUSE;
+  LP(s)->proc = p;
 }
 
 /* Copy argv/env strings with ${port} replaced by the instance's port. */
@@ -479,21 +429,21 @@ static char *join_argv(char **argv) {
   return b.data;
 }
 
-/* The instance runs: watch it, record it, say so. */
-static void proc_started(struct service *s, struct proc *p, uint64_t starttime) {
-  s->proc = p;
-  s->pid = p->pid;
-  s->starttime = starttime;
-  s->started_wall = now_wall();
-  s->started_mono = now_mono();
-  store_instance_pid(s->d->store, s->instance, s->pid, s->starttime);
-  if (s->port) {
-    s->last_port = s->port;
-    logpipe_note(s, "started pid %d (instance %lld, attempt %u, port %d)", s->pid, (long long)s->instance,
+/* The instance runs: say so in its log (before its own output), and tell the runner. */
+static void started(struct service *s, struct proc *p, uint64_t starttime) {
+  LP(s)->proc = p;
+  if (s->port)
+    logpipe_note(s, "started pid %d (instance %lld, attempt %u, port %d)", p->pid, (long long)s->instance,
                  s->fsm.attempt, s->port);
-  } else {
-    logpipe_note(s, "started pid %d (instance %lld, attempt %u)", s->pid, (long long)s->instance, s->fsm.attempt);
-  }
+  else
+    logpipe_note(s, "started pid %d (instance %lld, attempt %u)", p->pid, (long long)s->instance, s->fsm.attempt);
+  logpipe_read(s); /* its output, after the note that it started */
+}
+
+static void post_started(struct service *s, int pid, uint64_t starttime) {
+  struct run_event ev = {
+      .type = EV_STARTED, .facts = RUN_PID | RUN_RUNNING, .pid = pid, .starttime = starttime, .since = now_wall()};
+  run_post(s, &ev);
 }
 
 static void spawn_failed(struct service *s, const char *argv0, int rc, const char *why) {
@@ -503,11 +453,10 @@ static void spawn_failed(struct service *s, const char *argv0, int rc, const cha
   else
     snprintf(err, sizeof err, "cannot start %s: %s", argv0, uv_strerror(rc));
   logpipe_note(s, "%s", err);
-  if (rc == UV_EMFILE || rc == UV_ENFILE) { /* the daemon's lack, not the service's */
-    store_instance_end(s->d->store, s->instance, "PENDING", 0, 0, err, now_wall());
-    service_event(s, EV_DEFERRED, 0, 0, err);
-  } else
-    service_event(s, EV_SPAWN_FAILED, -1, 0, err); /* records code -1: the instance is alive in the machine */
+  if (rc == UV_EMFILE || rc == UV_ENFILE) /* the daemon's lack, not the service's */
+    run_post_event(s, EV_DEFERRED, 0, 0, err);
+  else
+    run_post_event(s, EV_SPAWN_FAILED, -1, 0, err);
 }
 
 /* A spawn on a spawner thread (spawner.c): the result comes back to the loop in spawn_done. */
@@ -580,31 +529,25 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
   struct spawn_req *r = container_of(j, struct spawn_req, job);
   struct service *s = r->s;
   if (cancelled) r->pid = UV_ECANCELED;
-  s->spawning = NULL;
-  s->nhandles--;
-  bool closing = uv_is_closing((uv_handle_t *)&s->timer);
-  struct proc *p = NULL;
+  LP(s)->spawning = NULL;
   if (r->pid < 0) {
     logpipe_detach(s);
-    if (closing)
-      daemon_check_idle(s->d);
-    else
-      spawn_failed(s, r->args[0], r->pid, r->spawn_err);
-  } else if (closing) {
+    if (!s->closed) spawn_failed(s, r->args[0], r->pid, r->spawn_err);
+  } else if (s->closed) {
     /* The daemon let go of its services while this spawn ran (it leaves them running for
-     * the next daemon): record the process so that one re-adopts it. */
-    store_instance_pid(s->d->store, s->instance, r->pid, r->starttime);
-    daemon_check_idle(s->d);
+     * the next daemon): the runner records the process so that one re-adopts it. */
+    struct run_event ev = {.type = EV__MAX, .facts = RUN_PID, .pid = r->pid, .starttime = r->starttime};
+    run_post(s, &ev);
   } else {
-    proc_started(s, p = watch_child(s, r->pid), r->starttime);
-    logpipe_read(s); /* its output, after the note that it started */
+    struct proc *p = watch_child(s, r->pid);
+    started(s, p, r->starttime);
     if (r->cg_err) logpipe_note(s, "pid %d is not in cgroup %s: %s", r->pid, r->cg, strerror(r->cg_err));
     /* The state machine now counts STARTING's time, starts the checks, or sends the stop
      * asked for while the spawn ran. */
-    service_event(s, EV_STARTED, 0, 0, NULL);
+    post_started(s, r->pid, r->starttime);
     /* It may have ended before it was in the table: its SIGCHLD found no owner then. */
     int st;
-    if (s->proc == p && waitpid(p->pid, &st, WNOHANG) == p->pid) reaped(p, st);
+    if (LP(s)->proc == p && waitpid(p->pid, &st, WNOHANG) == p->pid) reaped(p, st);
   }
   strv_free(r->args);
   env_free(r->env, r->nborrowed);
@@ -613,18 +556,28 @@ static void spawn_done(struct spawner_job *j, bool cancelled) {
   free(r->cg);
   free(r->spawn_err);
   free(r);
+  service_unref(s); /* last: it may free a removed service */
 }
 
-int proc_spawn(struct service *s, char *err, size_t errlen) {
+/* The instance's arguments, ${port} replaced. */
+static char **instance_args(struct service *s) {
+  size_t nargs = 0;
+  while (s->spec->argv[nargs]) nargs++;
+  char **args = xcalloc(nargs + 1, sizeof *args);
+  for (size_t j = 0; j < nargs; j++) args[j] = subst_port(s->spec->argv[j], s->port);
+  return args;
+}
+
+static void local_plan(struct service *s, struct run_plan *p) {
+  char **args = instance_args(s);
+  p->cmdline = join_argv(args); /* as /proc/PID/cmdline will read: the proof of identity later */
+  strv_free(args);
+}
+
+static int local_start(struct service *s, char *err, size_t errlen) {
   struct daemon *d = s->d;
   struct spec *sp = s->spec;
-  int prc = choose_port(s, err, errlen);
-  if (prc < 0) {
-    /* The attempt is an instance of its own, ended by this failure. */
-    s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, now_wall(), NULL, 0);
-    logpipe_note(s, "%s", err);
-    return prc;
-  }
+  struct local *lp = LP(s);
   /* The reader of its output first: the one descriptor a running instance costs. Out of
    * descriptors, nothing has begun: the start is put off (EV_DEFERRED), not failed. */
   int lrc = logpipe_attach(s);
@@ -637,20 +590,16 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
                (unsigned long long)rl.rlim_cur);
     } else {
       snprintf(err, errlen, "cannot read the log FIFO %s: %s", s->fifo_path, uv_strerror(lrc));
-      s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, now_wall(), NULL, 0);
     }
-    logpipe_note(s, "%s", err);
     return lrc;
   }
   /* Environment: herd's own, then the spec's, then herd's identity variables. Entries of
    * herd's own environment are borrowed (the daemon never changes it); the rest are owned
    * by the arrays, from env[nborrowed] on: a spawn on a spawner thread outlives this call. */
-  size_t nenv = 0, nspec = 0, nargs = 0;
+  size_t nenv = 0, nspec = 0;
   while (environ[nenv]) nenv++;
   while (sp->env && sp->env[nspec]) nspec++;
-  while (sp->argv[nargs]) nargs++;
-  char **args = xcalloc(nargs + 1, sizeof *args), **env = xcalloc(nenv + nspec + 6, sizeof *env);
-  for (size_t j = 0; j < nargs; j++) args[j] = subst_port(sp->argv[j], s->port);
+  char **args = instance_args(s), **env = xcalloc(nenv + nspec + 6, sizeof *env);
   size_t k = 0;
   for (size_t i = 0; i < nenv; i++) {
     bool overridden = false;
@@ -667,14 +616,8 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     user_port |= !strncmp(sp->env[j], "PORT=", 5);
     env[k++] = subst_port(sp->env[j], s->port);
   }
-  /* The instance exists from here on (its events name it); its pid follows. Its identity
-   * goes with the process from birth (ident.h): a daemon that dies before recording the
-   * pid does not lose it. */
-  char *cmdline = join_argv(args); /* as /proc/PID/cmdline will read: the proof of identity later */
-  s->started_wall = now_wall();
-  s->started_mono = now_mono();
-  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, s->started_wall, cmdline, s->port);
-  free(cmdline);
+  /* Its identity goes with the process from birth (ident.h): a daemon that dies before
+   * recording the pid does not lose it. */
   env[k++] = ident_env(d->herd_id, s->instance);
   env[k++] = xasprintf("HERD_SERVICE=%s", sp->name);
   env[k++] = xasprintf("HERD_ATTEMPT=%u", s->fsm.attempt);
@@ -697,23 +640,22 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
     r->nborrowed = nborrowed;
     r->cwd = xstrdup(cwd);
     r->fifo = xstrdup(s->fifo_path);
-    r->cg = s->cg ? xstrdup(s->cg) : NULL;
+    r->cg = lp->cg ? xstrdup(lp->cg) : NULL;
     r->job.work = spawn_work;
     r->job.done = spawn_done;
     spawner_submit(d->spawner, &r->job);
-    s->spawning = r;
-    s->nhandles++; /* the service lives until the spawn has come back */
+    lp->spawning = r;
+    service_ref(s); /* the service lives until the spawn has come back */
     return 0;
   }
 
   int fd = logpipe_child_fd(s->fifo_path);
   if (fd < 0) {
     snprintf(err, errlen, "cannot open log pipe: %s", strerror(-fd));
-    logpipe_note(s, "%s", err);
     strv_free(args);
     env_free(env, nborrowed);
     logpipe_detach(s);
-    return fd;
+    return uv_translate_sys_error(-fd);
   }
   uv_stdio_container_t stdio[3] = {
       {.flags = UV_IGNORE},
@@ -741,32 +683,132 @@ int proc_spawn(struct service *s, char *err, size_t errlen) {
   int rc = uv_spawn(d->loop, &p->h.child, &o);
   close(fd);
   env_free(env, nborrowed);
-  s->nhandles++;
+  service_ref(s);
   if (rc < 0) {
     snprintf(err, errlen, "cannot start %s: %s", sp->argv[0], uv_strerror(rc));
     /* A failed uv_spawn still initialised the handle: it must be closed. */
     uv_close((uv_handle_t *)&p->h, on_proc_close);
-    logpipe_note(s, "%s", err);
     logpipe_detach(s);
     strv_free(args);
     return rc;
   }
   strv_free(args);
   p->pid = p->h.child.pid;
-  proc_started(s, p, proc_starttime(p->pid));
-  logpipe_read(s);
-  if (s->cg && (rc = into_cgroup(s->cg, p->pid)) < 0)
-    logpipe_note(s, "pid %d is not in cgroup %s: %s", p->pid, s->cg, strerror(-rc));
+  uint64_t starttime = proc_starttime(p->pid);
+  started(s, p, starttime);
+  if (lp->cg && (rc = into_cgroup(lp->cg, p->pid)) < 0)
+    logpipe_note(s, "pid %d is not in cgroup %s: %s", p->pid, lp->cg, strerror(-rc));
+  post_started(s, p->pid, starttime); /* fed after the effects being applied */
   return 0;
 }
 
-void proc_signal(struct service *s, int sig) {
-  if (s->pid <= 0) return;
+static void local_signal(struct service *s, int sig) {
+  struct local *lp = LP(s);
+  if (!lp->proc) return;
+  int pid = lp->proc->pid;
+  logpipe_note(s, "sending SIG%s to process group %d", signal_name(sig), pid);
   /* The cgroup holds the process group and whatever left it (setsid, double fork): one
    * signal each. Without one (or before the spawn moved the process in), the group. */
-  if (s->cg && cg_signal(s->cg, sig) > 0) return;
-  if (kill(-s->pid, sig) < 0 && errno == ESRCH) kill(s->pid, sig);
+  if (lp->cg && cg_signal(lp->cg, sig) > 0) return;
+  if (kill(-pid, sig) < 0 && errno == ESRCH) kill(pid, sig);
 }
+
+/* A process of an adopted instance that is not yet in the service's cgroup (an older herd,
+ * or a daemon that died before moving it): in it goes. */
+static void claim_into_cgroup(struct ident_proc *p, void *arg) {
+  struct service *s = arg;
+  const char *cg = LP(s)->cg;
+  cg_make(cg);
+  int rc = cg_attach(cg, p->pid);
+  if (rc < 0) logpipe_note(s, "pid %d stays out of cgroup %s: %s", p->pid, cg, strerror(-rc));
+}
+
+static void local_resume(struct service *s, const struct store_instance *last, struct run_resume *out) {
+  struct daemon *d = s->d;
+  struct local *lp = LP(s);
+  struct ident_proc *leader;
+  int pid = last ? last->pid : 0;
+  uint64_t starttime = last ? last->starttime : 0;
+  if (last && pid <= 0 && (leader = ident_leader(&d->found, last->id))) {
+    /* The last daemon died between this instance's spawn and recording its pid: the
+     * process carries the instance's identity, so it is found all the same. */
+    pid = leader->pid;
+    starttime = leader->starttime;
+    out->pid_found = true;
+    logpipe_note(s, "found pid %d of instance %lld by its identity (the last daemon died before recording it)", pid,
+                 (long long)last->id);
+  }
+  if (last && pid > 0) {
+    out->alive = proc_identity(pid, starttime, last->cmdline, out->why, sizeof out->why);
+    if (out->alive) {
+      /* Every process of the instance is the service's: none is an orphan to kill. */
+      ident_claim(&d->found, last->id, lp->cg ? claim_into_cgroup : NULL, s);
+      adopt(s, pid, starttime);
+      out->pid = pid;
+      out->starttime = starttime;
+      out->since = last->started_at;
+      logpipe_note(s, "re-adopted pid %d (instance %lld, attempt %u) after a daemon restart", pid, (long long)last->id,
+                   last->attempt);
+      log_msg(LOG_INFO, s->spec->name, NULL, NULL, "re-adopted pid %d (instance %lld)", pid, (long long)last->id);
+    } else {
+      logpipe_note(s, "instance %lld (pid %d): %s", (long long)last->id, pid, out->why);
+    }
+  } else if (last) {
+    snprintf(out->why, sizeof out->why, "exited while herd was down (status unknown)");
+  }
+  if (!out->alive && lp->cg) {
+    /* No live instance: whatever its cgroup still holds was left behind by a dead one. */
+    int n = cg_signal(lp->cg, SIGKILL);
+    if (n > 0)
+      logpipe_note(s, "killed %d process%s left in its cgroup by an instance that is gone", n, n == 1 ? "" : "es");
+  }
+}
+
+static void local_attach(struct service *s) {
+  if (s->run) return;
+  struct local *lp = xcalloc(1, sizeof *lp);
+  if (s->d->cg_root) lp->cg = cg_service_path(s->d->cg_root, s->spec->name);
+  s->run = lp;
+}
+
+static void local_detach(struct service *s) {
+  struct local *lp = LP(s);
+  if (!lp) return;
+  /* Empty once its processes are gone (a daemon leaving them running keeps it, busy). */
+  if (lp->cg) cg_remove(lp->cg);
+  free(lp->cg);
+  free(lp);
+  s->run = NULL;
+}
+
+static bool local_busy(struct service *s) {
+  struct local *lp = LP(s);
+  return lp && (lp->proc || lp->spawning);
+}
+
+/* A start put off for a descriptor (EV_DEFERRED): is there one now? (Kept for the start.) */
+static bool local_ready(struct service *s) { return logpipe_attach(s) != UV_EMFILE; }
+
+static json_t *local_describe(struct service *s, bool full) {
+  if (!full) return NULL;
+  const char *cg = LP(s) ? LP(s)->cg : NULL;
+  return json_pack("{s:o}", "cgroup", cg ? json_string(cg) : json_null());
+}
+
+const struct backend_ops local_backend = {
+    .name = "local",
+    .local_ports = true,
+    .attach = local_attach,
+    .detach = local_detach,
+    .plan = local_plan,
+    .start = local_start,
+    .signal = local_signal,
+    .resume = local_resume,
+    .release = local_release,
+    .busy = local_busy,
+    .ready = local_ready,
+    .describe = local_describe,
+};
 
 uint64_t proc_starttime(int pid) {
   uint64_t st;

@@ -3,11 +3,10 @@
  * and its current process; it feeds events to svc_step() and carries out the effects
  * in order. Everything here runs on the loop thread, from loop callbacks.
  */
-#include "herd/daemon.h"
-#include "herd/cgroup.h"
 #include "herd/check.h"
+#include "herd/daemon.h"
 #include "herd/log.h"
-#include "herd/slurm.h"
+#include "herd/run.h"
 #include "herd/store.h"
 
 #include <math.h>
@@ -66,15 +65,14 @@ static void instance_str(const struct service *s, char *buf, size_t len) {
 
 static void on_timer(uv_timer_t *t) {
   struct service *s = container_of(t, struct service, timer);
-  if (s->fsm.state == S_PENDING && s->fsm.want_up && !s->fsm.proc_alive && !s->pol.batch &&
-      logpipe_attach(s) == UV_EMFILE) {
+  if (s->fsm.state == S_PENDING && s->fsm.want_up && !s->fsm.proc_alive && s->be->ready && !s->be->ready(s)) {
     /* A start put off for a descriptor (EV_DEFERRED): still none; look again in a while
      * without a STARTING -> PENDING round trip in the events each time. */
     timer_arm(s->d->loop, &s->timer, on_timer, now_mono() + SVC_DEFER_RETRY);
     return;
   }
   service_event(s, EV_DEADLINE, 0, 0, NULL);
-  if (!s->fsm.proc_alive && !s->proc && !s->spawning) logpipe_detach(s); /* the reader waits for no one */
+  if (!s->fsm.proc_alive && !s->be->busy(s)) logpipe_detach(s); /* the reader waits for no one */
 }
 
 static void publish(struct service *s, const struct svc_fx *x) {
@@ -103,39 +101,15 @@ static void publish(struct service *s, const struct svc_fx *x) {
   }
 }
 
-/* What a failed start becomes: the daemon out of descriptors is its own lack, put off and
- * retried (EV_DEFERRED); anything else is the instance's failure. */
-static void start_failed(struct service *s, int rc, const char *err) {
-  if (rc == UV_EMFILE || rc == UV_ENFILE) {
-    s->last_code = s->last_sig = 0;
-    service_event(s, EV_DEFERRED, 0, 0, err);
-  } else {
-    s->last_code = -1;
-    s->last_sig = 0;
-    service_event(s, EV_SPAWN_FAILED, -1, 0, err);
-  }
-}
-
-static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_err, size_t errlen, int *spawn_rc) {
+/* Carry out the effects in order. What backends post meanwhile waits for the end (run.h). */
+static void apply(struct service *s, const struct svc_fx_list *fx) {
   struct daemon *d = s->d;
   for (int i = 0; i < fx->n; i++) {
     const struct svc_fx *x = &fx->fx[i];
     switch (x->type) {
     case FX_TRANSITION: publish(s, x); break;
-    case FX_SPAWN:
-      if (s->spec->slurm)
-        slurm_submit(s); /* asynchronous: the answer comes back as an event */
-      else
-        *spawn_rc = proc_spawn(s, spawn_err, errlen);
-      break;
-    case FX_SIGNAL:
-      if (s->spec->slurm) {
-        slurm_cancel(s);
-      } else if (s->pid > 0) { /* (never asked before the spawn is answered: EV_STARTED) */
-        logpipe_note(s, "sending SIG%s to process group %d", signal_name(x->sig), s->pid);
-        proc_signal(s, x->sig);
-      }
-      break;
+    case FX_SPAWN: run_start(s); break; /* asynchronous: answered by an event */
+    case FX_SIGNAL: s->be->signal(s, x->sig); break;
     case FX_ARM: timer_arm(d->loop, &s->timer, on_timer, x->at); break;
     case FX_DISARM: uv_timer_stop(&s->timer); break;
     case FX_REASON:
@@ -155,24 +129,26 @@ static void apply(struct service *s, const struct svc_fx_list *fx, char *spawn_e
   }
 }
 
-static void on_timer_close(uv_handle_t *h) {
-  struct service *s = container_of((uv_timer_t *)h, struct service, timer);
+static void on_timer_close(uv_handle_t *h) { service_unref(container_of((uv_timer_t *)h, struct service, timer)); }
+
+void service_ref(struct service *s) { s->nhandles++; }
+
+void service_unref(struct service *s) {
   s->nhandles--;
-  daemon_check_idle(s->d);
+  daemon_check_idle(s->d); /* frees it once the last reference of a removed service is gone */
 }
 
 void service_close_handles(struct service *s) {
-  slurm_detach(s);
-  proc_release(s);
+  s->closed = true;
+  s->be->release(s);
   check_close(s);
   if (!uv_is_closing((uv_handle_t *)&s->timer)) uv_close((uv_handle_t *)&s->timer, on_timer_close);
   logpipe_close(s);
 }
 
 void service_free(struct service *s) {
-  /* Empty once its processes are gone (a daemon leaving them running keeps it, busy). */
-  if (s->cg) cg_remove(s->cg);
-  free(s->cg);
+  run_forget(s);
+  s->be->detach(s);
   spec_free(s->spec);
   spec_free(s->next_spec);
   free(s->fifo_path);
@@ -182,7 +158,7 @@ void service_free(struct service *s) {
 
 /* When the service is at rest: a pending spec swap or removal can go ahead. */
 static void after_step(struct service *s) {
-  if (!svc_fsm_at_rest(&s->fsm) || s->proc || s->spawning) return;
+  if (!svc_fsm_at_rest(&s->fsm) || s->be->busy(s)) return;
   if (s->next_spec) {
     struct spec *old = s->spec;
     s->d->ndeps_services += (s->next_spec->ndeps > 0) - (old->ndeps > 0);
@@ -192,7 +168,12 @@ static void after_step(struct service *s) {
     spec_policy(s->spec, &s->pol);
     check_close(s); /* the new spec may check differently, or not at all */
     check_attach(s);
-    slurm_attach(s);
+    const struct backend_ops *be = run_backend(s->spec->backend);
+    if (be != s->be) { /* at rest: nothing of the old backend's is running */
+      s->be->detach(s);
+      s->be = be;
+    }
+    s->be->attach(s);
   }
   if (s->start_at_rest && !s->removing) {
     s->start_at_rest = false;
@@ -226,40 +207,34 @@ void service_event(struct service *s, svc_event_type type, int code, int sig, co
   service_feed(s, &ev);
 }
 
+/* Apply a list of effects; events posted meanwhile are fed once the outermost list is done. */
+static void apply_then_drain(struct service *s, const struct svc_fx_list *fx, bool settle) {
+  struct daemon *d = s->d;
+  d->run_depth++;
+  apply(s, fx);
+  if (settle) after_step(s);
+  d->run_depth--;
+  if (!d->run_depth) run_drain(d);
+}
+
 void service_feed(struct service *s, const struct svc_event *ev) {
-  if (s->destroyed) return;
+  if (s->destroyed || s->closed) return;
   struct svc_fx_list fx;
   if (ev->type == EV_EXIT || (ev->type == EV_SPAWN_FAILED && s->fsm.proc_alive)) {
     s->last_code = ev->code;
     s->last_sig = ev->sig;
   }
   svc_step(&s->fsm, &s->pol, ev, now_mono(), &fx);
-  char err[256] = "";
-  int spawn_rc = 0;
-  apply(s, &fx, err, sizeof err, &spawn_rc);
-  if (spawn_rc < 0) {
-    start_failed(s, spawn_rc, err);
-    return;
-  }
-  after_step(s);
+  apply_then_drain(s, &fx, true);
 }
 
 double service_uptime(struct service *s) {
-  if (s->pid > 0 || (s->spec->slurm && s->fsm.proc_alive && svc_state_running(s->fsm.state)))
+  if (s->pid > 0 || (s->be->batch && s->fsm.proc_alive && svc_state_running(s->fsm.state)))
     return now_mono() - s->started_mono;
   return -1;
 }
 
 void service_add_watch(struct service *s, struct svc_watch *w) { list_add_tail(&s->watches, &w->link); }
-
-/* A process of an adopted instance that is not yet in the service's cgroup (an older herd,
- * or a daemon that died before moving it): in it goes. */
-static void claim_into_cgroup(struct ident_proc *p, void *arg) {
-  struct service *s = arg;
-  cg_make(s->cg);
-  int rc = cg_attach(s->cg, p->pid);
-  if (rc < 0) logpipe_note(s, "pid %d stays out of cgroup %s: %s", p->pid, s->cg, strerror(-rc));
-}
 
 struct service *service_create(struct daemon *d, struct spec *spec, bool want_up, const char *stored_state,
                                unsigned restarts) {
@@ -274,25 +249,15 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   svc_fsm_init(&s->fsm, d->seed ^ hash_name(spec->name));
   s->fifo_path = xasprintf("%s/%s.fifo", d->run_dir, spec->name);
   s->log_path = xasprintf("%s/%s.log", d->log_dir, spec->name);
-  if (d->cg_root && !spec->slurm) s->cg = cg_service_path(d->cg_root, spec->name);
   uv_timer_init(d->loop, &s->timer);
   s->nhandles = 1;
   list_add_tail(&d->services, &s->link);
   d->nservices++;
   hash_insert(d, s);
   struct store_instance last;
-  struct ident_proc *leader;
-  int last_pid = 0;
-  uint64_t last_starttime = 0;
-  double last_started = 0;
-  char *last_cmdline = NULL;
-  int64_t last_job_id = 0;
-  if (store_last_instance(d->store, spec->name, &last) == 0) {
-    last_job_id = last.job_id;
-    last_pid = last.pid;
-    last_starttime = last.starttime;
-    last_started = last.started_at;
-    last_cmdline = last.cmdline ? xstrdup(last.cmdline) : NULL;
+  bool has_last = store_last_instance(d->store, spec->name, &last) == 0;
+  char *last_cmdline = NULL, *last_cluster = NULL;
+  if (has_last) {
     s->instance = last.id;
     s->fsm.attempt = last.attempt;
     s->last_port = last.port;
@@ -304,9 +269,17 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
       if (last.reason && (!strcmp(last.end_state, "FAILED") || !strcmp(last.end_state, "TIMEOUT")))
         snprintf(s->last_error, sizeof s->last_error, "%s", last.reason);
     }
+    /* Its strings live until the next store call: copies go to the backend's resume. */
+    last_cmdline = last.cmdline ? xstrdup(last.cmdline) : NULL;
+    last_cluster = last.cluster ? xstrdup(last.cluster) : NULL;
+    last.cmdline = last_cmdline;
+    last.cluster = last_cluster;
+    last.service = spec->name;
+    last.end_state = last.reason = NULL;
   }
+  s->be = run_backend(spec->backend);
+  s->be->attach(s);
   check_attach(s);
-  slurm_attach(s);
   char err[256];
   if (logpipe_open(s, err, sizeof err) < 0) {
     snprintf(s->last_error, sizeof s->last_error, "%s", err);
@@ -314,74 +287,38 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   }
   int st = stored_state ? svc_state_parse(stored_state) : -1;
   if (st < 0) {
+    free(last_cmdline);
+    free(last_cluster);
     if (want_up) service_want_up(s, "herd started it");
     return s;
   }
-  /* A daemon ran this service before us: resume where it left off. */
-  bool alive = false, launching = false;
-  char why[200] = "";
-  if (spec->slurm && s->instance && !s->has_exit) {
-    /* A job outlives the daemon; the first poll says what became of it. */
-    alive = true;
-    s->started_mono = now_mono();
-    s->started_wall = last_started;
+  /* A daemon ran this service before us: resume where it left off. Its backend says
+   * whether the last instance is still there (and watches it again if so). */
+  struct run_resume rr = {0};
+  bool open_instance = s->instance && !s->has_exit;
+  s->be->resume(s, open_instance ? &last : NULL, &rr);
+  if (open_instance && rr.alive) {
+    if (rr.pid_found) store_instance_pid(d->store, s->instance, rr.pid, rr.starttime);
+    s->pid = rr.pid;
+    s->starttime = rr.starttime;
+    s->job_id = last.job_id;
     s->port = s->last_port;
-    if (s->job) {
-      slurm_resume(s, last_job_id);
-      launching = last_job_id == 0; /* its submission was never answered: the poll looks for its tag */
-      logpipe_note(s, "watching job %lld again after a daemon restart", (long long)last_job_id);
-    } else {
-      alive = false;
-      snprintf(why, sizeof why, "its cluster is no longer configured");
-    }
-  } else if (s->instance && !s->has_exit && last_pid <= 0 && !spec->slurm &&
-             (leader = ident_leader(&d->found, s->instance))) {
-    /* The last daemon died between this instance's spawn and recording its pid: the
-     * process carries the instance's identity, so it is found all the same. */
-    last_pid = leader->pid;
-    last_starttime = leader->starttime;
-    store_instance_pid(d->store, s->instance, last_pid, last_starttime);
-    logpipe_note(s, "found pid %d of instance %lld by its identity (the last daemon died before recording it)",
-                 last_pid, (long long)s->instance);
-  }
-  if (!spec->slurm && s->instance && !s->has_exit && last_pid > 0) {
-    alive = proc_identity(last_pid, last_starttime, last_cmdline, why, sizeof why);
-    if (alive) {
-      /* Every process of the instance is the service's: none is an orphan to kill. */
-      ident_claim(&d->found, s->instance, s->cg ? claim_into_cgroup : NULL, s);
-      proc_adopt(s, last_pid, last_starttime);
-      s->started_wall = last_started;
-      s->started_mono = now_mono() - (now_wall() - last_started);
-      s->port = s->last_port;
-      logpipe_note(s, "re-adopted pid %d (instance %lld, attempt %u) after a daemon restart", last_pid,
-                   (long long)s->instance, s->fsm.attempt);
-      log_msg(LOG_INFO, spec->name, NULL, svc_state_name(st), "re-adopted pid %d (instance %lld)", last_pid,
-              (long long)s->instance);
-    } else {
-      logpipe_note(s, "instance %lld (pid %d): %s", (long long)s->instance, last_pid, why);
-    }
-  }
-  if (!alive && s->cg) {
-    /* No live instance: whatever its cgroup still holds was left behind by a dead one. */
-    int n = cg_signal(s->cg, SIGKILL);
-    if (n > 0)
-      logpipe_note(s, "killed %d process%s left in its cgroup by an instance that is gone", n, n == 1 ? "" : "es");
+    s->started_wall = last.started_at;
+    s->started_mono = rr.since ? now_mono() - (now_wall() - rr.since) : now_mono();
   }
   free(last_cmdline);
+  free(last_cluster);
   struct svc_fx_list fx;
   struct svc_resume rs = {.stored = (svc_state)st,
                           .want_up = want_up,
                           .attempt = s->fsm.attempt,
                           .restarts = restarts,
-                          .alive = alive,
-                          .launching = launching,
+                          .alive = open_instance && rr.alive,
+                          .launching = rr.launching,
                           .started = s->started_mono,
-                          .why_gone = why[0] ? why : NULL};
+                          .why_gone = rr.why[0] ? rr.why : NULL};
   svc_resume(&s->fsm, &s->pol, &rs, now_mono(), &fx);
-  err[0] = '\0';
-  int spawn_rc = 0;
-  apply(s, &fx, err, sizeof err, &spawn_rc);
-  if (spawn_rc < 0) start_failed(s, spawn_rc, err);
+  apply_then_drain(s, &fx, false);
   if (s->fsm.proc_alive && !want_up && s->fsm.state != S_STOPPING) {
     service_event(s, EV_STOP, 0, 0, "wanted down");
   } else if (!s->fsm.proc_alive && want_up &&
@@ -492,13 +429,17 @@ void service_summary_append(struct buf *b, struct service *s) {
     buf_printf(b, ",\"port\":%d", s->port);
   else
     buf_lit(b, ",\"port\":null");
-  if (s->spec->slurm) {
-    json_t *job = slurm_service_json(s);
-    char *js = job ? json_dumps(job, JSON_COMPACT) : NULL;
-    buf_printf(b, ",\"backend\":\"slurm\",\"slurm\":%s", js ? js : "null");
+  json_t *own = s->be->describe ? s->be->describe(s, false) : NULL; /* the backend's keys */
+  const char *k;
+  json_t *v;
+  json_object_foreach(own, k, v) {
+    char *js = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    buf_lit(b, ",");
+    buf_json_string(b, k);
+    buf_printf(b, ":%s", js ? js : "null");
     free(js);
-    json_decref(job);
   }
+  json_decref(own);
   buf_lit(b, ",\"check\":");
   const char *msg = check_last_msg(s);
   if (!s->checker)
@@ -529,11 +470,9 @@ json_t *service_json_view(struct service *s, bool full) {
   json_object_set_new(o, "restarts", json_integer(s->fsm.restarts));
   json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
   json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());
-  if (sp->slurm) {
-    json_object_set_new(o, "backend", json_string("slurm"));
-    json_t *job = slurm_service_json(s);
-    json_object_set_new(o, "slurm", job ? job : json_null());
-  }
+  json_t *own = s->be->describe ? s->be->describe(s, full) : NULL; /* the backend's keys */
+  if (own) json_object_update(o, own);
+  json_decref(own);
   json_object_set_new(o, "check", full ? check_json(s) : check_json_brief(s));
   if (!full) return o;
   json_object_set_new(o, "since", json_real(now_wall() - (now - s->fsm.since)));
@@ -553,7 +492,6 @@ json_t *service_json_view(struct service *s, bool full) {
   for (char **t = sp->tags; t && *t; t++) json_array_append_new(tags, json_string(*t));
   json_object_set_new(o, "tags", tags);
   json_object_set_new(o, "log", json_string(s->log_path));
-  if (!s->spec->slurm) json_object_set_new(o, "cgroup", s->cg ? json_string(s->cg) : json_null());
   if (s->spec->ndeps) {
     json_t *deps = json_array();
     for (size_t i = 0; i < s->spec->ndeps; i++) {

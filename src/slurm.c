@@ -4,8 +4,8 @@
 #include "herd/curlx.h"
 #include "herd/jwt.h"
 #include "herd/log.h"
+#include "herd/run.h"
 #include "herd/slurm_parse.h"
-#include "herd/store.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -136,10 +136,18 @@ static struct cluster *cluster_named(struct daemon *d, const char *name) {
   return NULL;
 }
 
+/* Report to the runner (run.h): the only way this backend changes a service. */
 static void feed(struct service *s, svc_event_type type, int code, int sig, svc_state end, const char *msg) {
-  struct svc_event ev = {.type = type, .code = code, .sig = sig, .end = end, .msg = msg};
-  service_feed(s, &ev);
+  struct run_event ev = {.type = type, .code = code, .sig = sig, .end = end, .msg = msg};
+  run_post(s, &ev);
 }
+
+/* This backend's state of a service, or NULL (a service of another backend, or one whose
+ * cluster is not configured). */
+static struct sjob *SJ(const struct service *s) { return s && s->be == &slurm_backend ? s->run : NULL; }
+
+/* The address a job's service is reached at: its node's, else the node's name. */
+static const char *job_host(struct sjob *j);
 
 static void set_error(struct cluster *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_error(struct cluster *cl, const char *fmt, ...) {
@@ -260,7 +268,7 @@ static void token_command_start(struct cluster *cl) {
   cl->nhandles++;
   cl->token_busy = true;
   cl->tok_exited = cl->tok_eof = false;
-  uv_read_start((uv_stream_t *)&cl->tokout, daemon_alloc, on_tok_read);
+  uv_read_start((uv_stream_t *)&cl->tokout, loop_alloc, on_tok_read);
 }
 
 static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
@@ -655,16 +663,18 @@ static void job_seen(struct sjob *j, const struct slurm_job *sj) {
     }
     feed(s, EV_QUEUED, 0, 0, 0, msg); /* still PENDING: only the queue's reason changes */
     break;
-  case SP_RUNNING:
+  case SP_RUNNING: {
     if (sj->batch_host[0] && !node_addr(j->cl, sj->batch_host)) node_lookup(j->cl, sj->batch_host);
     snprintf(msg, sizeof msg, "job %lld %.120s on %.100s", (long long)j->job_id, o.msg,
              sj->batch_host[0] ? sj->batch_host : "?");
+    struct run_event ev = {.type = EV_RUNNING, .msg = msg, .facts = RUN_HOST, .host = job_host(j)};
     if (s->fsm.state == S_SUBMITTED || s->fsm.state == S_PENDING || s->fsm.state == S_UNKNOWN) {
-      s->started_wall = sj->start_time > 0 ? (double)sj->start_time : now_wall();
-      s->started_mono = now_mono() - (now_wall() - s->started_wall);
+      ev.facts |= RUN_RUNNING; /* its uptime counts from the job's start */
+      ev.since = sj->start_time > 0 ? (double)sj->start_time : now_wall();
     }
-    feed(s, EV_RUNNING, 0, 0, 0, msg);
+    run_post(s, &ev);
     break;
+  }
   case SP_ENDING: break; /* COMPLETING: the final state follows */
   case SP_UNKNOWN:
     snprintf(msg, sizeof msg, "job %lld in a state herd does not know: %s", (long long)j->job_id, sj->state);
@@ -722,6 +732,14 @@ static void on_node(struct sreq *r, bool ok, const char *terr) {
   const char *addr = json_string_value(json_object_get(n, "address"));
   for (size_t i = 0; name && addr && i < cl->nnodes; i++)
     if (!strcmp(cl->nodes[i].name, name)) snprintf(cl->nodes[i].addr, sizeof cl->nodes[i].addr, "%s", addr);
+  /* The services whose jobs run there are now reached at its address. */
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &cl->jobs) {
+    struct sjob *j = container_of(pos, struct sjob, link);
+    if (!name || strcmp(j->host, name) || !j->s->fsm.proc_alive) continue;
+    struct run_event ev = {.type = EV__MAX, .facts = RUN_HOST, .host = job_host(j)};
+    run_post(j->s, &ev);
+  }
   json_decref(root);
 }
 
@@ -754,7 +772,11 @@ static void on_cancel(struct sreq *r, bool ok, const char *terr) {
     if (!ok || r->status >= 500) set_error(cl, "cancel: %s", why);
   }
   if (prc == 0 || ok) slurm_reply_free(&rep);
-  if (!(ok && r->status == 200) && cl->d->shutting_down) daemon_check_idle(cl->d); /* may let it finish */
+  if (!(ok && r->status == 200) && cl->d->shutting_down && r->job) {
+    /* Its stop may now be left to the next daemon (may_leave): the runner looks again. */
+    struct run_event ev = {.type = EV__MAX};
+    run_post(r->job->s, &ev);
+  }
   cl->need_full = true;
   poll_schedule(cl, now_mono() + fmin(cl->spec->poll_interval, 0.2));
 }
@@ -766,8 +788,9 @@ static void cancel_job(struct cluster *cl, struct sjob *j, int64_t job_id) {
   enqueue(cl, r, true);
 }
 
-void slurm_cancel(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
+static void slurm_signal(struct service *s, int sig) {
+  (void)sig; /* a stop signal or the grace's SIGKILL: either way the job is cancelled */
+  struct sjob *j = SJ(s);
   if (!j) return;
   if (!j->job_id) {
     j->cancel_wanted = true; /* the submission is in flight or unconfirmed */
@@ -878,12 +901,13 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
           claimed[i] = true;
           j->searching = false;
           j->job_id = (int64_t)rep->jobs[i].job_id;
-          store_instance_job(d->store, j->s->instance, cl->spec->name, j->job_id);
           char msg[160];
           snprintf(msg, sizeof msg, "job %lld found by its tag on cluster %s", (long long)j->job_id, cl->spec->name);
           logpipe_note(j->s, "%s", msg);
           found = j;
-          feed(j->s, EV_STARTED, 0, 0, 0, msg);
+          struct run_event ev = {
+              .type = EV_STARTED, .msg = msg, .facts = RUN_JOB, .job_id = j->job_id, .job_where = cl->spec->name};
+          run_post(j->s, &ev);
           if (j->cancel_wanted) cancel_job(cl, j, j->job_id);
           job_seen(j, &rep->jobs[i]);
         }
@@ -901,9 +925,9 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
     unsigned att;
     if (!parse_tag(cl, rep->jobs[i].comment, name, sizeof name, &att)) continue;
     struct service *s = daemon_find(d, name);
-    struct sjob *j = s ? (struct sjob *)s->job : NULL;
+    struct sjob *j = SJ(s);
     if (j && !j->job_id && att == s->fsm.attempt) continue; /* its submit reply is still on its way */
-    if (!s || !s->spec->slurm)
+    if (!s || s->be != &slurm_backend)
       stray(cl, &rep->jobs[i], "its service no longer exists");
     else if (strcmp(s->spec->slurm->cluster, cl->spec->name))
       stray(cl, &rep->jobs[i], "its service moved to another cluster");
@@ -990,13 +1014,14 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
     if (job_id > 0) cancel_job(cl, NULL, job_id);
   } else if (ok && prc == 0 && r->status == 200 && job_id > 0 && !rep.nerrors) {
     j->job_id = job_id;
-    store_instance_job(cl->d->store, j->s->instance, cl->spec->name, job_id);
     char msg[200];
     snprintf(msg, sizeof msg, "job %lld on cluster %.60s%s%.100s", (long long)job_id, cl->spec->name,
              rep.submit_msg[0] ? ": " : "", rep.submit_msg);
     logpipe_note(j->s, "submitted %s", msg);
     if (j->cancel_wanted) cancel_job(cl, j, job_id);
-    feed(j->s, EV_STARTED, 0, 0, 0, msg);
+    struct run_event ev = {
+        .type = EV_STARTED, .msg = msg, .facts = RUN_JOB, .job_id = job_id, .job_where = cl->spec->name};
+    run_post(j->s, &ev);
   } else if (ok && prc == 0 &&
              (job_id > 0 || (r->status >= 400 && r->status < 500 && r->status != 401) ||
               (r->status >= 500 && !no_decision(rep.error_code)))) {
@@ -1060,25 +1085,23 @@ static char *output_path(struct sjob *j) {
   return b.data;
 }
 
-void slurm_submit(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
+static void slurm_plan(struct service *s, struct run_plan *p) {
+  struct sjob *j = SJ(s);
+  if (j) p->job_where = j->cl->spec->name; /* recorded as being submitted (job 0) */
+}
+
+static int slurm_start(struct service *s, char *err, size_t errlen) {
+  struct sjob *j = SJ(s);
   if (!j) {
-    feed(s, EV_SPAWN_FAILED, -1, 0, 0, "no such cluster");
-    return;
+    snprintf(err, errlen, "no such cluster: %s", s->spec->slurm->cluster);
+    return UV_EINVAL;
   }
   struct cluster *cl = j->cl;
   const struct spec *sp = s->spec;
   const struct slurm_spec *k = sp->slurm;
-  struct daemon *d = s->d;
   j->job_id = 0;
   j->searching = j->cancel_wanted = false;
   j->state[0] = j->reason[0] = j->host[0] = '\0';
-  s->port = sp->endpoint.set ? sp->endpoint.port : 0;
-  s->pid = 0;
-  s->instance = store_instance_start(d->store, sp->name, s->fsm.attempt, 0, 0, now_wall(), NULL, s->port);
-  store_instance_job(d->store, s->instance, cl->spec->name, 0);
-  s->started_wall = now_wall();
-  s->started_mono = now_mono();
 
   json_t *env = json_object();
   json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
@@ -1116,25 +1139,28 @@ void slurm_submit(struct service *s) {
   r->job = j;
   j->submit = r;
   enqueue(cl, r, false);
+  return 0;
 }
 
 /* ---- services ---- */
 
-void slurm_attach(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
-  struct cluster *cl = s->spec->slurm ? cluster_named(s->d, s->spec->slurm->cluster) : NULL;
+static void slurm_attach(struct service *s) {
+  struct sjob *j = s->run;
+  struct cluster *cl = cluster_named(s->d, s->spec->slurm->cluster);
   if (j && j->cl == cl) return;
-  if (j && !cl) {
-    slurm_detach(s);
-    return;
+  if (j) { /* its cluster changed (a spec swap at rest) */
+    list_del(&j->link);
+    if (!cl) {
+      free(j);
+      s->run = NULL;
+      return;
+    }
   }
-  if (!cl) return;
+  if (!cl) return; /* no such cluster: its starts fail and say so */
   if (!j) {
     j = xcalloc(1, sizeof *j);
     j->s = s;
-    s->job = (struct sjob *)j;
-  } else {
-    list_del(&j->link);
+    s->run = j;
   }
   j->cl = cl;
   list_add_tail(&cl->jobs, &j->link);
@@ -1148,27 +1174,45 @@ static void drop_refs(struct list *l, struct sjob *j) {
   }
 }
 
-void slurm_detach(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
+/* Forget the service: requests in flight are dropped on arrival, polls no longer see it. */
+static void slurm_release(struct service *s) {
+  struct sjob *j = s->run;
   if (!j) return;
   drop_refs(&j->cl->queue, j);
   drop_refs(&j->cl->sent, j);
   list_del(&j->link);
   free(j);
-  s->job = NULL;
+  s->run = NULL;
 }
 
-void slurm_resume(struct service *s, int64_t job_id) {
-  struct sjob *j = (struct sjob *)s->job;
-  if (!j) return;
-  j->job_id = job_id;
-  j->searching = job_id == 0;
+static bool slurm_busy(struct service *s) {
+  (void)s;
+  return false; /* no handle of its own: a job is watched by its cluster's polls */
+}
+
+static void slurm_resume(struct service *s, const struct store_instance *last, struct run_resume *out) {
+  struct sjob *j = s->run;
+  if (!last) return;
+  if (!j) {
+    snprintf(out->why, sizeof out->why, "its cluster is no longer configured");
+    return;
+  }
+  /* A job outlives the daemon; the next poll confirms it, or finds its tag (a submission
+   * whose answer never came), or reports it gone. */
+  out->alive = true;
+  out->launching = last->job_id == 0;
+  j->job_id = last->job_id;
+  j->searching = last->job_id == 0;
   j->cl->need_full = true;
   poll_schedule(j->cl, now_mono());
+  logpipe_note(s, "watching job %lld again after a daemon restart", (long long)last->job_id);
 }
 
-bool slurm_shutdown_may_leave(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
+/* Shutdown: whether the daemon may exit without this service's job confirmed cancelled
+ * (its cluster cannot be reached and its stop grace is over; the store keeps it STOPPING
+ * with its job id, and the next daemon cancels it). */
+static bool slurm_may_leave(struct service *s) {
+  struct sjob *j = s->run;
   if (!j || !j->cl->error[0] || s->fsm.state != S_STOPPING || now_mono() - s->d->shutdown_at < s->spec->stop_grace)
     return false;
   if (!j->left_behind) {
@@ -1180,45 +1224,95 @@ bool slurm_shutdown_may_leave(struct service *s) {
   return true;
 }
 
-int64_t slurm_job_id(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
-  return j ? j->job_id : 0;
-}
-
-const char *slurm_endpoint_host(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
-  if (!j || !j->host[0]) return "127.0.0.1";
+static const char *job_host(struct sjob *j) {
+  if (!j->host[0]) return "";
   const char *a = node_addr(j->cl, j->host);
   return a ? a : j->host;
 }
 
-char *slurm_output_path(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
+static char *slurm_output_path(struct service *s) {
+  struct sjob *j = s->run;
   return j && j->job_id ? output_path(j) : NULL;
 }
 
-json_t *slurm_service_json(struct service *s) {
-  struct sjob *j = (struct sjob *)s->job;
-  if (!j) return NULL;
-  json_t *o = json_pack("{s:s}", "cluster", j->cl->spec->name);
-  if (j->job_id) json_object_set_new(o, "job_id", json_integer(j->job_id));
-  if (j->state[0]) json_object_set_new(o, "job_state", json_string(j->state));
-  if (j->reason[0]) json_object_set_new(o, "reason", json_string(j->reason));
-  if (j->desc[0]) json_object_set_new(o, "description", json_string(j->desc));
-  if (j->host[0]) {
-    json_object_set_new(o, "node", json_string(j->host));
-    json_object_set_new(o, "host", json_string(slurm_endpoint_host(s)));
+static json_t *slurm_describe(struct service *s, bool full) {
+  (void)full;
+  struct sjob *j = s->run;
+  json_t *o = json_pack("{s:s}", "backend", "slurm");
+  if (!j) {
+    json_object_set_new(o, "slurm", json_null());
+    return o;
   }
-  if (j->submit_time) json_object_set_new(o, "submit_time", json_integer(j->submit_time));
-  if (j->start_time) json_object_set_new(o, "start_time", json_integer(j->start_time));
-  if (j->end_time) json_object_set_new(o, "end_time", json_integer(j->end_time));
-  if (j->searching) json_object_set_new(o, "searching", json_true());
+  json_t *k = json_pack("{s:s}", "cluster", j->cl->spec->name);
+  if (j->job_id) json_object_set_new(k, "job_id", json_integer(j->job_id));
+  if (j->state[0]) json_object_set_new(k, "job_state", json_string(j->state));
+  if (j->reason[0]) json_object_set_new(k, "reason", json_string(j->reason));
+  if (j->desc[0]) json_object_set_new(k, "description", json_string(j->desc));
+  if (j->host[0]) {
+    json_object_set_new(k, "node", json_string(j->host));
+    json_object_set_new(k, "host", json_string(job_host(j)));
+  }
+  if (j->submit_time) json_object_set_new(k, "submit_time", json_integer(j->submit_time));
+  if (j->start_time) json_object_set_new(k, "start_time", json_integer(j->start_time));
+  if (j->end_time) json_object_set_new(k, "end_time", json_integer(j->end_time));
+  if (j->searching) json_object_set_new(k, "searching", json_true());
   if (j->job_id) {
     char *out = output_path(j);
-    json_object_set_new(o, "output", json_string(out)); /* on the node's filesystem */
+    json_object_set_new(k, "output", json_string(out)); /* on the node's filesystem */
     free(out);
   }
+  json_object_set_new(o, "slurm", k);
   return o;
+}
+
+static void slurm_detach(struct service *s) { slurm_release(s); }
+
+const struct backend_ops slurm_backend = {
+    .name = "slurm",
+    .batch = true,
+    .attach = slurm_attach,
+    .detach = slurm_detach,
+    .plan = slurm_plan,
+    .start = slurm_start,
+    .signal = slurm_signal,
+    .resume = slurm_resume,
+    .release = slurm_release,
+    .busy = slurm_busy,
+    .may_leave = slurm_may_leave,
+    .describe = slurm_describe,
+    .output_path = slurm_output_path,
+};
+
+/* ---- config ---- */
+
+int slurm_check_specs(struct daemon *d, struct spec **specs, size_t n, struct cfg_errors *errs) {
+  size_t nk = 0;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->clusters) nk++;
+  struct cluster_spec **ks = xcalloc(nk + 1, sizeof *ks);
+  nk = slurm_cluster_specs(d, ks, nk);
+  struct spec **sl = xcalloc(n + 1, sizeof *sl);
+  size_t ns = 0;
+  for (size_t i = 0; i < n; i++)
+    if (specs[i]->slurm) sl[ns++] = specs[i];
+  int k = ns ? cfg_validate_clusters(sl, ns, ks, nk, errs) : 0;
+  free(sl);
+  free(ks);
+  return k;
+}
+
+void slurm_check_reload(struct daemon *d, const struct spec_set *set, struct cfg_errors *errs) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (!s->spec->slurm || s->removing || strcmp(s->spec->source, "api")) continue;
+    bool kept = false;
+    for (size_t i = 0; i < set->nclusters; i++) kept |= !strcmp(set->clusters[i]->name, s->spec->slurm->cluster);
+    if (!kept)
+      cfg_error_add(errs, "reload", 1, 1, s->spec->name,
+                    "service %s (added over the API) runs on cluster %s, which the new config lacks", s->spec->name,
+                    s->spec->slurm->cluster);
+  }
 }
 
 /* ---- clusters ---- */

@@ -1,5 +1,6 @@
 /* Small helpers: time, durations, sizes, signals, names, memory, buffers. */
 #include "herd/herd.h"
+#include "herd/loop.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -272,4 +273,27 @@ char *file_read(const char *path, size_t max, size_t *len, int *err) {
   buf_append(&b, "", 1);
   *len = b.len - 1;
   return b.data;
+}
+
+/* ---- loop helpers (loop.h) ---- */
+
+char loop_readbuf[LOOP_READBUF];
+
+void loop_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  (void)h;
+  (void)suggested;
+  b->base = loop_readbuf;
+  b->len = sizeof loop_readbuf;
+}
+
+void timer_arm(uv_loop_t *loop, uv_timer_t *t, uv_timer_cb cb, double at) {
+  /* libuv adds the timeout to its cached loop time, which is stale while we create many
+   * services in one callback: refresh it, or later timers fire early. The +1 ms covers
+   * libuv's coarse clock trailing CLOCK_MONOTONIC. */
+  uv_update_time(loop);
+  double ms = ceil((at - now_mono()) * 1000.0);
+  /* Saturate: a deadline centuries away (or not a number) is "never", not an overflow
+   * into "now" (converting a double past 2^64 to an integer is undefined). */
+  if (!(ms < 1e15)) ms = 1e15;
+  uv_timer_start(t, cb, ms > 0 ? (uint64_t)ms + 1 : 1, 0);
 }

@@ -11,6 +11,7 @@
 #define HERD_SLURM_H
 
 #include "herd/daemon.h"
+#include "herd/run.h"
 
 struct cluster;
 struct sjob;
@@ -27,29 +28,10 @@ size_t slurm_cluster_specs(struct daemon *d, struct cluster_spec **out, size_t m
 /** Close every cluster's handles and abandon requests in flight (daemon exit). */
 void slurm_close(struct daemon *d);
 
-/** Bind a Slurm service to its cluster (at creation, and after a spec swap). */
-void slurm_attach(struct service *s);
-/** The service goes away: forget it (requests in flight are dropped on arrival). */
-void slurm_detach(struct service *s);
-/** FX_SPAWN: submit a new job for the current attempt. */
-void slurm_submit(struct service *s);
-/** FX_SIGNAL: cancel the current job (at once, or as soon as its id is known). */
-void slurm_cancel(struct service *s);
-/** After a daemon restart: the last instance was job `job_id` (0: its submission was in
- *  flight). The next poll confirms it, or finds the tagged job, or reports it gone. */
-void slurm_resume(struct service *s, int64_t job_id);
-/** Shutdown: whether the daemon may exit without this service's job confirmed cancelled
- *  (its cluster cannot be reached and its stop grace is over; the store keeps it STOPPING
- *  with its job id, and the next daemon cancels it). */
-bool slurm_shutdown_may_leave(struct service *s);
-/** The current job's id, 0 when none (or not a Slurm service). */
-int64_t slurm_job_id(struct service *s);
-/** The host a check reaches the service on: the job's node address, else its name. */
-const char *slurm_endpoint_host(struct service *s);
-/** The current job's stdout path with %j and %x expanded (malloc'd), or NULL. */
-char *slurm_output_path(struct service *s);
-/** The job as status shows it, or NULL when the service has none. */
-json_t *slurm_service_json(struct service *s);
+/** Check Slurm services about to be added over the API against the configured clusters. */
+int slurm_check_specs(struct daemon *d, struct spec **specs, size_t n, struct cfg_errors *errs);
+/** Reload: a cluster still used by a Slurm service added over the API cannot go away. */
+void slurm_check_reload(struct daemon *d, const struct spec_set *set, struct cfg_errors *errs);
 /** The clusters: API version, auth kind (never the secret), last error, request counters. */
 json_t *slurm_clusters_json(struct daemon *d);
 
