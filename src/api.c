@@ -5,6 +5,7 @@
 #include "herd/prio.h"
 #include "herd/slurm.h"
 #include "herd/store.h"
+#include "herd/table.h"
 
 #include <errno.h>
 #include <fcntl.h>

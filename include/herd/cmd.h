@@ -64,19 +64,6 @@ int cli_shutdown(struct cli *cli, int argc, char **argv);
 int cli_daemon(struct cli *cli, int argc, char **argv);
 int cli_help(struct cli *cli, int argc, char **argv);
 
-/** One line of `herd status`. */
-struct status_row {
-  const char *name, *state, *last_error, *reason, *check_msg;
-  int pid;          /* 0: none */
-  long long job_id; /* Slurm job (when there is no pid), 0: none */
-  double uptime;    /* < 0: none */
-  unsigned restarts;
-  int check_ok; /* -1: no result */
-};
-/** The status table, as the CLI prints it (colour: ANSI colours for a terminal). The CLI
- *  formats it from JSON, the daemon from its services (GET /v1/services?format=table). */
-void status_table(struct buf *out, const struct status_row *rows, size_t n, bool colour);
-
 /** The CLI entry point: argv after global options. */
 int cli_main(int argc, char **argv);
 
