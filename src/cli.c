@@ -3,9 +3,9 @@
 #include "herd/cmd.h"
 #include "herd/ctl.h"
 #include "herd/http.h"
-#include "herd/log.h"
 #include "herd/table.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -21,19 +21,6 @@ struct cli {
   const char *state_dir;
   bool tty;
 };
-
-static const char *default_state_dir(void) {
-  static char buf[4096];
-  const char *e = getenv("HERD_STATE_DIR");
-  if (e && *e) return e;
-  if (geteuid() == 0) return "/var/lib/herd";
-  const char *x = getenv("XDG_STATE_HOME");
-  if (x && *x)
-    snprintf(buf, sizeof buf, "%s/herd", x);
-  else
-    snprintf(buf, sizeof buf, "%s/.local/state/herd", getenv("HOME") ? getenv("HOME") : "/tmp");
-  return buf;
-}
 
 /* Why the daemon could not be reached, naming the socket, and what to do about it. */
 static void no_daemon(struct cli *cli, int rc) {
@@ -654,63 +641,6 @@ int cli_shutdown(struct cli *cli, int argc, char **argv) {
   return code;
 }
 
-int cli_daemon(struct cli *cli, int argc, char **argv) {
-  struct daemon_opts o = {
-      .state_dir = cli->state_dir, .socket_path = cli->socket, .log_level = LOG_INFO, .normal_priority = true};
-  static const struct option opts[] = {
-      {"config", required_argument, 0, 'c'},     {"state-dir", required_argument, 0, 'd'},
-      {"socket", required_argument, 0, 's'},     {"log-level", required_argument, 0, 'l'},
-      {"log-format", required_argument, 0, 'F'}, {"read-group", required_argument, 0, 'g'},
-      {"leave-running", no_argument, 0, 'L'},    {"cgroups", required_argument, 0, 'G'},
-      {"priority", required_argument, 0, 'P'},   {0, 0, 0, 0}};
-  int ch;
-  optind = 1;
-  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:", opts, NULL)) != -1) {
-    switch (ch) {
-    case 'c': o.config_dir = optarg; break;
-    case 'd': o.state_dir = optarg; break;
-    case 's': o.socket_path = optarg; break;
-    case 'g': o.read_group = optarg; break;
-    case 'L': o.leave_running = true; break;
-    case 'G':
-      if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
-        fprintf(stderr, "herd: --cgroups must be auto or off\n");
-        return HERD_EXIT_USAGE;
-      }
-      o.no_cgroups = !strcmp(optarg, "off");
-      break;
-    case 'P':
-      if (strcmp(optarg, "realtime") && strcmp(optarg, "normal")) {
-        fprintf(stderr, "herd: --priority must be realtime or normal\n");
-        return HERD_EXIT_USAGE;
-      }
-      o.normal_priority = !strcmp(optarg, "normal");
-      break;
-    case 'l':
-      if ((o.log_level = log_level_parse(optarg)) < 0) {
-        fprintf(stderr, "herd: --log-level must be debug, info, warn or error\n");
-        return HERD_EXIT_USAGE;
-      }
-      break;
-    case 'F':
-      if (!strcmp(optarg, "text"))
-        o.log_format = LOG_TEXT;
-      else if (!strcmp(optarg, "json"))
-        o.log_format = LOG_JSON;
-      else {
-        fprintf(stderr, "herd: --log-format must be text or json\n");
-        return HERD_EXIT_USAGE;
-      }
-      break;
-    default: return HERD_EXIT_USAGE;
-    }
-  }
-  if (optind != argc) return HERD_EXIT_USAGE;
-  return daemon_run(&o);
-}
-
-static void usage_of(const struct cmd_entry *e, FILE *f) { fprintf(f, "usage: herd %s %s\n", e->name, e->usage); }
-
 int cli_help(struct cli *cli, int argc, char **argv) {
   if (argc > 1) {
     const struct cmd_entry *e = cmd_find(argv[1]);
@@ -718,7 +648,7 @@ int cli_help(struct cli *cli, int argc, char **argv) {
       fprintf(stderr, "herd: no command \"%s\"\n", argv[1]);
       return HERD_EXIT_USAGE;
     }
-    usage_of(e, stdout);
+    cmd_usage(e, stdout);
     printf("  %s\n", e->summary);
     if (e->route) printf("  API: %s %s\n", e->method, e->route);
     return 0;
@@ -730,51 +660,23 @@ int cli_help(struct cli *cli, int argc, char **argv) {
     if (cmd_table[i].name) printf("  %-9s %s\n", cmd_table[i].name, cmd_table[i].summary);
   printf("\nThe socket is --socket, else $HERD_SOCKET, else <state-dir>/herd.sock; the state dir is\n"
          "--state-dir, else $HERD_STATE_DIR, else %s. `herd help CMD` shows a command's usage.\n",
-         default_state_dir());
+         cmd_default_state_dir());
   return 0;
 }
 
-int cli_main(int argc, char **argv) {
-  struct cli cli = {.tty = isatty(STDOUT_FILENO)};
-  const char *state = NULL, *sock = NULL;
-  int i = 1;
-  for (; i < argc && argv[i][0] == '-'; i++) {
-    if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
-      printf("herd %s (API %d)\n", HERD_VERSION, HERD_API_VERSION);
-      return 0;
-    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      return cli_help(&cli, 0, NULL);
-    } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
-      sock = argv[++i];
-    } else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) {
-      state = argv[++i];
-    } else {
-      fprintf(stderr, "herd: unknown option %s (see herd help)\n", argv[i]);
-      return HERD_EXIT_USAGE;
-    }
-  }
-  cli.state_dir = state ? state : default_state_dir();
-  static char sockbuf[4096];
-  if (sock)
-    cli.socket = sock;
-  else if (getenv("HERD_SOCKET") && *getenv("HERD_SOCKET"))
-    cli.socket = getenv("HERD_SOCKET");
-  else {
-    snprintf(sockbuf, sizeof sockbuf, "%s/herd.sock", cli.state_dir);
-    cli.socket = sockbuf;
-  }
-  if (i >= argc) {
+int cli_main(const struct cmd_globals *g, int argc, char **argv) {
+  struct cli cli = {.socket = g->socket, .state_dir = g->state_dir, .tty = isatty(STDOUT_FILENO)};
+  if (argc < 1) {
     cli_help(&cli, 0, NULL);
     return HERD_EXIT_USAGE;
   }
-  const struct cmd_entry *e = cmd_find(argv[i]);
+  const struct cmd_entry *e = cmd_find(argv[0]);
   if (!e) {
-    fprintf(stderr, "herd: unknown command \"%s\" (see herd help)\n", argv[i]);
+    fprintf(stderr, "herd: unknown command \"%s\" (see herd help)\n", argv[0]);
     return HERD_EXIT_USAGE;
   }
-  /* The daemon's own --state-dir moves the default socket unless one was given. */
-  if (!strcmp(e->name, "daemon") && !sock && !(getenv("HERD_SOCKET") && *getenv("HERD_SOCKET"))) cli.socket = NULL;
-  int rc = e->cli(&cli, argc - i, argv + i);
-  if (rc == HERD_EXIT_USAGE) usage_of(e, stderr);
+  assert(e->cli); /* `daemon`, the one command without, is main()'s */
+  int rc = e->cli(&cli, argc, argv);
+  if (rc == HERD_EXIT_USAGE) cmd_usage(e, stderr);
   return rc;
 }

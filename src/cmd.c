@@ -1,13 +1,15 @@
 /* The command table (see cmd.h). */
 #include "herd/cmd.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const struct cmd_entry cmd_table[] = {
     {"daemon",
      "[--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] [--log-format text|json] [--read-group G] "
      "[--leave-running] [--priority realtime|normal]",
-     "run the daemon in the foreground", NULL, NULL, false, NULL, cli_daemon},
+     "run the daemon in the foreground", NULL, NULL, false, NULL, NULL /* main() runs it: the client never sees it */},
     {"status", "[PATTERN...] [--json] [--state S] [--tag T]", "show services (table, or the API's objects with --json)",
      "GET", "/v1/services", false, api_list, cli_status},
     {"show", "NAME", "show one service as JSON", "GET", "/v1/services/{name}", false, api_get, cli_show},
@@ -46,4 +48,19 @@ const struct cmd_entry *cmd_find(const char *name) {
   for (size_t i = 0; i < cmd_count; i++)
     if (cmd_table[i].name && !strcmp(cmd_table[i].name, name)) return &cmd_table[i];
   return NULL;
+}
+
+void cmd_usage(const struct cmd_entry *e, FILE *f) { fprintf(f, "usage: herd %s %s\n", e->name, e->usage); }
+
+const char *cmd_default_state_dir(void) {
+  static char buf[4096];
+  const char *e = getenv("HERD_STATE_DIR");
+  if (e && *e) return e;
+  if (geteuid() == 0) return "/var/lib/herd";
+  const char *x = getenv("XDG_STATE_HOME");
+  if (x && *x)
+    snprintf(buf, sizeof buf, "%s/herd", x);
+  else
+    snprintf(buf, sizeof buf, "%s/.local/state/herd", getenv("HOME") ? getenv("HOME") : "/tmp");
+  return buf;
 }

@@ -28,6 +28,18 @@ extern const size_t cmd_count;
 
 /** Find the entry for a CLI command name. */
 const struct cmd_entry *cmd_find(const char *name);
+/** Print "usage: herd NAME USAGE" for an entry. */
+void cmd_usage(const struct cmd_entry *e, FILE *f);
+
+/** The options before the command (herd [--socket PATH] [--state-dir DIR] COMMAND), which
+ *  both the daemon and the client take; main() reads them. */
+struct cmd_globals {
+  const char *state_dir; /* --state-dir, else cmd_default_state_dir() */
+  const char *socket;    /* --socket, else $HERD_SOCKET, else <state_dir>/herd.sock */
+  bool socket_given;     /* by --socket or $HERD_SOCKET: else the daemon's own --state-dir moves it */
+};
+/** $HERD_STATE_DIR, else /var/lib/herd for root, else $XDG_STATE_HOME/herd or ~/.local/state/herd. */
+const char *cmd_default_state_dir(void);
 
 /* api.c */
 void api_list(struct daemon *d, struct conn *c, struct request *r, const char *name);
@@ -61,10 +73,10 @@ int cli_reload(struct cli *cli, int argc, char **argv);
 int cli_info(struct cli *cli, int argc, char **argv);
 int cli_clusters(struct cli *cli, int argc, char **argv);
 int cli_shutdown(struct cli *cli, int argc, char **argv);
-int cli_daemon(struct cli *cli, int argc, char **argv);
 int cli_help(struct cli *cli, int argc, char **argv);
 
-/** The CLI entry point: argv after global options. */
-int cli_main(int argc, char **argv);
+/** The client: argv from the command on (argc 0: no command, help and exit 2). Every
+ *  command but `daemon`, which main() runs itself. */
+int cli_main(const struct cmd_globals *g, int argc, char **argv);
 
 #endif
