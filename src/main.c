@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
     return cli_main(&g, 1, help);
   }
   const struct cmd_entry *e = i < argc ? cmd_find(argv[i]) : NULL;
-  if (e && !strcmp(e->name, "daemon")) {
+  if (e == &cmd_table[CMD_DAEMON]) {
     int rc = daemon_main(&g, argc - i, argv + i);
     if (rc == HERD_EXIT_USAGE) cmd_usage(e, stderr);
     return rc;

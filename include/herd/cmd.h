@@ -23,11 +23,38 @@ struct cmd_entry {
   cli_fn cli;
 };
 
-extern const struct cmd_entry cmd_table[];
-extern const size_t cmd_count;
+/** The entries of cmd_table, in the order `herd help` lists them: the CLI names a route by
+ *  its entry (cmd_table[CMD_SHOW].route) rather than by typing it again. */
+enum cmd_id {
+  CMD_DAEMON,
+  CMD_STATUS,
+  CMD_SHOW,
+  CMD_ADD,
+  CMD_REPLACE,
+  CMD_RM,
+  CMD_START,
+  CMD_STOP,
+  CMD_RESTART,
+  CMD_LOGS,
+  CMD_EVENTS,
+  CMD_RELOAD,
+  CMD_INFO,
+  CMD_LAG,
+  CMD_CLUSTERS,
+  CMD_SHUTDOWN,
+  CMD_HELP,
+  CMD_MAX
+};
+
+extern const struct cmd_entry cmd_table[CMD_MAX];
+extern const size_t cmd_count; /* CMD_MAX */
 
 /** Find the entry for a CLI command name. */
 const struct cmd_entry *cmd_find(const char *name);
+/** Append e's route (e->route must be set) to out with {name} replaced by name, percent-encoded
+ *  as one path segment: every byte but A-Z a-z 0-9 - . _ ~ becomes %XX, so any name makes a
+ *  valid request line and none starts the query. The caller appends any query ("?wait=..."). */
+void cmd_path(struct buf *out, const struct cmd_entry *e, const char *name);
 /** Print "usage: herd NAME USAGE" for an entry. */
 void cmd_usage(const struct cmd_entry *e, FILE *f);
 
