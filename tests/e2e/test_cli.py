@@ -83,6 +83,12 @@ class Cli(SuiteTest):
         s = json.loads(r.stdout)
         self.assertEqual((s["name"], s["state"], s["tags"]), ("db", "HEALTHY", ["data"]))
         self.assertEqual(self.d.cli("show", "nosuch").returncode, 1)
+        # A name is one path segment, percent-encoded: the daemon sees it whole and refuses it.
+        for bad in ("db?x", "a b", "db#x"):
+            for cmd in ("show", "logs", "rm"):
+                r = self.d.cli(cmd, bad)
+                self.assertEqual(r.returncode, 1, (cmd, bad))
+                self.assertEqual(r.stderr, 'herd: "%s" is not a valid service name\n' % bad)
         r = self.d.cli("info", check=True)
         info = json.loads(r.stdout)
         self.assertEqual(info["pid"], self.d.proc.pid)
