@@ -5,6 +5,7 @@
 #include "herd/prio.h"
 #include "herd/slurm.h"
 #include "herd/store.h"
+#include "herd/table.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,7 +63,8 @@ static int check_no_body(struct conn *c, struct request *r) {
   return rc;
 }
 
-void api_dispatch(struct daemon *d, struct conn *c, struct request *r) {
+void api_dispatch(void *daemon, struct conn *c, struct request *r) {
+  struct daemon *d = daemon;
   char name[256];
   bool path_known = false;
   for (size_t i = 0; i < cmd_count; i++) {

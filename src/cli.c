@@ -3,8 +3,9 @@
 #include "herd/cmd.h"
 #include "herd/ctl.h"
 #include "herd/http.h"
-#include "herd/log.h"
+#include "herd/table.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -20,19 +21,6 @@ struct cli {
   const char *state_dir;
   bool tty;
 };
-
-static const char *default_state_dir(void) {
-  static char buf[4096];
-  const char *e = getenv("HERD_STATE_DIR");
-  if (e && *e) return e;
-  if (geteuid() == 0) return "/var/lib/herd";
-  const char *x = getenv("XDG_STATE_HOME");
-  if (x && *x)
-    snprintf(buf, sizeof buf, "%s/herd", x);
-  else
-    snprintf(buf, sizeof buf, "%s/.local/state/herd", getenv("HOME") ? getenv("HOME") : "/tmp");
-  return buf;
-}
 
 /* Why the daemon could not be reached, naming the socket, and what to do about it. */
 static void no_daemon(struct cli *cli, int rc) {
@@ -66,11 +54,23 @@ static void no_daemon(struct cli *cli, int rc) {
   }
 }
 
-/* One request; prints the problem and returns NULL on failure. *status gets the HTTP status. */
-static json_t *call(struct cli *cli, const char *method, const char *target, const char *body, size_t len, int *status,
-                    int *exit_code) {
+/* The request line's target for table entry id: its route with {name} filled in (cmd_path),
+ * then ?query unless query is NULL or empty. Caller frees. */
+static char *target_of(enum cmd_id id, const char *name, const char *query) {
+  struct buf t = {0};
+  cmd_path(&t, &cmd_table[id], name);
+  if (query && *query) buf_printf(&t, "?%s", query);
+  return t.data;
+}
+
+/* One request to table entry id, with its method (see target_of for name and query); prints
+ * the problem and returns NULL on failure. *status gets the HTTP status. */
+static json_t *call(struct cli *cli, enum cmd_id id, const char *name, const char *query, const char *body, size_t len,
+                    int *status, int *exit_code) {
   struct http_resp r;
-  int rc = http_request(cli->socket, method, target, body, len, &r, NULL, NULL);
+  char *target = target_of(id, name, query);
+  int rc = http_request(cli->socket, cmd_table[id].method, target, body, len, &r, NULL, NULL);
+  free(target);
   if (rc < 0) {
     no_daemon(cli, rc);
     *exit_code = HERD_EXIT_NO_DAEMON;
@@ -145,48 +145,6 @@ static char *read_all(const char *path, size_t *len) {
 
 /* ---- status ---- */
 
-static const char *state_colour(const char *st) {
-  if (!strcmp(st, "HEALTHY")) return "\033[32m";
-  if (!strcmp(st, "FAILED") || !strcmp(st, "TIMEOUT") || !strcmp(st, "UNHEALTHY")) return "\033[31m";
-  if (!strcmp(st, "STOPPED") || !strcmp(st, "COMPLETED")) return "\033[2m";
-  if (!strcmp(st, "UNKNOWN")) return "\033[35m";
-  return "\033[33m";
-}
-
-void status_table(struct buf *out, const struct status_row *rows, size_t n, bool colour) {
-  size_t w = 4, pw = 8;
-  for (size_t i = 0; i < n; i++) {
-    if (strlen(rows[i].name) > w) w = strlen(rows[i].name);
-    char tmp[32];
-    if (rows[i].pid <= 0 && rows[i].job_id > 0 && (size_t)snprintf(tmp, sizeof tmp, "job %lld", rows[i].job_id) > pw)
-      pw = strlen(tmp);
-  }
-  buf_printf(out, "%-*s  %-10s  %-*s  %-8s  %-8s  %s\n", (int)w, "NAME", "STATE", (int)pw, "PID", "UPTIME", "RESTARTS",
-             "LAST-ERROR");
-  for (size_t i = 0; i < n; i++) {
-    const struct status_row *r = &rows[i];
-    const char *st = r->state;
-    char pid[24] = "-", up[24] = "-";
-    if (r->pid > 0)
-      snprintf(pid, sizeof pid, "%d", r->pid);
-    else if (r->job_id > 0)
-      snprintf(pid, sizeof pid, "job %lld", r->job_id); /* a Slurm service: its job instead */
-    if (r->uptime >= 0) duration_fmt(r->uptime, up, sizeof up);
-    /* In a state that needs explaining, say why; otherwise the last error, if any. */
-    const char *why = r->last_error ? r->last_error : "";
-    if (!strcmp(st, "PENDING") || !strcmp(st, "BACKOFF") || !strcmp(st, "UNKNOWN") || !strcmp(st, "UNHEALTHY"))
-      why = r->reason ? r->reason : why;
-    /* Starting and its check fails: that is the news. */
-    char checkmsg[300];
-    if (!strcmp(st, "STARTING") && r->check_ok == 0 && r->check_msg) {
-      snprintf(checkmsg, sizeof checkmsg, "check: %s", r->check_msg);
-      why = checkmsg;
-    }
-    buf_printf(out, "%-*s  %s%-10s%s  %-*s  %-8s  %-8u  %s\n", (int)w, r->name, colour ? state_colour(st) : "", st,
-               colour ? "\033[0m" : "", (int)pw, pid, up, r->restarts, why);
-  }
-}
-
 static void print_table(struct cli *cli, json_t *services) {
   size_t n = json_array_size(services), i;
   struct status_row *rows = xcalloc(n + 1, sizeof *rows);
@@ -213,7 +171,7 @@ static void print_table(struct cli *cli, json_t *services) {
   free(rows);
 }
 
-static int stream(struct cli *cli, const char *target, http_data_cb cb, void *arg);
+static int stream(struct cli *cli, enum cmd_id id, const char *name, const char *query, http_data_cb cb, void *arg);
 
 /* Print the table as it arrives, counting its lines (the header is one). */
 static void table_out(void *arg, const char *data, size_t n) {
@@ -240,30 +198,30 @@ int cli_status(struct cli *cli, int argc, char **argv) {
     else
       return HERD_EXIT_USAGE;
   }
-  struct buf target = {0};
-  buf_printf(&target, "/v1/services?%s", as_json ? "" : "view=summary&");
+  struct buf query = {0};
+  if (!as_json) buf_printf(&query, "view=summary&");
   if (state) {
     char *e = url_encode(state);
-    buf_printf(&target, "state=%s&", e);
+    buf_printf(&query, "state=%s&", e);
     free(e);
   }
   if (tag) {
     char *e = url_encode(tag);
-    buf_printf(&target, "tag=%s&", e);
+    buf_printf(&query, "tag=%s&", e);
     free(e);
   }
   int npat = argc - optind;
   if (npat == 1) {
     char *e = url_encode(argv[optind]);
-    buf_printf(&target, "match=%s", e);
+    buf_printf(&query, "match=%s", e);
     free(e);
   }
   if (!as_json && npat <= 1) {
     /* The daemon renders the table: no JSON to build or parse for a thousand services. */
-    buf_printf(&target, "%sformat=table%s", npat == 1 ? "&" : "", cli->tty ? "&color=1" : "");
+    buf_printf(&query, "%sformat=table%s", npat == 1 ? "&" : "", cli->tty ? "&color=1" : "");
     size_t lines = 0;
-    int code = stream(cli, target.data, table_out, &lines);
-    buf_free(&target);
+    int code = stream(cli, CMD_STATUS, NULL, query.data, table_out, &lines);
+    buf_free(&query);
     if (code == HERD_EXIT_OK && npat && lines <= 1) {
       fprintf(stderr, "herd: no service matches\n");
       code = HERD_EXIT_FAIL;
@@ -271,8 +229,8 @@ int cli_status(struct cli *cli, int argc, char **argv) {
     return code;
   }
   int status, code;
-  json_t *o = call(cli, "GET", target.data, NULL, 0, &status, &code);
-  buf_free(&target);
+  json_t *o = call(cli, CMD_STATUS, NULL, query.data, NULL, 0, &status, &code);
+  buf_free(&query);
   if (!o) return code;
   if (code) {
     print_error(o, NULL);
@@ -311,10 +269,8 @@ int cli_status(struct cli *cli, int argc, char **argv) {
 
 int cli_show(struct cli *cli, int argc, char **argv) {
   if (argc != 2) return HERD_EXIT_USAGE;
-  char *t = xasprintf("/v1/services/%s", argv[1]);
   int status, code;
-  json_t *o = call(cli, "GET", t, NULL, 0, &status, &code);
-  free(t);
+  json_t *o = call(cli, CMD_SHOW, argv[1], NULL, NULL, 0, &status, &code);
   if (!o) return code;
   if (code)
     print_error(o, NULL);
@@ -333,7 +289,7 @@ int cli_add(struct cli *cli, int argc, char **argv) {
   char *body = read_all(argv[1], &len);
   if (!body) return HERD_EXIT_FAIL;
   int status, code;
-  json_t *o = call(cli, "POST", "/v1/services", body, len, &status, &code);
+  json_t *o = call(cli, CMD_ADD, NULL, NULL, body, len, &status, &code);
   free(body);
   if (!o) return code;
   if (code)
@@ -354,10 +310,8 @@ int cli_replace(struct cli *cli, int argc, char **argv) {
   size_t len;
   char *body = read_all(argv[2], &len);
   if (!body) return HERD_EXIT_FAIL;
-  char *t = xasprintf("/v1/services/%s", argv[1]);
   int status, code;
-  json_t *o = call(cli, "PUT", t, body, len, &status, &code);
-  free(t);
+  json_t *o = call(cli, CMD_REPLACE, argv[1], NULL, body, len, &status, &code);
   free(body);
   if (!o) return code;
   if (code)
@@ -372,10 +326,8 @@ int cli_rm(struct cli *cli, int argc, char **argv) {
   if (argc < 2) return HERD_EXIT_USAGE;
   int rc = 0;
   for (int i = 1; i < argc; i++) {
-    char *t = xasprintf("/v1/services/%s", argv[i]);
     int status, code;
-    json_t *o = call(cli, "DELETE", t, NULL, 0, &status, &code);
-    free(t);
+    json_t *o = call(cli, CMD_RM, argv[i], NULL, NULL, 0, &status, &code);
     if (!o) return code;
     if (code)
       print_error(o, NULL), rc = code;
@@ -397,11 +349,11 @@ static json_t *expand(struct cli *cli, int argc, char **argv, int *code) {
       continue;
     }
     char *e = url_encode(argv[i]);
-    char *t = xasprintf("/v1/services?match=%s", e);
+    char *q = xasprintf("match=%s", e);
     free(e);
     int status;
-    json_t *o = call(cli, "GET", t, NULL, 0, &status, code);
-    free(t);
+    json_t *o = call(cli, CMD_STATUS, NULL, q, NULL, 0, &status, code);
+    free(q);
     if (!o || *code) {
       if (o) print_error(o, NULL);
       json_decref(o);
@@ -418,7 +370,8 @@ static json_t *expand(struct cli *cli, int argc, char **argv, int *code) {
   return names;
 }
 
-static int act(struct cli *cli, int argc, char **argv, const char *verb, const char *target) {
+/* start, stop or restart (id), then with --wait, wait until each is `until`. */
+static int act(struct cli *cli, int argc, char **argv, enum cmd_id id, const char *until) {
   bool wait = false;
   double timeout = 60;
   const char *delay = NULL;
@@ -431,7 +384,7 @@ static int act(struct cli *cli, int argc, char **argv, const char *verb, const c
   while ((ch = getopt_long(argc, argv, "wt:d:", opts, NULL)) != -1) {
     if (ch == 'd') {
       double secs;
-      if (strcmp(verb, "stop") || duration_parse(optarg, &secs) < 0) {
+      if (id != CMD_STOP || duration_parse(optarg, &secs) < 0) {
         fprintf(stderr, "herd: --delay takes a duration, with stop only\n");
         return HERD_EXIT_USAGE;
       }
@@ -460,11 +413,10 @@ static int act(struct cli *cli, int argc, char **argv, const char *verb, const c
   json_t *n;
   /* Act on all first, so they proceed in parallel; then wait for each. */
   json_array_foreach(names, i, n) {
-    char *t = delay ? xasprintf("/v1/services/%s/%s?delay=%s", json_string_value(n), verb, delay)
-                    : xasprintf("/v1/services/%s/%s", json_string_value(n), verb);
+    char *q = delay ? xasprintf("delay=%s", delay) : NULL;
     int status;
-    json_t *o = call(cli, "POST", t, NULL, 0, &status, &code);
-    free(t);
+    json_t *o = call(cli, id, json_string_value(n), q, NULL, 0, &status, &code);
+    free(q);
     if (!o) {
       json_decref(names);
       return code;
@@ -483,11 +435,11 @@ static int act(struct cli *cli, int argc, char **argv, const char *verb, const c
     json_array_foreach(names, i, n) {
       double left = deadline - now_mono();
       if (left < 0.001) left = 0.001;
-      if (cli->tty) fprintf(stderr, "waiting for %s to be %s...\r", json_string_value(n), target);
-      char *t = xasprintf("/v1/services/%s?wait=%s&timeout=%.3f", json_string_value(n), target, left);
+      if (cli->tty) fprintf(stderr, "waiting for %s to be %s...\r", json_string_value(n), until);
+      char *q = xasprintf("wait=%s&timeout=%.3f", until, left);
       int status;
-      json_t *o = call(cli, "GET", t, NULL, 0, &status, &code);
-      free(t);
+      json_t *o = call(cli, CMD_SHOW, json_string_value(n), q, NULL, 0, &status, &code);
+      free(q);
       if (!o) {
         json_decref(names);
         return code;
@@ -509,9 +461,9 @@ static int act(struct cli *cli, int argc, char **argv, const char *verb, const c
   return rc;
 }
 
-int cli_start(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, "start", "healthy"); }
-int cli_stop(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, "stop", "stopped"); }
-int cli_restart(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, "restart", "healthy"); }
+int cli_start(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, CMD_START, "healthy"); }
+int cli_stop(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, CMD_STOP, "stopped"); }
+int cli_restart(struct cli *cli, int argc, char **argv) { return act(cli, argc, argv, CMD_RESTART, "healthy"); }
 
 /* ---- streams ---- */
 
@@ -520,9 +472,12 @@ static void write_out(void *arg, const char *data, size_t n) {
   fflush(stdout);
 }
 
-static int stream(struct cli *cli, const char *target, http_data_cb cb, void *arg) {
+/* A request whose reply body goes to cb as it arrives (see call for the rest). */
+static int stream(struct cli *cli, enum cmd_id id, const char *name, const char *query, http_data_cb cb, void *arg) {
   struct http_resp r;
-  int rc = http_request(cli->socket, "GET", target, NULL, 0, &r, cb, arg);
+  char *target = target_of(id, name, query);
+  int rc = http_request(cli->socket, cmd_table[id].method, target, NULL, 0, &r, cb, arg);
+  free(target);
   if (rc < 0) {
     no_daemon(cli, rc);
     http_resp_free(&r);
@@ -567,13 +522,12 @@ int cli_logs(struct cli *cli, int argc, char **argv) {
       return HERD_EXIT_USAGE;
   }
   if (optind != argc - 1) return HERD_EXIT_USAGE;
-  struct buf t = {0};
-  buf_printf(&t, "/v1/services/%s/logs?", argv[optind]);
-  if (n >= 0) buf_printf(&t, "tail=%ld&", n);
-  if (follow) buf_printf(&t, "follow=1&");
-  if (job) buf_printf(&t, "job=1");
-  int rc = stream(cli, t.data, write_out, NULL);
-  buf_free(&t);
+  struct buf q = {0};
+  if (n >= 0) buf_printf(&q, "tail=%ld&", n);
+  if (follow) buf_printf(&q, "follow=1&");
+  if (job) buf_printf(&q, "job=1");
+  int rc = stream(cli, CMD_LOGS, argv[optind], q.data, write_out, NULL);
+  buf_free(&q);
   return rc;
 }
 
@@ -637,13 +591,12 @@ int cli_events(struct cli *cli, int argc, char **argv) {
     else
       return HERD_EXIT_USAGE;
   }
-  struct buf t = {0};
-  buf_printf(&t, "/v1/events?");
-  if (since) buf_printf(&t, "since=%s&", since);
-  if (svc) buf_printf(&t, "service=%s&", svc);
-  if (follow) buf_printf(&t, "follow=1");
-  int rc = stream(cli, t.data, print_events, &p);
-  buf_free(&t);
+  struct buf q = {0};
+  if (since) buf_printf(&q, "since=%s&", since);
+  if (svc) buf_printf(&q, "service=%s&", svc);
+  if (follow) buf_printf(&q, "follow=1");
+  int rc = stream(cli, CMD_EVENTS, NULL, q.data, print_events, &p);
+  buf_free(&q);
   buf_free(&p.line);
   return rc;
 }
@@ -652,7 +605,7 @@ int cli_events(struct cli *cli, int argc, char **argv) {
 
 int cli_reload(struct cli *cli, int argc, char **argv) {
   int status, code;
-  json_t *o = call(cli, "POST", "/v1/reload", "", 0, &status, &code);
+  json_t *o = call(cli, CMD_RELOAD, NULL, NULL, "", 0, &status, &code);
   if (!o) return code;
   if (code)
     print_error(o, NULL);
@@ -665,9 +618,9 @@ int cli_reload(struct cli *cli, int argc, char **argv) {
   return code;
 }
 
-static int print_get(struct cli *cli, const char *path) {
+static int print_get(struct cli *cli, enum cmd_id id) {
   int status, code;
-  json_t *o = call(cli, "GET", path, NULL, 0, &status, &code);
+  json_t *o = call(cli, id, NULL, NULL, NULL, 0, &status, &code);
   if (!o) return code;
   char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
   printf("%s\n", s);
@@ -676,14 +629,14 @@ static int print_get(struct cli *cli, const char *path) {
   return code;
 }
 
-int cli_info(struct cli *cli, int argc, char **argv) { return print_get(cli, "/v1/daemon"); }
-int cli_clusters(struct cli *cli, int argc, char **argv) { return print_get(cli, "/v1/clusters"); }
+int cli_info(struct cli *cli, int argc, char **argv) { return print_get(cli, CMD_INFO); }
+int cli_clusters(struct cli *cli, int argc, char **argv) { return print_get(cli, CMD_CLUSTERS); }
 
 int cli_shutdown(struct cli *cli, int argc, char **argv) {
   bool leave = argc == 2 && !strcmp(argv[1], "--leave-running");
   if (argc > 1 && !leave) return HERD_EXIT_USAGE;
   int status, code;
-  json_t *o = call(cli, "POST", leave ? "/v1/shutdown?leave_running=1" : "/v1/shutdown", "", 0, &status, &code);
+  json_t *o = call(cli, CMD_SHUTDOWN, NULL, leave ? "leave_running=1" : NULL, "", 0, &status, &code);
   if (!o) return code;
   if (code)
     print_error(o, NULL);
@@ -695,63 +648,6 @@ int cli_shutdown(struct cli *cli, int argc, char **argv) {
   return code;
 }
 
-int cli_daemon(struct cli *cli, int argc, char **argv) {
-  struct daemon_opts o = {
-      .state_dir = cli->state_dir, .socket_path = cli->socket, .log_level = LOG_INFO, .normal_priority = true};
-  static const struct option opts[] = {
-      {"config", required_argument, 0, 'c'},     {"state-dir", required_argument, 0, 'd'},
-      {"socket", required_argument, 0, 's'},     {"log-level", required_argument, 0, 'l'},
-      {"log-format", required_argument, 0, 'F'}, {"read-group", required_argument, 0, 'g'},
-      {"leave-running", no_argument, 0, 'L'},    {"cgroups", required_argument, 0, 'G'},
-      {"priority", required_argument, 0, 'P'},   {0, 0, 0, 0}};
-  int ch;
-  optind = 1;
-  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:", opts, NULL)) != -1) {
-    switch (ch) {
-    case 'c': o.config_dir = optarg; break;
-    case 'd': o.state_dir = optarg; break;
-    case 's': o.socket_path = optarg; break;
-    case 'g': o.read_group = optarg; break;
-    case 'L': o.leave_running = true; break;
-    case 'G':
-      if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
-        fprintf(stderr, "herd: --cgroups must be auto or off\n");
-        return HERD_EXIT_USAGE;
-      }
-      o.no_cgroups = !strcmp(optarg, "off");
-      break;
-    case 'P':
-      if (strcmp(optarg, "realtime") && strcmp(optarg, "normal")) {
-        fprintf(stderr, "herd: --priority must be realtime or normal\n");
-        return HERD_EXIT_USAGE;
-      }
-      o.normal_priority = !strcmp(optarg, "normal");
-      break;
-    case 'l':
-      if ((o.log_level = log_level_parse(optarg)) < 0) {
-        fprintf(stderr, "herd: --log-level must be debug, info, warn or error\n");
-        return HERD_EXIT_USAGE;
-      }
-      break;
-    case 'F':
-      if (!strcmp(optarg, "text"))
-        o.log_format = LOG_TEXT;
-      else if (!strcmp(optarg, "json"))
-        o.log_format = LOG_JSON;
-      else {
-        fprintf(stderr, "herd: --log-format must be text or json\n");
-        return HERD_EXIT_USAGE;
-      }
-      break;
-    default: return HERD_EXIT_USAGE;
-    }
-  }
-  if (optind != argc) return HERD_EXIT_USAGE;
-  return daemon_run(&o);
-}
-
-static void usage_of(const struct cmd_entry *e, FILE *f) { fprintf(f, "usage: herd %s %s\n", e->name, e->usage); }
-
 int cli_help(struct cli *cli, int argc, char **argv) {
   if (argc > 1) {
     const struct cmd_entry *e = cmd_find(argv[1]);
@@ -759,7 +655,7 @@ int cli_help(struct cli *cli, int argc, char **argv) {
       fprintf(stderr, "herd: no command \"%s\"\n", argv[1]);
       return HERD_EXIT_USAGE;
     }
-    usage_of(e, stdout);
+    cmd_usage(e, stdout);
     printf("  %s\n", e->summary);
     if (e->route) printf("  API: %s %s\n", e->method, e->route);
     return 0;
@@ -771,51 +667,23 @@ int cli_help(struct cli *cli, int argc, char **argv) {
     if (cmd_table[i].name) printf("  %-9s %s\n", cmd_table[i].name, cmd_table[i].summary);
   printf("\nThe socket is --socket, else $HERD_SOCKET, else <state-dir>/herd.sock; the state dir is\n"
          "--state-dir, else $HERD_STATE_DIR, else %s. `herd help CMD` shows a command's usage.\n",
-         default_state_dir());
+         cmd_default_state_dir());
   return 0;
 }
 
-int cli_main(int argc, char **argv) {
-  struct cli cli = {.tty = isatty(STDOUT_FILENO)};
-  const char *state = NULL, *sock = NULL;
-  int i = 1;
-  for (; i < argc && argv[i][0] == '-'; i++) {
-    if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
-      printf("herd %s (API %d)\n", HERD_VERSION, HERD_API_VERSION);
-      return 0;
-    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      return cli_help(&cli, 0, NULL);
-    } else if (!strcmp(argv[i], "--socket") && i + 1 < argc) {
-      sock = argv[++i];
-    } else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) {
-      state = argv[++i];
-    } else {
-      fprintf(stderr, "herd: unknown option %s (see herd help)\n", argv[i]);
-      return HERD_EXIT_USAGE;
-    }
-  }
-  cli.state_dir = state ? state : default_state_dir();
-  static char sockbuf[4096];
-  if (sock)
-    cli.socket = sock;
-  else if (getenv("HERD_SOCKET") && *getenv("HERD_SOCKET"))
-    cli.socket = getenv("HERD_SOCKET");
-  else {
-    snprintf(sockbuf, sizeof sockbuf, "%s/herd.sock", cli.state_dir);
-    cli.socket = sockbuf;
-  }
-  if (i >= argc) {
+int cli_main(const struct cmd_globals *g, int argc, char **argv) {
+  struct cli cli = {.socket = g->socket, .state_dir = g->state_dir, .tty = isatty(STDOUT_FILENO)};
+  if (argc < 1) {
     cli_help(&cli, 0, NULL);
     return HERD_EXIT_USAGE;
   }
-  const struct cmd_entry *e = cmd_find(argv[i]);
+  const struct cmd_entry *e = cmd_find(argv[0]);
   if (!e) {
-    fprintf(stderr, "herd: unknown command \"%s\" (see herd help)\n", argv[i]);
+    fprintf(stderr, "herd: unknown command \"%s\" (see herd help)\n", argv[0]);
     return HERD_EXIT_USAGE;
   }
-  /* The daemon's own --state-dir moves the default socket unless one was given. */
-  if (!strcmp(e->name, "daemon") && !sock && !(getenv("HERD_SOCKET") && *getenv("HERD_SOCKET"))) cli.socket = NULL;
-  int rc = e->cli(&cli, argc - i, argv + i);
-  if (rc == HERD_EXIT_USAGE) usage_of(e, stderr);
+  assert(e->cli); /* `daemon`, the one command without, is main()'s */
+  int rc = e->cli(&cli, argc, argv);
+  if (rc == HERD_EXIT_USAGE) cmd_usage(e, stderr);
   return rc;
 }

@@ -28,6 +28,8 @@ struct uid_count {
 
 struct ctl {
   struct daemon *d;
+  ctl_dispatch_fn dispatch; /* routes a request: the API's, given by the daemon */
+  void *dispatch_arg;
   uv_pipe_t server;
   int lock_fd;
   char *lock_path;
@@ -455,7 +457,7 @@ static void dispatch(struct conn *c) {
     conn_error(c, 403, "forbidden", NULL, "uid %u may not use this daemon (owner uid %u)", (unsigned)c->uid,
                (unsigned)geteuid());
   else
-    api_dispatch(c->ctl->d, c, &r);
+    c->ctl->dispatch(c->ctl->dispatch_arg, c, &r);
   free(r.path);
   free(r.query);
 }
@@ -618,7 +620,7 @@ static bool lock_file_ours(int fd) {
   return true;
 }
 
-int ctl_open(struct daemon *d, char **err) {
+int ctl_open(struct daemon *d, ctl_dispatch_fn route, void *arg, char **err) {
   llhttp_settings_init(&settings);
   settings.on_message_begin = on_message_begin;
   settings.on_url = on_url;
@@ -643,6 +645,8 @@ int ctl_open(struct daemon *d, char **err) {
   }
   struct ctl *ctl = xcalloc(1, sizeof *ctl);
   ctl->d = d;
+  ctl->dispatch = route;
+  ctl->dispatch_arg = arg;
   list_init(&ctl->conns);
   ctl->lock_path = xasprintf("%s.lock", d->socket_path);
   ctl->lock_fd = open(ctl->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);

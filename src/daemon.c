@@ -673,7 +673,7 @@ int daemon_run(const struct daemon_opts *o) {
   d->flush.data = d;
   uv_prepare_start(&d->flush, on_flush);
 
-  if (ctl_open(d, &err) < 0) {
+  if (ctl_open(d, api_dispatch, d, &err) < 0) {
     fprintf(stderr, "herd: %s\n", err);
     free(err);
     d->shutting_down = true;

@@ -23,11 +23,50 @@ struct cmd_entry {
   cli_fn cli;
 };
 
-extern const struct cmd_entry cmd_table[];
-extern const size_t cmd_count;
+/** The entries of cmd_table, in the order `herd help` lists them: the CLI names a route by
+ *  its entry (cmd_table[CMD_SHOW].route) rather than by typing it again. */
+enum cmd_id {
+  CMD_DAEMON,
+  CMD_STATUS,
+  CMD_SHOW,
+  CMD_ADD,
+  CMD_REPLACE,
+  CMD_RM,
+  CMD_START,
+  CMD_STOP,
+  CMD_RESTART,
+  CMD_LOGS,
+  CMD_EVENTS,
+  CMD_RELOAD,
+  CMD_INFO,
+  CMD_LAG,
+  CMD_CLUSTERS,
+  CMD_SHUTDOWN,
+  CMD_HELP,
+  CMD_MAX
+};
+
+extern const struct cmd_entry cmd_table[CMD_MAX];
+extern const size_t cmd_count; /* CMD_MAX */
 
 /** Find the entry for a CLI command name. */
 const struct cmd_entry *cmd_find(const char *name);
+/** Append e's route (e->route must be set) to out with {name} replaced by name, percent-encoded
+ *  as one path segment: every byte but A-Z a-z 0-9 - . _ ~ becomes %XX, so any name makes a
+ *  valid request line and none starts the query. The caller appends any query ("?wait=..."). */
+void cmd_path(struct buf *out, const struct cmd_entry *e, const char *name);
+/** Print "usage: herd NAME USAGE" for an entry. */
+void cmd_usage(const struct cmd_entry *e, FILE *f);
+
+/** The options before the command (herd [--socket PATH] [--state-dir DIR] COMMAND), which
+ *  both the daemon and the client take; main() reads them. */
+struct cmd_globals {
+  const char *state_dir; /* --state-dir, else cmd_default_state_dir() */
+  const char *socket;    /* --socket, else $HERD_SOCKET, else <state_dir>/herd.sock */
+  bool socket_given;     /* by --socket or $HERD_SOCKET: else the daemon's own --state-dir moves it */
+};
+/** $HERD_STATE_DIR, else /var/lib/herd for root, else $XDG_STATE_HOME/herd or ~/.local/state/herd. */
+const char *cmd_default_state_dir(void);
 
 /* api.c */
 void api_list(struct daemon *d, struct conn *c, struct request *r, const char *name);
@@ -61,23 +100,10 @@ int cli_reload(struct cli *cli, int argc, char **argv);
 int cli_info(struct cli *cli, int argc, char **argv);
 int cli_clusters(struct cli *cli, int argc, char **argv);
 int cli_shutdown(struct cli *cli, int argc, char **argv);
-int cli_daemon(struct cli *cli, int argc, char **argv);
 int cli_help(struct cli *cli, int argc, char **argv);
 
-/** One line of `herd status`. */
-struct status_row {
-  const char *name, *state, *last_error, *reason, *check_msg;
-  int pid;          /* 0: none */
-  long long job_id; /* Slurm job (when there is no pid), 0: none */
-  double uptime;    /* < 0: none */
-  unsigned restarts;
-  int check_ok; /* -1: no result */
-};
-/** The status table, as the CLI prints it (colour: ANSI colours for a terminal). The CLI
- *  formats it from JSON, the daemon from its services (GET /v1/services?format=table). */
-void status_table(struct buf *out, const struct status_row *rows, size_t n, bool colour);
-
-/** The CLI entry point: argv after global options. */
-int cli_main(int argc, char **argv);
+/** The client: argv from the command on (argc 0: no command, help and exit 2). Every
+ *  command but `daemon`, which main() runs itself. */
+int cli_main(const struct cmd_globals *g, int argc, char **argv);
 
 #endif

@@ -31,8 +31,14 @@ struct request {
   bool can_write;
 };
 
-/** Open the control socket (lock, stale-socket removal, umask, listen). */
-int ctl_open(struct daemon *d, char **err);
+/** Answer one complete request on c: at once, or later after conn_park or conn_stream_begin.
+ *  arg is what was given to ctl_open. */
+typedef void (*ctl_dispatch_fn)(void *arg, struct conn *c, struct request *r);
+
+/** Open the control socket (lock, stale-socket removal, umask, listen). Each request that
+ *  passes the socket's own checks (framing, limits, the peer's uid) goes to route(arg, ...):
+ *  ctl knows nothing of the routes behind it. */
+int ctl_open(struct daemon *d, ctl_dispatch_fn route, void *arg, char **err);
 /** Close the listener and every connection. */
 void ctl_close(struct ctl *ctl);
 size_t ctl_nconns(struct ctl *ctl);
@@ -61,7 +67,8 @@ int conn_stream_write(struct conn *c, const char *data, size_t n);
 /** Whether the connection is going away. */
 bool conn_closing(const struct conn *c);
 
-/** Route a complete request (api.c). */
-void api_dispatch(struct daemon *d, struct conn *c, struct request *r);
+/** The API's dispatcher (api.c; arg: the struct daemon), which the daemon hands to ctl_open.
+ *  Declared here, not in cmd.h, only because daemon.c includes this header and not that one. */
+void api_dispatch(void *daemon, struct conn *c, struct request *r);
 
 #endif

@@ -26,9 +26,10 @@ class Cli(SuiteTest):
         r = self.d.cli("--version", check=True)
         self.assertRegex(r.stdout, r"^herd \S+ \(API 1\)")
         r = self.d.cli("help", check=True)
-        for cmd in ("status", "start", "stop", "restart", "logs", "add", "rm", "replace", "reload", "events",
+        for cmd in ("daemon", "status", "start", "stop", "restart", "logs", "add", "rm", "replace", "reload", "events",
                     "show", "info", "shutdown"):
             self.assertRegex(r.stdout, r"(?m)^\s+%s\s" % cmd)
+        self.assertEqual(self.d.cli("--help", check=True).stdout, r.stdout)
         r = self.d.cli("help", "stop", check=True)
         self.assertIn("usage: herd stop", r.stdout)
         self.assertEqual(self.d.cli("help", "nosuch").returncode, 2)
@@ -37,6 +38,23 @@ class Cli(SuiteTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("usage: herd stop", r.stderr)
         self.assertEqual(self.d.cli("start", "web-1", "--timeout", "soon").returncode, 2)
+
+    def test_daemon_usage(self):
+        # `herd daemon` is parsed by main(), not the client; its usage still comes from the command table.
+        usage = ("usage: herd daemon [--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] "
+                 "[--log-format text|json] [--read-group G] [--leave-running] [--priority realtime|normal]\n")
+        r = self.d.cli("help", "daemon", check=True)
+        self.assertEqual(r.stdout, usage + "  run the daemon in the foreground\n")
+        for args, msg in ((["--bogus"], "unrecognized option"), (["extra"], ""),
+                          (["--log-level", "loud"], "herd: --log-level must be debug, info, warn or error\n"),
+                          (["--log-format", "xml"], "herd: --log-format must be text or json\n"),
+                          (["--priority", "high"], "herd: --priority must be realtime or normal\n"),
+                          (["--cgroups", "on"], "herd: --cgroups must be auto or off\n")):
+            r = self.d.cli("daemon", *args, timeout=10)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertTrue(r.stderr.endswith(usage), r.stderr)
+            self.assertIn(msg, r.stderr)
+            self.assertEqual(r.stdout, "")
 
     def test_status_patterns_json_and_filters(self):
         r = self.d.cli("status", "web-*", "--json", check=True)
@@ -65,6 +83,12 @@ class Cli(SuiteTest):
         s = json.loads(r.stdout)
         self.assertEqual((s["name"], s["state"], s["tags"]), ("db", "HEALTHY", ["data"]))
         self.assertEqual(self.d.cli("show", "nosuch").returncode, 1)
+        # A name is one path segment, percent-encoded: the daemon sees it whole and refuses it.
+        for bad in ("db?x", "a b", "db#x"):
+            for cmd in ("show", "logs", "rm"):
+                r = self.d.cli(cmd, bad)
+                self.assertEqual(r.returncode, 1, (cmd, bad))
+                self.assertEqual(r.stderr, 'herd: "%s" is not a valid service name\n' % bad)
         r = self.d.cli("info", check=True)
         info = json.loads(r.stdout)
         self.assertEqual(info["pid"], self.d.proc.pid)
