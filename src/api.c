@@ -395,6 +395,17 @@ static void waiter_timeout(struct conn *c, void *arg) {
              s->spec->name, target == WAIT_HEALTHY ? "HEALTHY" : "stopped", svc_state_name(s->fsm.state), s->reason);
 }
 
+/* A start or restart cancels a stop asked for later (stop --delay). */
+static void start_now(struct service *s) {
+  daemon_cancel_stop_later(s->d, s);
+  service_start(s);
+}
+
+static void restart_now(struct service *s) {
+  daemon_cancel_stop_later(s->d, s);
+  service_restart(s);
+}
+
 static void act(struct daemon *d, struct conn *c, struct request *r, const char *name, void (*fn)(struct service *),
                 int default_target) {
   struct service *s = find_svc(d, c, name, fn == NULL || fn == service_stop);
@@ -456,7 +467,7 @@ void api_get(struct daemon *d, struct conn *c, struct request *r, const char *na
 }
 
 void api_start(struct daemon *d, struct conn *c, struct request *r, const char *name) {
-  act(d, c, r, name, service_start, WAIT_HEALTHY);
+  act(d, c, r, name, start_now, WAIT_HEALTHY);
 }
 void api_stop(struct daemon *d, struct conn *c, struct request *r, const char *name) {
   char dbuf[32];
@@ -477,7 +488,7 @@ void api_stop(struct daemon *d, struct conn *c, struct request *r, const char *n
   act(d, c, r, name, service_stop, WAIT_STOPPED);
 }
 void api_restart(struct daemon *d, struct conn *c, struct request *r, const char *name) {
-  act(d, c, r, name, service_restart, WAIT_HEALTHY);
+  act(d, c, r, name, restart_now, WAIT_HEALTHY);
 }
 
 /* ---- logs ---- */

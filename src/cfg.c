@@ -735,7 +735,7 @@ static void parse_slurm(struct pctx *c, const char *prefix, json_t *o, struct sp
       err_at(c, FIELD(f, prefix, "memory"), "expected a size of at least 1M, such as \"512M\" or \"4G\"");
   }
   if ((v = json_object_get(o, "queue_timeout")))
-    get_duration(c, FIELD(f, prefix, "queue_timeout"), v, &j->queue_timeout);
+    get_duration(c, FIELD(f, prefix, "queue_timeout"), v, &s->queue_timeout);
   if ((v = json_object_get(o, "container"))) parse_container(c, FIELD(f, prefix, "container"), v, j);
   json_t *script = json_object_get(o, "script");
   if (script && s->argv)

@@ -116,22 +116,12 @@ static void tighten_state_dir(struct daemon *d) {
              d->state_dir, n, was[0] ? was : "none", failed ? ", could not change some" : "");
 }
 
-static bool idle_now(struct daemon *d) {
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &d->services) {
-    struct service *s = container_of(pos, struct service, link);
-    if (s->be->busy(s)) return false;
-    if (s->fsm.proc_alive && !(s->be->may_leave && s->be->may_leave(s))) return false;
-  }
-  return true;
-}
-
 static void on_close_noop(uv_handle_t *h) {}
 
 static void finish(struct daemon *d) {
   if (finishing) return;
   finishing = true;
-  log_info(idle_now(d) ? "all services stopped; exiting" : "exiting; services left running");
+  log_info(services_idle(d) ? "all services stopped; exiting" : "exiting; services left running");
   ctl_close(d->ctl);
   d->ctl = NULL;
   uv_close((uv_handle_t *)&d->sig_term, on_close_noop);
@@ -163,19 +153,6 @@ static void finish(struct daemon *d) {
   check_global_close(d); /* after every checker and cluster let go of its easy handle */
 }
 
-void daemon_check_idle(struct daemon *d) {
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &d->dying) {
-    struct service *s = container_of(pos, struct service, link);
-    if (s->nhandles == 0) {
-      list_del(&s->link);
-      service_free(s);
-    }
-  }
-  /* Not finish() here: we may be deep in a callback chain (curl's, a close callback). */
-  if (d->shutting_down && !finishing && !d->finish_pending && idle_now(d)) d->finish_pending = true;
-}
-
 void daemon_shutdown(struct daemon *d) {
   if (d->shutting_down) return;
   d->shutting_down = true;
@@ -190,7 +167,7 @@ void daemon_shutdown(struct daemon *d) {
       service_event(container_of(pos, struct service, link), EV_SHUTDOWN, 0, 0, NULL);
   d->deps_dirty = true;
   deps_reconcile(d);
-  daemon_check_idle(d);
+  service_check_idle(d);
 }
 
 static void on_delay_timer(uv_timer_t *t);

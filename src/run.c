@@ -76,7 +76,7 @@ static void deliver(struct service *s, const struct run_event *ev) {
     s->started_mono = now_mono() - (now_wall() - ev->since);
   }
   if (ev->type == EV__MAX || s->closed || s->destroyed) {
-    daemon_check_idle(d); /* what it said may let a shutdown finish (a job left behind) */
+    service_check_idle(d); /* what it said may let a shutdown finish (a job left behind) */
     return;
   }
   switch (ev->type) {

@@ -129,13 +129,36 @@ static void apply(struct service *s, const struct svc_fx_list *fx) {
   }
 }
 
+bool services_idle(struct daemon *d) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (s->be->busy(s)) return false;
+    if (s->fsm.proc_alive && !(s->be->may_leave && s->be->may_leave(s))) return false;
+  }
+  return true;
+}
+
+void service_check_idle(struct daemon *d) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->dying) {
+    struct service *s = container_of(pos, struct service, link);
+    if (s->nhandles == 0) {
+      list_del(&s->link);
+      service_free(s);
+    }
+  }
+  /* Not finish() here: we may be deep in a callback chain (curl's, a close callback). */
+  if (d->shutting_down && !d->finish_pending && services_idle(d)) d->finish_pending = true;
+}
+
 static void on_timer_close(uv_handle_t *h) { service_unref(container_of((uv_timer_t *)h, struct service, timer)); }
 
 void service_ref(struct service *s) { s->nhandles++; }
 
 void service_unref(struct service *s) {
   s->nhandles--;
-  daemon_check_idle(s->d); /* frees it once the last reference of a removed service is gone */
+  service_check_idle(s->d); /* frees it once the last reference of a removed service is gone */
 }
 
 void service_close_handles(struct service *s) {
@@ -165,7 +188,6 @@ static void after_step(struct service *s) {
     s->spec = s->next_spec;
     s->next_spec = NULL;
     spec_free(old);
-    spec_policy(s->spec, &s->pol);
     check_close(s); /* the new spec may check differently, or not at all */
     check_attach(s);
     const struct backend_ops *be = run_backend(s->spec->backend);
@@ -174,6 +196,8 @@ static void after_step(struct service *s) {
       s->be = be;
     }
     s->be->attach(s);
+    spec_policy(s->spec, &s->pol);
+    s->pol.batch = s->be->batch;
   }
   if (s->start_at_rest && !s->removing) {
     s->start_at_rest = false;
@@ -199,7 +223,7 @@ static void after_step(struct service *s) {
     list_add_tail(&d->dying, &s->link);
     service_close_handles(s);
   }
-  daemon_check_idle(s->d);
+  service_check_idle(s->d);
 }
 
 void service_event(struct service *s, svc_event_type type, int code, int sig, const char *msg) {
@@ -245,7 +269,9 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   s->log_fd = -1;
   list_init(&s->logfd_link);
   list_init(&s->watches);
+  s->be = run_backend(spec->backend);
   spec_policy(spec, &s->pol);
+  s->pol.batch = s->be->batch;
   svc_fsm_init(&s->fsm, d->seed ^ hash_name(spec->name));
   s->fifo_path = xasprintf("%s/%s.fifo", d->run_dir, spec->name);
   s->log_path = xasprintf("%s/%s.log", d->log_dir, spec->name);
@@ -277,7 +303,6 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
     last.service = spec->name;
     last.end_state = last.reason = NULL;
   }
-  s->be = run_backend(spec->backend);
   s->be->attach(s);
   check_attach(s);
   char err[256];
@@ -346,7 +371,6 @@ void service_want_up(struct service *s, const char *why) {
 }
 
 void service_start(struct service *s) {
-  daemon_cancel_stop_later(s->d, s);
   store_set_wanted(s->d->store, s->spec->name, "up");
   service_want_up(s, NULL);
 }
@@ -365,7 +389,6 @@ void service_stop(struct service *s) {
 }
 
 void service_restart(struct service *s) {
-  daemon_cancel_stop_later(s->d, s);
   store_set_wanted(s->d->store, s->spec->name, "up");
   service_event(s, EV_RESTART, 0, 0, NULL);
 }

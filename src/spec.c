@@ -121,10 +121,7 @@ void spec_policy(const struct spec *s, struct svc_policy *p) {
     p->restart_on_unhealthy = s->check->restart_on_unhealthy;
     p->unhealthy_grace = s->check->unhealthy_grace;
   }
-  if (s->slurm) {
-    p->batch = true;
-    p->queue_timeout = s->slurm->queue_timeout;
-  }
+  p->queue_timeout = s->queue_timeout; /* (batch is the backend's: set by the runner) */
 }
 
 bool spec_has_tag(const struct spec *s, const char *tag) {

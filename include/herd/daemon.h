@@ -94,8 +94,6 @@ void daemon_boot_end(struct daemon *d);
 void deps_reconcile(struct daemon *d);
 /** Why `s` cannot start now ("waiting for db: STARTING"), or NULL when its dependencies are met. */
 const char *deps_blocker(struct service *s, char *buf, size_t len);
-/** Called when a service becomes at rest during shutdown or removal. */
-void daemon_check_idle(struct daemon *d);
 /** Reload config files: on errors nothing changes and errs is filled; returns 0 on success. */
 int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary);
 /** Check depends_on across all services, with `extra` added or replacing same-named ones. */

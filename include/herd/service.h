@@ -109,6 +109,11 @@ void service_add_watch(struct service *s, struct svc_watch *w);
 double service_uptime(struct service *s);
 /** Start a service that is wanted up, or park it in PENDING while its dependencies are not met. */
 void service_want_up(struct service *s, const char *why);
+/** Free removed services whose last reference is gone; during a shutdown, note when
+ *  every service is at rest (the daemon finishes at the end of the loop turn). */
+void service_check_idle(struct daemon *d);
+/** Whether no service has an instance the daemon must still see end. */
+bool services_idle(struct daemon *d);
 /** A handle or a piece of work now holds the service (it is not freed before service_unref). */
 void service_ref(struct service *s);
 /** ...and lets go of it: the last one frees a removed service, and may end a shutdown. */

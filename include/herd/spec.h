@@ -94,7 +94,6 @@ struct slurm_spec {
   int time_limit; /* minutes, 0 = the partition's default */
   int cpus_per_task;
   uint64_t memory_mb;
-  double queue_timeout;
   bool has_container;
   struct container_spec container;
   int line, col; /* where "cluster" was written, for errors found across files */
@@ -121,6 +120,7 @@ struct spec {
   uint64_t log_max_size;
   unsigned log_keep;
   double start_period;      /* with a check: STARTING may last this long (default start_timeout) */
+  double queue_timeout;     /* a batch instance queued longer than this ends in TIMEOUT (0 = never) */
   struct check_spec *check; /* NULL: no health check */
   struct endpoint_spec endpoint;
   struct dep_spec *deps;

@@ -136,14 +136,14 @@ static void test_slurm(void) {
     const struct spec *sp = set.v[0];
     CHECK(sp->backend == BACKEND_SLURM && sp->slurm && sp->slurm->time_limit == 2, "90s rounds up to 2 minutes");
     CHECK(sp->slurm->memory_mb == 4096, "4G is 4096 MB");
-    CHECK(sp->slurm->queue_timeout == 3600, "queue_timeout");
+    CHECK(sp->queue_timeout == 3600, "queue_timeout");
     CHECK(sp->endpoint.host && !sp->endpoint.host[0], "a Slurm endpoint's host is the job's node");
     const char *want = "exec apptainer exec --nv --bind '/m' '/i.sif' 'vllm' 'serve' 'it'\\''s'\n";
     CHECK(sp->slurm->script && !strncmp(sp->slurm->script, "#!/bin/sh\n", 10) && strstr(sp->slurm->script, want),
           "generated script: %s", sp->slurm->script);
     struct svc_policy p;
     spec_policy(sp, &p);
-    CHECK(p.batch && p.queue_timeout == 3600, "the policy says batch");
+    CHECK(sp->backend == BACKEND_SLURM && p.queue_timeout == 3600, "a Slurm service, with its queue timeout");
     struct cfg_errors ve = {0};
     CHECK(cfg_validate_clusters(set.v, set.n, set.clusters, set.nclusters, &ve) == 0, "cluster reference resolves");
     cfg_errors_free(&ve);
