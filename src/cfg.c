@@ -4,6 +4,7 @@
  * just the first, so a user fixes a file in one pass.
  */
 #include "herd/cfg.h"
+#include "cfg_int.h"
 #include "herd/log.h"
 
 #include <dirent.h>
@@ -60,17 +61,8 @@ void spec_set_free(struct spec_set *s) {
   memset(s, 0, sizeof *s);
 }
 
-/* Where we are while parsing one document. */
-struct pctx {
-  const char *file, *text;
-  size_t len;
-  struct cfg_errors *errs;
-  int nerr;
-  struct jpos *jp; /* built on the first lookup: one pass over the text per document */
-};
-
 /* Where `field` is in this document (see jpos_lookup). */
-static void pos(struct pctx *c, const char *field, bool at_key, int *line, int *col) {
+void cfgp_pos(struct pctx *c, const char *field, bool at_key, int *line, int *col) {
   if (!c->jp) c->jp = jpos_index(c->text, c->len);
   jpos_lookup(c->jp, field, at_key, line, col);
 }
@@ -103,28 +95,26 @@ void cfg_error_add(struct cfg_errors *e, const char *file, int line, int col, co
 
 static void verr(struct pctx *c, const char *field, bool at_key, const char *fmt, va_list ap) {
   int line, col;
-  pos(c, field, at_key, &line, &col);
+  cfgp_pos(c, field, at_key, &line, &col);
   cfg_error_vadd(c->errs, c->file, line, col, field, fmt, ap);
   c->nerr++;
 }
 
-static void err_at(struct pctx *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void err_at(struct pctx *c, const char *field, const char *fmt, ...) {
+void cfgp_err_at(struct pctx *c, const char *field, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   verr(c, field, false, fmt, ap);
   va_end(ap);
 }
 
-static void err_at_key(struct pctx *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void err_at_key(struct pctx *c, const char *field, const char *fmt, ...) {
+void cfgp_err_at_key(struct pctx *c, const char *field, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   verr(c, field, true, fmt, ap);
   va_end(ap);
 }
 
-static const char *type_name(const json_t *v) {
+const char *cfgp_type_name(const json_t *v) {
   switch (json_typeof(v)) {
   case JSON_OBJECT: return "an object";
   case JSON_ARRAY: return "an array";
@@ -139,7 +129,7 @@ static const char *type_name(const json_t *v) {
 
 /* A field path: prefix + "." + key, built on the stack. */
 /* A field path: prefix + "." + key, truncated to fit (paths are short in practice). */
-static char *field_join(char *buf, size_t len, const char *prefix, const char *key) {
+char *cfgp_field_join(char *buf, size_t len, const char *prefix, const char *key) {
   size_t n = 0;
   for (const char *p = prefix; *p && n + 1 < len; p++) buf[n++] = *p;
   if (*prefix && n + 1 < len) buf[n++] = '.';
@@ -147,37 +137,38 @@ static char *field_join(char *buf, size_t len, const char *prefix, const char *k
   buf[n] = '\0';
   return buf;
 }
-#define FIELD(buf, prefix, key) field_join(buf, sizeof buf, prefix, key)
 
 /* A duration past CFG_DURATION_MAX is an error, not a timer that overflows (a grace of
  * 1e300 s once became a SIGKILL at once). */
-static int duration_in_range(struct pctx *c, const char *field, double d, double *out) {
+int cfgp_duration_in_range(struct pctx *c, const char *field, double d, double *out) {
   if (d < 0) {
-    err_at(c, field, "a duration cannot be negative");
+    cfgp_err_at(c, field, "a duration cannot be negative");
     return -1;
   }
   if (!(d <= CFG_DURATION_MAX)) {
-    err_at(c, field, "too long: a duration may be at most %gd (%g seconds)", CFG_DURATION_MAX / 86400,
-           CFG_DURATION_MAX);
+    cfgp_err_at(c, field, "too long: a duration may be at most %gd (%g seconds)", CFG_DURATION_MAX / 86400,
+                CFG_DURATION_MAX);
     return -1;
   }
   *out = d;
   return 0;
 }
 
-static int get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
-  if (json_is_number(v)) return duration_in_range(c, field, json_number_value(v), out);
+int cfgp_get_duration(struct pctx *c, const char *field, json_t *v, double *out) {
+  if (json_is_number(v)) return cfgp_duration_in_range(c, field, json_number_value(v), out);
   double d;
-  if (json_is_string(v) && duration_parse(json_string_value(v), &d) == 0) return duration_in_range(c, field, d, out);
-  err_at(c, field, "expected a duration (seconds, or a string such as \"250ms\", \"5s\", \"2m\", \"1h\"), got %s%s%s%s",
-         type_name(v), json_is_string(v) ? " \"" : "", json_is_string(v) ? json_string_value(v) : "",
-         json_is_string(v) ? "\"" : "");
+  if (json_is_string(v) && duration_parse(json_string_value(v), &d) == 0)
+    return cfgp_duration_in_range(c, field, d, out);
+  cfgp_err_at(c, field,
+              "expected a duration (seconds, or a string such as \"250ms\", \"5s\", \"2m\", \"1h\"), got %s%s%s%s",
+              cfgp_type_name(v), json_is_string(v) ? " \"" : "", json_is_string(v) ? json_string_value(v) : "",
+              json_is_string(v) ? "\"" : "");
   return -1;
 }
 
-static int get_string(struct pctx *c, const char *field, json_t *v, char **out) {
+int cfgp_get_string(struct pctx *c, const char *field, json_t *v, char **out) {
   if (!json_is_string(v)) {
-    err_at(c, field, "expected a string, got %s", type_name(v));
+    cfgp_err_at(c, field, "expected a string, got %s", cfgp_type_name(v));
     return -1;
   }
   free(*out);
@@ -186,27 +177,27 @@ static int get_string(struct pctx *c, const char *field, json_t *v, char **out) 
 }
 
 /* One of a fixed set of strings: returns its index, or -1 after an error listing them. */
-static int get_enum(struct pctx *c, const char *field, json_t *v, const char *const *names, int n) {
+int cfgp_get_enum(struct pctx *c, const char *field, json_t *v, const char *const *names, int n) {
   const char *s = json_string_value(v);
   for (int i = 0; s && i < n; i++)
     if (!strcmp(s, names[i])) return i;
   struct buf want = {0};
   for (int i = 0; i < n; i++) buf_printf(&want, "%s\"%s\"", i == 0 ? "" : i == n - 1 ? " or " : ", ", names[i]);
-  err_at(c, field, "expected %s", want.data);
+  cfgp_err_at(c, field, "expected %s", want.data);
   buf_free(&want);
   return -1;
 }
 
-static void get_bool(struct pctx *c, const char *field, json_t *v, bool *out) {
+void cfgp_get_bool(struct pctx *c, const char *field, json_t *v, bool *out) {
   if (!json_is_boolean(v))
-    err_at(c, field, "expected true or false");
+    cfgp_err_at(c, field, "expected true or false");
   else
     *out = json_is_true(v);
 }
 
-static int get_number(struct pctx *c, const char *field, json_t *v, double lo, double hi, double *out) {
+int cfgp_get_number(struct pctx *c, const char *field, json_t *v, double lo, double hi, double *out) {
   if (!json_is_number(v) || json_number_value(v) < lo || json_number_value(v) > hi) {
-    err_at(c, field, "expected a number from %g to %g", lo, hi);
+    cfgp_err_at(c, field, "expected a number from %g to %g", lo, hi);
     return -1;
   }
   *out = json_number_value(v);
@@ -214,22 +205,22 @@ static int get_number(struct pctx *c, const char *field, json_t *v, double lo, d
 }
 
 /* A count: a JSON integer (1.5 files or checks mean nothing), lo..hi. Returns 0 when set. */
-static int get_int(struct pctx *c, const char *field, json_t *v, int lo, int hi, int *out) {
+int cfgp_get_int(struct pctx *c, const char *field, json_t *v, int lo, int hi, int *out) {
   if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-    err_at(c, field, "expected an integer from %d to %d", lo, hi);
+    cfgp_err_at(c, field, "expected an integer from %d to %d", lo, hi);
     return -1;
   }
   *out = (int)json_integer_value(v);
   return 0;
 }
 
-static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonempty) {
+char **cfgp_get_strv(struct pctx *c, const char *field, json_t *v, bool nonempty) {
   if (!json_is_array(v)) {
-    err_at(c, field, "expected an array of strings, got %s", type_name(v));
+    cfgp_err_at(c, field, "expected an array of strings, got %s", cfgp_type_name(v));
     return NULL;
   }
   if (nonempty && json_array_size(v) == 0) {
-    err_at(c, field, "must not be empty");
+    cfgp_err_at(c, field, "must not be empty");
     return NULL;
   }
   char **out = xcalloc(json_array_size(v) + 1, sizeof *out);
@@ -239,7 +230,7 @@ static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonemp
     if (!json_is_string(x)) {
       char f[256];
       snprintf(f, sizeof f, "%s[%zu]", field, i);
-      err_at(c, f, "expected a string, got %s", type_name(x));
+      cfgp_err_at(c, f, "expected a string, got %s", cfgp_type_name(x));
       for (size_t k = 0; k < i; k++) free(out[k]);
       free(out);
       return NULL;
@@ -250,18 +241,18 @@ static char **get_strv(struct pctx *c, const char *field, json_t *v, bool nonemp
 }
 
 /* An argv: a non-empty array of strings whose first (the program) is not empty. */
-static char **get_argv(struct pctx *c, const char *field, json_t *v) {
-  char **argv = get_strv(c, field, v, true);
+char **cfgp_get_argv(struct pctx *c, const char *field, json_t *v) {
+  char **argv = cfgp_get_strv(c, field, v, true);
   if (argv && !argv[0][0]) {
     char f[300];
     snprintf(f, sizeof f, "%s[0]", field);
-    err_at(c, f, "the program to run is empty: give its name or path, such as \"/usr/bin/python3\"");
+    cfgp_err_at(c, f, "the program to run is empty: give its name or path, such as \"/usr/bin/python3\"");
   }
   return argv;
 }
 
 /* Reject keys not in `allowed`, naming the nearest known key when there is one. */
-static void check_keys(struct pctx *c, const char *prefix, json_t *obj, const char *const *allowed) {
+void cfgp_check_keys(struct pctx *c, const char *prefix, json_t *obj, const char *const *allowed) {
   const char *key;
   json_t *v;
   json_object_foreach(obj, key, v) {
@@ -272,7 +263,7 @@ static void check_keys(struct pctx *c, const char *prefix, json_t *obj, const ch
     char f[256];
     struct buf known = {0};
     for (const char *const *a = allowed; *a; a++) buf_printf(&known, "%s%s", a == allowed ? "" : ", ", *a);
-    err_at_key(c, FIELD(f, prefix, key), "unknown key (known keys: %s)", known.data);
+    cfgp_err_at_key(c, FIELD(f, prefix, key), "unknown key (known keys: %s)", known.data);
     buf_free(&known);
   }
 }
@@ -354,29 +345,29 @@ static const char *const log_keys[] = {"max_size", "keep", NULL};
 static void parse_backoff(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
   char f[256];
   if (!json_is_object(o)) {
-    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    cfgp_err_at(c, prefix, "expected an object, got %s", cfgp_type_name(o));
     return;
   }
-  check_keys(c, prefix, o, backoff_keys);
+  cfgp_check_keys(c, prefix, o, backoff_keys);
   json_t *v;
-  if ((v = json_object_get(o, "initial"))) get_duration(c, FIELD(f, prefix, "initial"), v, &s->backoff.initial);
-  if ((v = json_object_get(o, "max"))) get_duration(c, FIELD(f, prefix, "max"), v, &s->backoff.max);
+  if ((v = json_object_get(o, "initial"))) cfgp_get_duration(c, FIELD(f, prefix, "initial"), v, &s->backoff.initial);
+  if ((v = json_object_get(o, "max"))) cfgp_get_duration(c, FIELD(f, prefix, "max"), v, &s->backoff.max);
   if ((v = json_object_get(o, "multiplier")))
-    get_number(c, FIELD(f, prefix, "multiplier"), v, 1, 100, &s->backoff.multiplier);
-  if ((v = json_object_get(o, "jitter"))) get_number(c, FIELD(f, prefix, "jitter"), v, 0, 1, &s->backoff.jitter);
+    cfgp_get_number(c, FIELD(f, prefix, "multiplier"), v, 1, 100, &s->backoff.multiplier);
+  if ((v = json_object_get(o, "jitter"))) cfgp_get_number(c, FIELD(f, prefix, "jitter"), v, 0, 1, &s->backoff.jitter);
   if ((v = json_object_get(o, "reset_after")))
-    get_duration(c, FIELD(f, prefix, "reset_after"), v, &s->backoff.reset_after);
+    cfgp_get_duration(c, FIELD(f, prefix, "reset_after"), v, &s->backoff.reset_after);
   if (s->backoff.max < s->backoff.initial)
-    err_at(c, FIELD(f, prefix, "max"), "max (%gs) is less than initial (%gs)", s->backoff.max, s->backoff.initial);
+    cfgp_err_at(c, FIELD(f, prefix, "max"), "max (%gs) is less than initial (%gs)", s->backoff.max, s->backoff.initial);
 }
 
 static void parse_stop(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
   char f[256];
   if (!json_is_object(o)) {
-    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    cfgp_err_at(c, prefix, "expected an object, got %s", cfgp_type_name(o));
     return;
   }
-  check_keys(c, prefix, o, stop_keys);
+  cfgp_check_keys(c, prefix, o, stop_keys);
   json_t *v;
   if ((v = json_object_get(o, "signal"))) {
     int sig = -1;
@@ -385,20 +376,20 @@ static void parse_stop(struct pctx *c, const char *prefix, json_t *o, struct spe
     else if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) < 65)
       sig = (int)json_integer_value(v);
     if (sig <= 0)
-      err_at(c, FIELD(f, prefix, "signal"), "expected a signal name such as \"TERM\" or \"INT\"");
+      cfgp_err_at(c, FIELD(f, prefix, "signal"), "expected a signal name such as \"TERM\" or \"INT\"");
     else
       s->stop_signal = sig;
   }
-  if ((v = json_object_get(o, "grace"))) get_duration(c, FIELD(f, prefix, "grace"), v, &s->stop_grace);
+  if ((v = json_object_get(o, "grace"))) cfgp_get_duration(c, FIELD(f, prefix, "grace"), v, &s->stop_grace);
 }
 
 static void parse_log(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
   char f[256];
   if (!json_is_object(o)) {
-    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    cfgp_err_at(c, prefix, "expected an object, got %s", cfgp_type_name(o));
     return;
   }
-  check_keys(c, prefix, o, log_keys);
+  cfgp_check_keys(c, prefix, o, log_keys);
   json_t *v;
   if ((v = json_object_get(o, "max_size"))) {
     uint64_t sz = 0;
@@ -410,20 +401,20 @@ static void parse_log(struct pctx *c, const char *prefix, json_t *o, struct spec
     else
       bad = 1;
     if (bad || sz < 1024)
-      err_at(c, FIELD(f, prefix, "max_size"),
-             "expected a size of at least 1024 bytes (a number of bytes, or \"512K\", \"10M\", \"1G\")");
+      cfgp_err_at(c, FIELD(f, prefix, "max_size"),
+                  "expected a size of at least 1024 bytes (a number of bytes, or \"512K\", \"10M\", \"1G\")");
     else
       s->log_max_size = sz;
   }
   if ((v = json_object_get(o, "keep"))) {
     int k;
-    if (get_int(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
+    if (cfgp_get_int(c, FIELD(f, prefix, "keep"), v, 0, 100, &k) == 0) s->log_keep = (unsigned)k;
   }
 }
 
-static int get_port(struct pctx *c, const char *field, json_t *v, int *out) {
+int cfgp_get_port(struct pctx *c, const char *field, json_t *v, int *out) {
   if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535) {
-    err_at(c, field, "expected a port number from 1 to 65535");
+    cfgp_err_at(c, field, "expected a port number from 1 to 65535");
     return -1;
   }
   *out = (int)json_integer_value(v);
@@ -442,13 +433,13 @@ static void parse_status(struct pctx *c, const char *field, json_t *v, struct ch
     k->status_hi = hi;
     return;
   }
-  err_at(c, field, "expected a status code such as 200 or a range such as \"200-399\"");
+  cfgp_err_at(c, field, "expected a status code such as 200 or a range such as \"200-399\"");
 }
 
 static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
   char f[256];
   if (!json_is_object(o)) {
-    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    cfgp_err_at(c, prefix, "expected an object, got %s", cfgp_type_name(o));
     return;
   }
   struct check_spec *k = xcalloc(1, sizeof *k);
@@ -463,62 +454,63 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
   k->status_hi = 399;
   json_t *v = json_object_get(o, "type");
   if (!v) {
-    err_at(c, prefix, "missing required key \"type\" (\"http\", \"tcp\" or \"exec\")");
+    cfgp_err_at(c, prefix, "missing required key \"type\" (\"http\", \"tcp\" or \"exec\")");
     return;
   }
   static const char *const types[] = {[CHECK_HTTP] = "http", [CHECK_TCP] = "tcp", [CHECK_EXEC] = "exec"};
-  int ti = get_enum(c, FIELD(f, prefix, "type"), v, types, CHECK__MAX);
+  int ti = cfgp_get_enum(c, FIELD(f, prefix, "type"), v, types, CHECK__MAX);
   if (ti < 0) return;
   k->type = (enum check_type)ti;
-  check_keys(c, prefix, o,
-             k->type == CHECK_HTTP  ? check_keys_http
-             : k->type == CHECK_TCP ? check_keys_tcp
-                                    : check_keys_exec);
+  cfgp_check_keys(c, prefix, o,
+                  k->type == CHECK_HTTP  ? check_keys_http
+                  : k->type == CHECK_TCP ? check_keys_tcp
+                                         : check_keys_exec);
   if ((v = json_object_get(o, "interval"))) {
-    if (get_duration(c, FIELD(f, prefix, "interval"), v, &k->interval) == 0 && k->interval < 0.05)
-      err_at(c, FIELD(f, prefix, "interval"), "must be at least 50ms");
+    if (cfgp_get_duration(c, FIELD(f, prefix, "interval"), v, &k->interval) == 0 && k->interval < 0.05)
+      cfgp_err_at(c, FIELD(f, prefix, "interval"), "must be at least 50ms");
   }
   if ((v = json_object_get(o, "timeout"))) {
-    if (get_duration(c, FIELD(f, prefix, "timeout"), v, &k->timeout) == 0 && k->timeout < 0.001)
-      err_at(c, FIELD(f, prefix, "timeout"), "must be at least 1ms");
+    if (cfgp_get_duration(c, FIELD(f, prefix, "timeout"), v, &k->timeout) == 0 && k->timeout < 0.001)
+      cfgp_err_at(c, FIELD(f, prefix, "timeout"), "must be at least 1ms");
   }
-  if ((v = json_object_get(o, "start_period"))) get_duration(c, FIELD(f, prefix, "start_period"), v, &s->start_period);
+  if ((v = json_object_get(o, "start_period")))
+    cfgp_get_duration(c, FIELD(f, prefix, "start_period"), v, &s->start_period);
   int num;
   if ((v = json_object_get(o, "failure_threshold")) &&
-      get_int(c, FIELD(f, prefix, "failure_threshold"), v, 1, 1000, &num) == 0)
+      cfgp_get_int(c, FIELD(f, prefix, "failure_threshold"), v, 1, 1000, &num) == 0)
     k->failure_threshold = (unsigned)num;
   if ((v = json_object_get(o, "success_threshold")) &&
-      get_int(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
+      cfgp_get_int(c, FIELD(f, prefix, "success_threshold"), v, 1, 1000, &num) == 0)
     k->success_threshold = (unsigned)num;
   static const char *const on_unhealthy[] = {"keep", "restart"};
   int ui;
   if ((v = json_object_get(o, "on_unhealthy")) &&
-      (ui = get_enum(c, FIELD(f, prefix, "on_unhealthy"), v, on_unhealthy, 2)) >= 0)
+      (ui = cfgp_get_enum(c, FIELD(f, prefix, "on_unhealthy"), v, on_unhealthy, 2)) >= 0)
     k->restart_on_unhealthy = ui == 1;
   if ((v = json_object_get(o, "unhealthy_grace")))
-    get_duration(c, FIELD(f, prefix, "unhealthy_grace"), v, &k->unhealthy_grace);
+    cfgp_get_duration(c, FIELD(f, prefix, "unhealthy_grace"), v, &k->unhealthy_grace);
 
   switch (k->type) {
   case CHECK_HTTP:
     if ((v = json_object_get(o, "url"))) {
-      if (get_string(c, FIELD(f, prefix, "url"), v, &k->url) == 0 && strncmp(k->url, "http://", 7) &&
+      if (cfgp_get_string(c, FIELD(f, prefix, "url"), v, &k->url) == 0 && strncmp(k->url, "http://", 7) &&
           strncmp(k->url, "https://", 8))
-        err_at(c, FIELD(f, prefix, "url"), "must start with http:// or https://");
+        cfgp_err_at(c, FIELD(f, prefix, "url"), "must start with http:// or https://");
     }
     if ((v = json_object_get(o, "path"))) {
-      if (get_string(c, FIELD(f, prefix, "path"), v, &k->path) == 0 && k->path[0] != '/')
-        err_at(c, FIELD(f, prefix, "path"), "must start with /");
+      if (cfgp_get_string(c, FIELD(f, prefix, "path"), v, &k->path) == 0 && k->path[0] != '/')
+        cfgp_err_at(c, FIELD(f, prefix, "path"), "must start with /");
     }
-    if (k->url && k->path) err_at(c, FIELD(f, prefix, "path"), "give either url or path, not both");
-    if (!k->url && !k->path) err_at(c, prefix, "an http check needs \"url\", or \"path\" with an endpoint");
+    if (k->url && k->path) cfgp_err_at(c, FIELD(f, prefix, "path"), "give either url or path, not both");
+    if (!k->url && !k->path) cfgp_err_at(c, prefix, "an http check needs \"url\", or \"path\" with an endpoint");
     k->method = xstrdup("GET");
-    if ((v = json_object_get(o, "method")) && get_string(c, FIELD(f, prefix, "method"), v, &k->method) == 0 &&
+    if ((v = json_object_get(o, "method")) && cfgp_get_string(c, FIELD(f, prefix, "method"), v, &k->method) == 0 &&
         strcmp(k->method, "GET") && strcmp(k->method, "HEAD"))
-      err_at(c, FIELD(f, prefix, "method"), "expected \"GET\" or \"HEAD\"");
+      cfgp_err_at(c, FIELD(f, prefix, "method"), "expected \"GET\" or \"HEAD\"");
     if ((v = json_object_get(o, "status"))) parse_status(c, FIELD(f, prefix, "status"), v, k);
     if ((v = json_object_get(o, "headers"))) {
       if (!json_is_object(v)) {
-        err_at(c, FIELD(f, prefix, "headers"), "expected an object of strings");
+        cfgp_err_at(c, FIELD(f, prefix, "headers"), "expected an object of strings");
       } else {
         k->headers = xcalloc(json_object_size(v) + 1, sizeof *k->headers);
         size_t n = 0;
@@ -528,7 +520,7 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
           if (!json_is_string(x) || strpbrk(key, ":\r\n") || strpbrk(json_string_value(x), "\r\n")) {
             char hf[300];
             snprintf(hf, sizeof hf, "%s.headers.%s", prefix, key);
-            err_at(c, hf, "expected a header value (a string without line breaks)");
+            cfgp_err_at(c, hf, "expected a header value (a string without line breaks)");
             continue;
           }
           k->headers[n++] = xasprintf("%s: %s", key, json_string_value(x));
@@ -536,22 +528,22 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
       }
     }
     if ((v = json_object_get(o, "body_contains")))
-      get_string(c, FIELD(f, prefix, "body_contains"), v, &k->body_contains);
+      cfgp_get_string(c, FIELD(f, prefix, "body_contains"), v, &k->body_contains);
     if ((v = json_object_get(o, "ca_file"))) {
-      if (get_string(c, FIELD(f, prefix, "ca_file"), v, &k->ca_file) == 0 && access(k->ca_file, R_OK) < 0)
-        err_at(c, FIELD(f, prefix, "ca_file"), "cannot read %s: %s", k->ca_file, strerror(errno));
+      if (cfgp_get_string(c, FIELD(f, prefix, "ca_file"), v, &k->ca_file) == 0 && access(k->ca_file, R_OK) < 0)
+        cfgp_err_at(c, FIELD(f, prefix, "ca_file"), "cannot read %s: %s", k->ca_file, strerror(errno));
     }
-    if ((v = json_object_get(o, "insecure"))) get_bool(c, FIELD(f, prefix, "insecure"), v, &k->insecure);
+    if ((v = json_object_get(o, "insecure"))) cfgp_get_bool(c, FIELD(f, prefix, "insecure"), v, &k->insecure);
     break;
   case CHECK_TCP:
-    if ((v = json_object_get(o, "host"))) get_string(c, FIELD(f, prefix, "host"), v, &k->host);
-    if ((v = json_object_get(o, "port"))) get_port(c, FIELD(f, prefix, "port"), v, &k->port);
+    if ((v = json_object_get(o, "host"))) cfgp_get_string(c, FIELD(f, prefix, "host"), v, &k->host);
+    if ((v = json_object_get(o, "port"))) cfgp_get_port(c, FIELD(f, prefix, "port"), v, &k->port);
     break;
   case CHECK_EXEC:
     if (!(v = json_object_get(o, "command")))
-      err_at(c, prefix, "an exec check needs \"command\" (an argv array)");
+      cfgp_err_at(c, prefix, "an exec check needs \"command\" (an argv array)");
     else
-      k->command = get_argv(c, FIELD(f, prefix, "command"), v);
+      k->command = cfgp_get_argv(c, FIELD(f, prefix, "command"), v);
     break;
   case CHECK__MAX: break;
   }
@@ -560,10 +552,10 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
 static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
   char f[256];
   if (!json_is_object(o)) {
-    err_at(c, prefix, "expected an object, got %s", type_name(o));
+    cfgp_err_at(c, prefix, "expected an object, got %s", cfgp_type_name(o));
     return;
   }
-  check_keys(c, prefix, o, endpoint_keys);
+  cfgp_check_keys(c, prefix, o, endpoint_keys);
   struct endpoint_spec *e = &s->endpoint;
   e->set = true;
   e->protocol = PROTO_TCP;
@@ -572,33 +564,33 @@ static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct
   json_t *v;
   static const char *const protos[] = {[PROTO_TCP] = "tcp", [PROTO_HTTP] = "http", [PROTO_HTTPS] = "https"};
   int pi;
-  if ((v = json_object_get(o, "protocol")) && (pi = get_enum(c, FIELD(f, prefix, "protocol"), v, protos, 3)) >= 0)
+  if ((v = json_object_get(o, "protocol")) && (pi = cfgp_get_enum(c, FIELD(f, prefix, "protocol"), v, protos, 3)) >= 0)
     e->protocol = (enum endpoint_proto)pi;
   if ((v = json_object_get(o, "host")))
-    get_string(c, FIELD(f, prefix, "host"), v, &e->host);
+    cfgp_get_string(c, FIELD(f, prefix, "host"), v, &e->host);
   else
     e->host = xstrdup(s->backend == BACKEND_SLURM ? "" : "127.0.0.1"); /* slurm: the job's node */
-  if ((v = json_object_get(o, "port"))) get_port(c, FIELD(f, prefix, "port"), v, &e->port);
-  if ((v = json_object_get(o, "allocate"))) get_bool(c, FIELD(f, prefix, "allocate"), v, &e->allocate);
+  if ((v = json_object_get(o, "port"))) cfgp_get_port(c, FIELD(f, prefix, "port"), v, &e->port);
+  if ((v = json_object_get(o, "allocate"))) cfgp_get_bool(c, FIELD(f, prefix, "allocate"), v, &e->allocate);
   if ((v = json_object_get(o, "port_range"))) {
     if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(json_array_get(v, 0)) ||
         !json_is_integer(json_array_get(v, 1)) || json_integer_value(json_array_get(v, 0)) < 1 ||
         json_integer_value(json_array_get(v, 1)) > 65535 ||
         json_integer_value(json_array_get(v, 0)) > json_integer_value(json_array_get(v, 1)))
-      err_at(c, FIELD(f, prefix, "port_range"), "expected [low, high] with 1 <= low <= high <= 65535");
+      cfgp_err_at(c, FIELD(f, prefix, "port_range"), "expected [low, high] with 1 <= low <= high <= 65535");
     else {
       e->range_lo = (int)json_integer_value(json_array_get(v, 0));
       e->range_hi = (int)json_integer_value(json_array_get(v, 1));
     }
   }
   if (!e->port && s->backend == BACKEND_SLURM)
-    err_at(c, prefix, "a Slurm service's endpoint needs a \"port\" (herd cannot probe ports on a compute node)");
+    cfgp_err_at(c, prefix, "a Slurm service's endpoint needs a \"port\" (herd cannot probe ports on a compute node)");
   if (!e->port) e->allocate = true; /* no port given: always choose one */
 }
 
 static void parse_deps(struct pctx *c, const char *prefix, json_t *a, struct spec *s) {
   if (!json_is_array(a)) {
-    err_at(c, prefix, "expected an array of {\"service\", \"condition\"} objects or service names");
+    cfgp_err_at(c, prefix, "expected an array of {\"service\", \"condition\"} objects or service names");
     return;
   }
   s->deps = xcalloc(json_array_size(a) + 1, sizeof *s->deps);
@@ -611,14 +603,14 @@ static void parse_deps(struct pctx *c, const char *prefix, json_t *a, struct spe
     d->cond = DEP_HEALTHY;
     json_t *name = x;
     if (json_is_object(x)) {
-      check_keys(c, f, x, dep_keys);
+      cfgp_check_keys(c, f, x, dep_keys);
       name = json_object_get(x, "service");
       json_t *cond = json_object_get(x, "condition");
       if (cond) {
         static const char *const conds[] = {
             [DEP_STARTED] = "started", [DEP_HEALTHY] = "healthy", [DEP_COMPLETED] = "completed"};
         snprintf(g, sizeof g, "%s.condition", f);
-        int k = get_enum(c, g, cond, conds, DEP__MAX);
+        int k = cfgp_get_enum(c, g, cond, conds, DEP__MAX);
         if (k >= 0) d->cond = (enum dep_cond)k;
       }
       snprintf(g, sizeof g, "%s.service", f);
@@ -626,309 +618,18 @@ static void parse_deps(struct pctx *c, const char *prefix, json_t *a, struct spe
       snprintf(g, sizeof g, "%s", f);
     }
     if (!json_is_string(name) || !name_valid(json_string_value(name))) {
-      err_at(c, name ? g : f, "expected a service name");
+      cfgp_err_at(c, name ? g : f, "expected a service name");
       continue;
     }
     for (size_t j = 0; j < s->ndeps; j++)
-      if (!strcmp(s->deps[j].service, json_string_value(name))) err_at(c, g, "listed twice");
+      if (!strcmp(s->deps[j].service, json_string_value(name))) cfgp_err_at(c, g, "listed twice");
     d->service = xstrdup(json_string_value(name));
-    pos(c, g, false, &d->line, &d->col);
+    cfgp_pos(c, g, false, &d->line, &d->col);
     s->ndeps++;
   }
 }
 
 /* Shell-quote one word for a generated batch script. */
-static void sh_quote(struct buf *b, const char *w) {
-  buf_lit(b, "'");
-  for (const char *p = w; *p; p++) {
-    if (*p == '\'')
-      buf_lit(b, "'\\''");
-    else
-      buf_append(b, p, 1);
-  }
-  buf_lit(b, "'");
-}
-
-static const char *const container_keys[] = {"runtime", "image", "binds", "gpu", NULL};
-
-static void parse_container(struct pctx *c, const char *prefix, json_t *o, struct slurm_spec *j) {
-  char f[256];
-  if (!json_is_object(o)) {
-    err_at(c, prefix, "expected an object, got %s", type_name(o));
-    return;
-  }
-  check_keys(c, prefix, o, container_keys);
-  static const char *const runtimes[] = {"apptainer", "singularity", "podman"};
-  json_t *v;
-  j->has_container = true;
-  if (!(v = json_object_get(o, "runtime")))
-    err_at(c, prefix, "missing required key \"runtime\" (apptainer, singularity or podman)");
-  else if (get_enum(c, FIELD(f, prefix, "runtime"), v, runtimes, 3) >= 0)
-    j->container.runtime = xstrdup(json_string_value(v));
-  if (!(v = json_object_get(o, "image")))
-    err_at(c, prefix, "missing required key \"image\"");
-  else
-    get_string(c, FIELD(f, prefix, "image"), v, &j->container.image);
-  if ((v = json_object_get(o, "binds"))) j->container.binds = get_strv(c, FIELD(f, prefix, "binds"), v, false);
-  if ((v = json_object_get(o, "gpu"))) get_bool(c, FIELD(f, prefix, "gpu"), v, &j->container.gpu);
-}
-
-/* The batch script for a command (optionally in a container), as Blackfish's services do. */
-static char *script_for(const struct spec *s) {
-  const struct slurm_spec *j = s->slurm;
-  struct buf b = {0};
-  buf_printf(&b, "#!/bin/sh\n# generated by herd for service %s\n", s->name);
-  buf_lit(&b, "exec");
-  if (j->has_container) {
-    const struct container_spec *k = &j->container;
-    bool podman = !strcmp(k->runtime, "podman");
-    buf_printf(&b, " %s %s", k->runtime, podman ? "run --rm --network host" : "exec");
-    if (k->gpu) buf_printf(&b, " %s", podman ? "--device nvidia.com/gpu=all" : "--nv");
-    for (char **x = k->binds; x && *x; x++) {
-      buf_printf(&b, " %s ", podman ? "-v" : "--bind");
-      sh_quote(&b, *x);
-    }
-    buf_lit(&b, " ");
-    sh_quote(&b, k->image);
-  }
-  for (char **a = s->argv; a && *a; a++) {
-    buf_lit(&b, " ");
-    sh_quote(&b, *a);
-  }
-  buf_lit(&b, "\n");
-  return b.data;
-}
-
-static void parse_slurm(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
-  char f[256];
-  struct slurm_spec *j = s->slurm = xcalloc(1, sizeof *j);
-  json_t *v;
-  if (!(v = json_object_get(o, "cluster")))
-    err_at(c, prefix, "missing required key \"cluster\" (a Slurm service runs on a cluster named in \"clusters\")");
-  else
-    get_string(c, FIELD(f, prefix, "cluster"), v, &j->cluster);
-  const char *strs[] = {"partition", "nodes", "gres", "account", "qos", "output", "error"};
-  char **dst[] = {&j->partition, &j->nodes, &j->gres, &j->account, &j->qos, &j->output, &j->error};
-  for (size_t i = 0; i < ARRAY_LEN(strs); i++)
-    if ((v = json_object_get(o, strs[i]))) {
-      if (json_is_integer(v) && !strcmp(strs[i], "nodes"))
-        *dst[i] = xasprintf("%lld", (long long)json_integer_value(v));
-      else
-        get_string(c, FIELD(f, prefix, strs[i]), v, dst[i]);
-    }
-  if ((v = json_object_get(o, "time_limit"))) {
-    double d;
-    if (get_duration(c, FIELD(f, prefix, "time_limit"), v, &d) == 0) {
-      if (d < 60 && d != 0)
-        err_at(c, FIELD(f, prefix, "time_limit"), "Slurm counts time limits in whole minutes: give at least \"1m\"");
-      else
-        j->time_limit = (int)((d + 59) / 60);
-    }
-  }
-  if ((v = json_object_get(o, "cpus_per_task")))
-    get_int(c, FIELD(f, prefix, "cpus_per_task"), v, 1, 1 << 20, &j->cpus_per_task);
-  if ((v = json_object_get(o, "memory"))) {
-    uint64_t sz = 0;
-    if (json_is_string(v) && size_parse(json_string_value(v), &sz) == 0 && sz >= 1024 * 1024)
-      j->memory_mb = sz / (1024 * 1024);
-    else
-      err_at(c, FIELD(f, prefix, "memory"), "expected a size of at least 1M, such as \"512M\" or \"4G\"");
-  }
-  if ((v = json_object_get(o, "queue_timeout")))
-    get_duration(c, FIELD(f, prefix, "queue_timeout"), v, &s->queue_timeout);
-  if ((v = json_object_get(o, "container"))) parse_container(c, FIELD(f, prefix, "container"), v, j);
-  json_t *script = json_object_get(o, "script");
-  if (script && s->argv)
-    err_at_key(c, FIELD(f, prefix, "script"), "give either \"script\" or \"command\", not both");
-  else if (script) {
-    if (get_string(c, FIELD(f, prefix, "script"), script, &j->script) == 0 && strncmp(j->script, "#!", 2))
-      err_at(c, FIELD(f, prefix, "script"),
-             "a batch script must start with \"#!\" (Slurm would accept it, then fail it)");
-    if (j->has_container) err_at_key(c, FIELD(f, prefix, "container"), "a container wraps a \"command\", not a script");
-  } else if (!s->argv) {
-    err_at(c, prefix, "missing required key \"script\" or \"command\"");
-  }
-  pos(c, FIELD(f, prefix, "cluster"), false, &j->line, &j->col);
-}
-
-static const char *const cluster_keys[] = {"name",
-                                           "url",
-                                           "api_version",
-                                           "user",
-                                           "auth",
-                                           "poll_interval",
-                                           "steady_interval",
-                                           "request_timeout",
-                                           "full_refresh",
-                                           "rate_limit",
-                                           "job_prefix",
-                                           "cwd",
-                                           "mcs_label",
-                                           NULL};
-static const char *const auth_keys[] = {"token", "token_command", "jwt_key", "lifespan", "oauth_client_credentials",
-                                        NULL};
-static const char *const oauth_keys[] = {"token_url", "client_id", "client_secret", "scope", NULL};
-static const char *const secret_keys[] = {"env", "file", NULL};
-
-/* A secret: "literal", {"env": "NAME"} or {"file": "/path"}. */
-static void parse_secret(struct pctx *c, const char *field, json_t *v, struct secret_spec *out) {
-  char f[300];
-  if (json_is_string(v)) {
-    out->value = xstrdup(json_string_value(v));
-    return;
-  }
-  if (!json_is_object(v) || json_object_size(v) != 1) {
-    err_at(c, field, "expected a string, {\"env\": \"NAME\"} or {\"file\": \"/path\"}");
-    return;
-  }
-  check_keys(c, field, v, secret_keys);
-  json_t *x;
-  if ((x = json_object_get(v, "env")) && json_is_string(x)) {
-    const char *val = getenv(json_string_value(x));
-    if (!val || !*val)
-      err_at(c, FIELD(f, field, "env"), "environment variable %s is not set", json_string_value(x));
-    else
-      out->value = xstrdup(val);
-  } else if ((x = json_object_get(v, "file")) && json_is_string(x)) {
-    out->file = xstrdup(json_string_value(x));
-    if (out->file[0] != '/') err_at(c, FIELD(f, field, "file"), "must be an absolute path");
-  } else if (x) {
-    err_at(c, field, "expected a string value");
-  }
-}
-
-static void parse_auth(struct pctx *c, const char *prefix, json_t *o, struct cluster_spec *k) {
-  char f[256];
-  if (!json_is_object(o)) {
-    err_at(c, prefix, "expected an object such as {\"jwt_key\": \"/path/jwt_hs256.key\"}, got %s", type_name(o));
-    return;
-  }
-  check_keys(c, prefix, o, auth_keys);
-  int kinds = 0;
-  json_t *v;
-  if ((v = json_object_get(o, "token"))) {
-    kinds++;
-    k->auth = AUTH_TOKEN;
-    parse_secret(c, FIELD(f, prefix, "token"), v, &k->token);
-  }
-  if ((v = json_object_get(o, "token_command"))) {
-    kinds++;
-    k->auth = AUTH_TOKEN_COMMAND;
-    k->token_command = get_argv(c, FIELD(f, prefix, "token_command"), v);
-  }
-  if ((v = json_object_get(o, "jwt_key"))) {
-    kinds++;
-    k->auth = AUTH_JWT_KEY;
-    if (get_string(c, FIELD(f, prefix, "jwt_key"), v, &k->jwt_key) == 0 && access(k->jwt_key, R_OK) != 0)
-      err_at(c, FIELD(f, prefix, "jwt_key"), "cannot read %s: %s", k->jwt_key, strerror(errno));
-  }
-  if ((v = json_object_get(o, "lifespan"))) {
-    if (get_duration(c, FIELD(f, prefix, "lifespan"), v, &k->token_lifespan) == 0 && k->token_lifespan < 60)
-      err_at(c, FIELD(f, prefix, "lifespan"), "at least 60s");
-  }
-  if ((v = json_object_get(o, "oauth_client_credentials"))) {
-    kinds++;
-    k->auth = AUTH_OAUTH;
-    char p2[256];
-    FIELD(p2, prefix, "oauth_client_credentials");
-    if (!json_is_object(v)) {
-      err_at(c, p2, "expected an object with token_url, client_id, client_secret and scope");
-    } else {
-      check_keys(c, p2, v, oauth_keys);
-      json_t *x;
-      if (!(x = json_object_get(v, "token_url")) || get_string(c, FIELD(f, p2, "token_url"), x, &k->oauth_url))
-        err_at(c, p2, "needs \"token_url\"");
-      if (!(x = json_object_get(v, "client_id")) || get_string(c, FIELD(f, p2, "client_id"), x, &k->oauth_client_id))
-        err_at(c, p2, "needs \"client_id\"");
-      if (!(x = json_object_get(v, "client_secret")))
-        err_at(c, p2, "needs \"client_secret\"");
-      else
-        parse_secret(c, FIELD(f, p2, "client_secret"), x, &k->oauth_secret);
-      if ((x = json_object_get(v, "scope"))) get_string(c, FIELD(f, p2, "scope"), x, &k->oauth_scope);
-    }
-  }
-  if (kinds != 1)
-    err_at(c, prefix, "give exactly one of \"token\", \"token_command\", \"jwt_key\", \"oauth_client_credentials\"");
-}
-
-static struct cluster_spec *parse_cluster(struct pctx *c, const char *prefix, json_t *o) {
-  char f[256];
-  int before = c->nerr;
-  if (!json_is_object(o)) {
-    err_at(c, prefix, "a cluster must be an object, got %s", type_name(o));
-    return NULL;
-  }
-  check_keys(c, prefix, o, cluster_keys);
-  struct cluster_spec *k = xcalloc(1, sizeof *k);
-  k->token_lifespan = 1800;
-  k->poll_interval = 1;
-  k->steady_interval = 10;
-  k->request_timeout = 30;
-  k->full_refresh = 60;
-  k->rate_limit = 100;
-  k->job_prefix = xstrdup("herd");
-  json_t *v;
-  if (!(v = json_object_get(o, "name")))
-    err_at(c, prefix, "missing required key \"name\"");
-  else if (get_string(c, FIELD(f, prefix, "name"), v, &k->name) == 0 && !name_valid(k->name))
-    err_at(c, FIELD(f, prefix, "name"), "\"%s\" is not a valid name: use [a-z0-9][a-z0-9._-]{0,62}", k->name);
-  if (!(v = json_object_get(o, "url")))
-    err_at(c, prefix, "missing required key \"url\" (\"http://host:6820\" or \"unix:/path/slurmrestd.socket\")");
-  else if (get_string(c, FIELD(f, prefix, "url"), v, &k->url) == 0) {
-    if (!strncmp(k->url, "unix:", 5) && k->url[5] == '/') {
-      k->unix_path = xstrdup(k->url + 5);
-      k->base = xstrdup("http://localhost");
-    } else if (!strncmp(k->url, "http://", 7) || !strncmp(k->url, "https://", 8)) {
-      k->base = xstrdup(k->url);
-      size_t l = strlen(k->base);
-      while (l && k->base[l - 1] == '/') k->base[--l] = '\0';
-    } else {
-      err_at(c, FIELD(f, prefix, "url"), "expected http://host:port, https://host:port or unix:/absolute/path");
-    }
-  }
-  if ((v = json_object_get(o, "api_version"))) {
-    const char *av = json_string_value(v);
-    if (av && !strcmp(av, "auto"))
-      k->api_version = 0;
-    else if (av && !strncmp(av, "v0.0.", 5) && atoi(av + 5) >= 38 && atoi(av + 5) <= 46)
-      k->api_version = atoi(av + 5);
-    else
-      err_at(c, FIELD(f, prefix, "api_version"), "expected \"auto\" or a version from \"v0.0.38\" to \"v0.0.46\"");
-  }
-  if (!(v = json_object_get(o, "user")))
-    err_at(c, prefix, "missing required key \"user\" (the Slurm user herd acts as)");
-  else
-    get_string(c, FIELD(f, prefix, "user"), v, &k->user);
-  if (!(v = json_object_get(o, "auth")))
-    err_at(c, prefix, "missing required key \"auth\"");
-  else
-    parse_auth(c, FIELD(f, prefix, "auth"), v, k);
-  const char *durs[] = {"poll_interval", "steady_interval", "request_timeout", "full_refresh"};
-  double *dd[] = {&k->poll_interval, &k->steady_interval, &k->request_timeout, &k->full_refresh};
-  for (size_t i = 0; i < ARRAY_LEN(durs); i++)
-    if ((v = json_object_get(o, durs[i])) && get_duration(c, FIELD(f, prefix, durs[i]), v, dd[i]) == 0 && *dd[i] < 0.05)
-      err_at(c, FIELD(f, prefix, durs[i]), "at least 50ms");
-  if ((v = json_object_get(o, "rate_limit")))
-    get_number(c, FIELD(f, prefix, "rate_limit"), v, 1, 100000, &k->rate_limit);
-  if ((v = json_object_get(o, "job_prefix")) && get_string(c, FIELD(f, prefix, "job_prefix"), v, &k->job_prefix) == 0 &&
-      (!*k->job_prefix || strpbrk(k->job_prefix, " :/")))
-    err_at(c, FIELD(f, prefix, "job_prefix"), "must be non-empty, without spaces, ':' or '/'");
-  if ((v = json_object_get(o, "cwd"))) {
-    if (get_string(c, FIELD(f, prefix, "cwd"), v, &k->cwd) == 0 && k->cwd[0] != '/')
-      err_at(c, FIELD(f, prefix, "cwd"), "must be an absolute path");
-  }
-  if ((v = json_object_get(o, "mcs_label"))) get_bool(c, FIELD(f, prefix, "mcs_label"), v, &k->mcs_label);
-  if (c->nerr != before) {
-    cluster_spec_free(k);
-    return NULL;
-  }
-  k->canon = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-  k->source = xstrdup(c->file);
-  pos(c, prefix, false, &k->line, &k->col);
-  return k;
-}
-
-/** Defaults, documented in README.md's config reference. */
 static void spec_defaults(struct spec *s) {
   s->restart = RESTART_ALWAYS;
   s->backoff = (struct svc_backoff){.initial = 1, .max = 60, .multiplier = 2, .jitter = 0.2, .reset_after = 60};
@@ -954,7 +655,7 @@ static void clamp_reset_after(struct pctx *c, const char *prefix, struct spec *s
   char f[256];
   int line, col;
   FIELD(f, prefix, "backoff.reset_after");
-  pos(c, f, false, &line, &col);
+  cfgp_pos(c, f, false, &line, &col);
   double was = s->backoff.reset_after;
   s->backoff.reset_after = CFG_RESET_MIN - up;
   log_warn("%s:%d:%d: %s: reset_after %gs%s lets an instance that dies at once reset its own backoff (a crash loop "
@@ -967,35 +668,36 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   char f[256];
   int before = c->nerr;
   if (!json_is_object(o)) {
-    err_at(c, prefix, "a service must be an object, got %s", type_name(o));
+    cfgp_err_at(c, prefix, "a service must be an object, got %s", cfgp_type_name(o));
     return NULL;
   }
   struct spec *s = xcalloc(1, sizeof *s);
   spec_defaults(s);
-  check_keys(c, prefix, o, service_keys);
+  cfgp_check_keys(c, prefix, o, service_keys);
   json_t *v;
 
   if (!(v = json_object_get(o, "name")))
-    err_at(c, prefix, "missing required key \"name\"");
-  else if (get_string(c, FIELD(f, prefix, "name"), v, &s->name) == 0 && !name_valid(s->name))
-    err_at(c, FIELD(f, prefix, "name"), "\"%s\" is not a valid name: use [a-z0-9][a-z0-9._-]{0,62}", s->name);
+    cfgp_err_at(c, prefix, "missing required key \"name\"");
+  else if (cfgp_get_string(c, FIELD(f, prefix, "name"), v, &s->name) == 0 && !name_valid(s->name))
+    cfgp_err_at(c, FIELD(f, prefix, "name"), "\"%s\" is not a valid name: use [a-z0-9][a-z0-9._-]{0,62}", s->name);
 
   static const char *const backends[] = {[BACKEND_LOCAL] = "local", [BACKEND_SLURM] = "slurm"};
   json_t *bv = json_object_get(o, "backend");
-  int bi = bv ? get_enum(c, FIELD(f, prefix, "backend"), bv, backends, BACKEND__MAX) : BACKEND_LOCAL;
+  int bi = bv ? cfgp_get_enum(c, FIELD(f, prefix, "backend"), bv, backends, BACKEND__MAX) : BACKEND_LOCAL;
   if (bi >= 0) s->backend = (enum backend)bi;
   if (!(v = json_object_get(o, "command"))) {
-    if (s->backend == BACKEND_LOCAL) err_at(c, prefix, "missing required key \"command\" (an argv array)");
+    if (s->backend == BACKEND_LOCAL) cfgp_err_at(c, prefix, "missing required key \"command\" (an argv array)");
   } else if (json_is_string(v))
-    err_at(c, FIELD(f, prefix, "command"),
-           "expected an argv array such as [\"/usr/bin/python3\", \"app.py\"]; write [\"/bin/sh\", \"-c\", \"...\"] "
-           "if you want a shell");
+    cfgp_err_at(
+        c, FIELD(f, prefix, "command"),
+        "expected an argv array such as [\"/usr/bin/python3\", \"app.py\"]; write [\"/bin/sh\", \"-c\", \"...\"] "
+        "if you want a shell");
   else
-    s->argv = get_argv(c, FIELD(f, prefix, "command"), v);
+    s->argv = cfgp_get_argv(c, FIELD(f, prefix, "command"), v);
 
   if ((v = json_object_get(o, "env"))) {
     if (!json_is_object(v)) {
-      err_at(c, FIELD(f, prefix, "env"), "expected an object of strings, got %s", type_name(v));
+      cfgp_err_at(c, FIELD(f, prefix, "env"), "expected an object of strings, got %s", cfgp_type_name(v));
     } else {
       s->env = xcalloc(json_object_size(v) + 1, sizeof *s->env);
       size_t k = 0;
@@ -1005,7 +707,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
         char ef[300];
         snprintf(ef, sizeof ef, "%s%senv.%s", prefix, *prefix ? "." : "", key);
         if (!*key || strchr(key, '='))
-          err_at(c, ef, "not a valid environment variable name");
+          cfgp_err_at(c, ef, "not a valid environment variable name");
         else if (json_is_string(x))
           s->env[k++] = xasprintf("%s=%s", key, json_string_value(x));
         else if (json_is_number(x)) {
@@ -1013,29 +715,29 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
           s->env[k++] = xasprintf("%s=%s", key, num);
           free(num);
         } else
-          err_at(c, ef, "expected a string, got %s", type_name(x));
+          cfgp_err_at(c, ef, "expected a string, got %s", cfgp_type_name(x));
       }
     }
   }
   if ((v = json_object_get(o, "cwd"))) {
-    if (get_string(c, FIELD(f, prefix, "cwd"), v, &s->cwd) == 0 && s->cwd[0] != '/')
-      err_at(c, FIELD(f, prefix, "cwd"), "must be an absolute path");
+    if (cfgp_get_string(c, FIELD(f, prefix, "cwd"), v, &s->cwd) == 0 && s->cwd[0] != '/')
+      cfgp_err_at(c, FIELD(f, prefix, "cwd"), "must be an absolute path");
   }
-  if ((v = json_object_get(o, "user")) && get_string(c, FIELD(f, prefix, "user"), v, &s->user) == 0 &&
+  if ((v = json_object_get(o, "user")) && cfgp_get_string(c, FIELD(f, prefix, "user"), v, &s->user) == 0 &&
       s->backend == BACKEND_LOCAL) { /* a Slurm job's user lives on the cluster, not here */
     struct passwd *pw = getpwnam(s->user);
     if (!pw)
-      err_at(c, FIELD(f, prefix, "user"), "no such user \"%s\"", s->user);
+      cfgp_err_at(c, FIELD(f, prefix, "user"), "no such user \"%s\"", s->user);
     else {
       s->uid = pw->pw_uid;
       s->set_uid = true;
       if (!s->set_gid) s->gid = pw->pw_gid, s->set_gid = true;
     }
   }
-  if ((v = json_object_get(o, "group")) && get_string(c, FIELD(f, prefix, "group"), v, &s->group) == 0) {
+  if ((v = json_object_get(o, "group")) && cfgp_get_string(c, FIELD(f, prefix, "group"), v, &s->group) == 0) {
     struct group *gr = getgrnam(s->group);
     if (!gr)
-      err_at(c, FIELD(f, prefix, "group"), "no such group \"%s\"", s->group);
+      cfgp_err_at(c, FIELD(f, prefix, "group"), "no such group \"%s\"", s->group);
     else
       s->gid = gr->gr_gid, s->set_gid = true;
   }
@@ -1043,32 +745,33 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
       [RESTART_ALWAYS] = "always", [RESTART_ON_FAILURE] = "on-failure", [RESTART_NEVER] = "never"};
   int ri;
   if ((v = json_object_get(o, "restart")) &&
-      (ri = get_enum(c, FIELD(f, prefix, "restart"), v, restarts, RESTART__MAX)) >= 0)
+      (ri = cfgp_get_enum(c, FIELD(f, prefix, "restart"), v, restarts, RESTART__MAX)) >= 0)
     s->restart = (restart_policy)ri;
   if ((v = json_object_get(o, "backoff"))) parse_backoff(c, FIELD(f, prefix, "backoff"), v, s);
   if ((v = json_object_get(o, "stop"))) parse_stop(c, FIELD(f, prefix, "stop"), v, s);
   if ((v = json_object_get(o, "start_timeout")))
-    get_duration(c, FIELD(f, prefix, "start_timeout"), v, &s->start_timeout);
-  if ((v = json_object_get(o, "ready_after"))) get_duration(c, FIELD(f, prefix, "ready_after"), v, &s->ready_after);
-  if ((v = json_object_get(o, "tags"))) s->tags = get_strv(c, FIELD(f, prefix, "tags"), v, false);
+    cfgp_get_duration(c, FIELD(f, prefix, "start_timeout"), v, &s->start_timeout);
+  if ((v = json_object_get(o, "ready_after")))
+    cfgp_get_duration(c, FIELD(f, prefix, "ready_after"), v, &s->ready_after);
+  if ((v = json_object_get(o, "tags"))) s->tags = cfgp_get_strv(c, FIELD(f, prefix, "tags"), v, false);
   if ((v = json_object_get(o, "log"))) parse_log(c, FIELD(f, prefix, "log"), v, s);
   if ((v = json_object_get(o, "endpoint"))) parse_endpoint(c, FIELD(f, prefix, "endpoint"), v, s);
   if ((v = json_object_get(o, "check"))) parse_check(c, FIELD(f, prefix, "check"), v, s);
   if ((v = json_object_get(o, "depends_on"))) parse_deps(c, FIELD(f, prefix, "depends_on"), v, s);
   if ((v = json_object_get(o, "restart_with_dependency")))
-    get_bool(c, FIELD(f, prefix, "restart_with_dependency"), v, &s->restart_with_dependency);
+    cfgp_get_bool(c, FIELD(f, prefix, "restart_with_dependency"), v, &s->restart_with_dependency);
   if (s->backend == BACKEND_SLURM) {
-    parse_slurm(c, prefix, o, s);
-    if (s->set_gid) err_at_key(c, FIELD(f, prefix, "group"), "a Slurm job runs with its user's groups");
-    if (!c->nerr && !s->slurm->script) s->slurm->script = script_for(s);
+    cfgp_parse_slurm(c, prefix, o, s);
+    if (s->set_gid) cfgp_err_at_key(c, FIELD(f, prefix, "group"), "a Slurm job runs with its user's groups");
+    if (!c->nerr && !s->slurm->script) s->slurm->script = cfgp_script_for(s);
   } else {
     for (const char *const *k = slurm_only_keys; *k; k++)
-      if (json_object_get(o, *k)) err_at_key(c, FIELD(f, prefix, *k), "only for \"backend\": \"slurm\"");
+      if (json_object_get(o, *k)) cfgp_err_at_key(c, FIELD(f, prefix, *k), "only for \"backend\": \"slurm\"");
   }
   if (s->check && s->check->type == CHECK_HTTP && s->check->path && !s->endpoint.set)
-    err_at(c, FIELD(f, prefix, "check.path"), "a check path needs an endpoint (or give an absolute url)");
+    cfgp_err_at(c, FIELD(f, prefix, "check.path"), "a check path needs an endpoint (or give an absolute url)");
   if (s->check && s->check->type == CHECK_TCP && !s->check->port && !s->endpoint.set)
-    err_at(c, FIELD(f, prefix, "check"), "a tcp check needs a port (or an endpoint)");
+    cfgp_err_at(c, FIELD(f, prefix, "check"), "a tcp check needs a port (or an endpoint)");
 
   if (c->nerr != before) {
     spec_free(s);
@@ -1095,14 +798,14 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
   json_t *clusters = json_is_object(root) ? json_object_get(root, "clusters") : NULL;
   if (clusters) {
     if (!json_is_array(clusters)) {
-      err_at(&c, "clusters", "expected an array of clusters, got %s", type_name(clusters));
+      cfgp_err_at(&c, "clusters", "expected an array of clusters, got %s", cfgp_type_name(clusters));
     } else {
       size_t i;
       json_t *o;
       json_array_foreach(clusters, i, o) {
         char prefix[64];
         snprintf(prefix, sizeof prefix, "clusters[%zu]", i);
-        struct cluster_spec *k = parse_cluster(&c, prefix, o);
+        struct cluster_spec *k = cfgp_parse_cluster(&c, prefix, o);
         if (!k) continue;
         if (out->nclusters == out->ccap)
           out->clusters = xrealloc(out->clusters, (out->ccap = out->ccap ? out->ccap * 2 : 4) * sizeof *out->clusters);
@@ -1112,10 +815,10 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
   }
   if (list || clusters) {
     static const char *const top_keys[] = {"services", "clusters", NULL};
-    check_keys(&c, "", root, top_keys);
+    cfgp_check_keys(&c, "", root, top_keys);
     if (!list) {
     } else if (!json_is_array(list)) {
-      err_at(&c, "services", "expected an array of services, got %s", type_name(list));
+      cfgp_err_at(&c, "services", "expected an array of services, got %s", cfgp_type_name(list));
     } else {
       size_t i;
       json_t *o;
@@ -1374,7 +1077,8 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
           snprintf(field, sizeof field, "services[%zu].name", k - first);
         else
           snprintf(field, sizeof field, "name");
-        err_at_key(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name, all.v[j]->source);
+        cfgp_err_at_key(&fc, field, "duplicate service name \"%s\" (also defined in %s)", all.v[k]->name,
+                        all.v[j]->source);
       }
       pctx_done(&fc);
     }
@@ -1409,37 +1113,6 @@ static void dep_error(struct cfg_errors *e, const struct spec *s, const struct d
   va_start(ap, fmt);
   cfg_error_vadd(e, s->source, d->line, d->col, field, fmt, ap);
   va_end(ap);
-}
-
-int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *const *k, size_t nk,
-                          struct cfg_errors *errs) {
-  size_t before = errs->n;
-  for (size_t i = 0; i < nk; i++)
-    for (size_t j = 0; j < i; j++)
-      if (!strcmp(k[i]->name, k[j]->name))
-        cfg_error_add(errs, k[i]->source, k[i]->line, k[i]->col, "clusters.name",
-                      "duplicate cluster name \"%s\" (also defined in %s)", k[i]->name, k[j]->source);
-  for (size_t i = 0; i < n; i++) {
-    const struct spec *s = v[i];
-    if (!s->slurm) continue;
-    const struct cluster_spec *found = NULL;
-    for (size_t j = 0; j < nk; j++)
-      if (!strcmp(k[j]->name, s->slurm->cluster)) found = k[j];
-    char field[160];
-    snprintf(field, sizeof field, "%s.cluster", s->name);
-    if (!found) {
-      struct buf known = {0};
-      for (size_t j = 0; j < nk; j++) buf_printf(&known, "%s%s", j ? ", " : "", k[j]->name);
-      cfg_error_add(errs, s->source, s->slurm->line, s->slurm->col, field, "no cluster named \"%s\" (%s%s)",
-                    s->slurm->cluster, nk ? "known: " : "no \"clusters\" are configured", known.data ? known.data : "");
-      buf_free(&known);
-    } else if (!s->cwd && !found->cwd) {
-      cfg_error_add(errs, s->source, s->slurm->line, s->slurm->col, field,
-                    "a Slurm job needs a working directory on the compute node: give \"cwd\" here or in cluster \"%s\"",
-                    found->name);
-    }
-  }
-  return (int)(errs->n - before);
 }
 
 /*
