@@ -5,6 +5,7 @@
 #include "herd/prio.h"
 #include "herd/slurm.h"
 #include "herd/store.h"
+#include "herd/tunnel.h"
 #include "herd/table.h"
 
 #include <errno.h>
@@ -948,6 +949,10 @@ void api_lag(struct daemon *d, struct conn *c, struct request *r, const char *un
   q->end = q->start + (uint64_t)(seconds * 1e9);
   list_add_tail(&p->reqs, &q->link);
   conn_park(c, q, lag_conn_gone, NULL, 0);
+}
+
+void api_hosts(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  conn_reply(c, 200, json_pack("{s:o}", "hosts", tunnel_hosts_json(d)));
 }
 
 void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *unused) {

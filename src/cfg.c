@@ -58,6 +58,8 @@ void spec_set_free(struct spec_set *s) {
   free(s->byname);
   for (size_t i = 0; i < s->nclusters; i++) cluster_spec_free(s->clusters[i]);
   free(s->clusters);
+  for (size_t i = 0; i < s->nhosts; i++) host_spec_free(s->hosts[i]);
+  free(s->hosts);
   memset(s, 0, sizeof *s);
 }
 
@@ -299,7 +301,7 @@ static const char *const check_keys_tcp[] = {"type",
 static const char *const check_keys_exec[] = {
     "type",         "command",         "interval", "timeout", "start_period", "failure_threshold", "success_threshold",
     "on_unhealthy", "unhealthy_grace", NULL};
-static const char *const endpoint_keys[] = {"protocol", "host", "port", "allocate", "port_range", NULL};
+static const char *const endpoint_keys[] = {"protocol", "host", "port", "allocate", "port_range", "local_port", NULL};
 static const char *const dep_keys[] = {"service", "condition", NULL};
 static const char *const service_keys[] = {"name",
                                            "command",
@@ -318,6 +320,7 @@ static const char *const service_keys[] = {"name",
                                            "check",
                                            "depends_on",
                                            "restart_with_dependency",
+                                           "ssh",
                                            "backend",
                                            "cluster",
                                            "script",
@@ -583,6 +586,7 @@ static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct
       e->range_hi = (int)json_integer_value(json_array_get(v, 1));
     }
   }
+  if ((v = json_object_get(o, "local_port"))) cfgp_get_port(c, FIELD(f, prefix, "local_port"), v, &e->local_port);
   if (!e->port && s->backend == BACKEND_SLURM)
     cfgp_err_at(c, prefix, "a Slurm service's endpoint needs a \"port\" (herd cannot probe ports on a compute node)");
   if (!e->port) e->allocate = true; /* no port given: always choose one */
@@ -760,6 +764,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   if ((v = json_object_get(o, "depends_on"))) parse_deps(c, FIELD(f, prefix, "depends_on"), v, s);
   if ((v = json_object_get(o, "restart_with_dependency")))
     cfgp_get_bool(c, FIELD(f, prefix, "restart_with_dependency"), v, &s->restart_with_dependency);
+  if ((v = json_object_get(o, "ssh"))) cfgp_parse_ssh(c, FIELD(f, prefix, "ssh"), v, s);
   if (s->backend == BACKEND_SLURM) {
     cfgp_parse_slurm(c, prefix, o, s);
     if (s->set_gid) cfgp_err_at_key(c, FIELD(f, prefix, "group"), "a Slurm job runs with its user's groups");
@@ -787,7 +792,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
 
 int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs) {
   struct pctx c = {file, text, len, errs, 0, NULL};
-  size_t first = out->n, first_cluster = out->nclusters;
+  size_t first = out->n, first_cluster = out->nclusters, first_host = out->nhosts;
   json_error_t je;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
@@ -813,8 +818,26 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
       }
     }
   }
-  if (list || clusters) {
-    static const char *const top_keys[] = {"services", "clusters", NULL};
+  json_t *hosts = json_is_object(root) ? json_object_get(root, "hosts") : NULL;
+  if (hosts) {
+    if (!json_is_array(hosts)) {
+      cfgp_err_at(&c, "hosts", "expected an array of ssh hosts, got %s", cfgp_type_name(hosts));
+    } else {
+      size_t i;
+      json_t *o;
+      json_array_foreach(hosts, i, o) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "hosts[%zu]", i);
+        struct host_spec *h = cfgp_parse_host(&c, prefix, o);
+        if (!h) continue;
+        if (out->nhosts == out->hcap)
+          out->hosts = xrealloc(out->hosts, (out->hcap = out->hcap ? out->hcap * 2 : 4) * sizeof *out->hosts);
+        out->hosts[out->nhosts++] = h;
+      }
+    }
+  }
+  if (list || clusters || hosts) {
+    static const char *const top_keys[] = {"services", "clusters", "hosts", NULL};
     cfgp_check_keys(&c, "", root, top_keys);
     if (!list) {
     } else if (!json_is_array(list)) {
@@ -840,6 +863,8 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
     out->n = first;
     for (size_t i = first_cluster; i < out->nclusters; i++) cluster_spec_free(out->clusters[i]);
     out->nclusters = first_cluster;
+    for (size_t i = first_host; i < out->nhosts; i++) host_spec_free(out->hosts[i]);
+    out->nhosts = first_host;
   }
   return c.nerr;
 }
@@ -1089,6 +1114,7 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
   free(names);
   nidx_free(&seen);
   if (errs->n == before) cfg_validate_clusters(all.v, all.n, all.clusters, all.nclusters, errs);
+  if (errs->n == before) cfg_validate_hosts(all.v, all.n, all.hosts, all.nhosts, errs);
   if (errs->n != before) {
     spec_set_free(&all);
     return -1;
@@ -1098,6 +1124,9 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
   out->clusters = all.clusters;
   out->nclusters = all.nclusters;
   out->ccap = all.ccap;
+  out->hosts = all.hosts;
+  out->nhosts = all.nhosts;
+  out->hcap = all.hcap;
   return 0;
 }
 

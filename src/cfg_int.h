@@ -45,4 +45,8 @@ struct cluster_spec *cfgp_parse_cluster(struct pctx *c, const char *prefix, json
 /* The batch script of a Slurm service given a "command" (and maybe a container). */
 char *cfgp_script_for(const struct spec *s);
 
+/* cfg_hosts.c: a host of "hosts", and a service's "ssh". */
+struct host_spec *cfgp_parse_host(struct pctx *c, const char *prefix, json_t *o);
+void cfgp_parse_ssh(struct pctx *c, const char *field, json_t *v, struct spec *s);
+
 #endif

@@ -5,6 +5,7 @@
 #include "herd/log.h"
 #include "herd/loop.h"
 #include "herd/run.h"
+#include "herd/tunnel.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -140,11 +141,15 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
   return len;
 }
 
-/* The endpoint's host: as configured, or where the instance runs (a job's node), or here. */
+/* The endpoint's host: as configured, or where the instance runs (a job's node), or here;
+ * through an ssh host, its fixed local end (HEALTHY means "answers where the user is"). */
 static const char *service_host(struct service *s) {
+  if (s->spec->ssh) return "127.0.0.1";
   const char *h = s->spec->endpoint.host;
   return h && *h ? h : s->host[0] ? s->host : "127.0.0.1";
 }
+
+static int service_port(struct service *s) { return s->spec->ssh ? tunnel_local_port(s) : s->port; }
 
 static void http_url(struct service *s, char *buf, size_t len) {
   const struct check_spec *k = s->spec->check;
@@ -156,7 +161,7 @@ static void http_url(struct service *s, char *buf, size_t len) {
   const char *scheme = e->protocol == PROTO_HTTPS ? "https" : "http";
   const char *host = service_host(s);
   bool v6 = strchr(host, ':') != NULL;
-  snprintf(buf, len, "%s://%s%s%s:%d%s", scheme, v6 ? "[" : "", host, v6 ? "]" : "", s->port, k->path);
+  snprintf(buf, len, "%s://%s%s%s:%d%s", scheme, v6 ? "[" : "", host, v6 ? "]" : "", service_port(s), k->path);
 }
 
 static void http_begin(struct checker *ck, struct run *r) {
@@ -477,7 +482,7 @@ static bool native_target(struct checker *ck) {
   } else {
     if (s->spec->endpoint.protocol == PROTO_HTTPS) return false;
     snprintf(host, sizeof host, "%s", service_host(s));
-    port = s->port;
+    port = service_port(s);
     path = k->path;
   }
   if (port <= 0) return false;
@@ -585,7 +590,7 @@ static void tcp_begin(struct checker *ck, struct run *r) {
   struct service *s = ck->s;
   const struct check_spec *k = s->spec->check;
   const char *host = k->host ? k->host : s->spec->endpoint.set ? service_host(s) : "127.0.0.1";
-  r->port = k->port ? k->port : s->port;
+  r->port = k->port ? k->port : service_port(s);
   struct sockaddr_storage ss;
   if (addr_from_literal(host, r->port, &ss) == 0) {
     tcp_connect_addr(r, (struct sockaddr *)&ss);
@@ -764,6 +769,15 @@ static void run_begin(struct checker *ck) {
   r->gen = ck->gen;
   r->started = now_mono();
   ck->run = r;
+  char why[300];
+  if (tunnel_blocker(s, why, sizeof why)) {
+    /* Through an ssh host that is not carrying the endpoint now: nothing answers where the
+     * user is (and whatever holds the local port is not the service). */
+    arm(ck, r->started + s->spec->check->timeout);
+    deliver(ck, r, false, "%s", why);
+    run_release(r);
+    return;
+  }
   r->native = r->type == CHECK_HTTP && native_target(ck);
   /* The check timer bounds the run (curl has its own timeout too; ours is the backstop). */
   arm(ck, r->started + s->spec->check->timeout + (r->type == CHECK_HTTP && !r->native ? 0.05 : 0));

@@ -632,6 +632,42 @@ static int print_get(struct cli *cli, enum cmd_id id) {
 int cli_info(struct cli *cli, int argc, char **argv) { return print_get(cli, CMD_INFO); }
 int cli_clusters(struct cli *cli, int argc, char **argv) { return print_get(cli, CMD_CLUSTERS); }
 
+int cli_hosts(struct cli *cli, int argc, char **argv) {
+  if (argc == 2 && !strcmp(argv[1], "--json")) return print_get(cli, CMD_HOSTS);
+  if (argc > 1) return HERD_EXIT_USAGE;
+  int status, code;
+  json_t *o = call(cli, CMD_HOSTS, NULL, NULL, NULL, 0, &status, &code);
+  if (!o) return code;
+  if (code) {
+    print_error(o, NULL);
+    json_decref(o);
+    return code;
+  }
+  json_t *a = json_object_get(o, "hosts");
+  if (!json_array_size(a))
+    printf("no ssh hosts are configured\n");
+  else
+    printf("%-16s %-11s %-8s %-9s %-10s %s\n", "HOST", "STATE", "PID", "FORWARDS", "RECONNECTS", "REASON");
+  size_t i;
+  json_t *h;
+  json_array_foreach(a, i, h) {
+    json_t *fw = json_object_get(h, "forwards");
+    size_t up = 0, j;
+    json_t *f;
+    json_array_foreach(fw, j, f) up += !strcmp(json_string_value(json_object_get(f, "state")) ?: "", "up");
+    char pid[16] = "-", fwd[24];
+    if (json_is_integer(json_object_get(h, "pid")))
+      snprintf(pid, sizeof pid, "%lld", (long long)json_integer_value(json_object_get(h, "pid")));
+    snprintf(fwd, sizeof fwd, "%zu/%zu", up, json_array_size(fw));
+    printf("%-16s %-11s %-8s %-9s %-10lld %s\n", json_string_value(json_object_get(h, "name")),
+           json_string_value(json_object_get(h, "state")), pid, fwd,
+           (long long)json_integer_value(json_object_get(h, "reconnects")),
+           json_string_value(json_object_get(h, "reason")));
+  }
+  json_decref(o);
+  return 0;
+}
+
 int cli_shutdown(struct cli *cli, int argc, char **argv) {
   bool leave = argc == 2 && !strcmp(argv[1], "--leave-running");
   if (argc > 1 && !leave) return HERD_EXIT_USAGE;

@@ -43,6 +43,8 @@ const struct cmd_entry cmd_table[] = {
     [CMD_CLUSTERS] = {"clusters", "",
                       "show the Slurm clusters: API version, reachability, last error, request counters", "GET",
                       "/v1/clusters", false, api_clusters, cli_clusters},
+    [CMD_HOSTS] = {"hosts", "[--json]", "show the ssh hosts: state, master pid, forwards, reconnects, last error",
+                   "GET", "/v1/hosts", false, api_hosts, cli_hosts},
     [CMD_SHUTDOWN] = {"shutdown", "[--leave-running] [--priority realtime|normal]",
                       "stop every service and exit the daemon (or leave them running)", "POST", "/v1/shutdown", true,
                       api_shutdown, cli_shutdown},

@@ -9,6 +9,7 @@
 #include "herd/slurm.h"
 #include "herd/spawner.h"
 #include "herd/store.h"
+#include "herd/tunnel.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -149,8 +150,9 @@ static void finish(struct daemon *d) {
   d->nservices = 0;
   spawner_close(d->spawner); /* after every service let go: spawns still running come back to them */
   d->spawner = NULL;
-  slurm_close(d);        /* after every service let go of its job */
-  check_global_close(d); /* after every checker and cluster let go of its easy handle */
+  slurm_close(d);              /* after every service let go of its job */
+  tunnel_close(d, d->leaving); /* after every service let go of its endpoint */
+  check_global_close(d);       /* after every checker and cluster let go of its easy handle */
 }
 
 void daemon_shutdown(struct daemon *d) {
@@ -303,6 +305,7 @@ int daemon_validate_deps(struct daemon *d, struct spec **extra, size_t nextra, s
   free(v);
   /* Slurm services added over the API run on the clusters of the config. */
   if (nextra) k += slurm_check_specs(d, extra, nextra, errs);
+  if (nextra) k += tunnel_check_specs(d, extra, nextra, errs);
   return k;
 }
 
@@ -383,6 +386,9 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
   }
   slurm_reload(d, set.clusters, set.nclusters);
   set.nclusters = 0;
+  tunnel_reload(d, set.hosts, set.nhosts); /* (takes the array) */
+  set.hosts = NULL;
+  set.nhosts = 0;
   reserve_fds(d->nservices + set.n); /* new services: one growth, not one per doubling */
   daemon_boot_begin(d);
   for (size_t i = 0; i < set.n; i++) {
@@ -514,6 +520,7 @@ int daemon_run(const struct daemon_opts *o) {
   list_init(&d->watches);
   list_init(&d->clusters);
   list_init(&d->runq);
+  list_init(&d->hosts);
   list_init(&d->delayed);
   list_init(&d->logfds);
   list_init(&d->polled);
@@ -639,6 +646,9 @@ int daemon_run(const struct daemon_opts *o) {
   find_own_processes(d);
   slurm_init(d, cfgset.clusters, cfgset.nclusters);
   cfgset.nclusters = 0;
+  tunnel_init(d, cfgset.hosts, cfgset.nhosts); /* (takes the array) */
+  cfgset.hosts = NULL;
+  cfgset.nhosts = 0;
   if (spawner_attach(d->spawner, d->loop) < 0) {
     /* No threads: instances are spawned on the loop (uv_spawn), slower but the same. */
     log_warn("no spawner threads; spawning on the loop");
@@ -724,6 +734,7 @@ int daemon_run(const struct daemon_opts *o) {
 
   uv_run(d->loop, UV_RUN_DEFAULT);
 
+  tunnel_free(d);
   store_close(d->store);
   int rc = uv_loop_close(d->loop);
   if (rc != 0) {

@@ -186,7 +186,7 @@ void run_start(struct service *s) {
   s->pid = 0;
   s->job_id = 0;
   s->host[0] = '\0';
-  if (s->be->local_ports)
+  if (s->be->local_ports && !s->spec->ssh) /* (through ssh, the port is on the other side) */
     rc = choose_port(s, err, sizeof err);
   else
     s->port = s->spec->endpoint.set ? s->spec->endpoint.port : 0;

@@ -8,6 +8,7 @@
 #include "herd/log.h"
 #include "herd/run.h"
 #include "herd/store.h"
+#include "herd/tunnel.h"
 
 #include <math.h>
 #include <signal.h>
@@ -163,6 +164,7 @@ void service_unref(struct service *s) {
 
 void service_close_handles(struct service *s) {
   s->closed = true;
+  tunnel_release(s, !s->d->leaving); /* leaving: the forward stays with its master */
   s->be->release(s);
   check_close(s);
   if (!uv_is_closing((uv_handle_t *)&s->timer)) uv_close((uv_handle_t *)&s->timer, on_timer_close);
@@ -180,7 +182,18 @@ void service_free(struct service *s) {
 }
 
 /* When the service is at rest: a pending spec swap or removal can go ahead. */
+/* A service reached through an ssh host: its fixed local endpoint points at the instance
+ * while it runs (or is out of sight, UNKNOWN), and at nothing otherwise. */
+static void endpoint_sync(struct service *s) {
+  if (!s->spec->ssh || s->closed) return;
+  const char *h = s->spec->endpoint.host, *target = h && *h ? h : s->host; /* a job's node */
+  bool want = s->fsm.proc_alive && !s->fsm.launching &&
+              (svc_state_running(s->fsm.state) || s->fsm.state == S_UNKNOWN) && *target && s->port > 0;
+  tunnel_sync(s, want, target, s->port);
+}
+
 static void after_step(struct service *s) {
+  endpoint_sync(s);
   if (!svc_fsm_at_rest(&s->fsm) || s->be->busy(s)) return;
   if (s->next_spec) {
     struct spec *old = s->spec;
@@ -453,6 +466,11 @@ void service_summary_append(struct buf *b, struct service *s) {
   else
     buf_lit(b, ",\"port\":null");
   json_t *own = s->be->describe ? s->be->describe(s, false) : NULL; /* the backend's keys */
+  json_t *ep = tunnel_service_json(s);
+  if (ep) {
+    if (!own) own = json_object();
+    json_object_set_new(own, "endpoint", ep);
+  }
   const char *k;
   json_t *v;
   json_object_foreach(own, k, v) {
@@ -495,6 +513,8 @@ json_t *service_json_view(struct service *s, bool full) {
   json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());
   json_t *own = s->be->describe ? s->be->describe(s, full) : NULL; /* the backend's keys */
   if (own) json_object_update(o, own);
+  json_t *ep = tunnel_service_json(s);
+  if (ep) json_object_set_new(o, "endpoint", ep);
   json_decref(own);
   json_object_set_new(o, "check", full ? check_json(s) : check_json_brief(s));
   if (!full) return o;

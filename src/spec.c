@@ -54,6 +54,20 @@ static void slurm_free(struct slurm_spec *j) {
   free(j);
 }
 
+void host_spec_free(struct host_spec *h) {
+  if (!h) return;
+  free(h->name);
+  free(h->destination);
+  free(h->identity_file);
+  free(h->known_hosts);
+  free(h->host_key_alias);
+  free(h->proxy_jump);
+  for (char **o = h->options; o && *o; o++) free(*o);
+  free(h->options);
+  free(h->source);
+  free(h);
+}
+
 void cluster_spec_free(struct cluster_spec *c) {
   if (!c) return;
   free(c->name);
@@ -95,6 +109,7 @@ void spec_free(struct spec *s) {
   strv_free(s->env);
   strv_free(s->tags);
   free(s->cwd);
+  free(s->ssh);
   free(s->user);
   free(s->group);
   free(s->canon);

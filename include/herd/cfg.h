@@ -21,6 +21,8 @@ struct spec_set {
   size_t n, cap;
   struct cluster_spec **clusters; /* from "clusters" in config files */
   size_t nclusters, ccap;
+  struct host_spec **hosts; /* from "hosts" in config files */
+  size_t nhosts, hcap;
   size_t *byname, bcap, bn; /* name index of v (spec_set_find builds it) */
 };
 
@@ -72,6 +74,9 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
  */
 int cfg_validate_deps(struct spec *const *v, size_t n, struct cfg_errors *errs);
 
+/** Check ssh hosts across a whole set: unique names, every service's "ssh" names a known
+ *  host and has an endpoint with a port. Returns the number of errors added. */
+int cfg_validate_hosts(struct spec *const *v, size_t n, struct host_spec *const *h, size_t nh, struct cfg_errors *errs);
 /** Check clusters across a whole set: unique names, every Slurm service names a known
  *  cluster and has a working directory. Returns the number of errors added. */
 int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *const *k, size_t nk,

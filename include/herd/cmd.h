@@ -41,6 +41,7 @@ enum cmd_id {
   CMD_INFO,
   CMD_LAG,
   CMD_CLUSTERS,
+  CMD_HOSTS,
   CMD_SHUTDOWN,
   CMD_HELP,
   CMD_MAX
@@ -83,6 +84,7 @@ void api_reload(struct daemon *d, struct conn *c, struct request *r, const char 
 void api_info(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_lag(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *name);
+void api_hosts(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const char *name);
 
 /* cli.c */
@@ -99,6 +101,7 @@ int cli_events(struct cli *cli, int argc, char **argv);
 int cli_reload(struct cli *cli, int argc, char **argv);
 int cli_info(struct cli *cli, int argc, char **argv);
 int cli_clusters(struct cli *cli, int argc, char **argv);
+int cli_hosts(struct cli *cli, int argc, char **argv);
 int cli_shutdown(struct cli *cli, int argc, char **argv);
 int cli_help(struct cli *cli, int argc, char **argv);
 

@@ -61,6 +61,7 @@ struct daemon {
   bool booting;         /* creating services (start-up, reload): starts wait until all exist */
   double shutdown_at;   /* when the shutdown began (monotonic) */
   struct list clusters; /* Slurm clusters (slurm.c) */
+  struct list hosts;    /* ssh hosts (tunnel.c) */
   struct list runq;     /* events backends posted, waiting for the effects being applied (run.c) */
   int run_depth;        /* effects are being applied: posted events wait */
   bool run_draining;

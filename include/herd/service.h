@@ -39,6 +39,7 @@ struct service {
   struct svc_fsm fsm;
   const struct backend_ops *be; /* how its instances run (run.h), chosen by spec->backend */
   void *run;                    /* the backend's own state for this service (the runner never looks) */
+  void *tun;                    /* its endpoint's forward through its ssh host (tunnel.c), or NULL */
   uv_timer_t timer;             /* the service's one deadline timer */
   int nhandles;                 /* handles and work in flight that hold the service: service_ref/unref */
   bool closed;                  /* its handles are closed: events change nothing any more */

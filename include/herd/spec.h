@@ -38,6 +38,22 @@ struct endpoint_spec {
   int port;      /* 0: choose one from the range */
   bool allocate; /* if the port is busy, take another */
   int range_lo, range_hi;
+  int local_port; /* through an ssh host: the fixed local port that reaches it (0: none) */
+};
+
+/** An ssh host: herd keeps one OpenSSH ControlMaster to it and carries services' endpoints
+ *  over it as local port forwards (see README "ssh hosts and tunnels"). */
+struct host_spec {
+  char *name;
+  char *destination; /* "user@host" or "host" */
+  int port;          /* 0: ssh's default */
+  char *identity_file, *known_hosts, *host_key_alias, *proxy_jump;
+  char **options;        /* extra ssh_config options, "Key=Value", NULL-terminated */
+  double alive_interval; /* ServerAliveInterval (seconds) */
+  int alive_count;       /* ServerAliveCountMax */
+  double connect_timeout;
+  char *source; /* the file it came from */
+  int line, col;
 };
 
 struct dep_spec {
@@ -119,8 +135,10 @@ struct spec {
   char **tags; /* NULL-terminated */
   uint64_t log_max_size;
   unsigned log_keep;
-  double start_period;      /* with a check: STARTING may last this long (default start_timeout) */
-  double queue_timeout;     /* a batch instance queued longer than this ends in TIMEOUT (0 = never) */
+  double start_period;  /* with a check: STARTING may last this long (default start_timeout) */
+  double queue_timeout; /* a batch instance queued longer than this ends in TIMEOUT (0 = never) */
+  char *ssh;            /* the ssh host its endpoint is reached through, or NULL */
+  int ssh_line, ssh_col;
   struct check_spec *check; /* NULL: no health check */
   struct endpoint_spec endpoint;
   struct dep_spec *deps;
@@ -133,6 +151,7 @@ struct spec {
 
 void spec_free(struct spec *s);
 void cluster_spec_free(struct cluster_spec *c);
+void host_spec_free(struct host_spec *h);
 const char *backend_name(enum backend b);
 /** The policy the state machine needs, derived from the spec. */
 void spec_policy(const struct spec *s, struct svc_policy *p);

@@ -17,11 +17,11 @@ static void check_path(enum cmd_id id, const char *name, const char *want) {
 
 int main(void) {
   static const char *const names[CMD_MAX] = {
-      [CMD_DAEMON] = "daemon",   [CMD_STATUS] = "status", [CMD_SHOW] = "show",         [CMD_ADD] = "add",
-      [CMD_REPLACE] = "replace", [CMD_RM] = "rm",         [CMD_START] = "start",       [CMD_STOP] = "stop",
-      [CMD_RESTART] = "restart", [CMD_LOGS] = "logs",     [CMD_EVENTS] = "events",     [CMD_RELOAD] = "reload",
-      [CMD_INFO] = "info",       [CMD_LAG] = NULL,        [CMD_CLUSTERS] = "clusters", [CMD_SHUTDOWN] = "shutdown",
-      [CMD_HELP] = "help"};
+      [CMD_DAEMON] = "daemon",     [CMD_STATUS] = "status", [CMD_SHOW] = "show",         [CMD_ADD] = "add",
+      [CMD_REPLACE] = "replace",   [CMD_RM] = "rm",         [CMD_START] = "start",       [CMD_STOP] = "stop",
+      [CMD_RESTART] = "restart",   [CMD_LOGS] = "logs",     [CMD_EVENTS] = "events",     [CMD_RELOAD] = "reload",
+      [CMD_INFO] = "info",         [CMD_LAG] = NULL,        [CMD_CLUSTERS] = "clusters", [CMD_HOSTS] = "hosts",
+      [CMD_SHUTDOWN] = "shutdown", [CMD_HELP] = "help"};
   CHECK(cmd_count == CMD_MAX, "cmd_count %zu", cmd_count);
   for (int i = 0; i < CMD_MAX; i++) {
     const struct cmd_entry *e = &cmd_table[i];

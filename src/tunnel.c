@@ -1,0 +1,833 @@
+/* ssh hosts and tunnels (see tunnel.h). */
+#include "herd/tunnel.h"
+
+#include "herd/loop.h"
+#include "herd/log.h"
+#include "herd/run.h"
+#include "herd/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CHECK_EVERY 0.05   /* while connecting: `-O check` this often */
+#define CONNECT_SLACK 5.0  /* connect_timeout plus this, then the attempt is abandoned */
+#define BACKOFF_MAX 60.0   /* reconnects back off up to this */
+#define BACKOFF_HARD 30.0  /* at least this after an error retrying cannot fix (host key, auth) */
+#define STEADY_AFTER 30.0  /* up this long: the backoff starts over */
+#define FWD_RETRY_MAX 60.0 /* a refused forward (local port taken) is retried up to this apart */
+#define STAGGER 0.1        /* hosts start this far apart (sshd's MaxStartups) */
+#define SOCK_MAX 90        /* longer control paths make ssh fail (sockaddr_un and its suffix) */
+
+enum host_state { H_DOWN, H_CONNECTING, H_UP, H_BACKOFF, H_STOPPING, H__MAX };
+static const char *const host_state_names[] = {[H_DOWN] = "down",
+                                               [H_CONNECTING] = "connecting",
+                                               [H_UP] = "up",
+                                               [H_BACKOFF] = "backoff",
+                                               [H_STOPPING] = "stopping"};
+static_assert(sizeof host_state_names / sizeof host_state_names[0] == H__MAX, "host state names");
+
+enum fwd_state { F_WANTED, F_ADDING, F_UP, F_FAILED, F_CANCELLING, F__MAX };
+static const char *const fwd_state_names[] = {
+    [F_WANTED] = "wanted", [F_ADDING] = "adding", [F_UP] = "up", [F_FAILED] = "failed", [F_CANCELLING] = "cancelling"};
+static_assert(sizeof fwd_state_names / sizeof fwd_state_names[0] == F__MAX, "forward state names");
+
+struct host;
+
+/* One local forward of a host's master: 127.0.0.1:lport -> target:rport (as the host sees it). */
+struct fwd {
+  struct list link; /* in the host's forwards */
+  struct host *h;
+  struct service *s; /* NULL once the service let go (a cancel may still be on its way) */
+  char name[128];    /* the service's, for messages */
+  int lport, rport;
+  char target[128];
+  enum fwd_state state;
+  bool gone;        /* let go while its add was in flight: cancel once it is done */
+  bool busy;        /* a control command about it is in flight */
+  bool lost_posted; /* the service was told the host was lost: tell it when the forward is back */
+  unsigned fails;
+  double retry_at; /* F_FAILED: when to try again (monotonic) */
+  char error[200];
+};
+
+enum cmd_kind { C_CHECK, C_FORWARD, C_CANCEL };
+
+/* One `ssh -O ...` control command in flight. */
+struct hcmd {
+  uv_process_t proc;
+  uv_pipe_t err;
+  struct host *h;
+  struct fwd *f;
+  enum cmd_kind kind;
+  struct buf out;
+  bool exited, eof;
+  int64_t status;
+  int open; /* handles not yet closed */
+};
+
+struct host {
+  struct host_spec *spec;
+  struct daemon *d;
+  struct list link;
+  enum host_state state;
+  char reason[256];     /* why it is in its state */
+  char last_error[256]; /* the last failure, kept while up again */
+  uv_process_t master;
+  bool master_running; /* its exit callback has not come */
+  int pid;
+  uv_timer_t timer; /* connect polling, backoff, forward retries */
+  int nhandles;
+  bool closing, leaving;
+  bool checking;     /* a `-O check` is in flight */
+  bool hard_failure; /* the last attempt failed in a way retrying soon cannot fix */
+  bool ever_up;
+  unsigned fails, reconnects;
+  double since, up_since, connect_deadline, next_at;
+  char *sock, *log_path;
+  struct list fwds;
+  uint64_t forwards_added, forwards_failed;
+};
+
+static struct list *hosts_of(struct daemon *d) { return &d->hosts; }
+
+static struct host *host_named(struct daemon *d, const char *name) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, hosts_of(d)) {
+    struct host *h = container_of(pos, struct host, link);
+    if (!strcmp(h->spec->name, name)) return h;
+  }
+  return NULL;
+}
+
+static void host_connect(struct host *h);
+static void host_pump(struct host *h);
+static void host_schedule(struct host *h);
+
+static double jitter(double d) { return d * (0.8 + 0.2 * ((double)rand() / RAND_MAX)); }
+
+static void host_set_state(struct host *h, enum host_state to, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void host_set_state(struct host *h, enum host_state to, const char *fmt, ...) {
+  enum host_state from = h->state;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(h->reason, sizeof h->reason, fmt, ap);
+  va_end(ap);
+  h->state = to;
+  h->since = now_mono();
+  if (from == to) return;
+  char who[80], tr[48];
+  snprintf(who, sizeof who, "host:%s", h->spec->name);
+  snprintf(tr, sizeof tr, "%s -> %s", host_state_names[from], host_state_names[to]);
+  log_msg(to == H_BACKOFF ? LOG_WARN : LOG_INFO, who, NULL, tr, "%s", h->reason);
+  /* In the event log with the services' transitions (`herd events`). */
+  store_event_add(h->d->store, now_wall(), who, 0, host_state_names[from], host_state_names[to], h->reason);
+}
+
+/* ---- the ssh command line ---- */
+
+struct argv {
+  char **v;
+  size_t n, cap;
+};
+
+static void av_add(struct argv *a, char *s) {
+  if (a->n + 2 > a->cap) a->v = xrealloc(a->v, (a->cap = a->cap ? a->cap * 2 : 32) * sizeof *a->v);
+  a->v[a->n++] = s;
+  a->v[a->n] = NULL;
+}
+
+static void av_free(struct argv *a) {
+  for (size_t i = 0; i < a->n; i++) free(a->v[i]);
+  free(a->v);
+}
+
+/* The options every ssh of this host gets (master and control commands alike). */
+static void common_args(struct host *h, struct argv *a) {
+  const struct host_spec *k = h->spec;
+  av_add(a, xstrdup("ssh"));
+  av_add(a, xstrdup("-F"));
+  av_add(a, xstrdup("/dev/null")); /* the host's settings are herd's config, not ~/.ssh/config */
+  av_add(a, xstrdup("-S"));
+  av_add(a, xstrdup(h->sock));
+  static const char *const fixed[] = {
+      "BatchMode=yes",     "ExitOnForwardFailure=yes",       "StrictHostKeyChecking=yes",
+      "ControlPersist=no", "GlobalKnownHostsFile=/dev/null", "IdentitiesOnly=yes",
+      "LogLevel=ERROR"};
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+    av_add(a, xstrdup("-o"));
+    av_add(a, xstrdup(fixed[i]));
+  }
+  av_add(a, xstrdup("-o"));
+  av_add(a, xasprintf("UserKnownHostsFile=%s", k->known_hosts));
+  av_add(a, xstrdup("-o"));
+  av_add(a, xasprintf("ServerAliveInterval=%d", (int)ceil(k->alive_interval)));
+  av_add(a, xstrdup("-o"));
+  av_add(a, xasprintf("ServerAliveCountMax=%d", k->alive_count));
+  av_add(a, xstrdup("-o"));
+  av_add(a, xasprintf("ConnectTimeout=%d", (int)ceil(k->connect_timeout)));
+  if (k->host_key_alias) {
+    av_add(a, xstrdup("-o"));
+    av_add(a, xasprintf("HostKeyAlias=%s", k->host_key_alias));
+  }
+  if (k->identity_file) {
+    av_add(a, xstrdup("-i"));
+    av_add(a, xstrdup(k->identity_file));
+  }
+  if (k->proxy_jump) {
+    av_add(a, xstrdup("-J"));
+    av_add(a, xstrdup(k->proxy_jump));
+  }
+  if (k->port) {
+    av_add(a, xstrdup("-p"));
+    av_add(a, xasprintf("%d", k->port));
+  }
+  for (char **o = k->options; o && *o; o++) {
+    av_add(a, xstrdup("-o"));
+    av_add(a, xstrdup(*o));
+  }
+}
+
+/* ---- control commands (-O check / forward / cancel) ---- */
+
+static void cmd_done(struct hcmd *c);
+
+static void on_cmd_close(uv_handle_t *hd) {
+  struct hcmd *c = hd->data;
+  if (--c->open > 0) return;
+  struct host *h = c->h;
+  buf_free(&c->out);
+  free(c);
+  h->nhandles--;
+}
+
+static void cmd_maybe_done(struct hcmd *c) {
+  if (!c->exited || !c->eof) return;
+  cmd_done(c);
+  uv_close((uv_handle_t *)&c->proc, on_cmd_close);
+  uv_close((uv_handle_t *)&c->err, on_cmd_close);
+}
+
+static void on_cmd_exit(uv_process_t *p, int64_t status, int sig) {
+  struct hcmd *c = p->data;
+  c->exited = true;
+  c->status = sig ? 128 + sig : status;
+  cmd_maybe_done(c);
+}
+
+static void on_cmd_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+  struct hcmd *c = st->data;
+  if (n > 0 && c->out.len < 4096) buf_append(&c->out, b->base, (size_t)n);
+  if (n < 0) {
+    uv_read_stop(st);
+    c->eof = true;
+    cmd_maybe_done(c);
+  }
+}
+
+static int cmd_start(struct host *h, enum cmd_kind kind, struct fwd *f) {
+  struct argv a = {0};
+  common_args(h, &a);
+  av_add(&a, xstrdup("-O"));
+  av_add(&a, xstrdup(kind == C_CHECK ? "check" : kind == C_FORWARD ? "forward" : "cancel"));
+  if (f) {
+    av_add(&a, xstrdup("-L"));
+    av_add(&a, xasprintf("127.0.0.1:%d:%s:%d", f->lport, f->target, f->rport));
+  }
+  av_add(&a, xstrdup(h->spec->destination));
+  struct hcmd *c = xcalloc(1, sizeof *c);
+  c->h = h;
+  c->f = f;
+  if (f) f->busy = true;
+  c->kind = kind;
+  uv_pipe_init(h->d->loop, &c->err, 0);
+  c->err.data = c;
+  uv_stdio_container_t io[3] = {{.flags = UV_IGNORE},
+                                {.flags = UV_IGNORE},
+                                {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->err}};
+  uv_process_options_t o = {.exit_cb = on_cmd_exit, .file = a.v[0], .args = a.v, .stdio_count = 3, .stdio = io};
+  c->proc.data = c;
+  int rc = uv_spawn(h->d->loop, &c->proc, &o);
+  av_free(&a);
+  h->nhandles++;
+  c->open = 2;
+  if (rc < 0) {
+    if (f) f->busy = false;
+    uv_close((uv_handle_t *)&c->proc, on_cmd_close);
+    uv_close((uv_handle_t *)&c->err, on_cmd_close);
+    return rc;
+  }
+  uv_read_start((uv_stream_t *)&c->err, loop_alloc, on_cmd_read);
+  return 0;
+}
+
+/* The first line of a command's stderr, trimmed, for messages. */
+static const char *first_line(struct buf *b, char *out, size_t len) {
+  size_t n = 0;
+  const char *p = b->data ? b->data : "";
+  while (n < b->len && p[n] != '\n' && n + 1 < len) n++;
+  memcpy(out, p, n);
+  out[n] = '\0';
+  while (n && (out[n - 1] == '\r' || out[n - 1] == ' ')) out[--n] = '\0';
+  utf8_sanitize(out);
+  return out;
+}
+
+static void fwd_free(struct fwd *f) {
+  list_del(&f->link);
+  free(f);
+}
+
+/* Tell the service (through the runner) about its endpoint: only what changes its state. */
+static void post(struct fwd *f, svc_event_type type, const char *msg) {
+  if (f->s) run_post_event(f->s, type, 0, 0, msg);
+}
+
+static void cmd_done(struct hcmd *c) {
+  struct host *h = c->h;
+  struct fwd *f = c->f;
+  char line[200];
+  first_line(&c->out, line, sizeof line);
+  if (f) f->busy = false;
+  if (h->closing) return;
+  switch (c->kind) {
+  case C_CHECK:
+    h->checking = false;
+    if (c->status == 0 && h->state == H_CONNECTING && h->master_running) {
+      h->up_since = now_mono();
+      if (h->ever_up) h->reconnects++; /* (the first connection is not a reconnect) */
+      h->ever_up = true;
+      host_set_state(h, H_UP, "master pid %d connected to %s", h->pid, h->spec->destination);
+      /* Every forward again: the master starts with none. */
+      struct list *pos, *tmp;
+      list_for_each_safe(pos, tmp, &h->fwds) {
+        struct fwd *x = container_of(pos, struct fwd, link);
+        if (x->state != F_CANCELLING) x->state = F_WANTED, x->retry_at = 0;
+      }
+      host_pump(h);
+    }
+    host_schedule(h);
+    break;
+  case C_FORWARD:
+    if (f->gone) { /* let go meanwhile: take it back down */
+      if (c->status == 0 && h->state == H_UP && cmd_start(h, C_CANCEL, f) == 0) {
+        f->state = F_CANCELLING;
+      } else {
+        fwd_free(f);
+        host_pump(h);
+      }
+      break;
+    }
+    if (c->status == 0) {
+      f->state = F_UP;
+      f->fails = 0;
+      f->error[0] = '\0';
+      h->forwards_added++;
+      if (f->s)
+        logpipe_note(f->s, "endpoint 127.0.0.1:%d -> %s:%d through ssh host %s", f->lport, f->target, f->rport,
+                     h->spec->name);
+      if (f->lost_posted) {
+        f->lost_posted = false;
+        char msg[200];
+        snprintf(msg, sizeof msg, "ssh host %s back: endpoint 127.0.0.1:%d forwarded again", h->spec->name, f->lport);
+        post(f, EV_RUNNING, msg);
+      }
+    } else if (h->state == H_UP) {
+      /* The master is up but refused it: the local port is taken (or the target is
+       * refused by the server's policy). Retried, slowly, without a storm. */
+      f->state = F_FAILED;
+      f->fails++;
+      h->forwards_failed++;
+      f->retry_at = now_mono() + jitter(fmin(2.0 * pow(2, f->fails - 1), FWD_RETRY_MAX));
+      snprintf(f->error, sizeof f->error, "forward of local port %d refused%s%.120s (is the port taken?)", f->lport,
+               line[0] ? ": " : "", line);
+      if (f->s) logpipe_note(f->s, "%s; trying again in %.0fs", f->error, f->retry_at - now_mono());
+      log_msg(LOG_WARN, f->name, NULL, NULL, "ssh host %s: %s", h->spec->name, f->error);
+    } else {
+      f->state = F_WANTED; /* the master went away meanwhile: added again once it is back */
+    }
+    host_pump(h);
+    host_schedule(h);
+    break;
+  case C_CANCEL:
+    fwd_free(f);
+    host_pump(h); /* a forward of the same port may be waiting for this one */
+    break;
+  }
+}
+
+/* ---- forwards ---- */
+
+static bool port_cancelling(struct host *h, int lport) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &h->fwds) {
+    struct fwd *x = container_of(pos, struct fwd, link);
+    if (x->lport == lport && x->busy && (x->state == F_CANCELLING || x->gone)) return true;
+  }
+  return false;
+}
+
+/* Add what is wanted, once the master is up. */
+static void host_pump(struct host *h) {
+  if (h->state != H_UP || h->closing) return;
+  double now = now_mono();
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &h->fwds) {
+    struct fwd *f = container_of(pos, struct fwd, link);
+    if (f->gone || f->busy) continue;
+    if (f->state == F_FAILED && f->retry_at <= now) f->state = F_WANTED;
+    if (f->state != F_WANTED || port_cancelling(h, f->lport)) continue;
+    if (cmd_start(h, C_FORWARD, f) == 0) f->state = F_ADDING;
+  }
+}
+
+/* ---- the master ---- */
+
+static void on_host_timer(uv_timer_t *t);
+
+static void host_schedule(struct host *h) {
+  if (h->closing) return;
+  double at = INFINITY;
+  if (h->state == H_CONNECTING) at = now_mono() + CHECK_EVERY;
+  if (h->state == H_BACKOFF || h->state == H_DOWN) at = h->next_at;
+  if (h->state == H_UP) {
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &h->fwds) {
+      struct fwd *f = container_of(pos, struct fwd, link);
+      if (f->state == F_FAILED && !f->gone && f->retry_at < at) at = f->retry_at;
+    }
+  }
+  if (isinf(at)) {
+    uv_timer_stop(&h->timer);
+    return;
+  }
+  timer_arm(h->d->loop, &h->timer, on_host_timer, at);
+}
+
+/* The last line ssh wrote to the host's log: why the master failed. */
+static void last_log_line(struct host *h, char *out, size_t len) {
+  out[0] = '\0';
+  int fd = open(h->log_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[2048];
+  off_t end = lseek(fd, 0, SEEK_END), start = end > (off_t)sizeof buf - 1 ? end - (off_t)sizeof buf + 1 : 0;
+  ssize_t n = pread(fd, buf, sizeof buf - 1, start);
+  close(fd);
+  if (n <= 0) return;
+  buf[n] = '\0';
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
+  const char *p = strrchr(buf, '\n');
+  p = p ? p + 1 : buf;
+  /* ssh writes "Connection closed by ..." on a line of its own after the interesting one. */
+  snprintf(out, len, "%.200s", p);
+  utf8_sanitize(out);
+}
+
+/* Errors a reconnect in a second will not fix. */
+static bool hard_error(const char *e) {
+  return strstr(e, "IDENTIFICATION HAS CHANGED") || strstr(e, "Host key verification failed") ||
+         strstr(e, "Permission denied") || strstr(e, "No such file or directory") || strstr(e, "Bad ") ||
+         strstr(e, "too long for Unix domain socket");
+}
+
+static void on_master_close(uv_handle_t *hd) {
+  struct host *h = hd->data;
+  h->nhandles--;
+}
+
+static void host_lost(struct host *h, const char *why) {
+  struct list *pos, *tmp;
+  char msg[320];
+  snprintf(msg, sizeof msg, "ssh host %s lost: %s", h->spec->name, why);
+  list_for_each_safe(pos, tmp, &h->fwds) {
+    struct fwd *f = container_of(pos, struct fwd, link);
+    if (f->busy) continue; /* its command fails now, and says what became of it */
+    if (f->gone) {
+      fwd_free(f); /* its master is gone, and the forward with it */
+      continue;
+    }
+    bool was = f->state == F_UP;
+    f->state = F_WANTED;
+    if (was && f->s && !f->lost_posted) {
+      f->lost_posted = true;
+      post(f, EV_LOST, msg);
+    }
+  }
+}
+
+static void on_master_exit(uv_process_t *p, int64_t status, int sig) {
+  struct host *h = p->data;
+  h->master_running = false;
+  int pid = h->pid;
+  h->pid = 0;
+  uv_close((uv_handle_t *)&h->master, on_master_close);
+  unlink(h->sock);
+  if (h->closing) return;
+  char why[256];
+  last_log_line(h, why, sizeof why);
+  if (h->state == H_STOPPING) {
+    host_set_state(h, H_DOWN, "stopped");
+    return;
+  }
+  if (!why[0]) snprintf(why, sizeof why, "ssh exited with %s %d", sig ? "signal" : "status", sig ? sig : (int)status);
+  bool was_up = h->state == H_UP;
+  if (was_up && now_mono() - h->up_since >= STEADY_AFTER) h->fails = 0;
+  h->fails++;
+  h->hard_failure = hard_error(why);
+  snprintf(h->last_error, sizeof h->last_error, "%s", why);
+  double delay = jitter(fmin(1.0 * pow(2, h->fails - 1), BACKOFF_MAX));
+  if (h->hard_failure && delay < BACKOFF_HARD) delay = jitter(BACKOFF_HARD);
+  h->next_at = now_mono() + delay;
+  host_set_state(h, H_BACKOFF, "%s master (pid %d) %s: %s; reconnecting in %.1fs",
+                 was_up ? "lost:" : "cannot connect:", pid, was_up ? "exited" : "failed", why, delay);
+  host_lost(h, why);
+  host_schedule(h);
+}
+
+static void host_connect(struct host *h) {
+  unlink(h->sock); /* a stale socket makes a new master run without multiplexing */
+  struct argv a = {0};
+  common_args(h, &a);
+  av_add(&a, xstrdup("-N"));
+  av_add(&a, xstrdup("-M"));
+  av_add(&a, xstrdup(h->spec->destination));
+  int fd = open(h->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  uv_stdio_container_t io[3] = {
+      {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = fd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = fd}};
+  /* Its own session: the master (and every forward on it) outlives a daemon killed with
+   * kill -9, for the next one to find. */
+  uv_process_options_t o = {.exit_cb = on_master_exit,
+                            .file = a.v[0],
+                            .args = a.v,
+                            .flags = UV_PROCESS_DETACHED,
+                            .stdio_count = 3,
+                            .stdio = io};
+  h->master.data = h;
+  int rc = uv_spawn(h->d->loop, &h->master, &o);
+  if (fd >= 0) close(fd);
+  av_free(&a);
+  h->nhandles++;
+  if (rc < 0) {
+    uv_close((uv_handle_t *)&h->master, on_master_close);
+    h->fails++;
+    h->next_at = now_mono() + jitter(fmin(pow(2, h->fails), BACKOFF_MAX));
+    snprintf(h->last_error, sizeof h->last_error, "cannot run ssh: %s", uv_strerror(rc));
+    host_set_state(h, H_BACKOFF, "%s", h->last_error);
+    host_schedule(h);
+    return;
+  }
+  h->master_running = true;
+  h->pid = h->master.pid;
+  h->connect_deadline = now_mono() + h->spec->connect_timeout + CONNECT_SLACK;
+  host_set_state(h, H_CONNECTING, "master pid %d connecting to %s", h->pid, h->spec->destination);
+  host_schedule(h);
+}
+
+static void on_host_timer(uv_timer_t *t) {
+  struct host *h = t->data;
+  if (h->closing) return;
+  switch (h->state) {
+  case H_CONNECTING:
+    if (now_mono() > h->connect_deadline && h->master_running) {
+      snprintf(h->last_error, sizeof h->last_error, "not connected within %.0fs", h->connect_deadline - h->since);
+      kill(h->pid, SIGTERM); /* its exit moves the host to BACKOFF */
+      return;
+    }
+    if (!h->checking && h->master_running && cmd_start(h, C_CHECK, NULL) == 0) h->checking = true;
+    host_schedule(h);
+    break;
+  case H_BACKOFF:
+  case H_DOWN:
+    if (!h->master_running) host_connect(h);
+    break;
+  case H_UP:
+    host_pump(h);
+    host_schedule(h);
+    break;
+  default: break;
+  }
+}
+
+static void on_host_handle_close(uv_handle_t *hd) { ((struct host *)hd->data)->nhandles--; }
+
+static char *control_path(struct daemon *d, const char *name) {
+  char *p = xasprintf("%s/h-%s.sock", d->run_dir, name);
+  if (strlen(p) < SOCK_MAX - 20) return p; /* ssh adds a temporary suffix while binding */
+  free(p);
+  /* A long state dir: a short private directory of this herd's own. */
+  char *dir = xasprintf("/tmp/herd-%s", d->herd_id);
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST) log_warn("cannot make %s: %s", dir, strerror(errno));
+  p = xasprintf("%s/h-%s.sock", dir, name);
+  free(dir);
+  return p;
+}
+
+static struct host *host_new(struct daemon *d, struct host_spec *k, double start_at) {
+  struct host *h = xcalloc(1, sizeof *h);
+  h->d = d;
+  h->spec = k;
+  list_init(&h->fwds);
+  h->sock = control_path(d, k->name);
+  h->log_path = xasprintf("%s/host-%s.log", d->log_dir, k->name);
+  uv_timer_init(d->loop, &h->timer);
+  h->timer.data = h;
+  h->nhandles = 1;
+  h->state = H_DOWN;
+  snprintf(h->reason, sizeof h->reason, "not started yet");
+  h->next_at = start_at;
+  list_add_tail(hosts_of(d), &h->link);
+  host_schedule(h);
+  return h;
+}
+
+void tunnel_init(struct daemon *d, struct host_spec **specs, size_t n) {
+  double now = now_mono();
+  for (size_t i = 0; i < n; i++) host_new(d, specs[i], now + STAGGER * (double)i);
+  free(specs);
+}
+
+static bool spec_same(const struct host_spec *a, const struct host_spec *b) {
+  bool same = !strcmp(a->destination, b->destination) && a->port == b->port &&
+              !strcmp(a->known_hosts, b->known_hosts) && a->alive_interval == b->alive_interval &&
+              a->alive_count == b->alive_count && a->connect_timeout == b->connect_timeout;
+#define SAME_STR(x) ((!a->x && !b->x) || (a->x && b->x && !strcmp(a->x, b->x)))
+  same = same && SAME_STR(identity_file) && SAME_STR(host_key_alias) && SAME_STR(proxy_jump);
+#undef SAME_STR
+  size_t i = 0;
+  for (; same && a->options && b->options && a->options[i] && b->options[i]; i++)
+    same = !strcmp(a->options[i], b->options[i]);
+  return same && (a->options ? a->options[i] : NULL) == (b->options ? b->options[i] : NULL);
+}
+
+static void host_stop(struct host *h) {
+  if (h->master_running) {
+    host_set_state(h, H_STOPPING, "stopping");
+    kill(h->pid, SIGTERM); /* up: exits 0 at once; connecting: killed by the signal */
+  }
+}
+
+void tunnel_reload(struct daemon *d, struct host_spec **specs, size_t n) {
+  struct list *pos, *tmp;
+  double now = now_mono();
+  for (size_t i = 0; i < n; i++) {
+    struct host *h = host_named(d, specs[i]->name);
+    if (!h) {
+      host_new(d, specs[i], now + STAGGER * (double)i);
+    } else if (spec_same(h->spec, specs[i])) {
+      free(h->spec->source);
+      h->spec->source = xstrdup(specs[i]->source);
+      host_spec_free(specs[i]);
+    } else { /* changed: the next master uses the new spec */
+      host_spec_free(h->spec);
+      h->spec = specs[i];
+      h->fails = 0;
+      h->next_at = now;
+      if (h->master_running)
+        kill(h->pid, SIGTERM); /* its exit (lost: services UNKNOWN a moment) reconnects */
+      else
+        host_schedule(h);
+    }
+  }
+  /* Hosts no longer configured: stopped (their services were removed or changed). */
+  list_for_each_safe(pos, tmp, hosts_of(d)) {
+    struct host *h = container_of(pos, struct host, link);
+    bool kept = false;
+    for (size_t i = 0; i < n; i++) kept |= !strcmp(specs[i]->name, h->spec->name);
+    if (!kept && h->state != H_STOPPING && h->state != H_DOWN) {
+      h->next_at = INFINITY;
+      host_stop(h);
+    }
+  }
+  free(specs);
+}
+
+void tunnel_close(struct daemon *d, bool leaving) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, hosts_of(d)) {
+    struct host *h = container_of(pos, struct host, link);
+    h->closing = true;
+    h->leaving = leaving;
+    if (h->master_running && !leaving) kill(h->pid, SIGTERM);
+    /* Leaving: the master runs on with its forwards (closing the handle does not kill it). */
+    if (h->master_running) uv_close((uv_handle_t *)&h->master, on_master_close);
+    uv_close((uv_handle_t *)&h->timer, on_host_handle_close);
+  }
+}
+
+void tunnel_free(struct daemon *d) {
+  while (!list_empty(hosts_of(d))) {
+    struct host *h = container_of(hosts_of(d)->next, struct host, link);
+    list_del(&h->link);
+    while (!list_empty(&h->fwds)) fwd_free(container_of(h->fwds.next, struct fwd, link));
+    if (!h->leaving) unlink(h->sock);
+    host_spec_free(h->spec);
+    free(h->sock);
+    free(h->log_path);
+    free(h);
+  }
+}
+
+int tunnel_check_specs(struct daemon *d, struct spec **specs, size_t n, struct cfg_errors *errs) {
+  size_t nh = 0;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, hosts_of(d)) nh++;
+  struct host_spec **hs = xcalloc(nh + 1, sizeof *hs);
+  nh = 0;
+  list_for_each_safe(pos, tmp, hosts_of(d)) hs[nh++] = container_of(pos, struct host, link)->spec;
+  /* (Duplicate host names cannot happen here: these are the daemon's own hosts.) */
+  int k = cfg_validate_hosts(specs, n, hs, nh, errs);
+  free(hs);
+  return k;
+}
+
+/* ---- services' endpoints ---- */
+
+int tunnel_local_port(struct service *s) {
+  if (!s->spec->ssh) return 0;
+  if (s->spec->endpoint.local_port) return s->spec->endpoint.local_port;
+  /* Allocated once, kept in the store: the address the user bookmarks never changes. */
+  char key[160], *v;
+  snprintf(key, sizeof key, "local_port:%s", s->spec->name);
+  if ((v = store_meta_get(s->d->store, key))) {
+    int p = atoi(v);
+    free(v);
+    if (p > 0 && p < 65536) return p;
+  }
+  const struct endpoint_spec *e = &s->spec->endpoint;
+  int span = e->range_hi - e->range_lo + 1, start = (int)(now_mono() * 1000) % span;
+  for (int i = 0; i < span; i++) {
+    int p = e->range_lo + (start + i) % span;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", p, &sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
+    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (!ok) continue;
+    char val[16];
+    snprintf(val, sizeof val, "%d", p);
+    store_meta_put(s->d->store, key, val);
+    return p;
+  }
+  return 0;
+}
+
+static struct fwd *fwd_of(struct service *s) { return s->tun; }
+
+void tunnel_release(struct service *s, bool cancel) {
+  struct fwd *f = fwd_of(s);
+  if (!f) return;
+  s->tun = NULL;
+  f->s = NULL;
+  struct host *h = f->h;
+  if (f->busy) { /* its command in flight finishes the job (cancels an add once done) */
+    f->gone = cancel;
+    return;
+  }
+  if (!cancel || h->closing) {
+    if (!h->closing) fwd_free(f); /* (closing: tunnel_free) */
+    return;
+  }
+  if (f->state == F_UP && h->state == H_UP && cmd_start(h, C_CANCEL, f) == 0)
+    f->state = F_CANCELLING;
+  else
+    fwd_free(f);
+}
+
+void tunnel_sync(struct service *s, bool want, const char *target, int port) {
+  struct fwd *f = fwd_of(s);
+  if (!want) {
+    if (f) tunnel_release(s, true);
+    return;
+  }
+  if (f && !strcmp(f->target, target) && f->rport == port) return; /* already there */
+  struct host *h = host_named(s->d, s->spec->ssh);
+  if (!h) return;                 /* (validated: cannot happen) */
+  if (f) tunnel_release(s, true); /* re-pointed: the old forward goes first */
+  f = xcalloc(1, sizeof *f);
+  f->h = h;
+  f->s = s;
+  snprintf(f->name, sizeof f->name, "%s", s->spec->name);
+  f->lport = tunnel_local_port(s);
+  f->rport = port;
+  snprintf(f->target, sizeof f->target, "%s", target);
+  f->state = F_WANTED;
+  list_add_tail(&h->fwds, &f->link);
+  s->tun = f;
+  if (!f->lport) {
+    f->state = F_FAILED;
+    snprintf(f->error, sizeof f->error, "no free local port in %d-%d", s->spec->endpoint.range_lo,
+             s->spec->endpoint.range_hi);
+    f->retry_at = now_mono() + FWD_RETRY_MAX;
+    return;
+  }
+  host_pump(h);
+}
+
+const char *tunnel_blocker(struct service *s, char *buf, size_t len) {
+  if (!s->spec->ssh) return NULL;
+  struct host *h = host_named(s->d, s->spec->ssh);
+  struct fwd *f = fwd_of(s);
+  if (!h) {
+    snprintf(buf, len, "no ssh host %s", s->spec->ssh);
+  } else if (h->state != H_UP) {
+    snprintf(buf, len, "ssh host %s is %s: %s", h->spec->name, host_state_names[h->state], h->reason);
+  } else if (!f) {
+    snprintf(buf, len, "no endpoint forward yet");
+  } else if (f->state != F_UP) {
+    snprintf(buf, len, "endpoint forward %s%s%s", fwd_state_names[f->state], f->error[0] ? ": " : "", f->error);
+  } else {
+    return NULL;
+  }
+  return buf;
+}
+
+json_t *tunnel_service_json(struct service *s) {
+  if (!s->spec->ssh) return NULL;
+  struct fwd *f = fwd_of(s);
+  struct host *h = host_named(s->d, s->spec->ssh);
+  int lport = f ? f->lport : s->spec->endpoint.local_port;
+  json_t *o = json_pack("{s:s}", "via", s->spec->ssh);
+  json_object_set_new(o, "local", lport ? json_sprintf("127.0.0.1:%d", lport) : json_null());
+  json_object_set_new(o, "target", f ? json_sprintf("%s:%d", f->target, f->rport) : json_null());
+  const char *st = !f                                              ? "none"
+                   : h && h->state != H_UP && f->state != F_FAILED ? "host down"
+                                                                   : fwd_state_names[f->state];
+  json_object_set_new(o, "tunnel", json_string(st));
+  if (f && f->error[0]) json_object_set_new(o, "error", json_string(f->error));
+  return o;
+}
+
+json_t *tunnel_hosts_json(struct daemon *d) {
+  json_t *a = json_array();
+  struct list *pos, *tmp;
+  double now = now_mono();
+  list_for_each_safe(pos, tmp, hosts_of(d)) {
+    struct host *h = container_of(pos, struct host, link);
+    json_t *fw = json_array();
+    struct list *p2, *t2;
+    list_for_each_safe(p2, t2, &h->fwds) {
+      struct fwd *f = container_of(p2, struct fwd, link);
+      json_t *x = json_pack("{s:s,s:i,s:s,s:i,s:s}", "service", f->name, "local_port", f->lport, "target", f->target,
+                            "port", f->rport, "state", fwd_state_names[f->state]);
+      if (f->error[0]) json_object_set_new(x, "error", json_string(f->error));
+      json_array_append_new(fw, x);
+    }
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:f,s:I,s:o}", "name", h->spec->name, "destination", h->spec->destination,
+                          "state", host_state_names[h->state], "reason", h->reason, "for", now - h->since, "reconnects",
+                          (json_int_t)h->reconnects, "forwards", fw);
+    json_object_set_new(o, "pid", h->pid > 0 ? json_integer(h->pid) : json_null());
+    json_object_set_new(o, "last_error", h->last_error[0] ? json_string(h->last_error) : json_null());
+    json_object_set_new(o, "control_path", json_string(h->sock));
+    json_object_set_new(o, "log", json_string(h->log_path));
+    json_array_append_new(a, o);
+  }
+  return a;
+}
