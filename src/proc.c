@@ -740,6 +740,13 @@ static void local_resume(struct service *s, const struct store_instance *last, s
   }
   if (last && pid > 0) {
     out->alive = proc_identity(pid, starttime, last->cmdline, out->why, sizeof out->why);
+    if (!out->alive && (leader = ident_leader(&d->found, last->id)) && leader->pid == pid &&
+        leader->starttime == starttime) {
+      /* Its command line changed (a wrapper such as a pyenv shim exec'd the real program
+       * under another argv[0]), but it carries the instance's identity from birth: it is ours. */
+      out->alive = true;
+      out->why[0] = '\0';
+    }
     if (out->alive) {
       /* Every process of the instance is the service's: none is an orphan to kill. */
       ident_claim(&d->found, last->id, lp->cg ? claim_into_cgroup : NULL, s);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define CHECK_EVERY 0.05   /* while connecting: `-O check` this often */
@@ -79,9 +80,13 @@ struct host {
   enum host_state state;
   char reason[256];     /* why it is in its state */
   char last_error[256]; /* the last failure, kept while up again */
-  uv_process_t master;
-  bool master_running; /* its exit callback has not come */
+  uv_process_t master;  /* the master, when it is our child */
+  uv_poll_t adopted_fd; /* ...or its pidfd, when an earlier daemon started it (re-adopted) */
+  int pidfd;
+  bool adopted;
+  bool master_running; /* its exit has not been seen */
   int pid;
+  uint64_t starttime;
   uv_timer_t timer; /* connect polling, backoff, forward retries */
   int nhandles;
   bool closing, leaving;
@@ -91,6 +96,7 @@ struct host {
   unsigned fails, reconnects;
   double since, up_since, connect_deadline, next_at;
   char *sock, *log_path;
+  char meta_key[96]; /* "ssh_master:NAME" in the store: "pid starttime" of the running master */
   struct list fwds;
   uint64_t forwards_added, forwards_failed;
 };
@@ -107,6 +113,7 @@ static struct host *host_named(struct daemon *d, const char *name) {
 }
 
 static void host_connect(struct host *h);
+static void host_adopt(struct host *h);
 static void host_pump(struct host *h);
 static void host_schedule(struct host *h);
 
@@ -305,6 +312,9 @@ static void cmd_done(struct hcmd *c) {
       if (h->ever_up) h->reconnects++; /* (the first connection is not a reconnect) */
       h->ever_up = true;
       host_set_state(h, H_UP, "master pid %d connected to %s", h->pid, h->spec->destination);
+      char val[64];
+      snprintf(val, sizeof val, "%d %llu", h->pid, (unsigned long long)h->starttime);
+      store_meta_put(h->d->store, h->meta_key, val); /* for the next daemon, should this one die */
       /* Every forward again: the master starts with none. */
       struct list *pos, *tmp;
       list_for_each_safe(pos, tmp, &h->fwds) {
@@ -439,6 +449,10 @@ static bool hard_error(const char *e) {
 
 static void on_master_close(uv_handle_t *hd) {
   struct host *h = hd->data;
+  if (hd == (uv_handle_t *)&h->adopted_fd && h->pidfd >= 0) {
+    close(h->pidfd);
+    h->pidfd = -1;
+  }
   h->nhandles--;
 }
 
@@ -462,12 +476,19 @@ static void host_lost(struct host *h, const char *why) {
   }
 }
 
-static void on_master_exit(uv_process_t *p, int64_t status, int sig) {
-  struct host *h = p->data;
+static void forget_master(struct host *h) { store_meta_put(h->d->store, h->meta_key, ""); }
+
+static void master_gone(struct host *h, int64_t status, int sig) {
   h->master_running = false;
   int pid = h->pid;
   h->pid = 0;
-  uv_close((uv_handle_t *)&h->master, on_master_close);
+  if (h->adopted) {
+    uv_close((uv_handle_t *)&h->adopted_fd, on_master_close);
+    h->adopted = false;
+  } else {
+    uv_close((uv_handle_t *)&h->master, on_master_close);
+  }
+  forget_master(h);
   unlink(h->sock);
   if (h->closing) return;
   char why[256];
@@ -489,6 +510,13 @@ static void on_master_exit(uv_process_t *p, int64_t status, int sig) {
                  was_up ? "lost:" : "cannot connect:", pid, was_up ? "exited" : "failed", why, delay);
   host_lost(h, why);
   host_schedule(h);
+}
+
+static void on_master_exit(uv_process_t *p, int64_t status, int sig) { master_gone(p->data, status, sig); }
+
+static void on_adopted_exit(uv_poll_t *p, int status, int events) {
+  uv_poll_stop(p);
+  master_gone(p->data, -1, 0);
 }
 
 static void host_connect(struct host *h) {
@@ -525,6 +553,7 @@ static void host_connect(struct host *h) {
   }
   h->master_running = true;
   h->pid = h->master.pid;
+  h->starttime = proc_starttime(h->pid);
   h->connect_deadline = now_mono() + h->spec->connect_timeout + CONNECT_SLACK;
   host_set_state(h, H_CONNECTING, "master pid %d connecting to %s", h->pid, h->spec->destination);
   host_schedule(h);
@@ -557,6 +586,62 @@ static void on_host_timer(uv_timer_t *t) {
 
 static void on_host_handle_close(uv_handle_t *hd) { ((struct host *)hd->data)->nhandles--; }
 
+/* Whether pid is an ssh master on this control socket started at starttime. */
+static bool is_our_master(int pid, uint64_t starttime, const char *sock) {
+  if (pid <= 0 || proc_starttime(pid) != starttime) return false;
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  bool s_next = false, sock_ok = false, master = false;
+  for (char *a = buf; a < buf + n; a += strlen(a) + 1) {
+    if (s_next) sock_ok = !strcmp(a, sock);
+    s_next = !strcmp(a, "-S");
+    master |= !strcmp(a, "-M");
+  }
+  return sock_ok && master;
+}
+
+/* A master an earlier daemon started (herd was killed, or left it running) is kept with
+ * its forwards: the connections through them go on. It must be the same process (pid and
+ * start time), on this host's control socket; `-O check` then proves it answers. */
+static void host_adopt(struct host *h) {
+  char *v = store_meta_get(h->d->store, h->meta_key);
+  int pid = 0;
+  unsigned long long st = 0;
+  if (!v || sscanf(v, "%d %llu", &pid, &st) != 2 || pid <= 0) {
+    free(v);
+    return;
+  }
+  free(v);
+  if (!is_our_master(pid, st, h->sock)) {
+    forget_master(h);
+    return;
+  }
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) { /* no pidfd: cannot watch it; start afresh */
+    kill(pid, SIGTERM);
+    forget_master(h);
+    return;
+  }
+  h->pidfd = fd;
+  uv_poll_init(h->d->loop, &h->adopted_fd, fd);
+  h->adopted_fd.data = h;
+  uv_poll_start(&h->adopted_fd, UV_READABLE, on_adopted_exit);
+  h->nhandles++;
+  h->adopted = true;
+  h->master_running = true;
+  h->pid = pid;
+  h->starttime = st;
+  h->ever_up = true;
+  h->connect_deadline = now_mono() + CONNECT_SLACK;
+  host_set_state(h, H_CONNECTING, "re-adopting master pid %d (started by an earlier daemon)", pid);
+}
+
 static char *control_path(struct daemon *d, const char *name) {
   char *p = xasprintf("%s/h-%s.sock", d->run_dir, name);
   if (strlen(p) < SOCK_MAX - 20) return p; /* ssh adds a temporary suffix while binding */
@@ -582,7 +667,10 @@ static struct host *host_new(struct daemon *d, struct host_spec *k, double start
   h->state = H_DOWN;
   snprintf(h->reason, sizeof h->reason, "not started yet");
   h->next_at = start_at;
+  h->pidfd = -1;
+  snprintf(h->meta_key, sizeof h->meta_key, "ssh_master:%s", k->name);
   list_add_tail(hosts_of(d), &h->link);
+  host_adopt(h);
   host_schedule(h);
   return h;
 }
@@ -654,9 +742,14 @@ void tunnel_close(struct daemon *d, bool leaving) {
     struct host *h = container_of(pos, struct host, link);
     h->closing = true;
     h->leaving = leaving;
-    if (h->master_running && !leaving) kill(h->pid, SIGTERM);
-    /* Leaving: the master runs on with its forwards (closing the handle does not kill it). */
-    if (h->master_running) uv_close((uv_handle_t *)&h->master, on_master_close);
+    if (h->master_running && !leaving) {
+      kill(h->pid, SIGTERM);
+      forget_master(h);
+    }
+    /* Leaving: the master runs on with its forwards (closing the handle does not kill it),
+     * recorded for the next daemon. */
+    if (h->master_running)
+      uv_close(h->adopted ? (uv_handle_t *)&h->adopted_fd : (uv_handle_t *)&h->master, on_master_close);
     uv_close((uv_handle_t *)&h->timer, on_host_handle_close);
   }
 }
