@@ -6,7 +6,8 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential cmake pkg-config ca-certificates python3
-      libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev libssl-dev node-llhttp)
+      libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev libssl-dev node-llhttp
+      openssh-client)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(procps sqlite3 supervisor runit monit clang-format openssl)
   # a real single-node Slurm 22.05 for tests/e2e/slurm.py; the JWT plugin (auth_jwt.so for
@@ -20,4 +21,21 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# A private sshd on loopback for tests/e2e/test_tunnel.py, started by the test itself: the
+# package must not start a system sshd on port 22 of this machine. Starts are denied while
+# it installs, unless a policy is in place already (Debian's container images have one).
+if [ "${1:-}" = "--test" ] && ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q "install ok installed"; then
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+  fi
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends openssh-server >/dev/null || {
+    [ -z "$policy" ] || $SUDO rm -f "$policy"
+    exit 1
+  }
+  [ -z "$policy" ] || $SUDO rm -f "$policy"
 fi

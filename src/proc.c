@@ -168,28 +168,6 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
   instance_gone(h->data, (int)status, term_signal, NULL);
 }
 
-/* The state letter of /proc/PID/stat (after the last ')'), or 0 when there is no such process. */
-/* Read /proc/PID/stat once: the state letter (field 3; 0 when there is no such process)
- * and the start time (field 22, clock ticks since boot). */
-static char proc_stat(int pid, uint64_t *starttime) {
-  char path[64], buf[1024];
-  *starttime = 0;
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-  if (fd >= 0) close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  /* comm (field 2) may hold spaces and parentheses: fields resume after the last ')'. */
-  char *p = strrchr(buf, ')');
-  if (!p || p[1] != ' ') return 0;
-  char state = p[2];
-  p++;
-  for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
-  if (p) *starttime = strtoull(p + 1, NULL, 10);
-  return state;
-}
-
 bool proc_identity(int pid, uint64_t starttime, const char *cmdline, char *why, size_t len) {
   uint64_t started;
   char st = proc_stat(pid, &started);
@@ -816,9 +794,3 @@ const struct backend_ops local_backend = {
     .ready = local_ready,
     .describe = local_describe,
 };
-
-uint64_t proc_starttime(int pid) {
-  uint64_t st;
-  proc_stat(pid, &st);
-  return st;
-}

@@ -96,6 +96,7 @@ struct host {
   unsigned fails, reconnects;
   double since, up_since, connect_deadline, next_at;
   char *sock, *log_path;
+  off_t log_off;     /* where the current master's stderr begins in the log */
   char meta_key[96]; /* "ssh_master:NAME" in the store: "pid starttime" of the running master */
   struct list fwds;
   uint64_t forwards_added, forwards_failed;
@@ -428,6 +429,7 @@ static void last_log_line(struct host *h, char *out, size_t len) {
   if (fd < 0) return;
   char buf[2048];
   off_t end = lseek(fd, 0, SEEK_END), start = end > (off_t)sizeof buf - 1 ? end - (off_t)sizeof buf + 1 : 0;
+  if (start < h->log_off) start = h->log_off; /* this master's own words only */
   ssize_t n = pread(fd, buf, sizeof buf - 1, start);
   close(fd);
   if (n <= 0) return;
@@ -435,8 +437,15 @@ static void last_log_line(struct host *h, char *out, size_t len) {
   while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
   const char *p = strrchr(buf, '\n');
   p = p ? p + 1 : buf;
-  /* ssh writes "Connection closed by ..." on a line of its own after the interesting one. */
-  snprintf(out, len, "%.200s", p);
+  if (strstr(buf, "IDENTIFICATION HAS CHANGED"))
+    /* The last line only says "Host key verification failed."; the warning above it is
+     * what the user must know. */
+    snprintf(out, len,
+             "host key mismatch: the key of %s is not the one in %s (REMOTE HOST IDENTIFICATION HAS "
+             "CHANGED): %.80s",
+             h->spec->destination, h->spec->known_hosts, p);
+  else
+    snprintf(out, len, "%.200s", p);
   utf8_sanitize(out);
 }
 
@@ -527,6 +536,7 @@ static void host_connect(struct host *h) {
   av_add(&a, xstrdup("-M"));
   av_add(&a, xstrdup(h->spec->destination));
   int fd = open(h->log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  h->log_off = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
   uv_stdio_container_t io[3] = {
       {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = fd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = fd}};
   /* Its own session: the master (and every forward on it) outlives a daemon killed with

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 double now_wall(void) {
@@ -296,4 +298,34 @@ void timer_arm(uv_loop_t *loop, uv_timer_t *t, uv_timer_cb cb, double at) {
    * into "now" (converting a double past 2^64 to an integer is undefined). */
   if (!(ms < 1e15)) ms = 1e15;
   uv_timer_start(t, cb, ms > 0 ? (uint64_t)ms + 1 : 1, 0);
+}
+
+/* ---- /proc ---- */
+
+/* The state letter of /proc/PID/stat (after the last ')'), or 0 when there is no such process. */
+/* Read /proc/PID/stat once: the state letter (field 3; 0 when there is no such process)
+ * and the start time (field 22, clock ticks since boot). */
+char proc_stat(int pid, uint64_t *starttime) {
+  char path[64], buf[1024];
+  *starttime = 0;
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+  if (fd >= 0) close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  /* comm (field 2) may hold spaces and parentheses: fields resume after the last ')'. */
+  char *p = strrchr(buf, ')');
+  if (!p || p[1] != ' ') return 0;
+  char state = p[2];
+  p++;
+  for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
+  if (p) *starttime = strtoull(p + 1, NULL, 10);
+  return state;
+}
+
+uint64_t proc_starttime(int pid) {
+  uint64_t st;
+  proc_stat(pid, &st);
+  return st;
 }

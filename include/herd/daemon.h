@@ -113,7 +113,5 @@ void daemon_leave(struct daemon *d);
 size_t proc_pidfd_budget(void);
 /** Reap the children of ours that have ended and end their instances (on SIGCHLD). */
 void proc_reap(struct daemon *d);
-/** Read field 22 (starttime) of /proc/PID/stat; 0 when unavailable. */
-uint64_t proc_starttime(int pid);
 
 #endif

@@ -35,6 +35,11 @@ enum {
 double now_wall(void);
 /** Monotonic time in seconds, for deadlines and durations. */
 double now_mono(void);
+/** Read /proc/PID/stat once: the state letter (0 when there is no such process) and the
+ *  start time (field 22, clock ticks since boot). */
+char proc_stat(int pid, uint64_t *starttime);
+/** Field 22 (starttime) of /proc/PID/stat; 0 when unavailable. */
+uint64_t proc_starttime(int pid);
 struct sockaddr_storage;
 /** host:port as a socket address when host is an IPv4 or IPv6 literal or "localhost"
  *  (127.0.0.1): 0, or -1 when it is a name to resolve. */

@@ -1,0 +1,174 @@
+"""A private OpenSSH sshd on loopback for the tunnel tests (standard library only).
+
+Everything lives in one fresh 0700 directory; nothing under /etc/ssh is touched. The
+listener runs in the foreground as our child (-D), so it is stopped by its pid; the
+per-connection sshd processes are its children (kill_connections ends only those: "the
+connection to the host is lost" while the listener stays).
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+SSHD = "/usr/sbin/sshd"
+
+
+def available():
+    return os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(host, port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def ssh_processes():
+    """Pids of live ssh client processes (by executable)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.path.basename(os.readlink("/proc/%s/exe" % d)) != "ssh":
+                continue
+            with open("/proc/%s/stat" % d) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def keygen(path, comment):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path], check=True)
+    os.chmod(path, 0o600)
+
+
+class PrivateSshd:
+    def __init__(self, alias="testhost"):
+        self.dir = tempfile.mkdtemp(prefix="herd-sshd-")
+        os.chmod(self.dir, 0o700)
+        self.port = free_port()
+        self.host_alias = alias
+        self.proc = None
+        d = self.dir
+        keygen(os.path.join(d, "host_ed25519"), "test-host")
+        keygen(os.path.join(d, "client_ed25519"), "test-client")
+        self.client_key = os.path.join(d, "client_ed25519")
+        shutil.copy(self.client_key + ".pub", os.path.join(d, "authorized_keys"))
+        os.chmod(os.path.join(d, "authorized_keys"), 0o600)
+        with open(os.path.join(d, "host_ed25519.pub")) as f:
+            key = " ".join(f.read().split()[:2])
+        self.known_hosts = os.path.join(d, "known_hosts")
+        with open(self.known_hosts, "w") as f:
+            f.write("[127.0.0.1]:%d %s\n%s %s\n" % (self.port, key, alias, key))
+        self.log_path = os.path.join(d, "sshd.log")
+        with open(os.path.join(d, "sshd_config"), "w") as f:
+            f.write("\n".join([
+                "ListenAddress 127.0.0.1:%d" % self.port,
+                "HostKey %s/host_ed25519" % d,
+                "PidFile %s/sshd.pid" % d,
+                "AuthorizedKeysFile %s/authorized_keys" % d,
+                "AllowUsers root",
+                "UsePAM no",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin prohibit-password",
+                # The directory may sit under a world-writable one (/tmp): a test fixture only.
+                "StrictModes no",
+                "AllowTcpForwarding yes",
+                "X11Forwarding no",
+                "PermitTTY no",
+                "PrintMotd no",
+                "MaxStartups 200:30:400",
+                "LogLevel VERBOSE",
+                ""]))
+
+    def known_hosts_with_wrong_key(self):
+        other = os.path.join(self.dir, "other_host")
+        if not os.path.exists(other):
+            keygen(other, "other-host")
+        with open(other + ".pub") as f:
+            key = " ".join(f.read().split()[:2])
+        path = os.path.join(self.dir, "known_hosts_wrong")
+        with open(path, "w") as f:
+            f.write("[127.0.0.1]:%d %s\n%s %s\n" % (self.port, key, self.host_alias, key))
+        return path
+
+    def start(self):
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        cfg = os.path.join(self.dir, "sshd_config")
+        subprocess.run([SSHD, "-t", "-f", cfg], check=True)
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", cfg], stdout=self.logf, stderr=self.logf)
+        if not wait_port("127.0.0.1", self.port, 10):
+            raise AssertionError("sshd did not listen:\n" + self.log())
+
+    def kill_connections(self):
+        """End every established connection (its sshd process); the listener stays."""
+        n = 0
+        for pid in children(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                n += 1
+            except ProcessLookupError:
+                pass
+        return n
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            kids = children(self.proc.pid)
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            for pid in kids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if getattr(self, "logf", None):
+            self.logf.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,178 @@
+"""ssh hosts and tunnels end to end, against a real OpenSSH sshd on loopback: one
+ControlMaster per host, a service's fixed local endpoint as a forward of it, checks through
+it, the connection lost (UNKNOWN, then back), host key mismatch, a local port taken, herd
+killed with kill -9 (master and endpoint re-adopted, requests through it keep working) and
+no ssh left after a shutdown."""
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import unittest
+import urllib.request
+
+import sshd
+from harness import SanitizedSuiteTest, main, wait_service, wait_until
+from servers import free_port
+
+
+def get(port, timeout=3):
+    with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=timeout) as r:
+        return r.status
+
+
+@unittest.skipUnless(sshd.available(), "OpenSSH (sshd, ssh, ssh-keygen) is not installed: scripts/deps.sh --test")
+class Tunnel(SanitizedSuiteTest):
+    def setUp(self):
+        super().setUp()
+        self.sshd = sshd.PrivateSshd()
+        self.sshd.start()
+        self.target = free_port()  # the service's own port ("on the other side")
+        self.local = free_port()   # the fixed local endpoint
+        self.known_hosts = self.sshd.known_hosts
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.sshd.stop()
+
+    def config(self, local=None):
+        host = {"name": "lo", "destination": "root@127.0.0.1", "port": self.sshd.port,
+                "identity_file": self.sshd.client_key, "known_hosts": self.known_hosts,
+                "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "5s"}
+        web = {"name": "web", "command": ["python3", "-m", "http.server", str(self.target), "--bind", "127.0.0.1"],
+               "ssh": "lo", "endpoint": {"port": self.target, "local_port": local or self.local},
+               "check": {"type": "http", "path": "/", "interval": "200ms", "timeout": "2s"},
+               "stop": {"grace": "2s"}}
+        self.d.write_config(json.dumps({"hosts": [host], "services": [web]}))
+
+    def host(self):
+        return self.d.request("GET", "/v1/hosts")[1]["hosts"][0]
+
+    def ssh_of_ours(self):
+        sock = self.host()["control_path"]
+        pids = []
+        for pid in sshd.ssh_processes():
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if sock.encode() in f.read():
+                        pids.append(pid)
+            except OSError:
+                pass
+        return pids
+
+    def test_endpoint_through_the_master(self):
+        self.config()
+        self.d.start()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=30, what="web HEALTHY")
+        self.assertEqual(s["endpoint"]["local"], "127.0.0.1:%d" % self.local)
+        self.assertEqual(s["endpoint"]["target"], "127.0.0.1:%d" % self.target)
+        self.assertEqual(s["endpoint"]["tunnel"], "up")
+        self.assertEqual(get(self.local), 200)
+        h = self.host()
+        self.assertEqual(h["state"], "up")
+        self.assertEqual([f["state"] for f in h["forwards"]], ["up"])
+        self.assertEqual(self.ssh_of_ours(), [h["pid"]], "one ssh process for the host, none per tunnel")
+        out = self.d.cli("hosts", check=True).stdout
+        self.assertIn("lo", out)
+        self.assertIn("1/1", out)
+
+        # The connection to the host is lost: UNKNOWN (never restarted for it), then back.
+        restarts = s["restarts"]
+        self.assertGreater(self.sshd.kill_connections(), 0)
+        wait_service(self.d, "web", lambda s: s["state"] == "UNKNOWN", timeout=15, what="web UNKNOWN")
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=30, what="web HEALTHY again")
+        self.assertEqual(s["restarts"], restarts, "the service was not restarted for its host")
+        self.assertEqual(get(self.local), 200)
+        h = self.host()
+        self.assertEqual(h["reconnects"], 1)
+        self.assertIn("closed by remote host", h["last_error"] or "")
+
+        # Stopped: the forward goes; a shutdown leaves no ssh process behind.
+        self.d.request("POST", "/v1/services/web/stop")
+        wait_until(lambda: self.host()["forwards"] == [], timeout=10, what="the forward cancelled")
+        with self.assertRaises(OSError):
+            get(self.local, timeout=1)
+        pids = self.ssh_of_ours()
+        self.assertEqual(len(pids), 1)
+        self.d.stop()
+        wait_until(lambda: not set(pids) & set(sshd.ssh_processes()), timeout=10,
+                   what="the master gone after shutdown")
+
+    def test_host_key_mismatch(self):
+        self.known_hosts = self.sshd.known_hosts_with_wrong_key()
+        self.config()
+        self.d.start()
+        wait_until(lambda: self.host()["state"] == "backoff", timeout=20, what="host in backoff")
+        h = self.host()
+        self.assertIn("host key mismatch", h["last_error"] or "", h)
+        self.assertIn("IDENTIFICATION HAS CHANGED", h["last_error"] or "", h)
+        # A slow backoff, no storm: the next attempt is tens of seconds away.
+        self.assertIn("reconnecting in", h["reason"])
+        self.assertGreaterEqual(float(h["reason"].rsplit("in ", 1)[1].rstrip("s")), 20.0)
+        s = wait_service(self.d, "web", lambda s: "ssh host lo is backoff" in
+                         ((s["check"] or {}).get("last") or {}).get("message", ""), timeout=20,
+                         what="the check says why")
+        self.assertEqual(s["state"], "STARTING")
+
+    def test_local_port_taken(self):
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", self.local))
+        squatter.listen(8)
+        try:
+            self.config()
+            self.d.start()
+            s = wait_service(self.d, "web", lambda s: s["endpoint"].get("error"), timeout=30, what="forward error")
+            self.assertIn("forward of local port %d refused" % self.local, s["endpoint"]["error"])
+            self.assertEqual(self.host()["state"], "up", "the master stays up")
+            # Nothing passes for the service while its endpoint is someone else's port.
+            s = wait_service(self.d, "web", lambda s: "endpoint forward failed" in
+                             ((s["check"] or {}).get("last") or {}).get("message", ""), timeout=20,
+                             what="the check says why")
+            self.assertNotEqual(s["state"], "HEALTHY")
+        finally:
+            squatter.close()
+        # The port freed: the forward is retried (slowly) and the service comes up.
+        wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=40, what="web HEALTHY after retry")
+
+    def test_kill9_keeps_master_and_connections(self):
+        self.config()
+        self.d.start()
+        wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=30, what="web HEALTHY")
+        master = self.host()["pid"]
+        web_pid = self.d.service("web")["pid"]
+        errors, done = [], threading.Event()
+        count = [0]
+
+        def client():
+            while not done.is_set():
+                try:
+                    get(self.local)
+                    count[0] += 1
+                except OSError as e:
+                    errors.append(repr(e))
+                time.sleep(0.02)
+        t = threading.Thread(target=client)
+        t.start()
+        try:
+            wait_until(lambda: count[0] >= 5, timeout=10, what="requests flowing")
+            self.d.kill9()
+            before = count[0]
+            wait_until(lambda: count[0] >= before + 10, timeout=10, what="requests while herd is down")
+            self.d.start()
+            wait_until(lambda: self.host()["state"] == "up", timeout=20, what="host up again")
+            self.assertEqual(self.host()["pid"], master, "the same master, re-adopted")
+            s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=20, what="web re-adopted")
+            self.assertEqual(s["pid"], web_pid)
+            before = count[0]
+            wait_until(lambda: count[0] >= before + 10, timeout=10, what="requests after the restart")
+        finally:
+            done.set()
+            t.join()
+        self.assertEqual(errors, [], "no request through the endpoint failed across kill -9")
+
+
+if __name__ == "__main__":
+    main()
