@@ -587,8 +587,6 @@ static void parse_endpoint(struct pctx *c, const char *prefix, json_t *o, struct
     }
   }
   if ((v = json_object_get(o, "local_port"))) cfgp_get_port(c, FIELD(f, prefix, "local_port"), v, &e->local_port);
-  if (!e->port && s->backend == BACKEND_SLURM)
-    cfgp_err_at(c, prefix, "a Slurm service's endpoint needs a \"port\" (herd cannot probe ports on a compute node)");
   if (!e->port) e->allocate = true; /* no port given: always choose one */
 }
 

@@ -177,7 +177,7 @@ int cfg_validate_hosts(struct spec *const *v, size_t n, struct host_spec *const 
       cfg_error_add(errs, s->source, s->ssh_line, s->ssh_col, field, "no host named \"%s\" (%s%s)", s->ssh,
                     nh ? "known: " : "no \"hosts\" are configured", known.data ? known.data : "");
       buf_free(&known);
-    } else if (!s->endpoint.set || !s->endpoint.port) {
+    } else if (!s->endpoint.set || (!s->endpoint.port && s->backend == BACKEND_LOCAL)) {
       cfg_error_add(errs, s->source, s->ssh_line, s->ssh_col, field,
                     "a service reached through ssh host \"%s\" needs an \"endpoint\" with its \"port\" (and a "
                     "\"local_port\" for the fixed local address)",

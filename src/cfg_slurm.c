@@ -137,6 +137,7 @@ static const char *const cluster_keys[] = {"name",
                                            "job_prefix",
                                            "cwd",
                                            "mcs_label",
+                                           "ssh",
                                            NULL};
 static const char *const auth_keys[] = {"token", "token_command", "jwt_key", "lifespan", "oauth_client_credentials",
                                         NULL};
@@ -296,6 +297,11 @@ struct cluster_spec *cfgp_parse_cluster(struct pctx *c, const char *prefix, json
       cfgp_err_at(c, FIELD(f, prefix, "cwd"), "must be an absolute path");
   }
   if ((v = json_object_get(o, "mcs_label"))) cfgp_get_bool(c, FIELD(f, prefix, "mcs_label"), v, &k->mcs_label);
+  if ((v = json_object_get(o, "ssh"))) {
+    if (cfgp_get_string(c, FIELD(f, prefix, "ssh"), v, &k->ssh) == 0 && !name_valid(k->ssh))
+      cfgp_err_at(c, FIELD(f, prefix, "ssh"), "expected the name of a host in \"hosts\", got \"%s\"", k->ssh);
+    cfgp_pos(c, FIELD(f, prefix, "ssh"), false, &k->ssh_line, &k->ssh_col);
+  }
   if (c->nerr != before) {
     cluster_spec_free(k);
     return NULL;
@@ -317,7 +323,7 @@ int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *
         cfg_error_add(errs, k[i]->source, k[i]->line, k[i]->col, "clusters.name",
                       "duplicate cluster name \"%s\" (also defined in %s)", k[i]->name, k[j]->source);
   for (size_t i = 0; i < n; i++) {
-    const struct spec *s = v[i];
+    struct spec *s = v[i];
     if (!s->slurm) continue;
     const struct cluster_spec *found = NULL;
     for (size_t j = 0; j < nk; j++)
@@ -334,6 +340,12 @@ int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *
       cfg_error_add(errs, s->source, s->slurm->line, s->slurm->col, field,
                     "a Slurm job needs a working directory on the compute node: give \"cwd\" here or in cluster \"%s\"",
                     found->name);
+    } else if (found->ssh && !s->ssh && s->endpoint.set) {
+      /* Its compute nodes are reached through the cluster's ssh host: so is its endpoint
+       * (its errors name the cluster's key, where the host was named). */
+      s->ssh = xstrdup(found->ssh);
+      s->ssh_line = found->ssh_line;
+      s->ssh_col = found->ssh_col;
     }
   }
   return (int)(errs->n - before);

@@ -515,6 +515,7 @@ int daemon_run(const struct daemon_opts *o) {
   d->o = *o;
   d->exit_code = HERD_EXIT_OK;
   d->lock_fd = -1;
+  srand((unsigned)(now_wall() * 1e6) ^ (unsigned)getpid()); /* remote ports, backoff jitter */
   list_init(&d->services);
   list_init(&d->dying);
   list_init(&d->watches);

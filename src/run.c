@@ -177,6 +177,29 @@ static int choose_port(struct service *s, char *err, size_t errlen) {
   return UV_EADDRINUSE;
 }
 
+/* A port on the other side (a compute node, an ssh host) cannot be probed from here: the
+ * configured one, or one from the range drawn at random, never the last instance's (when
+ * it could not bind there, its end brought us here) nor one our live instances hold. The
+ * instance gets it as PORT / HERD_PORT; if it is taken there, the instance fails and the
+ * restart policy draws again. */
+static void choose_remote_port(struct service *s) {
+  const struct endpoint_spec *e = &s->spec->endpoint;
+  s->port = e->set ? e->port : 0;
+  if (!e->set || e->port) return;
+  int span = e->range_hi - e->range_lo + 1;
+  for (int tries = 0; tries < 64; tries++) {
+    int p = e->range_lo + (int)((unsigned)rand() % (unsigned)span);
+    bool held = span > 1 && p == s->last_port;
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &s->d->services) {
+      struct service *x = container_of(pos, struct service, link);
+      held |= x != s && x->port == p && x->fsm.proc_alive;
+    }
+    s->port = p;
+    if (!held) return;
+  }
+}
+
 /* ---- FX_SPAWN ---- */
 
 void run_start(struct service *s) {
@@ -189,7 +212,7 @@ void run_start(struct service *s) {
   if (s->be->local_ports && !s->spec->ssh) /* (through ssh, the port is on the other side) */
     rc = choose_port(s, err, sizeof err);
   else
-    s->port = s->spec->endpoint.set ? s->spec->endpoint.port : 0;
+    choose_remote_port(s);
   struct run_plan plan = {0};
   if (rc == 0 && s->be->plan) s->be->plan(s, &plan);
   /* The instance exists from here on (its events name it); its pid or job follows. */

@@ -181,6 +181,15 @@ void service_free(struct service *s) {
   free(s);
 }
 
+/* The state machine's policy: the spec's, the backend's batch mode, and, checked through an
+ * ssh host, an unhealthy grace no shorter than the time a cut path can go unnoticed. */
+static void service_policy(struct service *s) {
+  spec_policy(s->spec, &s->pol);
+  s->pol.batch = s->be->batch;
+  double w = tunnel_dead_window(s);
+  if (s->pol.restart_on_unhealthy && s->pol.unhealthy_grace < w) s->pol.unhealthy_grace = w;
+}
+
 /* When the service is at rest: a pending spec swap or removal can go ahead. */
 /* A service reached through an ssh host: its fixed local endpoint points at the instance
  * while it runs (or is out of sight, UNKNOWN), and at nothing otherwise. */
@@ -209,8 +218,7 @@ static void after_step(struct service *s) {
       s->be = be;
     }
     s->be->attach(s);
-    spec_policy(s->spec, &s->pol);
-    s->pol.batch = s->be->batch;
+    service_policy(s);
   }
   if (s->start_at_rest && !s->removing) {
     s->start_at_rest = false;
@@ -283,8 +291,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   list_init(&s->logfd_link);
   list_init(&s->watches);
   s->be = run_backend(spec->backend);
-  spec_policy(spec, &s->pol);
-  s->pol.batch = s->be->batch;
+  service_policy(s);
   svc_fsm_init(&s->fsm, d->seed ^ hash_name(spec->name));
   s->fifo_path = xasprintf("%s/%s.fifo", d->run_dir, spec->name);
   s->log_path = xasprintf("%s/%s.log", d->log_dir, spec->name);

@@ -79,6 +79,7 @@ void cluster_spec_free(struct cluster_spec *c) {
   free(c->token.file);
   strv_free(c->token_command);
   free(c->jwt_key);
+  free(c->ssh);
   free(c->oauth_url);
   free(c->oauth_client_id);
   free(c->oauth_scope);

@@ -174,6 +174,10 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
   /* (A start in flight had no checks started.) */
   if (p->has_check && svc_state_running(from) && !svc_state_running(to) && !(from == S_STARTING && f->launching))
     push(c->out, FX_CHECKS_STOP);
+  if (f->rechecking) { /* (UNKNOWN, its checks running) */
+    f->rechecking = false;
+    if (!svc_state_running(to)) push(c->out, FX_CHECKS_STOP);
+  }
   f->state = to;
   f->since = c->now;
 
@@ -473,6 +477,15 @@ static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
       enter(c, S_UNHEALTHY, "check failed %u time(s)%s%s", f->fail_streak, *msg ? ": " : "", msg);
     }
     break;
+  case S_UNKNOWN: /* back in sight: the verdict, by the same thresholds */
+    if (!f->rechecking) break;
+    if (pass && ++f->pass_streak >= succ)
+      enter(c, S_HEALTHY, "back; check passed %u time(s)%s%s", f->pass_streak, *msg ? ": " : "", msg);
+    else if (!pass && ++f->fail_streak >= fail)
+      enter(c, S_UNHEALTHY, "back; check failed %u time(s)%s%s", f->fail_streak, *msg ? ": " : "", msg);
+    if (pass) f->fail_streak = 0;
+    if (!pass) f->pass_streak = 0;
+    break;
   default: break;
   }
 }
@@ -524,10 +537,18 @@ static void on_running(struct ctx *c, const struct svc_event *ev) {
   case S_SUBMITTED:
   case S_PENDING: enter(c, S_STARTING, "%s", msg); break; /* the start deadline counts from here */
   case S_UNKNOWN:
-    if (f->lost_from == S_HEALTHY || f->lost_from == S_UNHEALTHY) {
-      /* Back where it was; the checks resume and correct it if need be. */
-      enter(c, f->lost_from, "%s", msg);
-      if (c->p->has_check) push(c->out, FX_CHECKS_START);
+    if ((f->lost_from == S_HEALTHY || f->lost_from == S_UNHEALTHY) && c->p->has_check) {
+      /* Back in sight: its health is not known until a check says so (checks that failed
+       * while it was going out of sight may have failed for the path, not the service).
+       * Still UNKNOWN; the first verdict of its checks decides. */
+      if (!f->rechecking) {
+        f->rechecking = true;
+        f->pass_streak = f->fail_streak = 0;
+        push(c->out, FX_CHECKS_START);
+      }
+      snprintf(push(c->out, FX_REASON)->reason, sizeof c->out->fx[0].reason, "%s; checking", msg);
+    } else if (f->lost_from == S_HEALTHY || f->lost_from == S_UNHEALTHY) {
+      enter(c, f->lost_from, "%s", msg); /* nothing to check: back where it was */
     } else {
       enter(c, S_STARTING, "%s", msg);
     }
@@ -566,6 +587,11 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
     if (f->proc_alive && (svc_state_running(f->state) || f->state == S_SUBMITTED || f->state == S_PENDING)) {
       f->lost_from = f->state;
       enter(&c, S_UNKNOWN, "%s", ev->msg ? ev->msg : "cannot observe the instance");
+    } else if (f->state == S_UNKNOWN && f->rechecking) { /* out of sight again before a verdict */
+      f->rechecking = false;
+      push(out, FX_CHECKS_STOP);
+      snprintf(push(out, FX_REASON)->reason, sizeof out->fx[0].reason, "%s",
+               ev->msg ? ev->msg : "cannot observe the instance");
     }
     break;
   case EV_BLOCKED:

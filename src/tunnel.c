@@ -722,7 +722,8 @@ void tunnel_reload(struct daemon *d, struct host_spec **specs, size_t n) {
       free(h->spec->source);
       h->spec->source = xstrdup(specs[i]->source);
       host_spec_free(specs[i]);
-    } else { /* changed: the next master uses the new spec */
+      specs[i] = h->spec; /* (named below: the hosts kept) */
+    } else {              /* changed: the next master uses the new spec */
       host_spec_free(h->spec);
       h->spec = specs[i];
       h->fails = 0;
@@ -820,6 +821,11 @@ int tunnel_local_port(struct service *s) {
     return p;
   }
   return 0;
+}
+
+double tunnel_dead_window(struct service *s) {
+  struct host *h = s->spec->ssh ? host_named(s->d, s->spec->ssh) : NULL;
+  return h ? h->spec->alive_interval * (h->spec->alive_count + 1) + 1 : 0;
 }
 
 static struct fwd *fwd_of(struct service *s) { return s->tun; }

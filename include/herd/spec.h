@@ -91,6 +91,8 @@ struct cluster_spec {
   char *job_prefix;  /* job names are <prefix>.<service> */
   char *cwd;         /* default working directory of jobs */
   bool mcs_label;    /* also tag jobs with mcs_label (clusters with an MCS plugin) */
+  char *ssh;         /* the ssh host through which its compute nodes are reached (services inherit it) */
+  int ssh_line, ssh_col;
   char *canon, *source;
   int line, col;
 };

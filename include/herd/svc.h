@@ -96,6 +96,7 @@ struct svc_fsm {
                            (EV_STARTED / EV_SPAWN_FAILED): no signal can reach it yet, no deadline or
                            check runs against it */
   svc_state lost_from;  /* the state UNKNOWN was entered from */
+  bool rechecking;      /* back in sight from UNKNOWN: its checks run, the first verdict decides */
   double queued_at;     /* batch: when the current instance was asked for */
   uint64_t rng;         /* xorshift state for jitter: keeps svc_step pure and repeatable */
   char end_reason[96];  /* why a still-running instance was declared over (TIMEOUT, unhealthy) */

@@ -32,6 +32,11 @@ void tunnel_release(struct service *s, bool cancel);
 /** The local port the service's endpoint has (fixed, or allocated once and kept), 0 when it
  *  has no ssh host. */
 int tunnel_local_port(struct service *s);
+/** How long a dead path through the service's ssh host can go unnoticed (its ServerAlive
+ *  window, and a second): the least unhealthy grace of a service checked through it, so that
+ *  a cut path is found as the host's loss (UNKNOWN) before the service is restarted for it. 0
+ *  without an ssh host. */
+double tunnel_dead_window(struct service *s);
 /** Why a check through the tunnel cannot pass now ("ssh host login is down: ..."), or NULL. */
 const char *tunnel_blocker(struct service *s, char *buf, size_t len);
 /** The service's endpoint as status shows it, or NULL when it has no ssh host. */

@@ -77,10 +77,13 @@ def keygen(path, comment):
 
 
 class PrivateSshd:
-    def __init__(self, alias="testhost"):
+    def __init__(self, alias="testhost", addr="127.0.0.1", netns=None, port=None):
+        """An sshd on addr (in network namespace netns when given: a "compute node")."""
         self.dir = tempfile.mkdtemp(prefix="herd-sshd-")
         os.chmod(self.dir, 0o700)
-        self.port = free_port()
+        self.addr = addr
+        self.netns = netns
+        self.port = port or free_port()
         self.host_alias = alias
         self.proc = None
         d = self.dir
@@ -93,11 +96,11 @@ class PrivateSshd:
             key = " ".join(f.read().split()[:2])
         self.known_hosts = os.path.join(d, "known_hosts")
         with open(self.known_hosts, "w") as f:
-            f.write("[127.0.0.1]:%d %s\n%s %s\n" % (self.port, key, alias, key))
+            f.write("%s %s\n%s %s\n" % (self.known_name(), key, alias, key))
         self.log_path = os.path.join(d, "sshd.log")
         with open(os.path.join(d, "sshd_config"), "w") as f:
             f.write("\n".join([
-                "ListenAddress 127.0.0.1:%d" % self.port,
+                "ListenAddress %s:%d" % (addr, self.port),
                 "HostKey %s/host_ed25519" % d,
                 "PidFile %s/sshd.pid" % d,
                 "AuthorizedKeysFile %s/authorized_keys" % d,
@@ -117,6 +120,10 @@ class PrivateSshd:
                 "LogLevel VERBOSE",
                 ""]))
 
+    def known_name(self):
+        """The host as ssh names it in known_hosts (the port only when it is not 22)."""
+        return self.addr if self.port == 22 else "[%s]:%d" % (self.addr, self.port)
+
     def known_hosts_with_wrong_key(self):
         other = os.path.join(self.dir, "other_host")
         if not os.path.exists(other):
@@ -125,7 +132,7 @@ class PrivateSshd:
             key = " ".join(f.read().split()[:2])
         path = os.path.join(self.dir, "known_hosts_wrong")
         with open(path, "w") as f:
-            f.write("[127.0.0.1]:%d %s\n%s %s\n" % (self.port, key, self.host_alias, key))
+            f.write("%s %s\n%s %s\n" % (self.known_name(), key, self.host_alias, key))
         return path
 
     def start(self):
@@ -133,8 +140,9 @@ class PrivateSshd:
         cfg = os.path.join(self.dir, "sshd_config")
         subprocess.run([SSHD, "-t", "-f", cfg], check=True)
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", cfg], stdout=self.logf, stderr=self.logf)
-        if not wait_port("127.0.0.1", self.port, 10):
+        pre = ["ip", "netns", "exec", self.netns] if self.netns else []  # (execs sshd: its pid is sshd's)
+        self.proc = subprocess.Popen(pre + [SSHD, "-D", "-e", "-f", cfg], stdout=self.logf, stderr=self.logf)
+        if not wait_port(self.addr, self.port, 10):
             raise AssertionError("sshd did not listen:\n" + self.log())
 
     def kill_connections(self):

@@ -12,6 +12,7 @@ import time
 import unittest
 import urllib.request
 
+import netns
 import sshd
 from harness import SanitizedSuiteTest, main, wait_service, wait_until
 from servers import free_port
@@ -172,6 +173,85 @@ class Tunnel(SanitizedSuiteTest):
             done.set()
             t.join()
         self.assertEqual(errors, [], "no request through the endpoint failed across kill -9")
+
+
+@unittest.skipUnless(sshd.available(), "OpenSSH (sshd, ssh, ssh-keygen) is not installed: scripts/deps.sh --test")
+class Partition(SanitizedSuiteTest):
+    """A compute node as a network namespace: the service listens on the node's own loopback,
+    reachable only through the node's sshd; its link is taken down and brought back."""
+
+    def setUp(self):
+        why = netns.available()
+        if why:
+            self.fail(why)
+        super().setUp()
+        self.node = netns.Node("node1")
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.node.close()
+
+    def host(self):
+        return self.d.request("GET", "/v1/hosts")[1]["hosts"][0]
+
+    def test_partition_unknown_then_healed(self):
+        target, local, second = 8000, free_port(), free_port()
+        host = {"name": "node1", "destination": "root@%s" % self.node.addr, "port": self.node.sshd.port,
+                "identity_file": self.node.sshd.client_key, "known_hosts": self.node.sshd.known_hosts,
+                "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "2s"}
+
+        def web(name, port, lport):
+            return {"name": name, "ssh": "node1", "stop": {"grace": "2s"},
+                    "command": self.node.exec_argv(["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"]),
+                    "endpoint": {"port": port, "local_port": lport},
+                    "check": {"type": "http", "path": "/", "interval": "200ms", "timeout": "1s"}}
+        self.d.write_config(json.dumps({"hosts": [host], "services": [web("web", target, local)]}))
+        self.d.start()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=40, what="web HEALTHY")
+        self.assertEqual(get(local), 200)
+        with self.assertRaises(OSError, msg="the node's port is not reachable from here but through ssh"):
+            socket.create_connection((self.node.addr, target), timeout=1).close()
+
+        # A forward added and removed at run time, on the same master (no new ssh process).
+        master = self.host()["pid"]
+        self.d.write_config(json.dumps({"hosts": [host], "services": [web("web", target, local),
+                                                                       web("web2", target + 1, second)]}))
+        self.d.cli("reload", check=True)
+        wait_service(self.d, "web2", lambda s: s["state"] == "HEALTHY", timeout=40, what="web2 HEALTHY")
+        self.assertEqual(get(second), 200)
+        self.assertEqual(sorted(f["local_port"] for f in self.host()["forwards"]), sorted([local, second]))
+        self.d.write_config(json.dumps({"hosts": [host], "services": [web("web", target, local)]}))
+        self.d.cli("reload", check=True)
+        wait_until(lambda: [f["local_port"] for f in self.host()["forwards"]] == [local], timeout=20,
+                   what="web2's forward cancelled")
+        with self.assertRaises(OSError):
+            get(second, timeout=1)
+        self.assertEqual(self.host()["pid"], master, "the same master throughout")
+        self.assertEqual(get(local), 200, "the other forward untouched")
+
+        # Partitioned: the dead peer is found within the ServerAlive window (1 s x 2), the
+        # service becomes UNKNOWN (its process lives on: never restarted for the network).
+        restarts, pid = self.d.service("web")["restarts"], self.d.service("web")["pid"]
+        t0 = time.monotonic()
+        self.node.partition()
+        wait_service(self.d, "web", lambda s: s["state"] == "UNKNOWN", timeout=20, what="web UNKNOWN")
+        lost = time.monotonic() - t0
+        self.assertLess(lost, 15, "a dead peer found within ~15 s")
+        h = self.host()
+        self.assertIn(h["state"], ("backoff", "connecting"))
+        # Healed: the master reconnects (backoff), the forward comes back, the service is
+        # HEALTHY again through it, with the same process.
+        self.node.heal()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=90, what="web HEALTHY after heal")
+        self.assertEqual((s["restarts"], s["pid"]), (restarts, pid), "not restarted for the partition")
+        self.assertEqual(get(local), 200)
+        self.assertEqual(self.host()["state"], "up")
+        self.assertGreaterEqual(self.host()["reconnects"], 1)
+        evs = [(e["from"], e["to"]) for e in self.d.events() if e.get("service") == "host:node1"]
+        self.assertIn(("up", "backoff"), evs)
+        print("partition -> UNKNOWN in %.1f s" % lost)
 
 
 if __name__ == "__main__":

@@ -163,8 +163,10 @@ static void test_slurm(void) {
                "only for \"backend\": \"slurm\"");
   expect_error("{\"name\": \"a\", \"backend\": \"slurm\", \"command\": [\"x\"]}", 1, 1, "",
                "missing required key \"cluster\"");
-  expect_error("{\"name\": \"a\", \"backend\": \"slurm\", \"cluster\": \"c\", \"command\": [\"x\"], \"endpoint\": {}}",
-               1, 81, "endpoint", "needs a \"port\"");
+  expect_error(
+      "{\"clusters\": [{\"name\": \"c\", \"url\": \"http://x\", \"user\": \"u\", \"auth\": {\"token\": \"t\"}, "
+      "\"ssh\": \"Login Node\"}]}",
+      1, 92, "clusters[0].ssh", "expected the name of a host");
   expect_error(
       "{\"name\": \"a\", \"backend\": \"slurm\", \"cluster\": \"c\", \"command\": [\"x\"], \"time_limit\": \"5s\"}", 1,
       83, "time_limit", "whole minutes");
@@ -329,7 +331,43 @@ static void test_linear_load(void) {
   free(text);
 }
 
+/* A cluster's "ssh": its services with an endpoint are reached through that host (a port
+ * drawn by herd when none is given); an unknown host is named where the cluster says it. */
+static void test_cluster_ssh(void) {
+  const char *head =
+      "{\"clusters\": [{\"name\": \"c\", \"url\": \"http://x\", \"user\": \"u\", \"cwd\": \"/tmp\",\n"
+      "  \"auth\": {\"token\": \"t\"}, \"ssh\": \"%s\"}],\n"
+      " \"hosts\": [{\"name\": \"login\", \"destination\": \"me@login\", \"known_hosts\": \"/k\"}],\n"
+      " \"services\": [{\"name\": \"web\", \"backend\": \"slurm\", \"cluster\": \"c\", \"command\": [\"x\"],\n"
+      "   \"endpoint\": {\"local_port\": 8800}},\n"
+      "  {\"name\": \"batch\", \"backend\": \"slurm\", \"cluster\": \"c\", \"command\": [\"x\"]}]}";
+  char text[1024];
+  for (int bad = 0; bad < 2; bad++) {
+    snprintf(text, sizeof text, head, bad ? "nohost" : "login");
+    struct spec_set set = {0};
+    struct cfg_errors e = parse(text, &set);
+    CHECK(e.n == 0 && set.n == 2, "cluster ssh parses (%zu errors)", e.n);
+    cfg_validate_clusters(set.v, set.n, set.clusters, set.nclusters, &e);
+    cfg_validate_hosts(set.v, set.n, set.hosts, set.nhosts, &e);
+    const struct spec *web = set.v[0], *batch = set.v[1];
+    CHECK(web->ssh && !strcmp(web->ssh, bad ? "nohost" : "login"), "web inherits the cluster's ssh host");
+    CHECK(!batch->ssh, "a service without an endpoint has nothing to reach: no ssh");
+    CHECK(web->endpoint.port == 0 && web->endpoint.local_port == 8800, "no port: herd draws one for the job");
+    if (bad) {
+      CHECK(e.n == 1 && e.v[0].line == 2 && e.v[0].col == 34 && !strcmp(e.v[0].field, "web.ssh") &&
+                strstr(e.v[0].msg, "no host named \"nohost\""),
+            "unknown host named at the cluster's key: %zu errors, %d:%d %s %s", e.n, e.n ? e.v[0].line : 0,
+            e.n ? e.v[0].col : 0, e.n ? e.v[0].field : "", e.n ? e.v[0].msg : "");
+    } else {
+      CHECK(e.n == 0, "valid (%zu errors)", e.n);
+    }
+    cfg_errors_free(&e);
+    spec_set_free(&set);
+  }
+}
+
 int main(void) {
+  test_cluster_ssh();
   test_errors();
   test_all_errors_listed();
   test_values();

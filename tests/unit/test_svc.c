@@ -541,8 +541,12 @@ static void test_batch(void) {
   svc_step(&f, &p, &ev, 30, &out);
   char got[512];
   fx_string(&out, got, sizeof got);
-  CHECK(f.state == S_HEALTHY && !strcmp(got, "UNKNOWN>HEALTHY chk+"), "recovered: back to HEALTHY, checks on (%s)",
-        got);
+  CHECK(f.state == S_UNKNOWN && f.rechecking && !strncmp(got, "chk+", 4),
+        "back in sight: still UNKNOWN, checks on (%s)", got);
+  ev = (struct svc_event){.type = EV_CHECK_PASS};
+  svc_step(&f, &p, &ev, 30.5, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_HEALTHY && !f.rechecking && !strcmp(got, "UNKNOWN>HEALTHY"), "a check passes: HEALTHY (%s)", got);
   ev = (struct svc_event){.type = EV_EXIT, .code = -1, .sig = 15, .end = S_TIMEOUT, .msg = "TIMEOUT"};
   svc_step(&f, &p, &ev, 40, &out);
   CHECK(f.state == S_BACKOFF && f.restarts == 1, "Slurm TIMEOUT: restarted by on-failure (%s)",
@@ -598,6 +602,68 @@ static void test_batch(void) {
 
 /* A local start: STARTING at once, its clock and checks only from the spawn's answer; a
  * stop asked meanwhile is signalled then, with its grace counted from the signal. */
+/* Out of sight and back (an ssh host lost, then reconnected): checks that failed while the
+ * path was going down may have failed for the path. The first verdict after the return
+ * decides; no restart for the outage itself. */
+static void test_back_in_sight(void) {
+  struct svc_policy p = policy(P_CHECK);
+  p.unhealthy_grace = 0;
+  struct svc_fsm f;
+  svc_fsm_init(&f, 9);
+  struct svc_fx_list out;
+  char got[512];
+  struct svc_event ev = {.type = EV_START}, ok = {.type = EV_CHECK_PASS}, bad = {.type = EV_CHECK_FAIL};
+  svc_step(&f, &p, &ev, 0, &out);
+  ev = (struct svc_event){.type = EV_STARTED};
+  svc_step(&f, &p, &ev, 0.1, &out);
+  svc_step(&f, &p, &ok, 0.2, &out);
+  CHECK(f.state == S_HEALTHY, "HEALTHY");
+  svc_step(&f, &p, &bad, 1, &out);
+  svc_step(&f, &p, &bad, 1.2, &out);
+  CHECK(f.state == S_UNHEALTHY && f.deadline == 1.2, "two failures (the path going down): UNHEALTHY, grace armed");
+  ev = (struct svc_event){.type = EV_LOST, .msg = "ssh host lost"};
+  svc_step(&f, &p, &ev, 1.2, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_UNKNOWN && f.lost_from == S_UNHEALTHY && !f.deadline && strstr(got, "disarm") &&
+            strstr(got, "chk-"),
+        "lost: UNKNOWN, no restart pending, checks off (%s)", got);
+  ev = (struct svc_event){.type = EV_RUNNING, .msg = "ssh host back"};
+  svc_step(&f, &p, &ev, 5, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_UNKNOWN && f.rechecking && !strncmp(got, "chk+", 4), "back: UNKNOWN until a verdict (%s)", got);
+  svc_step(&f, &p, &bad, 5.2, &out);
+  CHECK(f.state == S_UNKNOWN, "one failure is not the verdict (threshold 2)");
+  svc_step(&f, &p, &ok, 5.4, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_HEALTHY && f.restarts == 0 && !strcmp(got, "UNKNOWN>HEALTHY"),
+        "it answers: HEALTHY, never restarted for the outage (%s)", got);
+  /* Lost again, back, and this time it is truly down: UNHEALTHY by the same threshold. */
+  ev = (struct svc_event){.type = EV_LOST, .msg = "ssh host lost"};
+  svc_step(&f, &p, &ev, 6, &out);
+  ev = (struct svc_event){.type = EV_RUNNING};
+  svc_step(&f, &p, &ev, 7, &out);
+  ev = (struct svc_event){.type = EV_LOST, .msg = "lost again"};
+  svc_step(&f, &p, &ev, 7.1, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_UNKNOWN && !f.rechecking && !strncmp(got, "chk-", 4),
+        "lost again before a verdict: checks off (%s)", got);
+  svc_step(&f, &p, &bad, 7.2, &out);
+  CHECK(f.state == S_UNKNOWN && out.n == 0, "a late result while out of sight counts for nothing");
+  ev = (struct svc_event){.type = EV_RUNNING};
+  svc_step(&f, &p, &ev, 8, &out);
+  svc_step(&f, &p, &bad, 8.2, &out);
+  svc_step(&f, &p, &bad, 8.4, &out);
+  CHECK(f.state == S_UNHEALTHY && f.deadline == 8.4, "back and failing: UNHEALTHY, the policy's grace armed");
+  /* A stop while re-checking turns the checks off. */
+  svc_fsm_init(&f, 9);
+  f.state = S_UNKNOWN;
+  f.proc_alive = f.want_up = f.rechecking = true;
+  ev = (struct svc_event){.type = EV_STOP};
+  svc_step(&f, &p, &ev, 9, &out);
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_STOPPING && !f.rechecking && strstr(got, "chk-"), "stop while re-checking: checks off (%s)", got);
+}
+
 static void test_local_launch(void) {
   struct svc_policy p = policy(P_CHECK);
   struct svc_fsm f;
@@ -652,6 +718,7 @@ int main(void) {
   test_crash_loop_zero_reset();
   test_restart_and_stop();
   test_batch();
+  test_back_in_sight();
   test_local_launch();
   test_names();
   printf("%d passed, %d failed\n", checks - failures, failures);
