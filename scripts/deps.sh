@@ -9,7 +9,7 @@ pkgs=(build-essential cmake pkg-config ca-certificates python3
       libuv1-dev libcurl4-openssl-dev libjansson-dev libssh2-1-dev libsqlite3-dev libssl-dev node-llhttp
       openssh-client)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(procps sqlite3 supervisor runit monit clang-format openssl)
+  pkgs+=(procps iproute2 sqlite3 supervisor runit monit clang-format openssl)
   # a real single-node Slurm 22.05 for tests/e2e/slurm.py; the JWT plugin (auth_jwt.so for
   # slurmctld) is not pulled in by slurmrestd and must be named
   pkgs+=(munge slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin)
