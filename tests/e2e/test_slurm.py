@@ -13,7 +13,11 @@ import time
 
 from harness import SanitizedSuiteTest, first_event, main, wait_service, wait_until
 from servers import free_port
+import netns
 import slurm
+import socket
+import subprocess
+import urllib.request
 
 CLUSTER = None
 
@@ -140,6 +144,80 @@ class TestSlurmLifecycle(SlurmTest):
         cl = self.clusters()[0]
         self.assertGreater(cl["polls"], 0)
         self.assertLessEqual(cl["requests"]["job"], 3)
+
+
+class TestSlurmThroughSsh(SlurmTest):
+    """A cluster whose compute node is reached through an ssh host: the job serves on the
+    node's own loopback (a network namespace with its own sshd), reachable from here only
+    through herd's tunnel. herd draws the job's port, and the local endpoint stays the same
+    when a job lands on another port."""
+
+    def setUp(self):
+        why = netns.available()
+        if why:
+            self.fail(why)
+        super().setUp()
+        self.node = netns.Node("login")
+        self.blocker = None
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            if self.blocker:
+                self.blocker.kill()
+                self.blocker.wait()
+            self.node.close()
+
+    def test_tunnel_to_the_job_fixed_endpoint_new_port(self):
+        lo, local = 21000 + os.getpid() % 1000 * 2, free_port()
+        # The range's first port is taken on the node: a job that draws it fails to bind.
+        self.blocker = subprocess.Popen(self.node.exec_argv([
+            sys.executable, "-c", "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', %d)); "
+            "s.listen(); print('ok', flush=True); time.sleep(3600)" % lo]), stdout=subprocess.PIPE)
+        self.assertEqual(self.blocker.stdout.readline().strip(), b"ok")
+        sh = self.node.sshd
+        host = {"name": "login", "destination": "root@%s" % self.node.addr, "port": sh.port,
+                "identity_file": sh.client_key, "known_hosts": sh.known_hosts,
+                "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "5s"}
+        web = job_svc("web", restart="on-failure", start_timeout="60s",
+                      command=["/bin/sh", "-c", 'exec %s -m http.server "$PORT" --bind 127.0.0.1' %
+                               " ".join(self.node.exec_argv([sys.executable]))],
+                      endpoint={"local_port": local, "port_range": [lo, lo + 1], "protocol": "http"},
+                      check={"type": "http", "path": "/", "interval": "200ms", "timeout": "1s"},
+                      backoff={"initial": "500ms"})
+        self.d.write_config(json.dumps({"hosts": [host], "clusters": [cluster_cfg(ssh="login")], "services": [web]}))
+        self.d.start()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=120, what="HEALTHY through ssh")
+        self.assertEqual(s["port"], lo + 1, "the taken port failed and another was drawn")
+        self.assertEqual(s["endpoint"]["via"], "login", "inherited from the cluster")
+        self.assertEqual(s["endpoint"]["local"], "127.0.0.1:%d" % local)
+        # The node's address as Slurm knows it (NodeAddr), seen from the ssh host.
+        self.assertEqual(s["endpoint"]["target"], "127.0.0.1:%d" % (lo + 1))
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % local, timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        with self.assertRaises(OSError, msg="the job's port is on the node, not here"):
+            socket.create_connection(("127.0.0.1", lo + 1), timeout=1).close()
+        job = s["slurm"]["job_id"]
+
+        # Restarted: the new job may not take the last port; lo is taken on the node, so it
+        # fails to bind, and the policy's next draw lands on lo + 1 again. The user's address
+        # never changed.
+        evs = self.d.events()
+        since = evs[-1]["id"] if evs else 0
+        self.d.cli("restart", "web", check=True)
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY" and s["slurm"]["job_id"] != job,
+                         timeout=120, what="HEALTHY on a new job")
+        tos = [(e["to"], e.get("reason", "")) for e in self.d.events(since=since) if e.get("service") == "web"]
+        self.assertIn("FAILED", [t for t, _ in tos], "a job drew the taken port and failed: %s" % tos)
+        self.assertEqual(s["endpoint"]["local"], "127.0.0.1:%d" % local)
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % local, timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        fw = self.d.request("GET", "/v1/hosts")[1]["hosts"][0]["forwards"]
+        self.assertEqual([(f["local_port"], f["port"], f["state"]) for f in fw], [(local, lo + 1, "up")])
+        self.d.cli("stop", "web", "--wait", "--timeout", "30", check=True)
+        wait_until(lambda: self.d.request("GET", "/v1/hosts")[1]["hosts"][0]["forwards"] == [], timeout=10,
+                   what="the forward cancelled")
 
 
 class TestSlurmEnds(SlurmTest):
