@@ -13,17 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define CHECK_EVERY 0.05   /* while connecting: `-O check` this often */
+#define CHECK_EVERY 0.01   /* while connecting: look for the control socket this often */
 #define CONNECT_SLACK 5.0  /* connect_timeout plus this, then the attempt is abandoned */
 #define BACKOFF_MAX 60.0   /* reconnects back off up to this */
 #define BACKOFF_HARD 30.0  /* at least this after an error retrying cannot fix (host key, auth) */
 #define STEADY_AFTER 30.0  /* up this long: the backoff starts over */
 #define FWD_RETRY_MAX 60.0 /* a refused forward (local port taken) is retried up to this apart */
 #define STAGGER 0.1        /* hosts start this far apart (sshd's MaxStartups) */
+#define FWD_BATCH 64       /* forwards added by one `ssh -O forward` at most */
 #define SOCK_MAX 90        /* longer control paths make ssh fail (sockaddr_un and its suffix) */
 
 enum host_state { H_DOWN, H_CONNECTING, H_UP, H_BACKOFF, H_STOPPING, H__MAX };
@@ -53,6 +55,7 @@ struct fwd {
   bool gone;        /* let go while its add was in flight: cancel once it is done */
   bool busy;        /* a control command about it is in flight */
   bool lost_posted; /* the service was told the host was lost: tell it when the forward is back */
+  bool alone;       /* a batch with it failed: added on its own next, to know whether it was the one */
   unsigned fails;
   double retry_at; /* F_FAILED: when to try again (monotonic) */
   char error[200];
@@ -65,7 +68,9 @@ struct hcmd {
   uv_process_t proc;
   uv_pipe_t err;
   struct host *h;
-  struct fwd *f;
+  struct fwd *f;      /* the forward it is about (a cancel, a forward alone) */
+  struct fwd **batch; /* ...or the forwards it adds at once */
+  size_t nbatch;
   enum cmd_kind kind;
   struct buf out;
   bool exited, eof;
@@ -212,6 +217,7 @@ static void on_cmd_close(uv_handle_t *hd) {
   if (--c->open > 0) return;
   struct host *h = c->h;
   buf_free(&c->out);
+  free(c->batch);
   free(c);
   h->nhandles--;
 }
@@ -240,20 +246,29 @@ static void on_cmd_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   }
 }
 
-static int cmd_start(struct host *h, enum cmd_kind kind, struct fwd *f) {
+/* One `ssh -O` command: about forward f, or adding the n forwards of batch at once (one
+ * process for all of them: the master adds each; one it cannot add fails the command). */
+static int cmd_start_n(struct host *h, enum cmd_kind kind, struct fwd *f, struct fwd **batch, size_t n) {
   struct argv a = {0};
   common_args(h, &a);
   av_add(&a, xstrdup("-O"));
   av_add(&a, xstrdup(kind == C_CHECK ? "check" : kind == C_FORWARD ? "forward" : "cancel"));
-  if (f) {
+  for (size_t i = 0; i < (f ? 1 : n); i++) {
+    struct fwd *x = f ? f : batch[i];
     av_add(&a, xstrdup("-L"));
-    av_add(&a, xasprintf("127.0.0.1:%d:%s:%d", f->lport, f->target, f->rport));
+    av_add(&a, xasprintf("127.0.0.1:%d:%s:%d", x->lport, x->target, x->rport));
   }
   av_add(&a, xstrdup(h->spec->destination));
   struct hcmd *c = xcalloc(1, sizeof *c);
   c->h = h;
   c->f = f;
   if (f) f->busy = true;
+  if (!f && n) {
+    c->batch = xcalloc(n, sizeof *c->batch);
+    memcpy(c->batch, batch, n * sizeof *batch);
+    c->nbatch = n;
+    for (size_t i = 0; i < n; i++) batch[i]->busy = true;
+  }
   c->kind = kind;
   uv_pipe_init(h->d->loop, &c->err, 0);
   c->err.data = c;
@@ -268,6 +283,7 @@ static int cmd_start(struct host *h, enum cmd_kind kind, struct fwd *f) {
   c->open = 2;
   if (rc < 0) {
     if (f) f->busy = false;
+    for (size_t i = 0; i < c->nbatch; i++) c->batch[i]->busy = false;
     uv_close((uv_handle_t *)&c->proc, on_cmd_close);
     uv_close((uv_handle_t *)&c->err, on_cmd_close);
     return rc;
@@ -275,6 +291,8 @@ static int cmd_start(struct host *h, enum cmd_kind kind, struct fwd *f) {
   uv_read_start((uv_stream_t *)&c->err, loop_alloc, on_cmd_read);
   return 0;
 }
+
+static int cmd_start(struct host *h, enum cmd_kind kind, struct fwd *f) { return cmd_start_n(h, kind, f, NULL, 0); }
 
 /* The first line of a command's stderr, trimmed, for messages. */
 static const char *first_line(struct buf *b, char *out, size_t len) {
@@ -298,72 +316,100 @@ static void post(struct fwd *f, svc_event_type type, const char *msg) {
   if (f->s) run_post_event(f->s, type, 0, 0, msg);
 }
 
+static void host_up(struct host *h) {
+  h->up_since = now_mono();
+  if (h->ever_up) h->reconnects++; /* (the first connection is not a reconnect) */
+  h->ever_up = true;
+  host_set_state(h, H_UP, "master pid %d connected to %s", h->pid, h->spec->destination);
+  char val[64];
+  snprintf(val, sizeof val, "%d %llu", h->pid, (unsigned long long)h->starttime);
+  store_meta_put(h->d->store, h->meta_key, val); /* for the next daemon, should this one die */
+  /* Every forward again: the master starts with none (an adopted one keeps its own, and
+   * adding one it has is answered ok). */
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &h->fwds) {
+    struct fwd *x = container_of(pos, struct fwd, link);
+    if (x->state != F_CANCELLING) x->state = F_WANTED, x->retry_at = 0;
+  }
+  host_pump(h);
+}
+
+/* Whether a master listens on its control socket. ssh binds it only once the connection
+ * is up and authenticated (under a temporary name, then renamed), so a connect that
+ * succeeds means ready: far cheaper than running `ssh -O check` over and over. */
+static bool control_listening(const char *path) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof sa.sun_path) return false;
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+  close(fd);
+  return ok;
+}
+
+/* The answer to adding forward f (alone, or in a batch of several). */
+static void fwd_answered(struct host *h, struct fwd *f, int64_t status, const char *line, bool batched) {
+  if (f->gone) { /* let go meanwhile: take it back down */
+    if (status == 0 && h->state == H_UP && cmd_start(h, C_CANCEL, f) == 0)
+      f->state = F_CANCELLING;
+    else
+      fwd_free(f);
+    return;
+  }
+  if (status == 0) {
+    f->state = F_UP;
+    f->fails = 0;
+    f->alone = false;
+    f->error[0] = '\0';
+    h->forwards_added++;
+    if (f->s)
+      logpipe_note(f->s, "endpoint 127.0.0.1:%d -> %s:%d through ssh host %s", f->lport, f->target, f->rport,
+                   h->spec->name);
+    if (f->lost_posted) {
+      f->lost_posted = false;
+      char msg[200];
+      snprintf(msg, sizeof msg, "ssh host %s back: endpoint 127.0.0.1:%d forwarded again", h->spec->name, f->lport);
+      post(f, EV_RUNNING, msg);
+    }
+  } else if (h->state == H_UP && batched) {
+    /* Some forward of the batch was refused: each goes again on its own (one the master
+     * added already is answered ok), and the one refused fails alone. */
+    f->state = F_WANTED;
+    f->alone = true;
+  } else if (h->state == H_UP) {
+    /* The master is up but refused it: the local port is taken (or the target is
+     * refused by the server's policy). Retried, slowly, without a storm. */
+    f->state = F_FAILED;
+    f->fails++;
+    h->forwards_failed++;
+    f->retry_at = now_mono() + jitter(fmin(2.0 * pow(2, f->fails - 1), FWD_RETRY_MAX));
+    snprintf(f->error, sizeof f->error, "forward of local port %d refused%s%.120s (is the port taken?)", f->lport,
+             line[0] ? ": " : "", line);
+    if (f->s) logpipe_note(f->s, "%s; trying again in %.0fs", f->error, f->retry_at - now_mono());
+    log_msg(LOG_WARN, f->name, NULL, NULL, "ssh host %s: %s", h->spec->name, f->error);
+  } else {
+    f->state = F_WANTED; /* the master went away meanwhile: added again once it is back */
+  }
+}
+
 static void cmd_done(struct hcmd *c) {
   struct host *h = c->h;
   struct fwd *f = c->f;
   char line[200];
   first_line(&c->out, line, sizeof line);
   if (f) f->busy = false;
+  for (size_t i = 0; i < c->nbatch; i++) c->batch[i]->busy = false;
   if (h->closing) return;
   switch (c->kind) {
   case C_CHECK:
     h->checking = false;
-    if (c->status == 0 && h->state == H_CONNECTING && h->master_running) {
-      h->up_since = now_mono();
-      if (h->ever_up) h->reconnects++; /* (the first connection is not a reconnect) */
-      h->ever_up = true;
-      host_set_state(h, H_UP, "master pid %d connected to %s", h->pid, h->spec->destination);
-      char val[64];
-      snprintf(val, sizeof val, "%d %llu", h->pid, (unsigned long long)h->starttime);
-      store_meta_put(h->d->store, h->meta_key, val); /* for the next daemon, should this one die */
-      /* Every forward again: the master starts with none. */
-      struct list *pos, *tmp;
-      list_for_each_safe(pos, tmp, &h->fwds) {
-        struct fwd *x = container_of(pos, struct fwd, link);
-        if (x->state != F_CANCELLING) x->state = F_WANTED, x->retry_at = 0;
-      }
-      host_pump(h);
-    }
+    if (c->status == 0 && h->state == H_CONNECTING && h->master_running) host_up(h);
     host_schedule(h);
     break;
   case C_FORWARD:
-    if (f->gone) { /* let go meanwhile: take it back down */
-      if (c->status == 0 && h->state == H_UP && cmd_start(h, C_CANCEL, f) == 0) {
-        f->state = F_CANCELLING;
-      } else {
-        fwd_free(f);
-        host_pump(h);
-      }
-      break;
-    }
-    if (c->status == 0) {
-      f->state = F_UP;
-      f->fails = 0;
-      f->error[0] = '\0';
-      h->forwards_added++;
-      if (f->s)
-        logpipe_note(f->s, "endpoint 127.0.0.1:%d -> %s:%d through ssh host %s", f->lport, f->target, f->rport,
-                     h->spec->name);
-      if (f->lost_posted) {
-        f->lost_posted = false;
-        char msg[200];
-        snprintf(msg, sizeof msg, "ssh host %s back: endpoint 127.0.0.1:%d forwarded again", h->spec->name, f->lport);
-        post(f, EV_RUNNING, msg);
-      }
-    } else if (h->state == H_UP) {
-      /* The master is up but refused it: the local port is taken (or the target is
-       * refused by the server's policy). Retried, slowly, without a storm. */
-      f->state = F_FAILED;
-      f->fails++;
-      h->forwards_failed++;
-      f->retry_at = now_mono() + jitter(fmin(2.0 * pow(2, f->fails - 1), FWD_RETRY_MAX));
-      snprintf(f->error, sizeof f->error, "forward of local port %d refused%s%.120s (is the port taken?)", f->lport,
-               line[0] ? ": " : "", line);
-      if (f->s) logpipe_note(f->s, "%s; trying again in %.0fs", f->error, f->retry_at - now_mono());
-      log_msg(LOG_WARN, f->name, NULL, NULL, "ssh host %s: %s", h->spec->name, f->error);
-    } else {
-      f->state = F_WANTED; /* the master went away meanwhile: added again once it is back */
-    }
+    if (f) fwd_answered(h, f, c->status, line, false);
+    for (size_t i = 0; i < c->nbatch; i++) fwd_answered(h, c->batch[i], c->status, line, c->nbatch > 1);
     host_pump(h);
     host_schedule(h);
     break;
@@ -390,13 +436,27 @@ static void host_pump(struct host *h) {
   if (h->state != H_UP || h->closing) return;
   double now = now_mono();
   struct list *pos, *tmp;
+  struct fwd *batch[FWD_BATCH];
+  size_t n = 0;
   list_for_each_safe(pos, tmp, &h->fwds) {
     struct fwd *f = container_of(pos, struct fwd, link);
     if (f->gone || f->busy) continue;
     if (f->state == F_FAILED && f->retry_at <= now) f->state = F_WANTED;
     if (f->state != F_WANTED || port_cancelling(h, f->lport)) continue;
-    if (cmd_start(h, C_FORWARD, f) == 0) f->state = F_ADDING;
+    if (f->alone || f->fails) { /* (under suspicion: on its own) */
+      if (cmd_start(h, C_FORWARD, f) == 0) f->state = F_ADDING;
+      continue;
+    }
+    batch[n++] = f;
+    if (n == FWD_BATCH) {
+      if (cmd_start_n(h, C_FORWARD, NULL, batch, n) == 0)
+        for (size_t i = 0; i < n; i++) batch[i]->state = F_ADDING;
+      n = 0;
+    }
   }
+  if (n == 1 && cmd_start(h, C_FORWARD, batch[0]) == 0) batch[0]->state = F_ADDING;
+  if (n > 1 && cmd_start_n(h, C_FORWARD, NULL, batch, n) == 0)
+    for (size_t i = 0; i < n; i++) batch[i]->state = F_ADDING;
 }
 
 /* ---- the master ---- */
@@ -579,7 +639,11 @@ static void on_host_timer(uv_timer_t *t) {
       kill(h->pid, SIGTERM); /* its exit moves the host to BACKOFF */
       return;
     }
-    if (!h->checking && h->master_running && cmd_start(h, C_CHECK, NULL) == 0) h->checking = true;
+    if (!h->adopted && h->master_running && control_listening(h->sock)) {
+      host_up(h);
+    } else if (h->adopted && !h->checking && h->master_running && cmd_start(h, C_CHECK, NULL) == 0) {
+      h->checking = true; /* one started by an earlier daemon: proven by asking it */
+    }
     host_schedule(h);
     break;
   case H_BACKOFF:
@@ -685,9 +749,17 @@ static struct host *host_new(struct daemon *d, struct host_spec *k, double start
   return h;
 }
 
+/* Hosts on the same server start STAGGER apart (its MaxStartups); different servers at once. */
+static double stagger(struct host_spec **specs, size_t i) {
+  size_t k = 0;
+  for (size_t j = 0; j < i; j++)
+    k += !strcmp(specs[j]->destination, specs[i]->destination) && specs[j]->port == specs[i]->port;
+  return STAGGER * (double)k;
+}
+
 void tunnel_init(struct daemon *d, struct host_spec **specs, size_t n) {
   double now = now_mono();
-  for (size_t i = 0; i < n; i++) host_new(d, specs[i], now + STAGGER * (double)i);
+  for (size_t i = 0; i < n; i++) host_new(d, specs[i], now + stagger(specs, i));
   free(specs);
 }
 
@@ -717,7 +789,7 @@ void tunnel_reload(struct daemon *d, struct host_spec **specs, size_t n) {
   for (size_t i = 0; i < n; i++) {
     struct host *h = host_named(d, specs[i]->name);
     if (!h) {
-      host_new(d, specs[i], now + STAGGER * (double)i);
+      host_new(d, specs[i], now + stagger(specs, i));
     } else if (spec_same(h->spec, specs[i])) {
       free(h->spec->source);
       h->spec->source = xstrdup(specs[i]->source);

@@ -77,7 +77,7 @@ def keygen(path, comment):
 
 
 class PrivateSshd:
-    def __init__(self, alias="testhost", addr="127.0.0.1", netns=None, port=None):
+    def __init__(self, alias="testhost", addr="127.0.0.1", netns=None, port=None, max_startups="200:30:400"):
         """An sshd on addr (in network namespace netns when given: a "compute node")."""
         self.dir = tempfile.mkdtemp(prefix="herd-sshd-")
         os.chmod(self.dir, 0o700)
@@ -116,7 +116,7 @@ class PrivateSshd:
                 "X11Forwarding no",
                 "PermitTTY no",
                 "PrintMotd no",
-                "MaxStartups 200:30:400",
+                "MaxStartups %s" % max_startups,  # (sshd's default: 10:30:100)
                 "LogLevel VERBOSE",
                 ""]))
 

@@ -39,7 +39,7 @@ class Tunnel(SanitizedSuiteTest):
         finally:
             self.sshd.stop()
 
-    def config(self, local=None):
+    def config(self, local=None, also=None):
         host = {"name": "lo", "destination": "root@127.0.0.1", "port": self.sshd.port,
                 "identity_file": self.sshd.client_key, "known_hosts": self.known_hosts,
                 "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "5s"}
@@ -47,7 +47,11 @@ class Tunnel(SanitizedSuiteTest):
                "ssh": "lo", "endpoint": {"port": self.target, "local_port": local or self.local},
                "check": {"type": "http", "path": "/", "interval": "200ms", "timeout": "2s"},
                "stop": {"grace": "2s"}}
-        self.d.write_config(json.dumps({"hosts": [host], "services": [web]}))
+        services = [web]
+        if also:  # a second service on the same host, port and target of its own
+            services.append(dict(web, name="web2", endpoint={"port": also[0], "local_port": also[1]},
+                                 command=["python3", "-m", "http.server", str(also[0]), "--bind", "127.0.0.1"]))
+        self.d.write_config(json.dumps({"hosts": [host], "services": services}))
 
     def host(self):
         return self.d.request("GET", "/v1/hosts")[1]["hosts"][0]
@@ -123,8 +127,13 @@ class Tunnel(SanitizedSuiteTest):
         squatter.bind(("127.0.0.1", self.local))
         squatter.listen(8)
         try:
-            self.config()
+            # Both forwards go to the master in one command; the refused one is found on its
+            # own and the other comes up regardless.
+            other = (free_port(), free_port())
+            self.config(also=other)
             self.d.start()
+            wait_service(self.d, "web2", lambda s: s["state"] == "HEALTHY", timeout=30, what="web2 HEALTHY")
+            self.assertEqual(get(other[1]), 200)
             s = wait_service(self.d, "web", lambda s: s["endpoint"].get("error"), timeout=30, what="forward error")
             self.assertIn("forward of local port %d refused" % self.local, s["endpoint"]["error"])
             self.assertEqual(self.host()["state"], "up", "the master stays up")
