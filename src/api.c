@@ -5,6 +5,7 @@
 #include "herd/prio.h"
 #include "herd/slurm.h"
 #include "herd/store.h"
+#include "herd/sshx.h"
 #include "herd/tunnel.h"
 #include "herd/table.h"
 
@@ -952,7 +953,13 @@ void api_lag(struct daemon *d, struct conn *c, struct request *r, const char *un
 }
 
 void api_hosts(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
-  conn_reply(c, 200, json_pack("{s:o}", "hosts", tunnel_hosts_json(d)));
+  json_t *hosts = tunnel_hosts_json(d), *h;
+  size_t i;
+  json_array_foreach(hosts, i, h) { /* its libssh2 session, when something runs commands there */
+    json_t *ss = sshx_host_json(d, json_string_value(json_object_get(h, "name")));
+    json_object_set_new(h, "session", ss ? ss : json_null());
+  }
+  conn_reply(c, 200, json_pack("{s:o}", "hosts", hosts));
 }
 
 void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *unused) {

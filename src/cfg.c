@@ -298,9 +298,17 @@ static const char *const check_keys_tcp[] = {"type",
                                              "on_unhealthy",
                                              "unhealthy_grace",
                                              NULL};
-static const char *const check_keys_exec[] = {
-    "type",         "command",         "interval", "timeout", "start_period", "failure_threshold", "success_threshold",
-    "on_unhealthy", "unhealthy_grace", NULL};
+static const char *const check_keys_exec[] = {"type",
+                                              "command",
+                                              "host",
+                                              "interval",
+                                              "timeout",
+                                              "start_period",
+                                              "failure_threshold",
+                                              "success_threshold",
+                                              "on_unhealthy",
+                                              "unhealthy_grace",
+                                              NULL};
 static const char *const endpoint_keys[] = {"protocol", "host", "port", "allocate", "port_range", "local_port", NULL};
 static const char *const dep_keys[] = {"service", "condition", NULL};
 static const char *const service_keys[] = {"name",
@@ -547,6 +555,11 @@ static void parse_check(struct pctx *c, const char *prefix, json_t *o, struct sp
       cfgp_err_at(c, prefix, "an exec check needs \"command\" (an argv array)");
     else
       k->command = cfgp_get_argv(c, FIELD(f, prefix, "command"), v);
+    if ((v = json_object_get(o, "host")) && cfgp_get_string(c, FIELD(f, prefix, "host"), v, &k->ssh_host) == 0) {
+      if (!name_valid(k->ssh_host))
+        cfgp_err_at(c, FIELD(f, prefix, "host"), "expected the name of a host in \"hosts\", got \"%s\"", k->ssh_host);
+      cfgp_pos(c, FIELD(f, prefix, "host"), false, &k->ssh_line, &k->ssh_col);
+    }
     break;
   case CHECK__MAX: break;
   }

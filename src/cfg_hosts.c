@@ -165,6 +165,27 @@ int cfg_validate_hosts(struct spec *const *v, size_t n, struct host_spec *const 
         cfg_error_add(errs, h[i]->source, h[i]->line, h[i]->col, "hosts.name",
                       "duplicate host name \"%s\" (also defined in %s)", h[i]->name, h[j]->source);
   for (size_t i = 0; i < n; i++) {
+    const struct check_spec *k = v[i]->check;
+    if (!k || !k->ssh_host) continue;
+    char field[160];
+    snprintf(field, sizeof field, "%s.check.host", v[i]->name);
+    const struct host_spec *hs = NULL;
+    for (size_t j = 0; j < nh; j++)
+      if (!strcmp(h[j]->name, k->ssh_host)) hs = h[j];
+    /* Run over a libssh2 session: what libssh2 1.10 cannot do is said here, not at run time. */
+    if (!hs)
+      cfg_error_add(errs, v[i]->source, k->ssh_line, k->ssh_col, field, "no host named \"%s\"", k->ssh_host);
+    else if (!hs->identity_file)
+      cfg_error_add(errs, v[i]->source, k->ssh_line, k->ssh_col, field,
+                    "a remote check runs over libssh2, which needs the host's \"identity_file\" (an ed25519 or ECDSA "
+                    "key: libssh2 1.10 has no rsa-sha2 and no ssh-agent support here)");
+    else if (hs->proxy_jump || (hs->options && hs->options[0]))
+      cfg_error_add(errs, v[i]->source, k->ssh_line, k->ssh_col, field,
+                    "a remote check runs over libssh2, which cannot use host \"%s\"'s %s (run the check through "
+                    "the service's endpoint instead, or use a host without it)",
+                    hs->name, hs->proxy_jump ? "proxy_jump" : "ssh_options");
+  }
+  for (size_t i = 0; i < n; i++) {
     const struct spec *s = v[i];
     if (!s->ssh) continue;
     char field[160];

@@ -5,6 +5,7 @@
 #include "herd/log.h"
 #include "herd/loop.h"
 #include "herd/run.h"
+#include "herd/sshx.h"
 #include "herd/tunnel.h"
 
 #include <curl/curl.h>
@@ -73,6 +74,7 @@ struct run {
   int64_t status;
   int sig;
   struct buf output;
+  struct sshx_req *sreq; /* exec on an ssh host: the request in flight (it counts as a handle) */
 };
 
 static void schedule_next(struct checker *ck);
@@ -672,8 +674,64 @@ static void on_exec_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   }
 }
 
+/* The last line of a command's output: a check's message. */
+static void last_line(const char *out, size_t n, char *last, size_t len) {
+  while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' ')) n--;
+  size_t start = n;
+  while (start && out[start - 1] != '\n') start--;
+  snprintf(last, len, "%.*s", (int)(n - start), out + start);
+}
+
+static void on_remote_done(void *arg, const struct sshx_result *res) {
+  struct run *r = arg;
+  struct service *s = r->s;
+  r->sreq = NULL;
+  if (!r->finished) {
+    const char *host = s->spec->check->ssh_host;
+    char last[200];
+    last_line(res->outlen ? res->out : res->err, res->outlen ? res->outlen : res->errlen, last, sizeof last);
+    if (!res->ran)
+      deliver(r->ck, r, false, "ssh host %s: %s", host, res->error);
+    else if (res->status == 0)
+      deliver(r->ck, r, true, "exit 0 on %s%s%s", host, *last ? ": " : "", last);
+    else if (res->status < 0)
+      deliver(r->ck, r, false, "no exit status from %s%s%s", host, *last ? ": " : "", last);
+    else
+      deliver(r->ck, r, false, "exit %d on %s%s%s", res->status, host, *last ? ": " : "", last);
+  }
+  r->nhandles--;
+  run_release(r);
+  service_unref(s);
+}
+
+/* On an ssh host, over its libssh2 session: the argv quoted for the remote shell, with the
+ * service's name and port in its environment as a local check has them. */
+static void remote_begin(struct checker *ck, struct run *r) {
+  struct service *s = ck->s;
+  const struct check_spec *k = s->spec->check;
+  struct buf cmd = {0};
+  buf_printf(&cmd, "HERD_SERVICE=%s HERD_PORT=%d", s->spec->name, s->port);
+  for (char **a = k->command; *a; a++) {
+    buf_lit(&cmd, " ");
+    sshx_quote(&cmd, *a);
+  }
+  buf_append(&cmd, "", 1);
+  r->sreq = sshx_exec(s->d, k->ssh_host, cmd.data, NULL, 0, on_remote_done, r);
+  buf_free(&cmd);
+  if (!r->sreq) {
+    deliver(ck, r, false, "no ssh host %s", k->ssh_host);
+    return;
+  }
+  r->nhandles++;
+  service_ref(s);
+}
+
 static void exec_begin(struct checker *ck, struct run *r) {
   struct service *s = ck->s;
+  if (s->spec->check->ssh_host) {
+    remote_begin(ck, r);
+    return;
+  }
   /* One pipe for stdout and stderr together: its write end goes to both. */
   uv_file fds[2];
   int prc = uv_pipe(fds, 0, 0);
@@ -731,6 +789,7 @@ static void exec_begin(struct checker *ck, struct run *r) {
 }
 
 static void exec_kill(struct run *r) {
+  if (r->sreq) sshx_cancel(r->sreq); /* (its answer comes later and releases the run) */
   if (!r->exited && r->proc.pid > 0 && !r->killed) {
     r->killed = true;
     kill(-r->proc.pid, SIGKILL);

@@ -9,6 +9,7 @@
 #include "herd/slurm.h"
 #include "herd/spawner.h"
 #include "herd/store.h"
+#include "herd/sshx.h"
 #include "herd/tunnel.h"
 
 #include <dirent.h>
@@ -152,7 +153,8 @@ static void finish(struct daemon *d) {
   d->spawner = NULL;
   slurm_close(d);              /* after every service let go of its job */
   tunnel_close(d, d->leaving); /* after every service let go of its endpoint */
-  check_global_close(d);       /* after every checker and cluster let go of its easy handle */
+  sshx_close(d);
+  check_global_close(d); /* after every checker and cluster let go of its easy handle */
 }
 
 void daemon_shutdown(struct daemon *d) {
@@ -522,6 +524,7 @@ int daemon_run(const struct daemon_opts *o) {
   list_init(&d->clusters);
   list_init(&d->runq);
   list_init(&d->hosts);
+  list_init(&d->sshx);
   list_init(&d->delayed);
   list_init(&d->logfds);
   list_init(&d->polled);
@@ -736,6 +739,7 @@ int daemon_run(const struct daemon_opts *o) {
   uv_run(d->loop, UV_RUN_DEFAULT);
 
   tunnel_free(d);
+  sshx_free(d);
   store_close(d->store);
   int rc = uv_loop_close(d->loop);
   if (rc != 0) {

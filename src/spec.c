@@ -21,6 +21,7 @@ static void check_free(struct check_spec *c) {
   free(c->ca_file);
   free(c->host);
   strv_free(c->command);
+  free(c->ssh_host);
   free(c);
 }
 

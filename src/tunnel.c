@@ -895,6 +895,11 @@ int tunnel_local_port(struct service *s) {
   return 0;
 }
 
+const struct host_spec *tunnel_host_spec(struct daemon *d, const char *name) {
+  struct host *h = host_named(d, name);
+  return h ? h->spec : NULL;
+}
+
 double tunnel_dead_window(struct service *s) {
   struct host *h = s->spec->ssh ? host_named(s->d, s->spec->ssh) : NULL;
   return h ? h->spec->alive_interval * (h->spec->alive_count + 1) + 1 : 0;

@@ -62,6 +62,7 @@ struct daemon {
   double shutdown_at;   /* when the shutdown began (monotonic) */
   struct list clusters; /* Slurm clusters (slurm.c) */
   struct list hosts;    /* ssh hosts (tunnel.c) */
+  struct list sshx;     /* libssh2 sessions to them (sshx.c) */
   struct list runq;     /* events backends posted, waiting for the effects being applied (run.c) */
   int run_depth;        /* effects are being applied: posted events wait */
   bool run_draining;

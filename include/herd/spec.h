@@ -25,6 +25,8 @@ struct check_spec {
   char *host;     /* tcp: default the endpoint's host */
   int port;       /* tcp: default the endpoint's port */
   char **command; /* exec: argv */
+  char *ssh_host; /* exec: run it on this ssh host (a libssh2 session), not here */
+  int ssh_line, ssh_col;
   double interval, timeout;
   unsigned failure_threshold, success_threshold;
   bool restart_on_unhealthy;

@@ -32,6 +32,8 @@ void tunnel_release(struct service *s, bool cancel);
 /** The local port the service's endpoint has (fixed, or allocated once and kept), 0 when it
  *  has no ssh host. */
 int tunnel_local_port(struct service *s);
+/** The configured host named so, or NULL. */
+const struct host_spec *tunnel_host_spec(struct daemon *d, const char *name);
 /** How long a dead path through the service's ssh host can go unnoticed (its ServerAlive
  *  window, and a second): the least unhealthy grace of a service checked through it, so that
  *  a cut path is found as the host's loss (UNKNOWN) before the service is restarted for it. 0

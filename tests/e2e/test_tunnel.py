@@ -263,5 +263,100 @@ class Partition(SanitizedSuiteTest):
         print("partition -> UNKNOWN in %.1f s" % lost)
 
 
+@unittest.skipUnless(sshd.available(), "OpenSSH (sshd, ssh, ssh-keygen) is not installed: scripts/deps.sh --test")
+class RemoteCheck(SanitizedSuiteTest):
+    """Exec checks run on an ssh host over one libssh2 session in the daemon's loop."""
+
+    def setUp(self):
+        super().setUp()
+        self.sshd = sshd.PrivateSshd()
+        self.sshd.start()
+        self.flag = os.path.join(self.sshd.dir, "up")  # the remote "service is fine" marker
+        open(self.flag, "w").close()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.sshd.stop()
+
+    def config(self, n=1, known_hosts=None, key=None):
+        host = {"name": "lo", "destination": "root@127.0.0.1", "port": self.sshd.port,
+                "identity_file": key or self.sshd.client_key, "known_hosts": known_hosts or self.sshd.known_hosts,
+                "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "5s"}
+        svcs = [{"name": "w%d" % i, "command": ["sleep", "1d"],
+                 "check": {"type": "exec", "host": "lo", "interval": "2s", "timeout": "20s",
+                           "command": ["sh", "-c", "test -e \"$1\" && echo \"up $HERD_SERVICE\"", "-", self.flag]}}
+                for i in range(n)]
+        self.d.write_config(json.dumps({"hosts": [host], "services": svcs}))
+
+    def session(self):
+        return self.d.request("GET", "/v1/hosts")[1]["hosts"][0]["session"]
+
+    def msg(self, s):
+        return ((s["check"] or {}).get("last") or {}).get("message", "")
+
+    def test_remote_exec_check(self):
+        self.config(n=6)
+        self.d.start()
+        for i in range(6):
+            s = wait_service(self.d, "w%d" % i, lambda s: s["state"] == "HEALTHY", timeout=60, what="HEALTHY")
+        self.assertIn("exit 0 on lo: up w5", self.msg(s))
+        ss = self.session()
+        self.assertEqual(ss["state"], "up")
+        self.assertEqual(ss["connects"], 1, "one session for all the checks")
+        self.assertLessEqual(ss["channels"], 8)
+        self.assertGreaterEqual(ss["commands"], 6)
+        # Two connections to sshd: the host's ControlMaster (tunnels) and the libssh2
+        # session (commands); no ssh process runs for the checks.
+        master = self.d.request("GET", "/v1/hosts")[1]["hosts"][0]["pid"]
+        self.assertEqual(len(sshd.children(self.sshd.proc.pid)), 2)
+        self.assertEqual(set(sshd.ssh_processes()) - {master}, set(), "no ssh process for the checks")
+        # The remote answer changes: UNHEALTHY with the remote exit status.
+        os.unlink(self.flag)
+        wait_until(lambda: "UNHEALTHY" in [e["to"] for e in self.d.events() if e.get("service") == "w0"],
+                   timeout=60, what="w0 UNHEALTHY")
+        self.assertIn("exit 1 on lo", [e for e in self.d.events() if e.get("to") == "UNHEALTHY"][-1]["reason"])
+        open(self.flag, "w").close()
+        wait_service(self.d, "w0", lambda s: s["state"] == "HEALTHY", timeout=30, what="HEALTHY again")
+        # The connection dies: checks fail saying so, the session comes back when asked.
+        self.assertGreater(self.sshd.kill_connections(), 0)
+        wait_until(lambda: self.session()["connects"] >= 2 and self.session()["state"] == "up", timeout=30,
+                   what="a new session")
+        self.assertIsNotNone(self.session()["last_error"])
+        for i in range(6):
+            wait_service(self.d, "w%d" % i, lambda s: s["state"] == "HEALTHY", timeout=60, what="HEALTHY after")
+        self.d.stop()
+
+    def test_host_key_mismatch_and_wrong_key(self):
+        self.config(known_hosts=self.sshd.known_hosts_with_wrong_key())
+        self.d.start()
+        s = wait_service(self.d, "w0", lambda s: "host key mismatch" in self.msg(s), timeout=30, what="mismatch")
+        self.assertNotEqual(s["state"], "HEALTHY")
+        self.assertEqual(self.session()["state"], "backoff")
+        self.assertIn("host key mismatch", self.session()["last_error"])
+        self.d.stop()
+        other = os.path.join(self.sshd.dir, "stranger")
+        sshd.keygen(other, "stranger")
+        self.config(key=other)
+        self.d.start()
+        wait_service(self.d, "w0", lambda s: "authentication as root" in self.msg(s) and "refused" in self.msg(s),
+                     timeout=30, what="auth refused")
+
+    def test_config_errors(self):
+        host = {"name": "lo", "destination": "root@127.0.0.1", "known_hosts": self.sshd.known_hosts,
+                "proxy_jump": "me@gw"}
+        self.d.write_config(json.dumps({"hosts": [host], "services": [
+            {"name": "a", "command": ["sleep", "1d"], "check": {"type": "exec", "host": "lo", "command": ["true"]}},
+            {"name": "b", "command": ["sleep", "1d"], "check": {"type": "exec", "host": "nope", "command": ["true"]}}]}))
+        self.d.start(wait=False)
+        self.d.proc.wait(30)
+        log = self.d.log()
+        self.assertIn("a.check.host", log)
+        self.assertIn("needs the host's \"identity_file\"", log)
+        self.assertIn("b.check.host", log)
+        self.assertIn("no host named \"nope\"", log)
+
+
 if __name__ == "__main__":
     main()
