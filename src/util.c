@@ -62,6 +62,8 @@ int duration_parse(const char *s, double *out) {
   /* Reject text like "0x10" or "1e400" that strtod accepts but nobody means. */
   for (const char *p = s; p < end; p++)
     if (!(isdigit((unsigned char)*p) || *p == '.' || *p == ' ')) return -1;
+  /* "99...9d" (309 digits) is a finite number of days but no finite number of seconds. */
+  if (!isfinite(v * mult)) return -1;
   *out = v * mult;
   return 0;
 }
@@ -89,12 +91,13 @@ int size_parse(const char *s, uint64_t *out) {
 }
 
 void duration_fmt(double secs, char *buf, size_t len) {
-  if (secs < 0) secs = 0;
+  if (!(secs >= 0)) secs = 0; /* NaN too */
   if (secs < 1) {
     snprintf(buf, len, "%dms", (int)(secs * 1000));
     return;
   }
-  uint64_t s = (uint64_t)secs;
+  /* Total over every double: past 2^64 s (infinity too) the count stops at its most. */
+  uint64_t s = secs < 18446744073709549568.0 ? (uint64_t)secs : UINT64_MAX;
   if (s < 60)
     snprintf(buf, len, "%us", (unsigned)s);
   else if (s < 3600)
@@ -102,7 +105,7 @@ void duration_fmt(double secs, char *buf, size_t len) {
   else if (s < 86400)
     snprintf(buf, len, "%uh%02um", (unsigned)(s / 3600), (unsigned)(s % 3600 / 60));
   else
-    snprintf(buf, len, "%ud%02uh", (unsigned)(s / 86400), (unsigned)(s % 86400 / 3600));
+    snprintf(buf, len, "%llud%02uh", (unsigned long long)(s / 86400), (unsigned)(s % 86400 / 3600));
 }
 
 static const struct {
