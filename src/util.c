@@ -221,8 +221,15 @@ void utf8_sanitize(char *s) {
   unsigned char *p = (unsigned char *)s;
   while (*p) {
     int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+    uint32_t cp = n == 1 ? *p : *p & (0x7Fu >> n);
     bool ok = n > 0;
-    for (int i = 1; ok && i < n; i++) ok = (p[i] & 0xC0) == 0x80;
+    for (int i = 1; ok && i < n; i++) {
+      ok = (p[i] & 0xC0) == 0x80; /* a NUL ends the sequence too */
+      cp = cp << 6 | (p[i] & 0x3Fu);
+    }
+    /* What jansson accepts (RFC 3629): no overlong form, no surrogate, nothing past U+10FFFF. */
+    if (ok && n > 1) ok = cp >= least[n] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
     if (!ok) {
       *p++ = '?';
       continue;

@@ -1,9 +1,12 @@
 /*
- * Durations and sizes (util.c): duration_parse, size_parse, signal_parse and duration_fmt.
+ * Durations and sizes (util.c): duration_parse, size_parse, signal_parse and duration_fmt;
+ * utf8_sanitize, which makes any text a JSON string.
  * Whatever parses must format: duration_fmt is total over every double (NaN and infinity
  * included) and always writes a NUL-terminated string that fits.
  */
 #include "herd/herd.h"
+
+#include <jansson.h>
 
 #include <math.h>
 #include <stdint.h>
@@ -21,6 +24,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     duration_fmt(d, out, sizeof out);
     if (strlen(out) >= sizeof out) abort();
   }
+  /* Sanitized text is what jansson takes as a JSON string (replies carry such text). */
+  char *t = strdup(s);
+  utf8_sanitize(t);
+  json_t *j = json_string(t);
+  if (!j) abort();
+  json_decref(j);
+  free(t);
   uint64_t sz;
   (void)size_parse(s, &sz);
   (void)signal_parse(s);
