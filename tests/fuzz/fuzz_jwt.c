@@ -1,7 +1,8 @@
 /*
  * JWTs (jwt.c): reading a token's exp (any bytes), base64url decoding and its round trip,
  * and minting with a key and user taken from the input (the user must be valid UTF-8 or
- * the mint refuses it).
+ * the mint refuses it); the token answers slurm.c takes: a token file's or a token_command's
+ * output (jwt_word) and an OAuth token endpoint's JSON (jwt_from_oauth).
  */
 #include "herd/jwt.h"
 
@@ -33,6 +34,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (tok) {
     if (jwt_exp(tok, &exp) != 0 || exp != 1700000000 + (int64_t)size) abort();
     free(tok);
+  }
+  /* Token answers: a token file's or token_command's word, an OAuth endpoint's JSON. */
+  char *w = jwt_word(s);
+  if (w && (!*w || strpbrk(w, " \t\r\n"))) abort();
+  free(w);
+  char *atok, err[256];
+  int64_t expires_in;
+  if (jwt_from_oauth((const char *)data, size, &atok, &expires_in, err, sizeof err) == 0) {
+    for (const unsigned char *p = (const unsigned char *)atok; *p; p++)
+      if (*p < 0x21 || *p > 0x7E) abort(); /* it goes into a request header */
+    if (!*atok || expires_in < -1) abort();
+    free(atok);
+  } else if (!memchr(err, '\0', sizeof err)) {
+    abort();
   }
   free(s);
   return 0;
