@@ -10,6 +10,9 @@ pkgs=(build-essential cmake pkg-config ca-certificates python3
       openssh-client)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(procps iproute2 sqlite3 supervisor runit monit clang-format openssl)
+  # libFuzzer for tests/fuzz (bench/fuzz.sh): clang's -fsanitize=fuzzer runtime is in
+  # libclang-rt-14-dev, only recommended by clang-14 (libfuzzer-14-dev is the standalone library)
+  pkgs+=(clang libclang-rt-14-dev)
   # a real single-node Slurm 22.05 for tests/e2e/slurm.py; the JWT plugin (auth_jwt.so for
   # slurmctld) is not pulled in by slurmrestd and must be named
   pkgs+=(munge slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin)

@@ -18,7 +18,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define CHECK_BODY_MAX (64 * 1024)
 #define EXEC_OUTPUT_MAX 4096
 static double glue_epoch; /* the origin of every service's check slots (monotonic) */
 
@@ -78,10 +77,6 @@ struct run {
 };
 
 static void schedule_next(struct checker *ck);
-static int on_h_headers_complete(llhttp_t *p);
-static int on_h_body(llhttp_t *p, const char *at, size_t n);
-static int on_h_message_complete(llhttp_t *p);
-static llhttp_settings_t hsettings;
 static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -89,10 +84,6 @@ static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt,
 
 int check_global_init(struct daemon *d) {
   glue_epoch = now_mono();
-  llhttp_settings_init(&hsettings);
-  hsettings.on_headers_complete = on_h_headers_complete;
-  hsettings.on_body = on_h_body;
-  hsettings.on_message_complete = on_h_message_complete;
   curlx_init(d->loop); /* libcurl itself is loaded at the first HTTP request */
   return 0;
 }
@@ -246,12 +237,11 @@ struct hconn {
   struct service *s;  /* the handle counts in its nhandles */
   uv_connect_t creq;
   uv_write_t wreq;
-  llhttp_t parser;
-  char *unsent; /* the part of the request uv_try_write could not write now */
+  struct check_answer ans; /* the answer being read */
+  char *unsent;            /* the part of the request uv_try_write could not write now */
   struct sockaddr_storage addr;
   unsigned nreq; /* requests sent on this connection */
-  bool connected, busy, got_bytes, complete, keep;
-  int status;
+  bool connected, busy;
 };
 
 static void on_hconn_close(uv_handle_t *h) {
@@ -268,26 +258,64 @@ static void hconn_drop(struct hconn *c) {
   if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, on_hconn_close);
 }
 
-static int on_h_headers_complete(llhttp_t *p) {
-  struct hconn *c = p->data;
-  c->status = llhttp_get_status_code(p);
-  /* A HEAD answer announces a body it does not carry. */
-  return c->ck && !strcmp(c->ck->s->spec->check->method, "HEAD") ? 1 : 0;
+/* ---- an answer's framing: pure, no loop (fuzzed: tests/fuzz/fuzz_check.c) ---- */
+
+static int on_a_headers_complete(llhttp_t *p) {
+  struct check_answer *a = container_of(p, struct check_answer, parser);
+  a->status = llhttp_get_status_code(p);
+  return a->head ? 1 : 0; /* a HEAD answer announces a body it does not carry */
 }
 
-static int on_h_body(llhttp_t *p, const char *at, size_t n) {
-  struct hconn *c = p->data;
-  struct checker *ck = c->ck;
-  if (ck && ck->s->spec->check->body_contains && ck->body.len < CHECK_BODY_MAX)
-    buf_append(&ck->body, at, ck->body.len + n > CHECK_BODY_MAX ? CHECK_BODY_MAX - ck->body.len : n);
+static int on_a_body(llhttp_t *p, const char *at, size_t n) {
+  struct check_answer *a = container_of(p, struct check_answer, parser);
+  if (a->body && a->body->len < CHECK_BODY_MAX)
+    buf_append(a->body, at, a->body->len + n > CHECK_BODY_MAX ? CHECK_BODY_MAX - a->body->len : n);
   return 0;
 }
 
-static int on_h_message_complete(llhttp_t *p) {
-  struct hconn *c = p->data;
-  c->complete = true;
-  c->keep = llhttp_should_keep_alive(p);
+static int on_a_message_complete(llhttp_t *p) {
+  struct check_answer *a = container_of(p, struct check_answer, parser);
+  a->complete = true;
+  a->keep = llhttp_should_keep_alive(p);
   return HPE_PAUSED; /* one answer per request: anything after it is not ours */
+}
+
+static const llhttp_settings_t answer_settings = {
+    .on_headers_complete = on_a_headers_complete,
+    .on_body = on_a_body,
+    .on_message_complete = on_a_message_complete,
+};
+
+void check_answer_begin(struct check_answer *a, bool head, struct buf *body) {
+  *a = (struct check_answer){.head = head, .body = body};
+  llhttp_init(&a->parser, HTTP_RESPONSE, &answer_settings);
+  if (body) body->len = 0;
+}
+
+int check_answer_read(struct check_answer *a, const char *data, size_t n) {
+  if (a->complete) return 1;
+  a->got_bytes = true;
+  llhttp_errno_t e = llhttp_execute(&a->parser, data, n);
+  if (a->complete) {
+    /* More than the one answer: the connection is out of step; do not reuse it. */
+    if (e == HPE_PAUSED && llhttp_get_error_pos(&a->parser) != data + n) a->keep = false;
+    return 1;
+  }
+  if (e == HPE_OK) return 0;
+  snprintf(a->error, sizeof a->error, "invalid HTTP answer: %s", llhttp_get_error_reason(&a->parser));
+  return -1;
+}
+
+int check_answer_eof(struct check_answer *a) {
+  /* An answer delimited by the end of the connection ends here. */
+  if (a->got_bytes && !a->complete) llhttp_finish(&a->parser); /* completes it (our callback pauses: not HPE_OK) */
+  if (a->complete) {
+    a->keep = false;
+    return 1;
+  }
+  snprintf(a->error, sizeof a->error, "%s",
+           a->got_bytes ? "connection closed in the middle of the answer" : "Empty reply from server");
+  return -1;
 }
 
 /* The answer is complete: judge it as http_done judges curl's. */
@@ -295,8 +323,8 @@ static void hconn_finish(struct hconn *c) {
   struct checker *ck = c->ck;
   struct run *r = ck->run;
   c->busy = false;
-  int code = c->status;
-  if (!c->keep) hconn_drop(c);
+  int code = c->ans.status;
+  if (!c->ans.keep) hconn_drop(c);
   if (r) http_verdict(ck, r, code);
 }
 
@@ -309,7 +337,7 @@ static void hconn_failed(struct hconn *c, const char *fmt, ...) __attribute__((f
 static void hconn_failed(struct hconn *c, const char *fmt, ...) {
   struct checker *ck = c->ck;
   struct run *r = ck ? ck->run : NULL;
-  bool stale = c->nreq > 1 && !c->got_bytes;
+  bool stale = c->nreq > 1 && !c->ans.got_bytes;
   hconn_drop(c);
   if (!r) return;
   if (stale && !r->retried) {
@@ -335,13 +363,11 @@ static void on_h_write(uv_write_t *w, int status) {
 
 static void hconn_send(struct hconn *c) {
   struct checker *ck = c->ck;
-  llhttp_init(&c->parser, HTTP_RESPONSE, &hsettings);
-  c->parser.data = c;
-  c->busy = true;
-  c->got_bytes = c->complete = c->keep = false;
-  c->status = 0;
-  c->nreq++;
+  const struct check_spec *k = ck->s->spec->check;
+  check_answer_begin(&c->ans, !strcmp(k->method, "HEAD"), k->body_contains ? &ck->body : NULL);
   ck->body.len = 0;
+  c->busy = true;
+  c->nreq++;
   uv_buf_t b = uv_buf_init(ck->wr.data, (unsigned)ck->wr.len);
   int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
   if (n == (int)ck->wr.len) return;
@@ -370,14 +396,11 @@ static void on_h_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
       hconn_drop(c);
       return;
     }
-    c->got_bytes = true;
-    llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)n);
-    if (c->complete) {
-      /* More than the one answer: the connection is out of step; do not reuse it. */
-      if (e == HPE_PAUSED && llhttp_get_error_pos(&c->parser) != b->base + n) c->keep = false;
+    int rc = check_answer_read(&c->ans, b->base, (size_t)n);
+    if (rc > 0)
       hconn_finish(c);
-    } else if (e != HPE_OK)
-      hconn_failed(c, "invalid HTTP answer: %s", llhttp_get_error_reason(&c->parser));
+    else if (rc < 0)
+      hconn_failed(c, "%s", c->ans.error);
     return;
   }
   if (n == 0) return;
@@ -386,16 +409,10 @@ static void on_h_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     return;
   }
   if (n == UV_EOF) {
-    /* An answer delimited by the end of the connection ends here. */
-    if (c->got_bytes) llhttp_finish(&c->parser); /* completes it (our callback pauses: not HPE_OK) */
-    if (c->complete) {
-      c->keep = false;
+    if (check_answer_eof(&c->ans) > 0)
       hconn_finish(c);
-    } else if (c->got_bytes) {
-      hconn_failed(c, "connection closed in the middle of the answer");
-    } else {
-      hconn_failed(c, "Empty reply from server");
-    }
+    else
+      hconn_failed(c, "%s", c->ans.error);
     return;
   }
   hconn_failed(c, "Recv failure: %s", strerror((int)-n));

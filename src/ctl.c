@@ -38,6 +38,7 @@ struct ctl {
   struct uid_count *uids; /* a few distinct uids at most: a linear scan */
   size_t nuids;
   bool closing;
+  bool probe; /* ctl_probe_open: no listener, no lock file */
 };
 
 enum conn_mode { C_READ, C_BUSY, C_PARKED, C_STREAM, C_DONE };
@@ -64,6 +65,9 @@ struct conn {
   void *park_arg;
   void (*on_gone)(struct conn *, void *);
   void (*on_timeout)(struct conn *, void *);
+  /* a probe connection (ctl_probe_conn): no socket, what would be sent goes here */
+  ctl_out_fn out;
+  void *out_arg;
 };
 
 struct wreq {
@@ -173,6 +177,11 @@ static void on_write(uv_write_t *req, int status) {
 
 static int conn_write(struct conn *c, const char *data, size_t n, bool close_after) {
   if (c->closing) return -1;
+  if (c->out) { /* a probe: sent at once, in full */
+    c->out(c->out_arg, data, n);
+    if (close_after) conn_close(c);
+    return 0;
+  }
   struct wreq *w = xmalloc(sizeof *w + n);
   memcpy(w->data, data, n);
   w->c = c;
@@ -244,8 +253,13 @@ void conn_reply(struct conn *c, int status, json_t *obj) {
   }
   json_object_set_new(obj, "api", json_integer(HERD_API_VERSION));
   /* Insertion order (jansson keeps it): sorting every object's keys cost more than the rest. */
-  char *s = json_dumps(obj, JSON_COMPACT);
+  char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
   json_decref(obj);
+  if (!s) { /* a json_pack that failed (a string not UTF-8): an answer all the same */
+    status = 500;
+    s = xasprintf("{\"error\":{\"code\":\"internal\",\"message\":\"the reply could not be encoded\"},\"api\":%d}",
+                  HERD_API_VERSION);
+  }
   size_t n = strlen(s);
   s = xrealloc(s, n + 2);
   s[n++] = '\n';
@@ -267,6 +281,7 @@ void conn_error(struct conn *c, int status, const char *code, json_t *extra, con
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  utf8_sanitize(msg); /* it may quote the request's bytes (or be cut inside a character): JSON needs UTF-8 */
   json_t *e = json_pack("{s:s,s:s}", "code", code, "message", msg);
   if (extra) {
     json_object_update(e, extra);
@@ -496,6 +511,7 @@ static void conn_process(struct conn *c) {
 
 /* Whether the peer closed its socket (POLLHUP), not just shut down its sending side. */
 static bool peer_gone(struct conn *c) {
+  if (c->out) return false; /* a probe's end of input is a shutdown(SHUT_WR) */
   int fd;
   if (uv_fileno((uv_handle_t *)&c->h, &fd) < 0) return true;
   struct pollfd pf = {.fd = fd, .events = POLLOUT};
@@ -533,6 +549,18 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   if (c->mode == C_READ && !c->in_process) conn_process(c);
 }
 
+static struct conn *conn_new(struct ctl *ctl) {
+  struct conn *c = xcalloc(1, sizeof *c);
+  c->ctl = ctl;
+  uv_pipe_init(ctl->d->loop, &c->h, 0);
+  uv_timer_init(ctl->d->loop, &c->timer);
+  c->h.data = c->timer.data = c;
+  c->nhandles = 2;
+  list_add_tail(&ctl->conns, &c->link);
+  ctl->nconns++;
+  return c;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   struct ctl *ctl = server->data;
   if (status < 0) {
@@ -547,14 +575,7 @@ static void on_connection(uv_stream_t *server, int status) {
     }
     return;
   }
-  struct conn *c = xcalloc(1, sizeof *c);
-  c->ctl = ctl;
-  uv_pipe_init(ctl->d->loop, &c->h, 0);
-  uv_timer_init(ctl->d->loop, &c->timer);
-  c->h.data = c->timer.data = c;
-  c->nhandles = 2;
-  list_add_tail(&ctl->conns, &c->link);
-  ctl->nconns++;
+  struct conn *c = conn_new(ctl);
   if (uv_accept(server, (uv_stream_t *)&c->h) < 0) {
     conn_close(c);
     return;
@@ -620,7 +641,7 @@ static bool lock_file_ours(int fd) {
   return true;
 }
 
-int ctl_open(struct daemon *d, ctl_dispatch_fn route, void *arg, char **err) {
+static void settings_init(void) {
   llhttp_settings_init(&settings);
   settings.on_message_begin = on_message_begin;
   settings.on_url = on_url;
@@ -629,6 +650,10 @@ int ctl_open(struct daemon *d, ctl_dispatch_fn route, void *arg, char **err) {
   settings.on_headers_complete = on_headers_complete;
   settings.on_body = on_body;
   settings.on_message_complete = on_message_complete;
+}
+
+int ctl_open(struct daemon *d, ctl_dispatch_fn route, void *arg, char **err) {
+  settings_init();
 
   /* libuv would cut a longer path short and bind somewhere else. */
   const size_t max_path = sizeof((struct sockaddr_un *)0)->sun_path - 1;
@@ -716,6 +741,11 @@ void ctl_close(struct ctl *ctl) {
   ctl->closing = true;
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &ctl->conns) conn_close(container_of(pos, struct conn, link));
+  if (ctl->probe) { /* no listener: nothing of it is on the loop */
+    free(ctl->uids);
+    free(ctl);
+    return;
+  }
   unlink(ctl->d->socket_path);
   if (ctl->lock_fd >= 0) {
     unlink(ctl->lock_path);
@@ -726,3 +756,39 @@ void ctl_close(struct ctl *ctl) {
 }
 
 size_t ctl_nconns(struct ctl *ctl) { return ctl ? ctl->nconns : 0; }
+
+/* ---- probes: the same connections without a socket (tests, fuzzing) ---- */
+
+struct ctl *ctl_probe_open(struct daemon *d, ctl_dispatch_fn route, void *arg) {
+  settings_init();
+  struct ctl *ctl = xcalloc(1, sizeof *ctl);
+  ctl->d = d;
+  ctl->dispatch = route;
+  ctl->dispatch_arg = arg;
+  ctl->lock_fd = -1;
+  ctl->probe = true;
+  list_init(&ctl->conns);
+  return ctl;
+}
+
+struct conn *ctl_probe_conn(struct ctl *ctl, uid_t uid, bool can_write, bool can_read, ctl_out_fn out, void *out_arg) {
+  assert(ctl->probe && out);
+  struct conn *c = conn_new(ctl);
+  c->out = out;
+  c->out_arg = out_arg;
+  c->uid = uid;
+  c->can_write = can_write;
+  c->can_read = can_read || can_write;
+  c->privileged = true;
+  llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+  c->parser.data = c;
+  c->keepalive = true;
+  uv_timer_start(&c->timer, on_timer, IDLE_MS, 0);
+  return c;
+}
+
+void ctl_probe_read(struct conn *c, const char *data, size_t n) {
+  if (c->closing) return;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+  on_read((uv_stream_t *)&c->h, n ? (ssize_t)n : UV_EOF, &b);
+}

@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Deeper than jansson's own limit (2048): the recursion below is bounded by the text's
- * nesting, and the text has already been parsed by jansson. Past this depth, values are
- * skipped without being indexed (their errors point at an ancestor). */
+/* Deeper than jansson's own limit (2048), so text jansson accepted is indexed whole. The
+ * scan recurses once per level: deeper text is a fault (what came before it stays indexed),
+ * never a stack overflow, whatever text is given. */
 #define JPOS_MAX_DEPTH 4096
 #define NONE UINT32_MAX
 
@@ -195,17 +195,19 @@ static uint32_t add_node(struct jpos *jp, uint32_t parent, const struct scan *sc
 }
 
 /* Scan one value (leading whitespace skipped by the caller), indexing its members when
- * jp is given and depth allows. `self` is this value's node, or NONE when not indexed. */
+ * jp is given. `self` is this value's node, or NONE when not indexed. */
 static int scan_value(struct scan *sc, struct jpos *jp, uint32_t self, int depth) {
   if (sc->i >= sc->n) return -1;
   char open = sc->s[sc->i];
   if (open == '"') return scan_string(sc, NULL);
   if (open != '{' && open != '[') {
-    while (sc->i < sc->n && !strchr(",]} \t\r\n", sc->s[sc->i])) adv(sc);
+    /* strchr finds the terminating NUL too: a NUL byte is part of the token, not its end. */
+    while (sc->i < sc->n && !(sc->s[sc->i] && strchr(",]} \t\r\n", sc->s[sc->i]))) adv(sc);
     return 0;
   }
+  if (depth >= JPOS_MAX_DEPTH) return -1;
   char close = open == '{' ? '}' : ']';
-  bool index = jp && self != NONE && depth < JPOS_MAX_DEPTH;
+  bool index = jp && self != NONE;
   adv(sc);
   ws(sc);
   if (at(sc, close)) {
@@ -253,6 +255,7 @@ static int scan_value(struct scan *sc, struct jpos *jp, uint32_t self, int depth
 
 struct jpos *jpos_index(const char *text, size_t len) {
   struct jpos *jp = xcalloc(1, sizeof *jp);
+  jp->keys = xmalloc(jp->kcap = 256); /* never NULL: keys are read at jp->keys + offset */
   struct scan sc = {text, 0, len, 1, 1};
   ws(&sc);
   uint32_t root = add_node(jp, NONE, &sc);

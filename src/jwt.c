@@ -142,3 +142,38 @@ int jwt_exp(const char *token, int64_t *exp) {
   json_decref(claims);
   return rc;
 }
+
+char *jwt_word(const char *text) {
+  const char *p = text;
+  while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+  if (!strncmp(p, "SLURM_JWT=", 10)) p += 10; /* scontrol token's output */
+  size_t l = strcspn(p, " \r\n\t");
+  return l ? strndup(p, l) : NULL;
+}
+
+int jwt_from_oauth(const char *body, size_t len, char **token, int64_t *expires_in, char *err, size_t errlen) {
+  *token = NULL;
+  *expires_in = -1;
+  json_t *j = json_loadb(body, len, 0, NULL);
+  const char *tok = json_string_value(json_object_get(j, "access_token"));
+  const char *why = NULL;
+  if (!tok) {
+    const char *e = json_string_value(json_object_get(j, "error"));
+    why = e ? e : "no access_token in the reply";
+  } else {
+    /* It goes into a request header as it is: a CR or LF would add headers of its own. */
+    for (const unsigned char *p = (const unsigned char *)tok; *p && !why; p++)
+      if (*p < 0x21 || *p > 0x7E) why = "the access_token holds a character that cannot go in an HTTP header";
+    if (!*tok) why = "the access_token is empty";
+  }
+  if (why) {
+    snprintf(err, errlen, "%s", why);
+    json_decref(j);
+    return -1;
+  }
+  if (!(*token = strdup(tok))) snprintf(err, errlen, "out of memory");
+  json_t *ein = json_object_get(j, "expires_in");
+  if (json_is_integer(ein) && json_integer_value(ein) >= 0) *expires_in = json_integer_value(ein);
+  json_decref(j);
+  return *token ? 0 : -1;
+}

@@ -20,9 +20,14 @@ static const struct backend_ops *const backends[] = {
 };
 static_assert(sizeof backends / sizeof backends[0] == BACKEND__MAX, "a row per backend");
 
+static const struct backend_ops *only; /* run_backend_only */
+
 const struct backend_ops *run_backend(enum backend b) {
+  if (only) return only;
   return (unsigned)b < BACKEND__MAX ? backends[b] : &local_backend;
 }
+
+void run_backend_only(const struct backend_ops *ops) { only = ops; }
 
 /* ---- posted events ---- */
 

@@ -193,21 +193,13 @@ static char *read_small(const char *path, size_t *len, char *err, size_t errlen)
   return text;
 }
 
-static char *trim_token(char *s) {
-  char *p = s;
-  while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
-  if (!strncmp(p, "SLURM_JWT=", 10)) p += 10; /* scontrol token's output */
-  size_t l = strcspn(p, " \r\n\t");
-  return l ? strndup(p, l) : NULL;
-}
-
 static void on_cluster_handle_close(uv_handle_t *h);
 
 static void tok_finish(struct cluster *cl) {
   if (!cl->tok_exited || !cl->tok_eof) return;
   cl->token_busy = false;
   buf_append(&cl->tokbuf, "", 1);
-  char *tok = cl->tok_status == 0 ? trim_token(cl->tokbuf.data) : NULL;
+  char *tok = cl->tok_status == 0 ? jwt_word(cl->tokbuf.data) : NULL;
   if (!tok) {
     char first[120];
     snprintf(first, sizeof first, "%s", cl->tokbuf.data ? cl->tokbuf.data : "");
@@ -278,19 +270,20 @@ static void enqueue(struct cluster *cl, struct sreq *r, bool front);
 static void on_oauth_done(struct sreq *r, bool ok, const char *terr) {
   struct cluster *cl = r->cl;
   cl->token_busy = false;
-  json_t *j = ok && r->status == 200 && r->body.data ? json_loadb(r->body.data, r->body.len, 0, NULL) : NULL;
-  const char *tok = json_string_value(json_object_get(j, "access_token"));
+  char why[256] = "no access_token in the reply", *tok = NULL;
+  int64_t expires_in = -1;
+  if (!ok)
+    snprintf(why, sizeof why, "%s", terr);
+  else if (r->status == 200 && r->body.data)
+    jwt_from_oauth(r->body.data, r->body.len, &tok, &expires_in, why, sizeof why);
   if (!tok) {
-    const char *e = json_string_value(json_object_get(j, "error"));
-    set_error(cl, "OAuth token request failed: %s", !ok ? terr : e ? e : "no access_token in the reply");
+    set_error(cl, "OAuth token request failed: %s", why);
     cl->token_retry_at = now_mono() + 5;
     poll_schedule(cl, cl->token_retry_at);
   } else {
-    token_set(cl, xstrdup(tok));
-    json_t *ein = json_object_get(j, "expires_in");
-    if (!cl->token_exp && json_is_integer(ein)) cl->token_exp = now_wall() + (double)json_integer_value(ein);
+    token_set(cl, tok);
+    if (!cl->token_exp && expires_in >= 0) cl->token_exp = now_wall() + (double)expires_in;
   }
-  json_decref(j);
 }
 
 /* Make sure a usable token is there, or on its way. Returns true when requests can go. */
@@ -314,7 +307,7 @@ static bool auth_ready(struct cluster *cl) {
         if (!text) {
           set_error(cl, "%s", err);
         } else {
-          char *t = trim_token(text);
+          char *t = jwt_word(text);
           free(text);
           if (t) token_set(cl, t);
           cl->token_mtime = st.st_mtime;
@@ -356,7 +349,7 @@ static bool auth_ready(struct cluster *cl) {
       if (k->oauth_secret.file) {
         size_t len;
         char *t = read_small(k->oauth_secret.file, &len, err, sizeof err);
-        fsecret = t ? trim_token(t) : NULL;
+        fsecret = t ? jwt_word(t) : NULL;
         free(t);
         secret = fsecret;
       }

@@ -42,6 +42,7 @@ struct store {
   struct checkpointer *ck; /* NULL: SQLite checkpoints inside commits (no threads) */
   bool in_txn;
   int64_t next_event, next_instance;
+  int reset_changes; /* sqlite3_total_changes at the last store_reset */
   char last_error[256];
   sqlite3_stmt *inst_job, *inst_pid, *meta_get, *meta_put;
   sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
@@ -79,6 +80,18 @@ void store_flush(struct store *st) {
     note_error(st, "commit");
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
   }
+}
+
+void store_reset(struct store *st) {
+  store_flush(st);
+  if (sqlite3_total_changes(st->db) == st->reset_changes) return; /* nothing written since */
+  if (sqlite3_exec(st->db,
+                   "DELETE FROM services; DELETE FROM instances; DELETE FROM events;"
+                   "DELETE FROM meta WHERE key NOT IN ('app','schema');",
+                   NULL, NULL, NULL) != SQLITE_OK)
+    note_error(st, "reset");
+  st->next_event = st->next_instance = 1;
+  st->reset_changes = sqlite3_total_changes(st->db);
 }
 
 static int prep(struct store *st, sqlite3_stmt **s, const char *sql) {

@@ -62,6 +62,8 @@ int duration_parse(const char *s, double *out) {
   /* Reject text like "0x10" or "1e400" that strtod accepts but nobody means. */
   for (const char *p = s; p < end; p++)
     if (!(isdigit((unsigned char)*p) || *p == '.' || *p == ' ')) return -1;
+  /* "99...9d" (309 digits) is a finite number of days but no finite number of seconds. */
+  if (!isfinite(v * mult)) return -1;
   *out = v * mult;
   return 0;
 }
@@ -89,12 +91,13 @@ int size_parse(const char *s, uint64_t *out) {
 }
 
 void duration_fmt(double secs, char *buf, size_t len) {
-  if (secs < 0) secs = 0;
+  if (!(secs >= 0)) secs = 0; /* NaN too */
   if (secs < 1) {
     snprintf(buf, len, "%dms", (int)(secs * 1000));
     return;
   }
-  uint64_t s = (uint64_t)secs;
+  /* Total over every double: past 2^64 s (infinity too) the count stops at its most. */
+  uint64_t s = secs < 18446744073709549568.0 ? (uint64_t)secs : UINT64_MAX;
   if (s < 60)
     snprintf(buf, len, "%us", (unsigned)s);
   else if (s < 3600)
@@ -102,7 +105,7 @@ void duration_fmt(double secs, char *buf, size_t len) {
   else if (s < 86400)
     snprintf(buf, len, "%uh%02um", (unsigned)(s / 3600), (unsigned)(s % 3600 / 60));
   else
-    snprintf(buf, len, "%ud%02uh", (unsigned)(s / 86400), (unsigned)(s % 86400 / 3600));
+    snprintf(buf, len, "%llud%02uh", (unsigned long long)(s / 86400), (unsigned)(s % 86400 / 3600));
 }
 
 static const struct {
@@ -218,8 +221,15 @@ void utf8_sanitize(char *s) {
   unsigned char *p = (unsigned char *)s;
   while (*p) {
     int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+    uint32_t cp = n == 1 ? *p : *p & (0x7Fu >> n);
     bool ok = n > 0;
-    for (int i = 1; ok && i < n; i++) ok = (p[i] & 0xC0) == 0x80;
+    for (int i = 1; ok && i < n; i++) {
+      ok = (p[i] & 0xC0) == 0x80; /* a NUL ends the sequence too */
+      cp = cp << 6 | (p[i] & 0x3Fu);
+    }
+    /* What jansson accepts (RFC 3629): no overlong form, no surrogate, nothing past U+10FFFF. */
+    if (ok && n > 1) ok = cp >= least[n] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
     if (!ok) {
       *p++ = '?';
       continue;

@@ -9,6 +9,8 @@
 
 #include "herd/daemon.h"
 
+#include <llhttp.h>
+
 struct checker;
 
 /** The last result, for status and the API. */
@@ -18,6 +20,29 @@ struct check_result {
   bool ok;
   char msg[256];
 };
+
+/* The answer to a plain http:// check, read off its kept-alive connection by herd's own
+ * client (curl reads the others): its status, its body when the check looks into it, and
+ * whether the connection can carry the next request. Pure: bytes in, verdict out. */
+#define CHECK_BODY_MAX (64 * 1024) /* of a body, only this much is kept */
+struct check_answer {
+  llhttp_t parser;
+  int status;
+  bool head;        /* the request was HEAD: no body, whatever the headers announce */
+  struct buf *body; /* the body goes here, cut at CHECK_BODY_MAX; NULL: not kept */
+  bool got_bytes;   /* anything arrived */
+  bool complete;    /* the whole answer is in */
+  bool keep;        /* complete, and the connection can be reused */
+  char error[160];  /* why it is broken (-1 below) */
+};
+/** Expect the answer to a new request (HEAD or not); `body` (may be NULL) is emptied. */
+void check_answer_begin(struct check_answer *a, bool head, struct buf *body);
+/** Bytes off the connection: 1 when the answer is complete (what follows it is not read,
+ *  and the connection is not kept), 0 when more is needed, -1 when it is broken. */
+int check_answer_read(struct check_answer *a, const char *data, size_t n);
+/** The server closed the connection: 1 when that completes the answer (an answer without a
+ *  length ends so), -1 when it is broken or there was none. */
+int check_answer_eof(struct check_answer *a);
 
 /** Set up the daemon-wide curl multi handle and its timer. */
 int check_global_init(struct daemon *d);

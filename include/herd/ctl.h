@@ -67,6 +67,20 @@ int conn_stream_write(struct conn *c, const char *data, size_t n);
 /** Whether the connection is going away. */
 bool conn_closing(const struct conn *c);
 
+/* Probes, for tests and fuzzing: a control channel with no socket. A probe connection parses
+ * what ctl_probe_read gives it exactly as a peer's bytes read from the socket (framing,
+ * limits, pipelining, a half-close), and what it would send goes to `out` at once. Its
+ * handles (an unopened pipe and a timer) are on d->loop, which need not run: its timers are
+ * armed, never fired. ctl_close closes a probe's connections and frees it; running the loop
+ * afterwards frees the connections. */
+typedef void (*ctl_out_fn)(void *arg, const char *data, size_t n);
+/** A control channel without a listener or a lock file; requests go to route(arg, ...). */
+struct ctl *ctl_probe_open(struct daemon *d, ctl_dispatch_fn route, void *arg);
+/** A connection of a peer with `uid`: may it write (owner), may it read (--read-group). */
+struct conn *ctl_probe_conn(struct ctl *ctl, uid_t uid, bool can_write, bool can_read, ctl_out_fn out, void *out_arg);
+/** Bytes from the peer (n == 0: it shut down its sending side). Nothing once it is closing. */
+void ctl_probe_read(struct conn *c, const char *data, size_t n);
+
 /** The API's dispatcher (api.c; arg: the struct daemon), which the daemon hands to ctl_open.
  *  Declared here, not in cmd.h, only because daemon.c includes this header and not that one. */
 void api_dispatch(void *daemon, struct conn *c, struct request *r);

@@ -24,6 +24,17 @@ void *jwt_b64url_decode(const char *s, size_t slen, size_t *outlen);
 /// "header.payload.signature", or NULL on OOM, when `user` is not valid UTF-8 or when libcrypto fails.
 char *jwt_mint_hs256(const void *key, size_t keylen, const char *user, int64_t iat, int64_t exp);
 
+/// The token in a token file or a token_command's output (or a secret in a secret file): the first word after
+/// any whitespace, without the "SLURM_JWT=" that `scontrol token` prints before it. A malloc'd string, or NULL
+/// when there is no word.
+char *jwt_word(const char *text);
+
+/// An OAuth 2.0 token endpoint's JSON answer (RFC 6749 §5.1, §5.2). Returns 0 with *token (malloc'd) and
+/// *expires_in (seconds; -1 when absent, not an integer or negative) set, or -1 with `err` saying why: the
+/// answer's "error", no access_token, or a token that could not go in an HTTP header (any byte outside
+/// visible ASCII, as RFC 6750's b64token).
+int jwt_from_oauth(const char *body, size_t len, char **token, int64_t *expires_in, char *err, size_t errlen);
+
 /// Read the integer `exp` claim of a three-part JWT of any alg, without verifying the signature.
 /// Returns 0 and sets *exp, or -1 (leaving *exp alone) when the token is malformed or has no integer exp.
 int jwt_exp(const char *token, int64_t *exp);

@@ -105,6 +105,9 @@ struct backend_ops {
 
 /** The backend of that kind. */
 const struct backend_ops *run_backend(enum backend b);
+/** Tests and fuzzing: services created from now on run on `ops` whatever their kind (a mock
+ *  that starts nothing); NULL: the table again. */
+void run_backend_only(const struct backend_ops *ops);
 
 /* The rows of the table (one file each). */
 extern const struct backend_ops local_backend; /* proc.c */
