@@ -30,7 +30,8 @@
   X(libssh2_session_free)                                                                                              \
   X(libssh2_session_callback_set)                                                                                      \
   X(libssh2_session_set_blocking)                                                                                      \
-  X(libssh2_session_handshake) X(libssh2_session_hostkey) X(libssh2_session_last_error) X(libssh2_session_last_errno)  \
+  X(libssh2_session_handshake)                                                                                         \
+  X(libssh2_session_hostkey) X(libssh2_session_last_error) X(libssh2_session_last_errno)                               \
       X(libssh2_session_block_directions) X(libssh2_keepalive_config) X(libssh2_keepalive_send)                        \
           X(libssh2_knownhost_init) X(libssh2_knownhost_readfile) X(libssh2_knownhost_checkp)                          \
               X(libssh2_knownhost_free) X(libssh2_userauth_publickey_fromfile_ex) X(libssh2_channel_open_ex)           \
