@@ -22,23 +22,39 @@
 /* libssh2 is dlopen()ed at the first session, as libcurl and libcrypto are (src/curlx.c,
  * src/jwt.c): linked, it and its libcrypto would load with every CLI command. Each function
  * used is listed once; the names then call through the table. */
-#define SSH2_FUNCS(X)                                                                                                  \
-  X(libssh2_init)                                                                                                      \
-  X(libssh2_exit)                                                                                                      \
-  X(libssh2_free)                                                                                                      \
-  X(libssh2_session_init_ex)                                                                                           \
-  X(libssh2_session_free)                                                                                              \
-  X(libssh2_session_callback_set)                                                                                      \
-  X(libssh2_session_set_blocking)                                                                                      \
-  X(libssh2_session_handshake)                                                                                         \
-  X(libssh2_session_hostkey) X(libssh2_session_last_error) X(libssh2_session_last_errno)                               \
-      X(libssh2_session_block_directions) X(libssh2_keepalive_config) X(libssh2_keepalive_send)                        \
-          X(libssh2_knownhost_init) X(libssh2_knownhost_readfile) X(libssh2_knownhost_checkp)                          \
-              X(libssh2_knownhost_free) X(libssh2_userauth_publickey_fromfile_ex) X(libssh2_channel_open_ex)           \
-                  X(libssh2_channel_process_startup) X(libssh2_channel_write_ex) X(libssh2_channel_send_eof)           \
-                      X(libssh2_channel_read_ex) X(libssh2_channel_eof) X(libssh2_channel_close)                       \
-                          X(libssh2_channel_wait_closed) X(libssh2_channel_get_exit_status)                            \
-                              X(libssh2_channel_get_exit_signal) X(libssh2_channel_free)
+// clang-format off
+#define SSH2_FUNCS(X) \
+  X(libssh2_init) \
+  X(libssh2_exit) \
+  X(libssh2_free) \
+  X(libssh2_session_init_ex) \
+  X(libssh2_session_free) \
+  X(libssh2_session_callback_set) \
+  X(libssh2_session_set_blocking) \
+  X(libssh2_session_handshake) \
+  X(libssh2_session_hostkey) \
+  X(libssh2_session_last_error) \
+  X(libssh2_session_last_errno) \
+  X(libssh2_session_block_directions) \
+  X(libssh2_keepalive_config) \
+  X(libssh2_keepalive_send) \
+  X(libssh2_knownhost_init) \
+  X(libssh2_knownhost_readfile) \
+  X(libssh2_knownhost_checkp) \
+  X(libssh2_knownhost_free) \
+  X(libssh2_userauth_publickey_fromfile_ex) \
+  X(libssh2_channel_open_ex) \
+  X(libssh2_channel_process_startup) \
+  X(libssh2_channel_write_ex) \
+  X(libssh2_channel_send_eof) \
+  X(libssh2_channel_read_ex) \
+  X(libssh2_channel_eof) \
+  X(libssh2_channel_close) \
+  X(libssh2_channel_wait_closed) \
+  X(libssh2_channel_get_exit_status) \
+  X(libssh2_channel_get_exit_signal) \
+  X(libssh2_channel_free)
+// clang-format on
 
 #define SSH2_PTR(f) __typeof__(f) *f;
 static struct { SSH2_FUNCS(SSH2_PTR) } L;
