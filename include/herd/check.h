@@ -19,6 +19,18 @@ struct check_result {
   char msg[256];
 };
 
+/** Upper bounds (seconds) of the check latency histogram's buckets; +Inf is implied. */
+#define CHECK_LAT_BOUNDS                                                                                               \
+  { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+#define CHECK_LAT_NB 13
+
+/** Every result since the checker was made (metrics). */
+struct check_stats {
+  uint64_t runs, passes;
+  uint64_t lat[CHECK_LAT_NB]; /* results that took at most CHECK_LAT_BOUNDS[i] (not cumulative) */
+  double lat_sum;             /* seconds */
+};
+
 /** Set up the daemon-wide curl multi handle and its timer. */
 int check_global_init(struct daemon *d);
 /** Tear it down; every checker must be closed first. */
@@ -38,5 +50,7 @@ json_t *check_json_brief(struct service *s);
 /** One line for status: "HTTP 500 (3ms)". NULL when there is none. */
 const char *check_last_msg(struct service *s);
 bool check_last_ok(struct service *s);
+/** The service's check counters, or NULL when it has no check. */
+const struct check_stats *check_stats(struct service *s);
 
 #endif
