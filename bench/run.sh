@@ -9,6 +9,7 @@
 #   bash bench/run.sh load [ARGS]       herd under CPU load, --priority realtime vs normal (load.py; ~1 min)
 #   bash bench/run.sh crash [ARGS]      kill -9 x200 during an API storm: unknown processes, duplicates (crash.py;
 #                                       ~3 min)
+#   bash bench/run.sh metrics [ARGS]    GET /metrics with 1,000 services: daemon CPU per scrape (metrics.py; ~1 min)
 #   bash bench/run.sh all [N...]        all five, one after the other (N... goes to bench.py)
 #   BENCH_IDLE_SECONDS=60               idle-CPU window per system and N
 #   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills; slurm N=50
@@ -42,7 +43,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|slurm|load|crash|all) mode=$1; shift ;;
+  checks|adopt|slurm|load|crash|metrics|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -151,6 +152,7 @@ case $mode in
   slurm)  run_py 900 "$here/slurm.py" "${common[@]}" "$@" || rc=$? ;;
   load)   run_py 300 "$here/load.py" "${common[@]}" "$@" || rc=$? ;;
   crash)  run_py 1200 "$here/crash.py" "${common[@]}" "$@" || rc=$? ;;
+  metrics) run_py 600 "$here/metrics.py" "${common[@]}" "$@" || rc=$? ;;
   all)
     for step in main checks adopt load slurm; do
       r=0

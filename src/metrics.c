@@ -15,9 +15,10 @@
 #include "herd/store.h"
 #include "herd/tunnel.h"
 
-#include <dirent.h>
+#include <assert.h>
 #include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -25,7 +26,16 @@
 
 #define CT_PROM "text/plain; version=0.0.4; charset=utf-8"
 
-static void put(struct buf *b, const char *s, size_t n) { buf_append(b, s, n); }
+/* buf_append inlined: a page is ~200,000 of these. */
+static inline void put(struct buf *b, const char *s, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    buf_append(b, s, n); /* grows it */
+    return;
+  }
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+}
 #define PUT(b, lit) put((b), (lit), sizeof(lit) - 1)
 
 static void put_str(struct buf *b, const char *s) { put(b, s, strlen(s)); }
@@ -53,6 +63,21 @@ static void put_f(struct buf *b, double v) {
   if (v == floor(v) && fabs(v) < 1e15) {
     if (v < 0) PUT(b, "-");
     put_u64(b, (uint64_t)fabs(v));
+    return;
+  }
+  if (v > 0 && v < 1e9) {
+    /* A duration or a sum of them: to the nanosecond, without printf (a page has a
+     * thousand uptimes). */
+    uint64_t ns = (uint64_t)llround(v * 1e9);
+    put_u64(b, ns / 1000000000u);
+    uint32_t frac = (uint32_t)(ns % 1000000000u);
+    if (frac) {
+      char d[10] = ".";
+      int k = 9;
+      while (frac % 10 == 0) frac /= 10, k--;
+      for (int i = k; i > 0; i--, frac /= 10) d[i] = (char)('0' + frac % 10);
+      put(b, d, (size_t)k + 1);
+    }
     return;
   }
   char tmp[40];
@@ -110,38 +135,69 @@ static void sample1(struct buf *b, const char *name, const char *key, const char
 
 /** A histogram's samples from per-bucket (not cumulative) counts: _bucket{...,le=}, _sum,
  *  _count. `labels` is the text inside the braces before le ("" or `service="x",`). */
+/* le="..." of each bucket bound, formatted once per set of bounds (they are constants). */
+struct le_strs {
+  const double *bounds;
+  char s[16][24];
+  size_t n[16];
+};
+
+static const struct le_strs *le_strs(const double *bounds, size_t nb) {
+  static struct le_strs cache[2];
+  for (size_t k = 0; k < ARRAY_LEN(cache); k++) {
+    struct le_strs *c = &cache[k];
+    if (c->bounds == bounds) return c;
+    if (c->bounds) continue;
+    assert(nb < 16);
+    for (size_t i = 0; i <= nb; i++) {
+      struct buf t = {0};
+      PUT(&t, "le=\"");
+      if (i < nb)
+        put_f(&t, bounds[i]);
+      else
+        PUT(&t, "+Inf");
+      PUT(&t, "\"} ");
+      c->n[i] = (size_t)snprintf(c->s[i], sizeof c->s[i], "%s", t.data);
+      buf_free(&t);
+    }
+    c->bounds = bounds;
+    return c;
+  }
+  assert(!"more sets of bounds than the cache holds");
+  return NULL;
+}
+
+/** A histogram's samples from per-bucket (not cumulative) counts: _bucket{...,le=}, _sum,
+ *  _count. `labels` is the text inside the braces before le ("" or `service="x",`). */
 static void histogram(struct buf *b, const char *name, const char *labels, const double *bounds, const uint64_t *counts,
                       size_t nb, uint64_t total, double sum) {
+  const struct le_strs *le = le_strs(bounds, nb);
+  size_t name_len = strlen(name), lab_len = strlen(labels);
   uint64_t cum = 0;
   for (size_t i = 0; i <= nb; i++) {
     cum += i < nb ? counts[i] : 0;
-    put_str(b, name);
+    put(b, name, name_len);
     PUT(b, "_bucket{");
-    put_str(b, labels);
-    PUT(b, "le=\"");
-    if (i < nb)
-      put_f(b, bounds[i]);
-    else
-      PUT(b, "+Inf");
-    PUT(b, "\"} ");
+    put(b, labels, lab_len);
+    put(b, le->s[i], le->n[i]);
     put_u64(b, i < nb ? cum : total);
     PUT(b, "\n");
   }
-  put_str(b, name);
+  put(b, name, name_len);
   PUT(b, "_sum");
-  if (*labels) {
+  if (lab_len) {
     PUT(b, "{");
-    put(b, labels, strlen(labels) - 1); /* without the trailing comma */
+    put(b, labels, lab_len - 1); /* without the trailing comma */
     PUT(b, "}");
   }
   PUT(b, " ");
   put_f(b, sum);
   PUT(b, "\n");
-  put_str(b, name);
+  put(b, name, name_len);
   PUT(b, "_count");
-  if (*labels) {
+  if (lab_len) {
     PUT(b, "{");
-    put(b, labels, strlen(labels) - 1);
+    put(b, labels, lab_len - 1);
     PUT(b, "}");
   }
   PUT(b, " ");
@@ -344,6 +400,33 @@ static void clusters_part(struct daemon *d, struct buf *b) {
   json_decref(hosts);
 }
 
+/*
+ * Descriptors open: poll() every slot of the descriptor table with no events; a closed one
+ * answers POLLNVAL. Listing /proc/self/fd costs a dentry lookup per descriptor (0.9 ms of a
+ * 2 ms scrape at 1,000 services); this is one syscall over the table (FDSize in
+ * /proc/self/status), tens of microseconds.
+ */
+static size_t open_fds(rlim_t limit) {
+  static struct pollfd *v;
+  static size_t cap;
+  size_t len = 0, size = 0;
+  int err = 0;
+  char *st = file_read("/proc/self/status", 0, &len, &err), *p = st ? strstr(st, "\nFDSize:") : NULL;
+  if (p) size = strtoul(p + 8, NULL, 10);
+  free(st);
+  if (limit != RLIM_INFINITY && size > limit) size = limit; /* poll refuses more than RLIMIT_NOFILE */
+  if (!size) return 0;
+  if (size > cap) {
+    v = xrealloc(v, size * sizeof *v);
+    cap = size;
+  }
+  for (size_t i = 0; i < size; i++) v[i] = (struct pollfd){.fd = (int)i};
+  if (poll(v, size, 0) < 0) return 0;
+  size_t n = 0;
+  for (size_t i = 0; i < size; i++) n += !(v[i].revents & POLLNVAL);
+  return n;
+}
+
 /* /proc/self: the process collector's standard names (what every Prometheus client exports). */
 static void process_part(struct daemon *d, struct buf *b) {
   size_t len = 0;
@@ -364,17 +447,9 @@ static void process_part(struct daemon *d, struct buf *b) {
     rss = (double)f[24] * (double)page;
   }
   free(text);
-  size_t fds = 0;
-  DIR *dir = opendir("/proc/self/fd");
-  struct dirent *e;
-  while (dir && (e = readdir(dir)))
-    if (e->d_name[0] != '.') fds++;
-  if (dir) {
-    closedir(dir);
-    fds--; /* the directory's own descriptor */
-  }
   struct rlimit rl = {0};
   getrlimit(RLIMIT_NOFILE, &rl);
+  size_t fds = open_fds(rl.rlim_cur);
   family(b, "process_cpu_seconds_total", "counter", "User and system CPU time the daemon has used.");
   sample(b, "process_cpu_seconds_total", utime + stime);
   family(b, "process_resident_memory_bytes", "gauge", "The daemon's resident memory.");
@@ -426,8 +501,7 @@ void api_metrics(struct daemon *d, struct conn *c, struct request *r, const char
   services_part(d, &b);
   clusters_part(d, &b);
   if (b.len + 1 > hint) hint = b.len + b.len / 8 + 1;
-  conn_reply_raw(c, 200, CT_PROM, b.data, b.len);
-  buf_free(&b);
+  conn_reply_take(c, 200, CT_PROM, &b); /* the page is written from b, not copied */
 }
 
 /* ---- GET /v1/health ---- */
