@@ -16,10 +16,16 @@ import threading
 import time
 import unittest
 
-from harness import HERD_BIN, SuiteTest, UnixHTTPConnection, checked_request, main, wait_until
+from harness import HERD_BIN, SanitizedSuiteTest, UnixHTTPConnection, checked_request, main, wait_until
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 PROM_CT = "text/plain; version=0.0.4"
+
+
+class Checked(SanitizedSuiteTest):
+    """Sanitizer reports fail the test, and so does a uv handle left open at exit (the
+    heartbeat's timers are new)."""
+    SAN_MARKS = SanitizedSuiteTest.SAN_MARKS + ("leaked handle", "loop closed with open handles")
 
 
 def svc(name, **kw):
@@ -54,7 +60,7 @@ def val(m, name, **labels):
     return m.get((name, tuple(sorted(labels.items()))))
 
 
-class Metrics(SuiteTest):
+class Metrics(Checked):
     def scrape(self):
         c = UnixHTTPConnection(self.d.sock, timeout=30)
         try:
@@ -160,7 +166,7 @@ class Metrics(SuiteTest):
         self.assertEqual(body["error"]["code"], "unknown_key")
 
 
-class Health(SuiteTest):
+class Health(Checked):
     def test_health_and_liveness_file(self):
         live = os.path.join(self.d.root, "live")
         self.d.args += ["--liveness-file", live]
@@ -264,7 +270,7 @@ class Notifications:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Notify(SuiteTest):
+class Notify(Checked):
     def start_with(self, n, **env):
         self.d.env.update(NOTIFY_SOCKET=n.address, **env)
         self.d.write_config([svc("web"), svc("env", command=["sh", "-c", "echo NS=[$NOTIFY_SOCKET]; sleep 1000"])])
