@@ -24,12 +24,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # Packages that would start a system service as they install: openssh-server (a private sshd
 # on loopback for tests/e2e/test_tunnel.py, started by the test itself: no system sshd on port
-# 22 of this machine) and prometheus (for promtool in tests/e2e/test_metrics.py; no Prometheus
-# server). Starts are denied while they install, unless a policy is in place already (Debian's
+# 22 of this machine), prometheus (for promtool in tests/e2e/test_metrics.py; no Prometheus
+# server) and systemd (for systemd-analyze verify of config/herd.service; nothing is booted). Starts are denied while they install, unless a policy is in place already (Debian's
 # container images have one).
 if [ "${1:-}" = "--test" ]; then
   svc_missing=()
-  for p in openssh-server prometheus; do
+  for p in openssh-server prometheus systemd; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || svc_missing+=("$p")
   done
   if [ "${#svc_missing[@]}" -gt 0 ]; then

@@ -71,6 +71,11 @@ static void on_tick(uv_timer_t *t) {
     if (i < HB_LAG_NB) hb->lag[i]++;
     hb->lag_sum += late;
     if (late > hb->lag_max) hb->lag_max = late;
+    if (late > HB_STALLED) {
+      hb->stall = late;
+      hb->stall_at = now_mono();
+      log_warn("the loop stood still for %.1fs (a heartbeat tick came that late)", late);
+    }
     hb->ticks++;
   }
   hb->last_ns = now;

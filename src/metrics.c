@@ -518,11 +518,17 @@ void api_health(struct daemon *d, struct conn *c, struct request *r, const char 
                             (json_int_t)ss->errors, "last_commit_ago",
                             ss->last_commit_at ? json_real(now - ss->last_commit_at) : json_null(), "last_error",
                             serr ? json_string(serr) : json_null());
-  /* The loop answers this request, so it turns now; a tick overdue says it stood still a
-   * while ago, or that a callback has held it this long. */
+  /* The loop answers this request, so it turns now. It stood still if a tick is overdue
+   * (a callback has held it that long) or came more than HB_STALLED late a moment ago: libuv
+   * runs due timers before it reads sockets, so after a stall the tick comes first. */
   if (since_tick > HB_STALLED) {
     conn_error(c, 503, "loop_stalled", json_pack("{s:o,s:o}", "loop", loop, "store", store),
                "the daemon's loop has not ticked for %.1fs", since_tick);
+    return;
+  }
+  if (hb->stall_at && now - hb->stall_at < HB_STALL_SHOWN) {
+    conn_error(c, 503, "loop_stalled", json_pack("{s:o,s:o}", "loop", loop, "store", store),
+               "the daemon's loop stood still for %.1fs, %.1fs ago", hb->stall, now - hb->stall_at);
     return;
   }
   if (ss->failing) {

@@ -13,8 +13,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define HB_INTERVAL 1.0 /* seconds between ticks */
-#define HB_STALLED 5.0  /* no tick for this long: the loop is not turning (GET /v1/health) */
+#define HB_INTERVAL 1.0     /* seconds between ticks */
+#define HB_STALLED 5.0      /* a tick this late, or none for this long: the loop stood still (GET /v1/health) */
+#define HB_STALL_SHOWN 10.0 /* ...and health says so for this long after */
 /* The lag histogram's bucket bounds (seconds); +Inf is implied. */
 #define HB_LAG_BOUNDS                                                                                                  \
   { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
@@ -31,7 +32,8 @@ struct heartbeat {
   uint64_t ticks;
   uint64_t lag[HB_LAG_NB]; /* ticks that were at most HB_LAG_BOUNDS[i] late (not cumulative) */
   double lag_sum, lag_max;
-  uint64_t watchdogs; /* WATCHDOG=1 sent */
+  double stall, stall_at; /* the last tick later than HB_STALLED: by how much, and when (monotonic) */
+  uint64_t watchdogs;     /* WATCHDOG=1 sent */
   struct sdnotify notify;
   char status[200];   /* the last STATUS= sent */
   char *liveness;     /* --liveness-file, or NULL */

@@ -190,6 +190,30 @@ class Health(Checked):
         self.assertEqual(rc, 101)
         self.assertIn("--liveness-file", self.d.log())
 
+    def test_loop_stood_still(self):
+        """The daemon stopped (SIGSTOP) for longer than 5 s: once it runs again, health says
+        the loop stood still (503 loop_stalled) for 10 s, then 200 again."""
+        self.d.write_config([svc("web")])
+        self.d.start()
+        self.d.wait_state("web", "HEALTHY")
+        wait_until(lambda: checked_request(self.d, "GET", "/v1/health")[1]["loop"]["ticks"] >= 1, timeout=5,
+                   what="a first heartbeat")
+        self.d.signal(signal.SIGSTOP)
+        try:
+            time.sleep(6)  # the stimulus: the loop held still this long (not a wait for a condition)
+        finally:
+            self.d.signal(signal.SIGCONT)
+        st, body = checked_request(self.d, "GET", "/v1/health")
+        self.assertEqual((st, body["error"]["code"]), (503, "loop_stalled"), body)
+        self.assertRegex(body["error"]["message"], r"stood still for [5-9]\.\ds")
+        self.assertGreater(body["error"]["loop"]["lag_max"], 5)
+        wait_until(lambda: checked_request(self.d, "GET", "/v1/health")[0] == 200, timeout=20, interval=0.5,
+                   what="health 200 again")
+        m = parse(checked_request(self.d, "GET", "/metrics", raw=True)[1].decode())
+        self.assertEqual(val(m, "herd_loop_lag_seconds_bucket", le="5"),
+                         val(m, "herd_loop_lag_seconds_count") - 1)  # the one late tick
+        self.assertGreater(val(m, "herd_loop_lag_max_seconds"), 5)
+
     def test_store_cannot_write(self):
         """A file-size limit set on the running daemon (prlimit): the store's file cannot
         grow, its commits fail for real (EFBIG), and health says so until they succeed."""
