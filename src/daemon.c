@@ -535,6 +535,7 @@ int daemon_run(const struct daemon_opts *o) {
   d->start_wall = now_wall();
   d->seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(d->start_wall * 1e6);
   log_setup((enum log_level)o->log_level, (enum log_format)o->log_format);
+  heartbeat_take_env(d);
   signal(SIGPIPE, SIG_IGN);
   /* A file-size limit (ulimit -f) then fails the write with EFBIG, which the store reports
    * (GET /v1/health), instead of killing the daemon. Children get the default back (child.c). */

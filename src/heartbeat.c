@@ -100,17 +100,12 @@ static void on_watchdog(uv_timer_t *t) {
     d->hb.watchdogs++;
 }
 
-int heartbeat_init(struct daemon *d, const char *liveness_file, char **err) {
+void heartbeat_take_env(struct daemon *d) {
   struct heartbeat *hb = &d->hb;
-  uv_timer_init(d->loop, &hb->tick);
-  uv_timer_init(d->loop, &hb->wd);
-  hb->tick.data = hb->wd.data = d;
-  hb->last_tick = now_mono();
   const char *ns = getenv("NOTIFY_SOCKET");
-  int rc = sdnotify_open(&hb->notify, ns);
-  if (rc < 0) log_warn("NOTIFY_SOCKET=%s: %s; not telling the service manager anything", ns, strerror(-rc));
+  hb->notify_path = ns && *ns ? xstrdup(ns) : NULL;
   const char *wu = getenv("WATCHDOG_USEC"), *wp = getenv("WATCHDOG_PID");
-  if (sdnotify_on(&hb->notify) && wu && *wu) {
+  if (hb->notify_path && wu && *wu) {
     char *end;
     errno = 0;
     unsigned long long usec = strtoull(wu, &end, 10);
@@ -122,10 +117,24 @@ int heartbeat_init(struct daemon *d, const char *liveness_file, char **err) {
       hb->wd_interval = (double)usec / 2e6;
     }
   }
-  /* Ours alone: a service herd starts must not take herd's manager for its own. */
+  /* Ours alone: a service herd starts must not take herd's manager for its own. Before any
+   * thread runs: the environment is not changed again (proc.c borrows its strings). */
   unsetenv("NOTIFY_SOCKET");
   unsetenv("WATCHDOG_USEC");
   unsetenv("WATCHDOG_PID");
+}
+
+int heartbeat_init(struct daemon *d, const char *liveness_file, char **err) {
+  struct heartbeat *hb = &d->hb;
+  uv_timer_init(d->loop, &hb->tick);
+  uv_timer_init(d->loop, &hb->wd);
+  hb->tick.data = hb->wd.data = d;
+  hb->last_tick = now_mono();
+  int rc = sdnotify_open(&hb->notify, hb->notify_path);
+  if (rc < 0) {
+    log_warn("NOTIFY_SOCKET=%s: %s; not telling the service manager anything", hb->notify_path, strerror(-rc));
+    hb->wd_on = false;
+  }
   if (liveness_file) {
     hb->liveness = xstrdup(liveness_file);
     int lrc = liveness_touch(hb->liveness);
@@ -169,4 +178,6 @@ void heartbeat_close(struct daemon *d) {
   sdnotify_close(&hb->notify);
   free(hb->liveness);
   hb->liveness = NULL;
+  free(hb->notify_path);
+  hb->notify_path = NULL;
 }

@@ -35,13 +35,16 @@ struct heartbeat {
   double stall, stall_at; /* the last tick later than HB_STALLED: by how much, and when (monotonic) */
   uint64_t watchdogs;     /* WATCHDOG=1 sent */
   struct sdnotify notify;
+  char *notify_path;  /* $NOTIFY_SOCKET as herd found it, or NULL */
   char status[200];   /* the last STATUS= sent */
   char *liveness;     /* --liveness-file, or NULL */
   int liveness_errno; /* the last touch failed (said once in the log), 0 when fine */
 };
 
-/** Set up the timers and read the manager's environment ($NOTIFY_SOCKET, $WATCHDOG_USEC,
- *  $WATCHDOG_PID, then unset, so services do not inherit them); create the liveness file.
+/** First thing at start-up, before any thread: take the manager's environment
+ *  ($NOTIFY_SOCKET, $WATCHDOG_USEC, $WATCHDOG_PID) and unset it, so services do not inherit it. */
+void heartbeat_take_env(struct daemon *d);
+/** Set up the timers and the notification socket; create the liveness file.
  *  -1 with *err set (the caller frees) when the liveness file cannot be made. */
 int heartbeat_init(struct daemon *d, const char *liveness_file, char **err);
 /** The store is open and the socket listens: start ticking and send READY=1. */
