@@ -143,7 +143,7 @@ struct le_strs {
 };
 
 static const struct le_strs *le_strs(const double *bounds, size_t nb) {
-  static struct le_strs cache[2];
+  static struct le_strs cache[4]; /* two are used: the check and lag histograms */
   for (size_t k = 0; k < ARRAY_LEN(cache); k++) {
     struct le_strs *c = &cache[k];
     if (c->bounds == bounds) return c;
