@@ -12,6 +12,7 @@
 #   bash bench/run.sh tunnels [ARGS]    ssh tunnels: 100 across 4 hosts vs one ssh -L each, throughput and latency,
 #                                       partition -> UNKNOWN -> HEALTHY (tunnels.py; ~2 min; root: private sshds and a
 #                                       network namespace)
+#   bash bench/run.sh metrics [ARGS]    GET /metrics with 1,000 services: daemon CPU per scrape (metrics.py; ~1 min)
 #   bash bench/run.sh all [N...]        all five, one after the other (N... goes to bench.py)
 #   BENCH_IDLE_SECONDS=60               idle-CPU window per system and N
 #   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills; slurm N=50
@@ -45,7 +46,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|slurm|load|crash|tunnels|all) mode=$1; shift ;;
+  checks|adopt|slurm|load|crash|tunnels|metrics|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -155,6 +156,7 @@ case $mode in
   load)   run_py 300 "$here/load.py" "${common[@]}" "$@" || rc=$? ;;
   crash)  run_py 1200 "$here/crash.py" "${common[@]}" "$@" || rc=$? ;;
   tunnels) run_py 900 "$here/tunnels.py" "${common[@]}" "$@" || rc=$? ;;
+  metrics) run_py 600 "$here/metrics.py" "${common[@]}" "$@" || rc=$? ;;
   all)
     for step in main checks adopt load slurm; do
       r=0

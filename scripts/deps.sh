@@ -25,20 +25,28 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# A private sshd on loopback for tests/e2e/test_tunnel.py, started by the test itself: the
-# package must not start a system sshd on port 22 of this machine. Starts are denied while
-# it installs, unless a policy is in place already (Debian's container images have one).
-if [ "${1:-}" = "--test" ] && ! dpkg-query -W -f='${Status}' openssh-server 2>/dev/null | grep -q "install ok installed"; then
-  policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    policy=/usr/sbin/policy-rc.d
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod 755 "$policy"
-  fi
-  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
-  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends openssh-server >/dev/null || {
+# Packages that would start a system service as they install: openssh-server (a private sshd
+# on loopback for tests/e2e/test_tunnel.py, started by the test itself: no system sshd on port
+# 22 of this machine), prometheus (for promtool in tests/e2e/test_metrics.py; no Prometheus
+# server) and systemd (for systemd-analyze verify of config/herd.service; nothing is booted). Starts are denied while they install, unless a policy is in place already (Debian's
+# container images have one).
+if [ "${1:-}" = "--test" ]; then
+  svc_missing=()
+  for p in openssh-server prometheus systemd; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || svc_missing+=("$p")
+  done
+  if [ "${#svc_missing[@]}" -gt 0 ]; then
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+      $SUDO chmod 755 "$policy"
+    fi
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${svc_missing[@]}" >/dev/null || {
+      [ -z "$policy" ] || $SUDO rm -f "$policy"
+      exit 1
+    }
     [ -z "$policy" ] || $SUDO rm -f "$policy"
-    exit 1
-  }
-  [ -z "$policy" ] || $SUDO rm -f "$policy"
+  fi
 fi

@@ -39,7 +39,7 @@ struct checker {
   char errbuf[CURL_ERROR_SIZE];
   struct check_result last;
   bool has_last;
-  unsigned long runs, passes;
+  struct check_stats stats;
   /* http without curl (plain http:// to an address): one kept-alive connection */
   struct hconn *conn; /* the connection, or NULL */
   struct buf wr;      /* the request being sent */
@@ -114,8 +114,13 @@ static void deliver(struct checker *ck, struct run *r, bool ok, const char *fmt,
   va_end(ap);
   utf8_sanitize(res->msg); /* an exec check's output may be anything; JSON needs UTF-8 */
   ck->has_last = true;
-  ck->runs++;
-  if (ok) ck->passes++;
+  ck->stats.runs++;
+  if (ok) ck->stats.passes++;
+  static const double bounds[CHECK_LAT_NB] = CHECK_LAT_BOUNDS;
+  size_t i = 0;
+  while (i < CHECK_LAT_NB && res->duration > bounds[i]) i++;
+  if (i < CHECK_LAT_NB) ck->stats.lat[i]++;
+  ck->stats.lat_sum += res->duration;
   struct service *s = ck->s;
   log_msg(LOG_DEBUG, s->spec->name, NULL, NULL, "check %s: %s (%.1fms)", ok ? "passed" : "failed", res->msg,
           res->duration * 1e3);
@@ -983,8 +988,8 @@ void check_close(struct service *s) {
 json_t *check_json(struct service *s) {
   struct checker *ck = s->checker;
   if (!ck) return json_null();
-  json_t *o = json_pack("{s:s,s:I,s:I}", "type", check_type_name(s->spec->check->type), "runs", (json_int_t)ck->runs,
-                        "passes", (json_int_t)ck->passes);
+  json_t *o = json_pack("{s:s,s:I,s:I}", "type", check_type_name(s->spec->check->type), "runs",
+                        (json_int_t)ck->stats.runs, "passes", (json_int_t)ck->stats.passes);
   if (ck->has_last)
     json_object_set_new(o, "last",
                         json_pack("{s:f,s:f,s:b,s:s}", "at", ck->last.at, "duration", ck->last.duration, "ok",
@@ -1000,6 +1005,8 @@ json_t *check_json_brief(struct service *s) {
   if (!ck->has_last) return json_pack("{s:n}", "last");
   return json_pack("{s:{s:b,s:s}}", "last", "ok", ck->last.ok, "message", ck->last.msg);
 }
+
+const struct check_stats *check_stats(struct service *s) { return s->checker ? &s->checker->stats : NULL; }
 
 bool check_last_ok(struct service *s) { return s->checker && s->checker->has_last && s->checker->last.ok; }
 

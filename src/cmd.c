@@ -10,7 +10,7 @@ const struct cmd_entry cmd_table[] = {
     [CMD_DAEMON] =
         {"daemon",
          "[--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] [--log-format text|json] [--read-group G] "
-         "[--leave-running] [--priority realtime|normal]",
+         "[--leave-running] [--priority realtime|normal] [--liveness-file PATH]",
          "run the daemon in the foreground", NULL, NULL, false, NULL,
          NULL /* main() runs it: the client never sees it */},
     [CMD_STATUS] = {"status", "[PATTERN...] [--json] [--state S] [--tag T]",
@@ -40,6 +40,10 @@ const struct cmd_entry cmd_table[] = {
                   api_info, cli_info},
     [CMD_LAG] = {NULL, NULL, "measure the loop's lag for ?seconds=S (default 5): a 1 ms repeating timer's lateness",
                  "GET", "/v1/daemon/lag", false, api_lag, NULL},
+    [CMD_METRICS] = {NULL, NULL, "Prometheus metrics (text exposition format 0.0.4)", "GET", "/metrics", false,
+                     api_metrics, NULL},
+    [CMD_HEALTH] = {NULL, NULL, "200 while the loop turns and the store writes, else 503 naming why", "GET",
+                    "/v1/health", false, api_health, NULL},
     [CMD_CLUSTERS] = {"clusters", "",
                       "show the Slurm clusters: API version, reachability, last error, request counters", "GET",
                       "/v1/clusters", false, api_clusters, cli_clusters},

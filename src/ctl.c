@@ -74,6 +74,7 @@ struct wreq {
   uv_write_t req;
   struct conn *c;
   bool close_after;
+  char *owned; /* a body written after data without a copy (conn_reply_take), freed once written */
   char data[];
 };
 
@@ -155,6 +156,7 @@ static void on_write(uv_write_t *req, int status) {
   struct wreq *w = container_of(req, struct wreq, req);
   struct conn *c = w->c;
   bool close_after = w->close_after;
+  free(w->owned);
   free(w);
   if (c->closing) return;
   if (status < 0 || close_after) {
@@ -175,10 +177,16 @@ static void on_write(uv_write_t *req, int status) {
   conn_check_eof(c);
 }
 
-static int conn_write(struct conn *c, const char *data, size_t n, bool close_after) {
-  if (c->closing) return -1;
+/* Write data (copied), then `owned` (n2 bytes, taken: freed once written) in the same request. */
+static int conn_write_own(struct conn *c, const char *data, size_t n, char *owned, size_t n2, bool close_after) {
+  if (c->closing) {
+    free(owned);
+    return -1;
+  }
   if (c->out) { /* a probe: sent at once, in full */
     c->out(c->out_arg, data, n);
+    if (owned) c->out(c->out_arg, owned, n2);
+    free(owned);
     if (close_after) conn_close(c);
     return 0;
   }
@@ -186,14 +194,20 @@ static int conn_write(struct conn *c, const char *data, size_t n, bool close_aft
   memcpy(w->data, data, n);
   w->c = c;
   w->close_after = close_after;
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-  int rc = uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, on_write);
+  w->owned = owned;
+  uv_buf_t b[2] = {uv_buf_init(w->data, (unsigned)n), uv_buf_init(owned, (unsigned)n2)};
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->h, b, owned ? 2 : 1, on_write);
   if (rc < 0) {
+    free(w->owned);
     free(w);
     conn_close(c);
     return -1;
   }
   return 0;
+}
+
+static int conn_write(struct conn *c, const char *data, size_t n, bool close_after) {
+  return conn_write_own(c, data, n, NULL, 0, close_after);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -212,17 +226,18 @@ static void on_timer(uv_timer_t *t) {
   if (c->mode == C_READ) conn_close(c);
 }
 
-static void respond(struct conn *c, int status, const char *ctype, const char *body, size_t n) {
+/* Answer with body (copied after the head), or with `owned` (taken, not copied: a large page). */
+static void respond_own(struct conn *c, int status, const char *ctype, const char *body, char *owned, size_t n) {
   /* A half-closed peer sends nothing more: its last answer closes the connection. */
   if (c->eof && !c->pending.len) c->keepalive = false;
   struct buf b = {0};
   buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
              status_text(status), ctype, n, c->keepalive ? "keep-alive" : "close");
-  buf_append(&b, body, n);
+  if (!owned) buf_append(&b, body, n);
   /* The request is answered: whoever parked the connection lets go of it now. */
   c->on_gone = NULL;
   c->on_timeout = NULL;
-  conn_write(c, b.data, b.len, !c->keepalive);
+  conn_write_own(c, b.data, b.len, owned, n, !c->keepalive);
   buf_free(&b);
   if (!c->keepalive) {
     /* The last reply on this connection: nothing after it is parsed. */
@@ -244,6 +259,10 @@ static void respond(struct conn *c, int status, const char *ctype, const char *b
     if (!c->in_process) conn_process(c); /* pipelined requests that waited */
     conn_check_eof(c);
   }
+}
+
+static void respond(struct conn *c, int status, const char *ctype, const char *body, size_t n) {
+  respond_own(c, status, ctype, body, NULL, n);
 }
 
 void conn_reply(struct conn *c, int status, json_t *obj) {
@@ -269,6 +288,18 @@ void conn_reply(struct conn *c, int status, json_t *obj) {
 
 void conn_reply_raw(struct conn *c, int status, const char *content_type, const char *data, size_t n) {
   if (!c->closing) respond(c, status, content_type, data, n);
+}
+
+void conn_reply_take(struct conn *c, int status, const char *content_type, struct buf *body) {
+  char *data = body->data;
+  size_t n = body->len;
+  *body = (struct buf){0};
+  if (c->closing || !data) {
+    if (!c->closing) respond(c, status, content_type, "", 0);
+    free(data);
+    return;
+  }
+  respond_own(c, status, content_type, NULL, data, n);
 }
 
 void conn_stream_end(struct conn *c) {

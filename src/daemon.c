@@ -134,6 +134,7 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->poll_timer, on_close_noop);
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
+  heartbeat_close(d);
   while (!list_empty(&d->delayed)) {
     struct delayed_stop *x = container_of(d->delayed.next, struct delayed_stop, link);
     list_del(&x->link);
@@ -162,6 +163,9 @@ void daemon_shutdown(struct daemon *d) {
   d->shutting_down = true;
   d->shutdown_at = now_mono();
   log_info("shutting down: stopping %zu services (dependents first)", d->nservices);
+  char st[64];
+  snprintf(st, sizeof st, "shutting down: stopping %zu services", d->nservices);
+  heartbeat_stopping(d, st);
   /* In memory only: the persisted wanted state stays, so they come back next start.
    * deps_reconcile sends the stops: a service stops once nothing that depends on it runs.
    * Nothing restarts from here on, even a service that crashes while it waits for its
@@ -240,6 +244,9 @@ void daemon_leave(struct daemon *d) {
   if (d->shutting_down) return;
   d->shutting_down = d->leaving = true;
   log_info("leaving %zu services running for the next daemon to re-adopt", d->nservices);
+  char st[80];
+  snprintf(st, sizeof st, "exiting: leaving %zu services running", d->nservices);
+  heartbeat_stopping(d, st);
   d->finish_pending = true; /* at the end of this loop turn: close our handles, not the services */
 }
 
@@ -532,7 +539,11 @@ int daemon_run(const struct daemon_opts *o) {
   d->start_wall = now_wall();
   d->seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(d->start_wall * 1e6);
   log_setup((enum log_level)o->log_level, (enum log_format)o->log_format);
+  heartbeat_take_env(d);
   signal(SIGPIPE, SIG_IGN);
+  /* A file-size limit (ulimit -f) then fails the write with EFBIG, which the store reports
+   * (GET /v1/health), instead of killing the daemon. Children get the default back (child.c). */
+  signal(SIGXFSZ, SIG_IGN);
   raise_nofile();
 
   if (o->read_group) { /* first: it decides the state dir's mode */
@@ -664,7 +675,7 @@ int daemon_run(const struct daemon_opts *o) {
   d->flush.data = d;
   uv_prepare_start(&d->flush, on_flush);
 
-  if (ctl_open(d, api_dispatch, d, &err) < 0) {
+  if (heartbeat_init(d, o->liveness_file, &err) < 0 || ctl_open(d, api_dispatch, d, &err) < 0) {
     fprintf(stderr, "herd: %s\n", err);
     free(err);
     d->shutting_down = true;
@@ -735,6 +746,8 @@ int daemon_run(const struct daemon_opts *o) {
   if (d->booting) daemon_boot_end(d);
   spec_set_free(&cfgset);
   json_decref(rows);
+  /* The store is open and the socket listens: READY=1 (systemd), and the ticks begin. */
+  if (d->ctl) heartbeat_ready(d);
 
   uv_run(d->loop, UV_RUN_DEFAULT);
 

@@ -17,21 +17,27 @@ static int daemon_main(const struct cmd_globals *g, int argc, char **argv) {
                           .socket_path = g->socket_given ? g->socket : NULL, /* NULL: under its own --state-dir */
                           .log_level = LOG_INFO,
                           .normal_priority = true};
-  static const struct option opts[] = {
-      {"config", required_argument, 0, 'c'},     {"state-dir", required_argument, 0, 'd'},
-      {"socket", required_argument, 0, 's'},     {"log-level", required_argument, 0, 'l'},
-      {"log-format", required_argument, 0, 'F'}, {"read-group", required_argument, 0, 'g'},
-      {"leave-running", no_argument, 0, 'L'},    {"cgroups", required_argument, 0, 'G'},
-      {"priority", required_argument, 0, 'P'},   {0, 0, 0, 0}};
+  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+                                       {"state-dir", required_argument, 0, 'd'},
+                                       {"socket", required_argument, 0, 's'},
+                                       {"log-level", required_argument, 0, 'l'},
+                                       {"log-format", required_argument, 0, 'F'},
+                                       {"read-group", required_argument, 0, 'g'},
+                                       {"leave-running", no_argument, 0, 'L'},
+                                       {"cgroups", required_argument, 0, 'G'},
+                                       {"priority", required_argument, 0, 'P'},
+                                       {"liveness-file", required_argument, 0, 'V'},
+                                       {0, 0, 0, 0}};
   int ch;
   optind = 1;
-  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:V:", opts, NULL)) != -1) {
     switch (ch) {
     case 'c': o.config_dir = optarg; break;
     case 'd': o.state_dir = optarg; break;
     case 's': o.socket_path = optarg; break;
     case 'g': o.read_group = optarg; break;
     case 'L': o.leave_running = true; break;
+    case 'V': o.liveness_file = optarg; break;
     case 'G':
       if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
         fprintf(stderr, "herd: --cgroups must be auto or off\n");

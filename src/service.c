@@ -102,6 +102,28 @@ static void publish(struct service *s, const struct svc_fx *x) {
   }
 }
 
+const char *service_end_name(enum service_end e) {
+  static const char *const names[] = {
+      [END_COMPLETED] = "completed", [END_STOPPED] = "stopped",           [END_EXIT_CODE] = "exit_code",
+      [END_SIGNAL] = "signal",       [END_SPAWN_FAILED] = "spawn_failed", [END_TIMEOUT] = "timeout",
+      [END_OTHER] = "other"};
+  static_assert(ARRAY_LEN(names) == END__MAX, "one name per end cause");
+  return (unsigned)e < END__MAX ? names[e] : "?";
+}
+
+static enum service_end end_cause(const struct service *s, svc_state to) {
+  switch (to) {
+  case S_COMPLETED: return END_COMPLETED;
+  case S_STOPPED: return END_STOPPED;
+  case S_TIMEOUT: return END_TIMEOUT;
+  default: break;
+  }
+  if (s->last_spawn_failed) return END_SPAWN_FAILED;
+  if (s->last_sig > 0) return END_SIGNAL;
+  if (s->last_code > 0) return END_EXIT_CODE;
+  return END_OTHER;
+}
+
 /* Carry out the effects in order. What backends post meanwhile waits for the end (run.h). */
 static void apply(struct service *s, const struct svc_fx_list *fx) {
   struct daemon *d = s->d;
@@ -117,6 +139,7 @@ static void apply(struct service *s, const struct svc_fx_list *fx) {
       if (strcmp(s->reason, x->reason)) snprintf(s->reason, sizeof s->reason, "%s", x->reason);
       break;
     case FX_INSTANCE_END:
+      s->ends[end_cause(s, x->to)]++;
       s->has_exit = true;
       s->last_exit_wall = now_wall();
       store_instance_end(d->store, s->instance, svc_state_name(x->to), s->last_code, s->last_sig, x->reason,
@@ -268,6 +291,7 @@ void service_feed(struct service *s, const struct svc_event *ev) {
   if (ev->type == EV_EXIT || (ev->type == EV_SPAWN_FAILED && s->fsm.proc_alive)) {
     s->last_code = ev->code;
     s->last_sig = ev->sig;
+    s->last_spawn_failed = ev->type == EV_SPAWN_FAILED;
   }
   svc_step(&s->fsm, &s->pol, ev, now_mono(), &fx);
   apply_then_drain(s, &fx, true);

@@ -103,7 +103,7 @@ struct cluster {
   struct node_addr *nodes;
   size_t nnodes;
   /* counters for the API and bench */
-  uint64_t requests[RQ__MAX], bytes_in, polls, polls_unchanged, errors;
+  uint64_t requests[RQ__MAX], bytes_in, bytes_out, polls, polls_unchanged, errors;
   double poll_seconds;
 };
 
@@ -496,6 +496,7 @@ static bool send_one(struct cluster *cl, struct sreq *r) {
   r->t0 = now_mono();
   r->sent = true;
   cl->requests[r->kind]++;
+  if (r->post) cl->bytes_out += strlen(r->post);
   if (curlx_add(e, &r->cx) != CURLM_OK) return false;
   list_add_tail(&cl->sent, &r->link);
   cl->inflight++;
@@ -1435,8 +1436,15 @@ json_t *slurm_clusters_json(struct daemon *d) {
     }
     json_object_set_new(req, "total", json_integer((json_int_t)total));
     size_t njobs = 0;
+    json_t *jobs = json_object(); /* by Slurm's job state: a few services' jobs, counted on request */
     struct list *p2, *t2;
-    list_for_each_safe(p2, t2, &cl->jobs) njobs++;
+    list_for_each_safe(p2, t2, &cl->jobs) {
+      struct sjob *j = container_of(p2, struct sjob, link);
+      njobs++;
+      if (!j->job_id) continue;
+      const char *st = j->state[0] ? j->state : "UNKNOWN";
+      json_object_set_new(jobs, st, json_integer(json_integer_value(json_object_get(jobs, st)) + 1));
+    }
     char ver[16] = "";
     if (cl->ver) snprintf(ver, sizeof ver, "v0.0.%d", cl->ver);
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:o,s:I,s:I,s:I,s:I,s:f}", "name", cl->spec->name, "url",
@@ -1444,6 +1452,8 @@ json_t *slurm_clusters_json(struct daemon *d) {
                           cl->ver ? ver : "auto (not known yet)", "services", (int)njobs, "requests", req, "polls",
                           (json_int_t)cl->polls, "polls_unchanged", (json_int_t)cl->polls_unchanged, "bytes_in",
                           (json_int_t)cl->bytes_in, "errors", (json_int_t)cl->errors, "poll_seconds", cl->poll_seconds);
+    json_object_set_new(o, "bytes_out", json_integer((json_int_t)cl->bytes_out));
+    json_object_set_new(o, "jobs", jobs);
     json_object_set_new(o, "reachable", json_boolean(!cl->error[0]));
     if (cl->error[0]) {
       json_object_set_new(o, "error", json_string(cl->error));

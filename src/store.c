@@ -44,6 +44,7 @@ struct store {
   int64_t next_event, next_instance;
   int reset_changes; /* sqlite3_total_changes at the last store_reset */
   char last_error[256];
+  struct store_stats stats;
   sqlite3_stmt *inst_job, *inst_pid, *meta_get, *meta_put;
   sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
       *ev_list, *ev_list_svc, *ev_newest;
@@ -61,6 +62,9 @@ static const char schema[] =
     "  instance INTEGER, from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL);";
 
 static void note_error(struct store *st, const char *what) {
+  st->stats.errors++;
+  st->stats.failing = true;
+  st->stats.last_error_at = now_mono();
   snprintf(st->last_error, sizeof st->last_error, "%s: %s", what, sqlite3_errmsg(st->db));
   log_error("store: %s", st->last_error);
 }
@@ -79,7 +83,12 @@ void store_flush(struct store *st) {
   if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
     note_error(st, "commit");
     sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return;
   }
+  /* Written: whatever failed before has not stopped the store from writing. */
+  st->stats.commits++;
+  st->stats.failing = false;
+  st->stats.last_commit_at = now_mono();
 }
 
 void store_reset(struct store *st) {
@@ -157,6 +166,7 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int nframes) 
   ck->error_new = false;
   pthread_mutex_unlock(&ck->mu);
   if (report) {
+    st->stats.errors++; /* a checkpoint: commits still go on (into the WAL) */
     snprintf(st->last_error, sizeof st->last_error, "%s", msg);
     log_error("store: %s", msg);
   }
@@ -504,5 +514,7 @@ void store_meta_put(struct store *st, const char *key, const char *value) {
   sqlite3_bind_text(st->meta_put, 2, value, -1, SQLITE_STATIC);
   run(st, st->meta_put, "meta");
 }
+
+const struct store_stats *store_stats(struct store *st) { return &st->stats; }
 
 const char *store_last_error(struct store *st) { return st->last_error[0] ? st->last_error : NULL; }

@@ -43,6 +43,17 @@ int check_answer_read(struct check_answer *a, const char *data, size_t n);
 /** The server closed the connection: 1 when that completes the answer (an answer without a
  *  length ends so), -1 when it is broken or there was none. */
 int check_answer_eof(struct check_answer *a);
+/** Upper bounds (seconds) of the check latency histogram's buckets; +Inf is implied. */
+#define CHECK_LAT_BOUNDS                                                                                               \
+  { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+#define CHECK_LAT_NB 13
+
+/** Every result since the checker was made (metrics). */
+struct check_stats {
+  uint64_t runs, passes;
+  uint64_t lat[CHECK_LAT_NB]; /* results that took at most CHECK_LAT_BOUNDS[i] (not cumulative) */
+  double lat_sum;             /* seconds */
+};
 
 /** Set up the daemon-wide curl multi handle and its timer. */
 int check_global_init(struct daemon *d);
@@ -63,5 +74,7 @@ json_t *check_json_brief(struct service *s);
 /** One line for status: "HTTP 500 (3ms)". NULL when there is none. */
 const char *check_last_msg(struct service *s);
 bool check_last_ok(struct service *s);
+/** The service's check counters, or NULL when it has no check. */
+const struct check_stats *check_stats(struct service *s);
 
 #endif

@@ -40,6 +40,8 @@ enum cmd_id {
   CMD_RELOAD,
   CMD_INFO,
   CMD_LAG,
+  CMD_METRICS,
+  CMD_HEALTH,
   CMD_CLUSTERS,
   CMD_HOSTS,
   CMD_SHUTDOWN,
@@ -83,6 +85,8 @@ void api_events(struct daemon *d, struct conn *c, struct request *r, const char 
 void api_reload(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_info(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_lag(struct daemon *d, struct conn *c, struct request *r, const char *name);
+void api_metrics(struct daemon *d, struct conn *c, struct request *r, const char *name);
+void api_health(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_clusters(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_hosts(struct daemon *d, struct conn *c, struct request *r, const char *name);
 void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const char *name);

@@ -54,6 +54,8 @@ void conn_error(struct conn *c, int status, const char *code, json_t *extra, con
 
 /** Answer with raw bytes of the given content type. */
 void conn_reply_raw(struct conn *c, int status, const char *content_type, const char *data, size_t n);
+/** The same with a body it takes (and frees once written): a large page is not copied. */
+void conn_reply_take(struct conn *c, int status, const char *content_type, struct buf *body);
 /** End a chunked stream and close the connection once it is sent. */
 void conn_stream_end(struct conn *c);
 /** Park the connection: the handler will answer later. on_gone runs if the peer goes

@@ -3,6 +3,7 @@
 #define HERD_DAEMON_H
 
 #include "herd/cfg.h"
+#include "herd/heartbeat.h"
 #include "herd/herd.h"
 #include "herd/ident.h"
 #include "herd/spec.h"
@@ -23,9 +24,10 @@ struct daemon_opts {
   const char *socket_path; /* NULL: <state_dir>/herd.sock */
   const char *read_group;  /* group whose members may read (GET) over the socket */
   int log_level, log_format;
-  bool leave_running;   /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
-  bool normal_priority; /* --priority normal: no real-time priority for herd's threads (prio.c) */
-  bool no_cgroups;      /* --cgroups off: services are their process groups (cgroup.h) */
+  bool leave_running;        /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
+  bool normal_priority;      /* --priority normal: no real-time priority for herd's threads (prio.c) */
+  bool no_cgroups;           /* --cgroups off: services are their process groups (cgroup.h) */
+  const char *liveness_file; /* touched at every heartbeat tick (heartbeat.h), or NULL */
 };
 
 struct service;
@@ -83,6 +85,7 @@ struct daemon {
   size_t npidfds;     /* pidfds held for re-adopted instances */
   struct list polled; /* re-adopted instances past the pidfd budget, polled (proc.c) */
   uv_timer_t poll_timer;
+  struct heartbeat hb; /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
 };
 
 /** Run the daemon in the foreground until a shutdown. Returns the process exit code. */

@@ -27,6 +27,20 @@ struct svc_watch {
   void (*on_gone)(struct svc_watch *w, struct service *s);
 };
 
+/** Why an instance ended, as counted for metrics (the end state, FAILED split by cause). */
+enum service_end {
+  END_COMPLETED,    /* exited 0 */
+  END_STOPPED,      /* stopped by herd (a request, a restart, a shutdown) */
+  END_EXIT_CODE,    /* FAILED: exited with a non-zero code */
+  END_SIGNAL,       /* FAILED: killed by a signal herd did not send */
+  END_SPAWN_FAILED, /* FAILED: could not be started (or its job submitted) */
+  END_TIMEOUT,      /* not healthy (or not running) before its deadline */
+  END_OTHER,        /* FAILED otherwise: unhealthy, lost, status unknown, a job's own failure */
+  END__MAX
+};
+/** The label value of an end cause ("exit_code"). */
+const char *service_end_name(enum service_end e);
+
 struct service {
   struct daemon *d;
   struct list link;
@@ -52,6 +66,8 @@ struct service {
   double started_wall, started_mono;
   bool has_exit;
   int last_code, last_sig;
+  bool last_spawn_failed;  /* the instance's last event was EV_SPAWN_FAILED */
+  uint64_t ends[END__MAX]; /* instances ended by this daemon, by cause (metrics) */
   double last_exit_wall;
   char last_error[256];
   char reason[128]; /* why the current state was entered */

@@ -82,6 +82,15 @@ typedef void (*store_event_cb)(void *arg, const struct store_event *ev);
 void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg);
 int64_t store_last_event_id(struct store *st);
 
+/** Counters for metrics and health (since the store was opened). */
+struct store_stats {
+  uint64_t commits;                     /* transactions committed */
+  uint64_t errors;                      /* failed statements and commits */
+  bool failing;                         /* a write failed and no commit has succeeded since */
+  double last_commit_at, last_error_at; /* monotonic; 0 = never */
+};
+const struct store_stats *store_stats(struct store *st);
+
 /** Whether the last write failed (disk full, read-only): reported by /v1/daemon. */
 const char *store_last_error(struct store *st);
 

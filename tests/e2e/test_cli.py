@@ -42,7 +42,8 @@ class Cli(SuiteTest):
     def test_daemon_usage(self):
         # `herd daemon` is parsed by main(), not the client; its usage still comes from the command table.
         usage = ("usage: herd daemon [--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] "
-                 "[--log-format text|json] [--read-group G] [--leave-running] [--priority realtime|normal]\n")
+                 "[--log-format text|json] [--read-group G] [--leave-running] [--priority realtime|normal] "
+                 "[--liveness-file PATH]\n")
         r = self.d.cli("help", "daemon", check=True)
         self.assertEqual(r.stdout, usage + "  run the daemon in the foreground\n")
         for args, msg in ((["--bogus"], "unrecognized option"), (["extra"], ""),

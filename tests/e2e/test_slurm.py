@@ -7,7 +7,9 @@ never touched."""
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -218,6 +220,40 @@ class TestSlurmThroughSsh(SlurmTest):
         self.d.cli("stop", "web", "--wait", "--timeout", "30", check=True)
         wait_until(lambda: self.d.request("GET", "/v1/hosts")[1]["hosts"][0]["forwards"] == [], timeout=10,
                    what="the forward cancelled")
+class TestSlurmMetrics(SlurmTest):
+    def test_metrics_per_cluster(self):
+        """GET /metrics: the cluster's requests, bytes and reachability, herd's jobs by Slurm's
+        job state, and the job's service state; the page passes promtool."""
+        self.write([job_svc("sleeper", command=["sleep", "600"], ready_after="1s")])
+        self.d.start()
+        wait_service(self.d, "sleeper", lambda s: s["state"] == "HEALTHY", timeout=60, what="HEALTHY")
+
+        def page():
+            st, body = self.d.request("GET", "/metrics", raw=True)
+            self.assertEqual(st, 200)
+            return body.decode()
+
+        def running():
+            text = page()
+            return text if 'herd_slurm_jobs{cluster="test",state="RUNNING"} 1\n' in text else None
+        text = wait_until(running, timeout=30, what="one RUNNING job in the metrics")
+        m = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                m[k] = float(v)
+        self.assertGreaterEqual(m['herd_slurm_requests_total{cluster="test",kind="submit"}'], 1)
+        self.assertGreater(m['herd_slurm_requests_total{cluster="test",kind="jobs"}'], 0)
+        self.assertGreater(m['herd_slurm_received_bytes_total{cluster="test"}'], 0)
+        self.assertGreater(m['herd_slurm_sent_bytes_total{cluster="test"}'], 0)  # the submission's body
+        self.assertEqual(m['herd_slurm_reachable{cluster="test"}'], 1)
+        self.assertEqual(m['herd_service_state{service="sleeper",state="HEALTHY"}'], 1)
+        self.assertGreater(m['herd_service_uptime_seconds{service="sleeper"}'], 0)
+        if shutil.which("promtool"):
+            r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""))
+        self.d.cli("stop", "sleeper", "--wait", "--timeout", "30", check=True)
 
 
 class TestSlurmEnds(SlurmTest):

@@ -20,8 +20,8 @@ int main(void) {
       [CMD_DAEMON] = "daemon",     [CMD_STATUS] = "status", [CMD_SHOW] = "show",         [CMD_ADD] = "add",
       [CMD_REPLACE] = "replace",   [CMD_RM] = "rm",         [CMD_START] = "start",       [CMD_STOP] = "stop",
       [CMD_RESTART] = "restart",   [CMD_LOGS] = "logs",     [CMD_EVENTS] = "events",     [CMD_RELOAD] = "reload",
-      [CMD_INFO] = "info",         [CMD_LAG] = NULL,        [CMD_CLUSTERS] = "clusters", [CMD_HOSTS] = "hosts",
-      [CMD_SHUTDOWN] = "shutdown", [CMD_HELP] = "help"};
+      [CMD_INFO] = "info",         [CMD_LAG] = NULL,        [CMD_METRICS] = NULL,        [CMD_HEALTH] = NULL,
+      [CMD_CLUSTERS] = "clusters", [CMD_HOSTS] = "hosts",   [CMD_SHUTDOWN] = "shutdown", [CMD_HELP] = "help"};
   CHECK(cmd_count == CMD_MAX, "cmd_count %zu", cmd_count);
   for (int i = 0; i < CMD_MAX; i++) {
     const struct cmd_entry *e = &cmd_table[i];
@@ -35,7 +35,9 @@ int main(void) {
       CHECK(e->name == NULL, "entry %d is API-only", i);
     }
     CHECK(!e->route == !e->method && !e->route == !e->api, "entry %d: route, method and handler go together", i);
-    if (e->route) CHECK(!strncmp(e->route, "/v1/", 4), "%s is under /v1/", e->route);
+    /* All but /metrics, where a Prometheus scraper looks by default (its format is versioned
+     * by its Content-Type, not by the path). */
+    if (e->route && i != CMD_METRICS) CHECK(!strncmp(e->route, "/v1/", 4), "%s is under /v1/", e->route);
   }
   CHECK(cmd_table[CMD_LAG].route && !strcmp(cmd_table[CMD_LAG].route, "/v1/daemon/lag"), "the lag route");
 
@@ -52,6 +54,8 @@ int main(void) {
   check_path(CMD_SHOW, "", "/v1/services/");
   check_path(CMD_LAG, NULL, "/v1/daemon/lag");
   check_path(CMD_SHUTDOWN, NULL, "/v1/shutdown");
+  check_path(CMD_METRICS, NULL, "/metrics");
+  check_path(CMD_HEALTH, NULL, "/v1/health");
 
   /* It appends: the caller's query goes after it. */
   struct buf b = {0};
