@@ -738,7 +738,7 @@ static void remote_begin(struct checker *ck, struct run *r) {
     sshx_quote(&cmd, *a);
   }
   buf_append(&cmd, "", 1);
-  r->sreq = sshx_exec(s->d, k->ssh_host, cmd.data, NULL, 0, on_remote_done, r);
+  r->sreq = sshx_exec(s->d, tunnel_host_spec(s->d, k->ssh_host), cmd.data, NULL, 0, on_remote_done, r);
   buf_free(&cmd);
   if (!r->sreq) {
     deliver(ck, r, false, "no ssh host %s", k->ssh_host);

@@ -3,7 +3,6 @@
 
 #include "herd/log.h"
 #include "herd/loop.h"
-#include "herd/tunnel.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -747,9 +746,8 @@ static bool same_spec(const struct sess *ss, const struct host_spec *k) {
   return same;
 }
 
-static struct sess *sess_get(struct daemon *d, const char *host) {
-  const struct host_spec *k = tunnel_host_spec(d, host);
-  if (!k) return NULL;
+static struct sess *sess_get(struct daemon *d, const struct host_spec *k) {
+  const char *host = k->name;
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->sshx) {
     struct sess *ss = container_of(pos, struct sess, link);
@@ -776,9 +774,9 @@ static struct sess *sess_get(struct daemon *d, const char *host) {
   return ss;
 }
 
-struct sshx_req *sshx_exec(struct daemon *d, const char *host, const char *command, const void *in, size_t inlen,
-                           sshx_cb cb, void *arg) {
-  struct sess *ss = d->shutting_down ? NULL : sess_get(d, host);
+struct sshx_req *sshx_exec(struct daemon *d, const struct host_spec *host, const char *command, const void *in,
+                           size_t inlen, sshx_cb cb, void *arg) {
+  struct sess *ss = d->shutting_down || !host ? NULL : sess_get(d, host);
   if (!ss) return NULL;
   struct sshx_req *r = xcalloc(1, sizeof *r);
   r->ss = ss;

@@ -27,11 +27,12 @@ struct sshx_result {
 
 typedef void (*sshx_cb)(void *arg, const struct sshx_result *res);
 
-/** Run command (one shell line) on ssh host `host` with `in` as its standard input; cb is
- *  called exactly once, later (never from inside this call). NULL when the host is not
- *  configured (the config validated that it is). */
-struct sshx_req *sshx_exec(struct daemon *d, const char *host, const char *command, const void *in, size_t inlen,
-                           sshx_cb cb, void *arg);
+/** Run command (one shell line) on ssh host `host` (its spec as configured now: a session
+ *  made from other settings starts over) with `in` as its standard input; cb is called
+ *  exactly once, later (never from inside this call). NULL when host is NULL or the daemon
+ *  is shutting down. */
+struct sshx_req *sshx_exec(struct daemon *d, const struct host_spec *host, const char *command, const void *in,
+                           size_t inlen, sshx_cb cb, void *arg);
 /** Give up a request: its callback comes soon (like a uv handle's close callback) with
  *  ran = false, "cancelled"; its channel is closed in the background. */
 void sshx_cancel(struct sshx_req *r);
