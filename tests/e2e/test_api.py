@@ -219,10 +219,12 @@ class RemovedWhileStopping(SuiteTest):
         """A removed service whose process takes its grace to stop is still a service: shown
         with removing: true, counted, stoppable; not startable (409) until it is gone."""
         self.d.start()
-        st, _ = self.d.request("POST", "/v1/services", svc("slowstop", command=["sh", "-c", "trap '' TERM; sleep 1000"],
-                                                           stop={"grace": "3s"}))
+        mark = os.path.join(self.d.root, "trapped")  # SIGTERM ignored from here on
+        st, _ = self.d.request("POST", "/v1/services", svc("slowstop", command=[
+            "sh", "-c", "trap '' TERM; touch \"$0\"; sleep 1000", mark], stop={"grace": "3s"}))
         self.assertEqual(st, 201)
         pid = self.d.wait_state("slowstop", "HEALTHY")["pid"]
+        wait_until(lambda: os.path.exists(mark), timeout=10, what="the trap set")
         st, body = self.d.request("DELETE", "/v1/services/slowstop")
         self.assertEqual(st, 200, body)
         st, body = self.d.request("GET", "/v1/services/slowstop")
