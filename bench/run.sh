@@ -10,7 +10,7 @@
 #   bash bench/run.sh crash [ARGS]      kill -9 x200 during an API storm: unknown processes, duplicates (crash.py;
 #                                       ~3 min)
 #   bash bench/run.sh tunnels [ARGS]    ssh tunnels: 100 across 4 hosts vs one ssh -L each, throughput and latency,
-#                                       partition -> UNKNOWN -> HEALTHY (tunnels.py; ~2 min; root: private sshds and a
+#                                       partition -> UNKNOWN -> HEALTHY (tunnels.py; ~4 min; root: private sshds and a
 #                                       network namespace)
 #   bash bench/run.sh metrics [ARGS]    GET /metrics with 1,000 services: daemon CPU per scrape (metrics.py; ~1 min)
 #   bash bench/run.sh all [N...]        all five, one after the other (N... goes to bench.py)
