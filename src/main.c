@@ -8,6 +8,7 @@
 #include "herd/log.h"
 
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,30 @@ static int daemon_main(const struct cmd_globals *g, int argc, char **argv) {
   return daemon_run(&o);
 }
 
+/* `herd config check DIR`: what the daemon would say of DIR at start, without one. */
+static int config_main(int argc, char **argv) {
+  if (argc != 3 || strcmp(argv[1], "check")) {
+    cmd_usage(&cmd_table[CMD_CONFIG], stderr);
+    return HERD_EXIT_USAGE;
+  }
+  struct spec_set set = {0};
+  struct cfg_errors errs = {0};
+  if (cfg_load_dir(argv[2], &set, &errs) == 0 && !errs.n) cfg_validate_deps(set.v, set.n, &errs);
+  for (size_t k = 0; k < errs.n; k++) {
+    char *m = cfg_error_str(&errs.v[k]);
+    fprintf(stderr, "%s\n", m);
+    free(m);
+  }
+  int rc = errs.n ? HERD_EXIT_CONFIG : HERD_EXIT_OK;
+  if (errs.n)
+    fprintf(stderr, "herd: %zu error(s) in %s\n", errs.n, argv[2]);
+  else
+    printf("%s: %zu service(s), %zu cluster(s), %zu host(s): ok\n", argv[2], set.n, set.nclusters, set.nhosts);
+  cfg_errors_free(&errs);
+  spec_set_free(&set);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   const char *state = NULL, *sock = NULL;
   int i = 1;
@@ -110,6 +135,7 @@ int main(int argc, char **argv) {
     return cli_main(&g, 1, help);
   }
   const struct cmd_entry *e = i < argc ? cmd_find(argv[i]) : NULL;
+  if (e == &cmd_table[CMD_CONFIG]) return config_main(argc - i, argv + i);
   if (e == &cmd_table[CMD_DAEMON]) {
     int rc = daemon_main(&g, argc - i, argv + i);
     if (rc == HERD_EXIT_USAGE) cmd_usage(e, stderr);

@@ -27,6 +27,7 @@ struct cmd_entry {
  *  its entry (cmd_table[CMD_SHOW].route) rather than by typing it again. */
 enum cmd_id {
   CMD_DAEMON,
+  CMD_CONFIG,
   CMD_STATUS,
   CMD_SHOW,
   CMD_ADD,

@@ -77,6 +77,37 @@ class StartupConfig(SuiteTest):
         self.assertRegex(r.stderr, r"(?m)^%s:%d:\d+: services\[1\]\.name: .*dup" % (path_b, line))
         self.assertIn("a.json", r.stderr)
 
+    def test_config_check_without_a_daemon(self):
+        """`herd config check DIR` says what the daemon would, and exits 100, with no daemon."""
+        text = ('{"services": [\n  {"name": "a", "command": ["true"], "stop": {"grace": "5 parsecs"}},\n'
+                '  {"name": "b", "command": ["true"], "restart": "sometimes"}\n]}\n')
+        path = self.d.write_config(text)
+        r = subprocess.run([HERD_BIN, "config", "check", self.d.confdir], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 100, r.stderr)
+        line, col = pos_of(text, '"5 parsecs"')
+        self.assertIn("%s:%d:%d: services[0].stop.grace: expected a duration" % (path, line, col), r.stderr)
+        line, col = pos_of(text, '"sometimes"')
+        self.assertIn("%s:%d:%d: services[1].restart: " % (path, line, col), r.stderr)
+        self.assertIn("2 error(s)", r.stderr)
+        # The daemon agrees, error for error.
+        d = self.run_daemon()
+        self.assertEqual(d.returncode, 100)
+        self.assertEqual([l for l in d.stderr.splitlines() if l.startswith(path)],
+                         [l for l in r.stderr.splitlines() if l.startswith(path)])
+        # Fixed: ok, exit 0; a missing directory and bad usage are errors too.
+        self.d.write_config('{"services": [{"name": "a", "command": ["true"], "depends_on": ["b"]},'
+                            ' {"name": "b", "command": ["true"]}]}\n')
+        r = subprocess.run([HERD_BIN, "config", "check", self.d.confdir], capture_output=True, text=True, timeout=10)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "%s: 2 service(s), 0 cluster(s), 0 host(s): ok"
+                                                              % self.d.confdir), r.stderr)
+        r = subprocess.run([HERD_BIN, "config", "check", self.d.confdir + "/nope"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 100)
+        self.assertIn("cannot open config directory", r.stderr)
+        r = subprocess.run([HERD_BIN, "config", "lint"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("usage: herd config check DIR", r.stderr)
+        self.assertFalse(os.path.exists(self.d.sock))
+
     def test_every_error_is_reported(self):
         text = ('{"services": [\n  {"name": "Bad Name", "command": ["true"]},\n'
                 '  {"name": "b", "command": ["true"], "restart": "sometimes"},\n'
