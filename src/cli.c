@@ -19,7 +19,8 @@
 struct cli {
   const char *socket;
   const char *state_dir;
-  bool tty;
+  bool tty;   /* stdout is a terminal: progress lines */
+  bool color; /* ...and NO_COLOR is not set (https://no-color.org): colours */
 };
 
 /* Why the daemon could not be reached, naming the socket, and what to do about it. */
@@ -165,7 +166,7 @@ static void print_table(struct cli *cli, json_t *services) {
     r->check_msg = json_string_value(json_object_get(last, "message"));
   }
   struct buf out = {0};
-  status_table(&out, rows, n, cli->tty);
+  status_table(&out, rows, n, cli->color);
   fwrite(out.data, 1, out.len, stdout);
   buf_free(&out);
   free(rows);
@@ -218,7 +219,7 @@ int cli_status(struct cli *cli, int argc, char **argv) {
   }
   if (!as_json && npat <= 1) {
     /* The daemon renders the table: no JSON to build or parse for a thousand services. */
-    buf_printf(&query, "%sformat=table%s", npat == 1 ? "&" : "", cli->tty ? "&color=1" : "");
+    buf_printf(&query, "%sformat=table%s", npat == 1 ? "&" : "", cli->color ? "&color=1" : "");
     size_t lines = 0;
     int code = stream(cli, CMD_STATUS, NULL, query.data, table_out, &lines);
     buf_free(&query);
@@ -709,6 +710,8 @@ int cli_help(struct cli *cli, int argc, char **argv) {
 
 int cli_main(const struct cmd_globals *g, int argc, char **argv) {
   struct cli cli = {.socket = g->socket, .state_dir = g->state_dir, .tty = isatty(STDOUT_FILENO)};
+  const char *nc = getenv("NO_COLOR");
+  cli.color = cli.tty && !(nc && *nc);
   if (argc < 1) {
     cli_help(&cli, 0, NULL);
     return HERD_EXIT_USAGE;

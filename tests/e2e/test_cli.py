@@ -22,6 +22,36 @@ class Cli(SuiteTest):
             self.d.wait_state(n, "HEALTHY")
         self.d.cli("stop", "idle", "--wait", check=True)
 
+    def test_colour_on_a_terminal_only_and_no_color(self):
+        """Colours only when stdout is a terminal (a real pty here), and never with NO_COLOR."""
+        import pty
+
+        def status(env_extra, tty):
+            env = dict(self.d.env, HERD_SOCKET=self.d.sock, **env_extra)
+            if "NO_COLOR" not in env_extra:
+                env.pop("NO_COLOR", None)
+            if not tty:
+                return subprocess.run([HERD_BIN, "status"], env=env, capture_output=True, timeout=30).stdout
+            master, slave = pty.openpty()
+            p = subprocess.Popen([HERD_BIN, "status"], env=env, stdout=slave, stderr=subprocess.DEVNULL)
+            os.close(slave)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the other side is closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            p.wait(30)
+            os.close(master)
+            return out
+        self.assertIn(b"\033[32mHEALTHY", status({}, tty=True))
+        self.assertNotIn(b"\033[", status({"NO_COLOR": "1"}, tty=True))
+        self.assertIn(b"HEALTHY", status({"NO_COLOR": "1"}, tty=True))
+        self.assertNotIn(b"\033[", status({}, tty=False))
+
     def test_version_help_usage(self):
         r = self.d.cli("--version", check=True)
         self.assertRegex(r.stdout, r"^herd \S+ \(API 1\)")
