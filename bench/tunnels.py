@@ -38,7 +38,7 @@ PING = b"ping\n"
 
 
 # ---- the targets: one process serving many ports ----------------------------------------
-def serve(ports, big):
+def serve(ports):
     """Each connection: a line "ping" is answered "pong"; a line "get N" gets N bytes."""
     payload = b"x" * (1 << 20)
 
@@ -354,7 +354,7 @@ def main():
     ap.add_argument("--parts", default="many,path,partition", help="which parts (default: all three)")
     args = ap.parse_args()
     if args.serve:
-        serve([int(p) for p in args.serve.split(",")], 0)
+        serve([int(p) for p in args.serve.split(",")])
         return
     if args.quick:
         args.n, args.mib, args.samples = 20, 32, 2

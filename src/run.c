@@ -143,19 +143,24 @@ static bool port_free(const char *host, int port) {
 /* Choose the instance's port as ZenML does: the configured one if free; if it is busy
  * (or none is configured) and allocation is allowed, the last run's port if free, else
  * a free one from the range. */
-static int choose_port(struct service *s, char *err, size_t errlen) {
-  const struct endpoint_spec *e = &s->spec->endpoint;
-  s->port = 0;
-  if (!e->set) return 0;
-  /* Ports our other live instances hold: a port just handed out may not be bound yet. */
-  static uint8_t taken[65536 / 8];
+/* Ports our other live instances hold (a port just handed out may not be bound yet), as a
+ * bitmap: one pass over the services per start. */
+static uint8_t taken[65536 / 8];
+#define TAKEN(p) (taken[(p) / 8] & (1u << ((p) % 8)))
+static void ports_taken(struct service *s) {
   memset(taken, 0, sizeof taken);
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &s->d->services) {
     struct service *x = container_of(pos, struct service, link);
     if (x != s && x->port > 0 && x->fsm.proc_alive) taken[x->port / 8] |= (uint8_t)(1u << (x->port % 8));
   }
-#define TAKEN(p) (taken[(p) / 8] & (1u << ((p) % 8)))
+}
+
+static int choose_port(struct service *s, char *err, size_t errlen) {
+  const struct endpoint_spec *e = &s->spec->endpoint;
+  s->port = 0;
+  if (!e->set) return 0;
+  ports_taken(s);
   if (e->port && !TAKEN(e->port) && port_free(e->host, e->port)) {
     s->port = e->port;
     return 0;
@@ -177,7 +182,6 @@ static int choose_port(struct service *s, char *err, size_t errlen) {
       return 0;
     }
   }
-#undef TAKEN
   snprintf(err, errlen, "no free port on %s in %d-%d", e->host, e->range_lo, e->range_hi);
   return UV_EADDRINUSE;
 }
@@ -192,16 +196,10 @@ static void choose_remote_port(struct service *s) {
   s->port = e->set ? e->port : 0;
   if (!e->set || e->port) return;
   int span = e->range_hi - e->range_lo + 1;
+  ports_taken(s);
   for (int tries = 0; tries < 64; tries++) {
-    int p = e->range_lo + (int)((unsigned)rand() % (unsigned)span);
-    bool held = span > 1 && p == s->last_port;
-    struct list *pos, *tmp;
-    list_for_each_safe(pos, tmp, &s->d->services) {
-      struct service *x = container_of(pos, struct service, link);
-      held |= x != s && x->port == p && x->fsm.proc_alive;
-    }
-    s->port = p;
-    if (!held) return;
+    s->port = e->range_lo + (int)((unsigned)rand() % (unsigned)span);
+    if (!TAKEN(s->port) && !(span > 1 && s->port == s->last_port)) return;
   }
 }
 
