@@ -21,6 +21,7 @@ signalled after checking that it still belongs to that run.
 Set HERD_SLURM_KEEP=1 to keep the run directory (logs) after stop().
 """
 import atexit
+import fcntl
 import base64
 import glob
 import hashlib
@@ -321,6 +322,7 @@ class SlurmCluster:
         ok, why = cluster_available()
         if not ok:
             raise RuntimeError(why)
+        self._lock()
         t0 = time.monotonic()
         deadline = t0 + timeout
         reap_stale_clusters()
@@ -344,6 +346,29 @@ class SlurmCluster:
             raise
         self.timings["start"] = time.monotonic() - t0
         return self
+
+    def _lock(self):
+        """Slurm's ports are fixed, so one test cluster runs on a machine at a time: a second test
+        run (another build's suite, a bench) waits here for the first one's cluster to stop."""
+        if getattr(self, "_lockf", None):
+            return
+        f = open(os.path.join(tempfile.gettempdir(), "herd-test-slurm.lock"), "a")
+        waited = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - waited > 1800:
+                    f.close()
+                    raise RuntimeError("another test run has held the Slurm test cluster for 30 min")
+                time.sleep(0.5)
+        self._lockf = f
+
+    def _unlock(self):
+        f, self._lockf = getattr(self, "_lockf", None), None
+        if f:
+            f.close()
 
     def _check_ports(self):
         for addr, port in (("0.0.0.0", CTLD_PORT), ("0.0.0.0", SLURMD_PORT), ("127.0.0.1", self.rest_port)):
@@ -697,6 +722,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 else:
                     shutil.rmtree(self.run, ignore_errors=True)
             self.timings["stop"] = time.monotonic() - t0
+            self._unlock()
 
     def _at_exit(self):
         try:
