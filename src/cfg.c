@@ -1126,6 +1126,7 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
   nidx_free(&seen);
   if (errs->n == before) cfg_validate_clusters(all.v, all.n, all.clusters, all.nclusters, errs);
   if (errs->n == before) cfg_validate_hosts(all.v, all.n, all.hosts, all.nhosts, errs);
+  if (errs->n == before) cfg_validate_cluster_hosts(all.clusters, all.nclusters, all.hosts, all.nhosts, errs);
   if (errs->n != before) {
     spec_set_free(&all);
     return -1;

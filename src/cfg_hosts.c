@@ -156,6 +156,42 @@ void cfgp_parse_ssh(struct pctx *c, const char *field, json_t *v, struct spec *s
   cfgp_pos(c, field, false, &s->ssh_line, &s->ssh_col);
 }
 
+/* What libssh2 1.10 cannot do is said at load, not at run time. */
+static void libssh2_usable(struct cfg_errors *errs, const char *src, int line, int col, const char *field,
+                           const struct host_spec *hs, const char *what, const char *instead) {
+  if (!hs->identity_file)
+    cfg_error_add(errs, src, line, col, field,
+                  "%s runs over libssh2, which needs the host's \"identity_file\" (an ed25519 or ECDSA key: "
+                  "libssh2 1.10 has no rsa-sha2 and no ssh-agent support here)",
+                  what);
+  else if (hs->proxy_jump || (hs->options && hs->options[0]))
+    cfg_error_add(errs, src, line, col, field, "%s runs over libssh2, which cannot use host \"%s\"'s %s (%s)", what,
+                  hs->name, hs->proxy_jump ? "proxy_jump" : "ssh_options", instead);
+}
+
+int cfg_validate_cluster_hosts(struct cluster_spec *const *k, size_t nk, struct host_spec *const *h, size_t nh,
+                               struct cfg_errors *errs) {
+  size_t before = errs->n;
+  for (size_t i = 0; i < nk; i++) {
+    if (!k[i]->ssh) continue;
+    const struct host_spec *hs = NULL;
+    for (size_t j = 0; j < nh; j++)
+      if (!strcmp(h[j]->name, k[i]->ssh)) hs = h[j];
+    if (!hs) {
+      struct buf known = {0};
+      for (size_t j = 0; j < nh; j++) buf_printf(&known, "%s%s", j ? ", " : "", h[j]->name);
+      cfg_error_add(errs, k[i]->source, k[i]->ssh_line, k[i]->ssh_col, "clusters.ssh", "no host named \"%s\" (%s%s)",
+                    k[i]->ssh, nh ? "known: " : "no \"hosts\" are configured", known.data ? known.data : "");
+      buf_free(&known);
+    } else if (k[i]->api == CLUSTER_SSH) {
+      libssh2_usable(errs, k[i]->source, k[i]->ssh_line, k[i]->ssh_col, "clusters.ssh", hs,
+                     "a cluster with \"api\": \"ssh\"",
+                     "give the login node its own host entry without it, reachable directly");
+    }
+  }
+  return (int)(errs->n - before);
+}
+
 int cfg_validate_hosts(struct spec *const *v, size_t n, struct host_spec *const *h, size_t nh,
                        struct cfg_errors *errs) {
   size_t before = errs->n;
@@ -172,18 +208,11 @@ int cfg_validate_hosts(struct spec *const *v, size_t n, struct host_spec *const 
     const struct host_spec *hs = NULL;
     for (size_t j = 0; j < nh; j++)
       if (!strcmp(h[j]->name, k->ssh_host)) hs = h[j];
-    /* Run over a libssh2 session: what libssh2 1.10 cannot do is said here, not at run time. */
     if (!hs)
       cfg_error_add(errs, v[i]->source, k->ssh_line, k->ssh_col, field, "no host named \"%s\"", k->ssh_host);
-    else if (!hs->identity_file)
-      cfg_error_add(errs, v[i]->source, k->ssh_line, k->ssh_col, field,
-                    "a remote check runs over libssh2, which needs the host's \"identity_file\" (an ed25519 or ECDSA "
-                    "key: libssh2 1.10 has no rsa-sha2 and no ssh-agent support here)");
-    else if (hs->proxy_jump || (hs->options && hs->options[0]))
-      cfg_error_add(errs, v[i]->source, k->ssh_line, k->ssh_col, field,
-                    "a remote check runs over libssh2, which cannot use host \"%s\"'s %s (run the check through "
-                    "the service's endpoint instead, or use a host without it)",
-                    hs->name, hs->proxy_jump ? "proxy_jump" : "ssh_options");
+    else
+      libssh2_usable(errs, v[i]->source, k->ssh_line, k->ssh_col, field, hs, "a remote check",
+                     "run the check through the service's endpoint instead, or use a host without it");
   }
   for (size_t i = 0; i < n; i++) {
     const struct spec *s = v[i];

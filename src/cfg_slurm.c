@@ -138,6 +138,7 @@ static const char *const cluster_keys[] = {"name",
                                            "cwd",
                                            "mcs_label",
                                            "ssh",
+                                           "api",
                                            NULL};
 static const char *const auth_keys[] = {"token", "token_command", "jwt_key", "lifespan", "oauth_client_credentials",
                                         NULL};
@@ -249,37 +250,61 @@ struct cluster_spec *cfgp_parse_cluster(struct pctx *c, const char *prefix, json
     cfgp_err_at(c, prefix, "missing required key \"name\"");
   else if (cfgp_get_string(c, FIELD(f, prefix, "name"), v, &k->name) == 0 && !name_valid(k->name))
     cfgp_err_at(c, FIELD(f, prefix, "name"), "\"%s\" is not a valid name: use [a-z0-9][a-z0-9._-]{0,62}", k->name);
-  if (!(v = json_object_get(o, "url")))
-    cfgp_err_at(c, prefix, "missing required key \"url\" (\"http://host:6820\" or \"unix:/path/slurmrestd.socket\")");
-  else if (cfgp_get_string(c, FIELD(f, prefix, "url"), v, &k->url) == 0) {
-    if (!strncmp(k->url, "unix:", 5) && k->url[5] == '/') {
-      k->unix_path = xstrdup(k->url + 5);
-      k->base = xstrdup("http://localhost");
-    } else if (!strncmp(k->url, "http://", 7) || !strncmp(k->url, "https://", 8)) {
-      k->base = xstrdup(k->url);
-      size_t l = strlen(k->base);
-      while (l && k->base[l - 1] == '/') k->base[--l] = '\0';
-    } else {
-      cfgp_err_at(c, FIELD(f, prefix, "url"), "expected http://host:port, https://host:port or unix:/absolute/path");
+  if ((v = json_object_get(o, "api"))) {
+    const char *a = json_string_value(v);
+    if (a && !strcmp(a, "ssh"))
+      k->api = CLUSTER_SSH;
+    else if (!a || strcmp(a, "rest"))
+      cfgp_err_at(c, FIELD(f, prefix, "api"),
+                  "expected \"rest\" (slurmrestd at \"url\") or \"ssh\" (Slurm's commands on the \"ssh\" host)");
+  }
+  if (k->api == CLUSTER_SSH) {
+    /* Slurm's own commands on the login node, as its ssh user: no REST settings apply. */
+    static const char *const rest_only[] = {"url", "api_version", "user", "auth"};
+    for (size_t i = 0; i < ARRAY_LEN(rest_only); i++)
+      if (json_object_get(o, rest_only[i]))
+        cfgp_err_at_key(c, FIELD(f, prefix, rest_only[i]),
+                        "\"%s\" is for \"api\": \"rest\"; with \"api\": \"ssh\" herd runs sbatch, squeue and "
+                        "scancel on the \"ssh\" host as its user",
+                        rest_only[i]);
+    if (!json_object_get(o, "ssh"))
+      cfgp_err_at(c, prefix, "missing required key \"ssh\" (the host, from \"hosts\", where Slurm's commands run)");
+    k->url = xstrdup("ssh");
+    k->user = xstrdup("");
+  } else {
+    if (!(v = json_object_get(o, "url")))
+      cfgp_err_at(c, prefix, "missing required key \"url\" (\"http://host:6820\" or \"unix:/path/slurmrestd.socket\")");
+    else if (cfgp_get_string(c, FIELD(f, prefix, "url"), v, &k->url) == 0) {
+      if (!strncmp(k->url, "unix:", 5) && k->url[5] == '/') {
+        k->unix_path = xstrdup(k->url + 5);
+        k->base = xstrdup("http://localhost");
+      } else if (!strncmp(k->url, "http://", 7) || !strncmp(k->url, "https://", 8)) {
+        k->base = xstrdup(k->url);
+        size_t l = strlen(k->base);
+        while (l && k->base[l - 1] == '/') k->base[--l] = '\0';
+      } else {
+        cfgp_err_at(c, FIELD(f, prefix, "url"), "expected http://host:port, https://host:port or unix:/absolute/path");
+      }
     }
-  }
-  if ((v = json_object_get(o, "api_version"))) {
-    const char *av = json_string_value(v);
-    if (av && !strcmp(av, "auto"))
-      k->api_version = 0;
-    else if (av && !strncmp(av, "v0.0.", 5) && atoi(av + 5) >= 38 && atoi(av + 5) <= 46)
-      k->api_version = atoi(av + 5);
+    if ((v = json_object_get(o, "api_version"))) {
+      const char *av = json_string_value(v);
+      if (av && !strcmp(av, "auto"))
+        k->api_version = 0;
+      else if (av && !strncmp(av, "v0.0.", 5) && atoi(av + 5) >= 38 && atoi(av + 5) <= 46)
+        k->api_version = atoi(av + 5);
+      else
+        cfgp_err_at(c, FIELD(f, prefix, "api_version"),
+                    "expected \"auto\" or a version from \"v0.0.38\" to \"v0.0.46\"");
+    }
+    if (!(v = json_object_get(o, "user")))
+      cfgp_err_at(c, prefix, "missing required key \"user\" (the Slurm user herd acts as)");
     else
-      cfgp_err_at(c, FIELD(f, prefix, "api_version"), "expected \"auto\" or a version from \"v0.0.38\" to \"v0.0.46\"");
+      cfgp_get_string(c, FIELD(f, prefix, "user"), v, &k->user);
+    if (!(v = json_object_get(o, "auth")))
+      cfgp_err_at(c, prefix, "missing required key \"auth\"");
+    else
+      parse_auth(c, FIELD(f, prefix, "auth"), v, k);
   }
-  if (!(v = json_object_get(o, "user")))
-    cfgp_err_at(c, prefix, "missing required key \"user\" (the Slurm user herd acts as)");
-  else
-    cfgp_get_string(c, FIELD(f, prefix, "user"), v, &k->user);
-  if (!(v = json_object_get(o, "auth")))
-    cfgp_err_at(c, prefix, "missing required key \"auth\"");
-  else
-    parse_auth(c, FIELD(f, prefix, "auth"), v, k);
   const char *durs[] = {"poll_interval", "steady_interval", "request_timeout", "full_refresh"};
   double *dd[] = {&k->poll_interval, &k->steady_interval, &k->request_timeout, &k->full_refresh};
   for (size_t i = 0; i < ARRAY_LEN(durs); i++)
@@ -340,6 +365,9 @@ int cfg_validate_clusters(struct spec *const *v, size_t n, struct cluster_spec *
       cfg_error_add(errs, s->source, s->slurm->line, s->slurm->col, field,
                     "a Slurm job needs a working directory on the compute node: give \"cwd\" here or in cluster \"%s\"",
                     found->name);
+    } else if (found->api == CLUSTER_SSH && s->user) {
+      cfg_error_add(errs, s->source, s->slurm->line, s->slurm->col, field,
+                    "cluster \"%s\" runs its jobs as its ssh host's user: \"user\" cannot be set here", found->name);
     } else if (found->ssh && !s->ssh && s->endpoint.set) {
       /* Its compute nodes are reached through the cluster's ssh host: so is its endpoint
        * (its errors name the cluster's key, where the host was named). */

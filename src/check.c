@@ -735,7 +735,7 @@ static void remote_begin(struct checker *ck, struct run *r) {
   buf_printf(&cmd, "HERD_SERVICE=%s HERD_PORT=%d", s->spec->name, s->port);
   for (char **a = k->command; *a; a++) {
     buf_lit(&cmd, " ");
-    sshx_quote(&cmd, *a);
+    buf_shquote(&cmd, *a);
   }
   buf_append(&cmd, "", 1);
   r->sreq = sshx_exec(s->d, tunnel_host_spec(s->d, k->ssh_host), cmd.data, NULL, 0, on_remote_done, r);

@@ -5,7 +5,10 @@
 #include "herd/jwt.h"
 #include "herd/log.h"
 #include "herd/run.h"
+#include "herd/slurm_cmd.h"
 #include "herd/slurm_parse.h"
+#include "herd/sshx.h"
+#include "herd/tunnel.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -49,6 +52,13 @@ struct sreq {
   double t0, elapsed;
   int ver;
   bool sent;
+  /* a cluster with "api": "ssh": the command, what it printed and how it ended */
+  struct sshx_req *sx;
+  struct buf errout;
+  int exit_status;
+  bool orphan;     /* its cluster closed while it ran: freed by its callback */
+  bool never_sent; /* a transport failure before anything reached the server (refused connect,
+                      a session that never came up): certainly not carried out */
   struct list link;
   sreq_cb done;
   char errbuf[CURL_ERROR_SIZE];
@@ -70,6 +80,7 @@ struct cluster {
   uv_timer_t poll_timer, pace_timer;
   int nhandles;
   bool closing;
+  bool ssh;        /* "api": "ssh": Slurm's commands over the host's libssh2 session */
   int ver;         /* API version in use (0 = not known yet) */
   int probe;       /* version being probed */
   char tag[64];    /* "herd:<herd id>:" */
@@ -399,6 +410,7 @@ static void sreq_free(struct sreq *r) {
   free(r->path);
   free(r->post);
   buf_free(&r->body);
+  buf_free(&r->errout);
   free(r);
 }
 
@@ -433,6 +445,8 @@ static void on_req_done(struct curlx_req *cx, CURLcode res) {
   cl->bytes_in += r->body.len;
   char terr[CURL_ERROR_SIZE + 64];
   bool ok = res == CURLE_OK;
+  r->never_sent =
+      res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST || res == CURLE_COULDNT_RESOLVE_PROXY;
   if (!ok) snprintf(terr, sizeof terr, "%s", r->errbuf[0] ? r->errbuf : CX.easy_strerror(res));
   r->done(r, ok, ok ? NULL : terr);
   sreq_free(r);
@@ -441,7 +455,90 @@ static void on_req_done(struct curlx_req *cx, CURLcode res) {
 
 static void on_pace(uv_timer_t *t) { dispatch(t->data); }
 
+/* ---- a cluster with "api": "ssh": Slurm's commands over the host's libssh2 session ---- */
+
+static const char *const cmd_names[RQ__MAX] = {
+    [RQ_PING] = "ping",      [RQ_JOBS] = "squeue", [RQ_JOB] = "scontrol/sacct", [RQ_SUBMIT] = "sbatch",
+    [RQ_CANCEL] = "scancel", [RQ_NODE] = "sinfo",  [RQ_TOKEN] = "token"};
+
+static void on_ssh_done(void *arg, const struct sshx_result *res) {
+  struct sreq *r = arg;
+  r->sx = NULL;
+  if (r->orphan) { /* its cluster is gone */
+    sreq_free(r);
+    return;
+  }
+  struct cluster *cl = r->cl;
+  list_del(&r->link);
+  cl->inflight--;
+  r->elapsed = now_mono() - r->t0;
+  char terr[400];
+  if (res->ran) {
+    buf_append(&r->body, res->out, res->outlen);
+    buf_append(&r->errout, res->err, res->errlen);
+    r->exit_status = res->status;
+    if (res->status == 124 && !res->errlen) /* timeout(1) ended it */
+      buf_printf(&r->errout, "%s timed out after %.0f s (request_timeout)", cmd_names[r->kind],
+                 cl->spec->request_timeout);
+    cl->bytes_in += res->outlen + res->errlen;
+  } else {
+    snprintf(terr, sizeof terr, "ssh host %s: %.360s", cl->spec->ssh, res->error ? res->error : "session lost");
+    r->never_sent = !res->maybe_ran;
+  }
+  r->done(r, res->ran, res->ran ? NULL : terr);
+  sreq_free(r);
+  if (!cl->closing) dispatch(cl);
+}
+
+/* r->path is the command line, r->post its standard input (a batch script). */
+static bool send_ssh(struct cluster *cl, struct sreq *r) {
+  const struct host_spec *h = tunnel_host_spec(cl->d, cl->spec->ssh);
+  if (!h) {
+    set_error(cl, "no ssh host %s", cl->spec->ssh);
+    return false;
+  }
+  /* timeout(1) on the login node: a command stuck on an unresponsive slurmctld ends there,
+   * and its channel with it (a dead session is found by the session's own timer). */
+  struct buf cmd = {0};
+  buf_printf(&cmd, "timeout -k 5 %.0f sh -c ", ceil(cl->spec->request_timeout));
+  buf_shquote(&cmd, r->path);
+  buf_append(&cmd, "", 1);
+  size_t inlen = r->post ? strlen(r->post) : 0;
+  r->t0 = now_mono();
+  r->sent = true;
+  r->cx.done = NULL;
+  cl->requests[r->kind]++;
+  cl->bytes_out += cmd.len - 1 + inlen;
+  r->sx = sshx_exec(cl->d, h, cmd.data, r->post, inlen, on_ssh_done, r);
+  buf_free(&cmd);
+  if (!r->sx) {
+    set_error(cl, "ssh host %s: cannot run a command (the daemon is shutting down)", cl->spec->ssh);
+    return false;
+  }
+  list_add_tail(&cl->sent, &r->link);
+  cl->inflight++;
+  return true;
+}
+
+/* Read a reply: slurmrestd's JSON, or what a command printed. For a command, r->status
+ * becomes what slurmrestd would have answered (200 done, 404 no such job, 400 refused, 500
+ * no decision), so both kinds of cluster take the same paths below. */
+static int reply_parse(struct sreq *r, enum slurm_req_kind kind, struct slurm_reply *rep, char *perr, size_t len) {
+  if (!r->cl->ssh) return slurm_parse_reply(r->ver, kind, (int)r->status, r->body.data, r->body.len, rep, perr, len);
+  static const enum slurm_cmd_kind sc[RQ__MAX] = {
+      [RQ_PING] = SC_LIST,     [RQ_JOBS] = SC_LIST, [RQ_JOB] = SC_JOB,   [RQ_SUBMIT] = SC_SUBMIT,
+      [RQ_CANCEL] = SC_CANCEL, [RQ_NODE] = SC_NODE, [RQ_TOKEN] = SC_LIST};
+  static const int http[] = {[SCV_OK] = 200, [SCV_REFUSED] = 400, [SCV_GONE] = 404, [SCV_TROUBLE] = 500};
+  enum slurm_verdict v =
+      slurm_cmd_parse(sc[r->kind], r->exit_status, r->body.data, r->body.len, r->errout.data, r->errout.len, rep);
+  r->status = http[v];
+  rep->status = (int)r->status;
+  if (perr && len) snprintf(perr, len, "%.*s", (int)(len - 1), rep->error);
+  return 0;
+}
+
 static bool send_one(struct cluster *cl, struct sreq *r) {
+  if (cl->ssh) return send_ssh(cl, r);
   char err[256];
   if (curlx_open(err, sizeof err) < 0) {
     set_error(cl, "%s", err);
@@ -519,7 +616,7 @@ static void dispatch(struct cluster *cl) {
   if (cl->closing) return;
   while (!list_empty(&cl->queue) && cl->inflight < MAX_INFLIGHT) {
     struct sreq *r = container_of(cl->queue.next, struct sreq, link);
-    if (r->kind != RQ_TOKEN) {
+    if (r->kind != RQ_TOKEN && !cl->ssh) {
       if (!auth_ready(cl)) {
         if (!cl->token_busy && cl->error[0]) fail_queued(cl, cl->error);
         return; /* waits for the token */
@@ -559,7 +656,10 @@ static bool no_decision(int code) {
 }
 
 static void describe(struct sreq *r, bool ok, const char *terr, const struct slurm_reply *rep, char *out, size_t len) {
-  if (!ok) {
+  if (r->cl->ssh && ok) {
+    snprintf(out, len, "%s on %s: %.300s", cmd_names[r->kind], r->cl->spec->ssh,
+             rep && rep->error[0] ? rep->error : "failed");
+  } else if (!ok) {
     snprintf(out, len, "%.*s", (int)(len - 1), terr);
   } else if (r->status == 401) {
     snprintf(out, len, "authentication failed: slurmrestd refused the request (HTTP 401): check auth and user");
@@ -697,8 +797,7 @@ static void on_job_get(struct sreq *r, bool ok, const char *terr) {
   if (j->job_id != r->job_id || !j->s->fsm.proc_alive) return;
   struct slurm_reply rep;
   char perr[256];
-  int prc =
-      ok ? slurm_parse_reply(r->ver, SR_JOBS, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr) : -1;
+  int prc = ok ? reply_parse(r, SR_JOBS, &rep, perr, sizeof perr) : -1;
   if (prc == 0 && rep.error_code == 2017) {
     job_gone(j, "is gone from Slurm (ended longer ago than MinJobAge, or purged)");
   } else if (prc == 0 && r->status == 200) {
@@ -711,21 +810,33 @@ static void on_job_get(struct sreq *r, bool ok, const char *terr) {
 static void confirm_missing(struct sjob *j) {
   if (j->confirming || !j->s->fsm.proc_alive) return;
   j->confirming = true;
-  struct sreq *r = sreq_new(j->cl, RQ_JOB, "GET", xasprintf("job/%lld", (long long)j->job_id), NULL, on_job_get);
+  char *path = j->cl->ssh ? slurm_cmd_job(j->job_id) : xasprintf("job/%lld", (long long)j->job_id);
+  struct sreq *r = sreq_new(j->cl, RQ_JOB, "GET", path, NULL, on_job_get);
   r->job = j;
   r->job_id = j->job_id;
   enqueue(j->cl, r, false);
 }
 
 static void on_node(struct sreq *r, bool ok, const char *terr) {
+  (void)terr;
   struct cluster *cl = r->cl;
-  if (!ok || r->status != 200) return;
-  json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
-  json_t *n = json_array_get(json_object_get(root, "nodes"), 0);
-  const char *name = json_string_value(json_object_get(n, "name"));
-  const char *addr = json_string_value(json_object_get(n, "address"));
-  for (size_t i = 0; name && addr && i < cl->nnodes; i++)
-    if (!strcmp(cl->nodes[i].name, name)) snprintf(cl->nodes[i].addr, sizeof cl->nodes[i].addr, "%s", addr);
+  if (!ok || (!cl->ssh && r->status != 200) || (cl->ssh && r->exit_status != 0)) return;
+  json_t *root = NULL;
+  const char *name = r->path; /* ssh: the node asked for (the listing comes back as text) */
+  if (cl->ssh) {
+    name = NULL;
+    for (size_t i = 0; i < cl->nnodes; i++)
+      if (!cl->nodes[i].addr[0] && slurm_cmd_node_addr(r->body.data, r->body.len, cl->nodes[i].name, cl->nodes[i].addr,
+                                                       sizeof cl->nodes[i].addr))
+        name = cl->nodes[i].name;
+  } else {
+    root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
+    json_t *n = json_array_get(json_object_get(root, "nodes"), 0);
+    name = json_string_value(json_object_get(n, "name"));
+    const char *addr = json_string_value(json_object_get(n, "address"));
+    for (size_t i = 0; name && addr && i < cl->nnodes; i++)
+      if (!strcmp(cl->nodes[i].name, name)) snprintf(cl->nodes[i].addr, sizeof cl->nodes[i].addr, "%s", addr);
+  }
   /* The services whose jobs run there are now reached at its address. */
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &cl->jobs) {
@@ -744,7 +855,8 @@ static void node_lookup(struct cluster *cl, const char *name) {
   struct node_addr *n = &cl->nodes[cl->nnodes++];
   memset(n, 0, sizeof *n);
   snprintf(n->name, sizeof n->name, "%s", name);
-  enqueue(cl, sreq_new(cl, RQ_NODE, "GET", xasprintf("node/%s", name), NULL, on_node), false);
+  enqueue(cl, sreq_new(cl, RQ_NODE, "GET", cl->ssh ? slurm_cmd_node(name) : xasprintf("node/%s", name), NULL, on_node),
+          false);
 }
 
 /* ---- cancel ---- */
@@ -753,8 +865,7 @@ static void on_cancel(struct sreq *r, bool ok, const char *terr) {
   struct cluster *cl = r->cl;
   struct slurm_reply rep;
   char perr[256], why[400];
-  int prc =
-      ok ? slurm_parse_reply(r->ver, SR_OTHER, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr) : -1;
+  int prc = ok ? reply_parse(r, SR_OTHER, &rep, perr, sizeof perr) : -1;
   if (ok && r->status == 200 && prc == 0 && !rep.nerrors) {
     /* Accepted; the next poll confirms the end. */
   } else if (prc == 0 && rep.error_code == 2017) {
@@ -776,7 +887,8 @@ static void on_cancel(struct sreq *r, bool ok, const char *terr) {
 }
 
 static void cancel_job(struct cluster *cl, struct sjob *j, int64_t job_id) {
-  struct sreq *r = sreq_new(cl, RQ_CANCEL, "DELETE", xasprintf("job/%lld", (long long)job_id), NULL, on_cancel);
+  char *path = cl->ssh ? slurm_cmd_cancel(job_id) : xasprintf("job/%lld", (long long)job_id);
+  struct sreq *r = sreq_new(cl, RQ_CANCEL, "DELETE", path, NULL, on_cancel);
   r->job = j;
   r->job_id = job_id;
   enqueue(cl, r, true);
@@ -880,7 +992,10 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
       struct slurm_job *sj = n ? bsearch(&key, rep->jobs, n, sizeof *rep->jobs, cmp_job_id) : NULL;
       if (sj) {
         claimed[sj - rep->jobs] = true;
-        job_seen(j, sj);
+        if (cl->ssh && !sj->exit_known && !job_is_live(sj) && j->s->fsm.proc_alive)
+          confirm_missing(j); /* ended: squeue has no exit code, scontrol has */
+        else
+          job_seen(j, sj);
       } else if (j->s->fsm.proc_alive) {
         confirm_missing(j); /* missing from the listing: ask for it before concluding anything */
       }
@@ -939,8 +1054,7 @@ static void on_poll(struct sreq *r, bool ok, const char *terr) {
   cl->poll_seconds += r->elapsed;
   struct slurm_reply rep;
   char perr[256];
-  int prc =
-      ok ? slurm_parse_reply(r->ver, SR_JOBS, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr) : -1;
+  int prc = ok ? reply_parse(r, SR_JOBS, &rep, perr, sizeof perr) : -1;
   bool good = ok && prc == 0 && (r->status == 200 || r->status == 304) && !(r->status == 200 && rep.nerrors);
   if (good) {
     clear_error(cl);
@@ -985,7 +1099,9 @@ static void on_poll_timer(uv_timer_t *t) {
     searching |= j->searching && !j->submit;
   }
   bool full = cl->need_full || !cl->update_time || searching || now - cl->last_full >= cl->spec->full_refresh;
-  char *path = full ? xstrdup("jobs") : xasprintf("jobs?update_time=%lld", (long long)cl->update_time);
+  char *path = cl->ssh ? slurm_cmd_list() /* squeue has no "changed since": always the whole listing */
+               : full  ? xstrdup("jobs")
+                       : xasprintf("jobs?update_time=%lld", (long long)cl->update_time);
   struct sreq *r = sreq_new(cl, RQ_JOBS, "GET", path, NULL, on_poll);
   r->sent_second = (int64_t)now_wall(); /* the next update_time, if this listing is full */
   cl->poll = r;
@@ -999,9 +1115,7 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
   struct sjob *j = r->job;
   struct slurm_reply rep;
   char perr[256], why[400];
-  int prc =
-      ok ? slurm_parse_reply(r->ver, SR_SUBMIT, (int)r->status, r->body.data, r->body.len, &rep, perr, sizeof perr)
-         : -1;
+  int prc = ok ? reply_parse(r, SR_SUBMIT, &rep, perr, sizeof perr) : -1;
   if (j) j->submit = NULL;
   int64_t job_id = prc == 0 ? rep.job_id : 0;
   if (!j) { /* the service went away meanwhile */
@@ -1025,6 +1139,12 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
     if (job_id > 0) cancel_job(cl, NULL, job_id);
     logpipe_note(j->s, "%s", why);
     feed(j->s, EV_SPAWN_FAILED, -1, 0, 0, why);
+  } else if (!ok && r->never_sent) {
+    /* It never left: nothing to look for. Submitted again once the cluster answers. */
+    set_error(cl, "submit: %s", terr);
+    snprintf(why, sizeof why, "not submitted: %.300s (submitted when the cluster answers)", terr);
+    logpipe_note(j->s, "%s", why);
+    run_post_event(j->s, EV_DEFERRED, 0, 0, why);
   } else {
     /* No answer we can trust: the job may exist. Never submit again blindly: the next
      * listing looks for this attempt's tag. */
@@ -1084,6 +1204,61 @@ static void slurm_plan(struct service *s, struct run_plan *p) {
   if (j) p->job_where = j->cl->spec->name; /* recorded as being submitted (job 0) */
 }
 
+/* sbatch on the login node: the script on its standard input, the job's settings and
+ * environment on its command line (the login user's environment, plus these). */
+static int ssh_submit(struct service *s, struct sjob *j, char *err, size_t errlen) {
+  struct cluster *cl = j->cl;
+  const struct spec *sp = s->spec;
+  const struct slurm_spec *k = sp->slurm;
+  size_t ne = 0;
+  for (char **e = sp->env; e && *e; e++) ne++;
+  const char **env = xcalloc(ne + 5, sizeof *env);
+  char *own[4] = {0};
+  size_t n = 0;
+  bool has_port = false;
+  for (char **e = sp->env; e && *e; e++) {
+    env[n++] = *e;
+    has_port |= !strncmp(*e, "PORT=", 5);
+  }
+  env[n++] = own[0] = xasprintf("HERD_SERVICE=%s", sp->name);
+  env[n++] = own[1] = xasprintf("HERD_ATTEMPT=%u", s->fsm.attempt);
+  if (s->port) {
+    env[n++] = own[2] = xasprintf("HERD_PORT=%d", s->port);
+    if (!has_port) env[n++] = own[3] = xasprintf("PORT=%d", s->port);
+  }
+  char *name = xasprintf("%s.%s", cl->spec->job_prefix, sp->name);
+  char *tag = xasprintf("%s%s:%u", cl->tag, sp->name, s->fsm.attempt);
+  char *out = output_pattern(cl, sp);
+  struct slurm_cmd_submit sub = {.name = name,
+                                 .comment = tag,
+                                 .cwd = sp->cwd ? sp->cwd : cl->spec->cwd,
+                                 .output = out,
+                                 .error = k->error,
+                                 .partition = k->partition,
+                                 .nodes = k->nodes,
+                                 .gres = k->gres,
+                                 .account = k->account,
+                                 .qos = k->qos,
+                                 .time_limit = k->time_limit,
+                                 .cpus_per_task = k->cpus_per_task,
+                                 .memory_mb = k->memory_mb,
+                                 .mcs_label = cl->spec->mcs_label,
+                                 .env = env};
+  char *cmd = slurm_cmd_submit(&sub, err, errlen);
+  free(env);
+  for (size_t i = 0; i < ARRAY_LEN(own); i++) free(own[i]);
+  free(name);
+  free(tag);
+  free(out);
+  if (!cmd) return UV_EINVAL;
+  logpipe_note(s, "submitting attempt %u to cluster %s (sbatch on %s)", s->fsm.attempt, cl->spec->name, cl->spec->ssh);
+  struct sreq *r = sreq_new(cl, RQ_SUBMIT, "POST", cmd, xstrdup(k->script), on_submit);
+  r->job = j;
+  j->submit = r;
+  enqueue(cl, r, false);
+  return 0;
+}
+
 static int slurm_start(struct service *s, char *err, size_t errlen) {
   struct sjob *j = SJ(s);
   if (!j) {
@@ -1097,6 +1272,7 @@ static int slurm_start(struct service *s, char *err, size_t errlen) {
   j->searching = j->cancel_wanted = false;
   j->state[0] = j->reason[0] = j->host[0] = '\0';
 
+  if (cl->ssh) return ssh_submit(s, j, err, errlen);
   json_t *env = json_object();
   json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
   for (char **e = sp->env; e && *e; e++) json_env(env, *e);
@@ -1177,6 +1353,12 @@ static void slurm_release(struct service *s) {
   list_del(&j->link);
   free(j);
   s->run = NULL;
+}
+
+/* A submission put off (EV_DEFERRED) goes again once the cluster answered a poll. */
+static bool slurm_ready(struct service *s) {
+  struct sjob *j = SJ(s);
+  return !j || !j->cl->error[0];
 }
 
 static bool slurm_busy(struct service *s) {
@@ -1272,6 +1454,7 @@ const struct backend_ops slurm_backend = {
     .resume = slurm_resume,
     .release = slurm_release,
     .busy = slurm_busy,
+    .ready = slurm_ready,
     .may_leave = slurm_may_leave,
     .describe = slurm_describe,
     .output_path = slurm_output_path,
@@ -1329,6 +1512,7 @@ static struct cluster *cluster_new(struct daemon *d, struct cluster_spec *k) {
   cl->d = d;
   cl->spec = k;
   cl->ver = k->api_version;
+  cl->ssh = k->api == CLUSTER_SSH;
   list_init(&cl->jobs);
   list_init(&cl->queue);
   list_init(&cl->sent);
@@ -1363,6 +1547,7 @@ void slurm_reload(struct daemon *d, struct cluster_spec **specs, size_t n) {
       cl->next_spec = cl->spec;
       cl->spec = specs[i];
       cl->ver = specs[i]->api_version;
+      cl->ssh = specs[i]->api == CLUSTER_SSH;
       free(cl->token);
       cl->token = NULL;
       cl->token_exp = 0;
@@ -1399,6 +1584,12 @@ void slurm_close(struct daemon *d) {
     list_for_each_safe(p2, t2, &cl->sent) {
       struct sreq *r = container_of(p2, struct sreq, link);
       list_del(&r->link);
+      list_init(&r->link);
+      if (r->sx) { /* a command: its callback comes later and frees it */
+        r->orphan = true;
+        sshx_cancel(r->sx);
+        continue;
+      }
       curlx_remove(r->easy);
       sreq_free(r);
     }
@@ -1453,6 +1644,19 @@ json_t *slurm_clusters_json(struct daemon *d) {
                           (json_int_t)cl->polls, "polls_unchanged", (json_int_t)cl->polls_unchanged, "bytes_in",
                           (json_int_t)cl->bytes_in, "errors", (json_int_t)cl->errors, "poll_seconds", cl->poll_seconds);
     json_object_set_new(o, "bytes_out", json_integer((json_int_t)cl->bytes_out));
+    json_object_set_new(o, "api", json_string(cl->ssh ? "ssh" : "rest"));
+    if (cl->spec->ssh) json_object_set_new(o, "ssh", json_string(cl->spec->ssh));
+    if (cl->ssh) {
+      /* Slurm's commands over the host's session: how many a tick costs (1 when steady) */
+      char url[160];
+      snprintf(url, sizeof url, "ssh://%s", cl->spec->ssh);
+      json_object_set_new(o, "url", json_string(url));
+      json_object_del(o, "user");
+      json_object_set_new(o, "api_version", json_string("commands (squeue, sbatch, scancel, scontrol, sacct)"));
+      json_object_set_new(o, "commands_per_tick", json_real(cl->polls ? (double)total / (double)cl->polls : 0));
+      json_t *ss = sshx_host_json(d, cl->spec->ssh);
+      json_object_set_new(o, "session", ss ? ss : json_null());
+    }
     json_object_set_new(o, "jobs", jobs);
     json_object_set_new(o, "reachable", json_boolean(!cl->error[0]));
     if (cl->error[0]) {

@@ -10,6 +10,7 @@
  * is absent, so a strange reply degrades to missing data, never to a crash or a failure.
  */
 #include "herd/slurm_parse.h"
+#include "herd/slurm_cmd.h"
 #include "herd/herd.h" /* ARRAY_LEN */
 
 #include <assert.h>
@@ -171,6 +172,13 @@ static void state_word(struct slurm_job *j, const char *w) {
       j->flags |= flag_table[i].bit;
       return;
     }
+}
+
+void slurm_job_set_state(struct slurm_job *j, const char *word) {
+  j->base = SJ_UNKNOWN;
+  j->flags = 0;
+  scopy(j->state, sizeof j->state, word);
+  state_word(j, word);
 }
 
 /* "RUNNING" (v0.0.38/39) or ["RUNNING","CONFIGURING"] (v0.0.40+); words we do not know are

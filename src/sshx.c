@@ -143,7 +143,8 @@ struct sshx_req {
   struct buf out, err;
   int status;
   bool cancelled;
-  sshx_cb cb; /* NULL once called */
+  bool exec_sent; /* the exec request may have reached the server */
+  sshx_cb cb;     /* NULL once called */
   void *arg;
 };
 
@@ -192,6 +193,7 @@ static void req_answer(struct sshx_req *r, bool ran, const char *error) {
   if (!cb) return;
   r->cb = NULL;
   struct sshx_result res = {.ran = ran,
+                            .maybe_ran = ran || r->exec_sent,
                             .status = r->status,
                             .error = error,
                             .out = r->out.data ? r->out.data : "",
@@ -203,17 +205,6 @@ static void req_answer(struct sshx_req *r, bool ran, const char *error) {
   else
     r->ss->execs_failed++;
   cb(r->arg, &res);
-}
-
-void sshx_quote(struct buf *b, const char *w) {
-  buf_lit(b, "'");
-  for (; *w; w++) {
-    if (*w == '\'')
-      buf_lit(b, "'\\''");
-    else
-      buf_append(b, w, 1);
-  }
-  buf_lit(b, "'");
 }
 
 /* ---- the session ---- */
@@ -483,6 +474,7 @@ static bool req_step(struct sess *ss, struct sshx_req *r, bool *lost) {
     r->st = r->cancelled ? RQ_CLOSE : RQ_EXEC;
     return true;
   case RQ_EXEC:
+    r->exec_sent = true;
     rc = libssh2_channel_exec(r->ch, r->cmd);
     if (rc == LIBSSH2_ERROR_EAGAIN) return false;
     if (rc < 0) goto channel_error;

@@ -409,7 +409,7 @@ static void on_deadline(struct ctx *c) {
   switch (f->state) {
   case S_SUBMITTED:
   case S_PENDING:
-    if (armed && !p->batch && f->want_up && !f->proc_alive) { /* a deferred start (EV_DEFERRED) */
+    if (armed && f->want_up && !f->proc_alive) { /* a deferred start (EV_DEFERRED) */
       spawn(c, "trying the start again");
       break;
     }
@@ -602,13 +602,17 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
       snprintf(push(out, FX_REASON)->reason, sizeof out->fx[0].reason, "%s", ev->msg);
     break;
   case EV_DEFERRED:
-    /* The start never began: no instance ended, no failure counts; PENDING says why and
-     * the deadline tries again. */
-    if (f->state == S_STARTING && f->proc_alive && f->launching && !p->batch) {
+    /* The start never began (a batch job: it certainly never reached the scheduler): no
+     * instance ended, no failure counts; PENDING says why and the deadline tries again. */
+    if (f->proc_alive && f->launching && (p->batch ? f->state == S_PENDING : f->state == S_STARTING)) {
       f->proc_alive = false;
       f->launching = false;
       f->attempt--;
-      enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "the start is put off");
+      if (f->state == S_PENDING)
+        snprintf(push(out, FX_REASON)->reason, sizeof out->fx[0].reason, "%s",
+                 ev->msg ? ev->msg : "the start is put off");
+      else
+        enter(&c, S_PENDING, "%s", ev->msg ? ev->msg : "the start is put off");
       arm(f, out, now + SVC_DEFER_RETRY);
     }
     break;
@@ -650,6 +654,16 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_
     /* The instance ended while no daemon watched it. */
     struct svc_event ev = {
         .type = EV_EXIT, .code = -1, .msg = why_gone ? why_gone : "exited while herd was down (status unknown)"};
+    svc_step(f, p, &ev, now, out);
+    return;
+  }
+  if (p->batch && (stored == S_STARTING || stored == S_HEALTHY || stored == S_UNHEALTHY)) {
+    /* A job: whether it still runs, and where, is the scheduler's word (its next listing);
+     * until then no check runs against a node or a tunnel not known yet. */
+    f->healthy_since = now;
+    struct svc_event ev = {.type = EV_LOST,
+                           .msg = "watching the job again after a daemon restart: waiting for "
+                                  "the scheduler's listing"};
     svc_step(f, p, &ev, now, out);
     return;
   }

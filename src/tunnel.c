@@ -56,6 +56,7 @@ struct fwd {
   bool busy;        /* a control command about it is in flight */
   bool lost_posted; /* the service was told the host was lost: tell it when the forward is back */
   bool alone;       /* a batch with it failed: added on its own next, to know whether it was the one */
+  bool stale;       /* an earlier daemon's, still in a re-adopted master, pointing elsewhere: cancelled */
   unsigned fails;
   double retry_at; /* F_FAILED: when to try again (monotonic) */
   char error[200];
@@ -311,6 +312,45 @@ static void fwd_free(struct fwd *f) {
   free(f);
 }
 
+/* What each local port forwards to is kept in the store, so that the next daemon, re-adopting
+ * a master (a kill -9 leaves it and its forwards up), knows what to take down before it
+ * points the port elsewhere (a job that moved): "target rport", or "" for none. */
+static void fwd_record(struct fwd *f, bool up) {
+  char key[200], val[160] = "";
+  snprintf(key, sizeof key, "fwd:%s:%d", f->h->spec->name, f->lport);
+  if (up) snprintf(val, sizeof val, "%s %d", f->target, f->rport);
+  store_meta_put(f->h->d->store, key, val);
+}
+
+/* Before forwarding lport through a re-adopted master: the earlier daemon's forward of it, if
+ * it points elsewhere, goes first (ssh refuses a second forward of a port). */
+static void fwd_stale_check(struct host *h, int lport, const char *target, int rport) {
+  if (!h->adopted || !lport) return;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &h->fwds) {
+    struct fwd *x = container_of(pos, struct fwd, link);
+    if (x->lport == lport && (x->stale || x->state == F_UP || x->state == F_CANCELLING)) return;
+  }
+  char key[200], old[128];
+  int oport;
+  snprintf(key, sizeof key, "fwd:%s:%d", h->spec->name, lport);
+  char *v = store_meta_get(h->d->store, key);
+  bool differs = v && sscanf(v, "%127s %d", old, &oport) == 2 && (strcmp(old, target) || oport != rport);
+  free(v);
+  if (!differs) return;
+  struct fwd *g = xcalloc(1, sizeof *g);
+  g->h = h;
+  g->stale = true;
+  g->lport = lport;
+  g->rport = oport;
+  snprintf(g->target, sizeof g->target, "%s", old);
+  snprintf(g->name, sizeof g->name, "(earlier daemon's forward of port %d)", lport);
+  g->state = F_UP;
+  list_add_tail(h->fwds.next, &g->link); /* first: host_pump cancels it before anything adds the port */
+  log_info("ssh host %s: local port %d still forwarded to %s:%d by the re-adopted master: cancelling it first",
+           h->spec->name, lport, old, oport);
+}
+
 /* Tell the service (through the runner) about its endpoint: only what changes its state. */
 static void post(struct fwd *f, svc_event_type type, const char *msg) {
   if (f->s) run_post_event(f->s, type, 0, 0, msg);
@@ -329,7 +369,7 @@ static void host_up(struct host *h) {
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &h->fwds) {
     struct fwd *x = container_of(pos, struct fwd, link);
-    if (x->state != F_CANCELLING) x->state = F_WANTED, x->retry_at = 0;
+    if (x->state != F_CANCELLING && !x->stale) x->state = F_WANTED, x->retry_at = 0;
   }
   host_pump(h);
 }
@@ -363,6 +403,7 @@ static void fwd_answered(struct host *h, struct fwd *f, int64_t status, const ch
     f->alone = false;
     f->error[0] = '\0';
     h->forwards_added++;
+    fwd_record(f, true);
     if (f->s)
       logpipe_note(f->s, "endpoint 127.0.0.1:%d -> %s:%d through ssh host %s", f->lport, f->target, f->rport,
                    h->spec->name);
@@ -414,6 +455,7 @@ static void cmd_done(struct hcmd *c) {
     host_schedule(h);
     break;
   case C_CANCEL:
+    if (c->status == 0 || f->stale) fwd_record(f, false);
     fwd_free(f);
     host_pump(h); /* a forward of the same port may be waiting for this one */
     break;
@@ -426,7 +468,7 @@ static bool port_cancelling(struct host *h, int lport) {
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &h->fwds) {
     struct fwd *x = container_of(pos, struct fwd, link);
-    if (x->lport == lport && x->busy && (x->state == F_CANCELLING || x->gone)) return true;
+    if (x->lport == lport && (x->stale || (x->busy && (x->state == F_CANCELLING || x->gone)))) return true;
   }
   return false;
 }
@@ -438,9 +480,13 @@ static void host_pump(struct host *h) {
   struct list *pos, *tmp;
   struct fwd *batch[FWD_BATCH];
   size_t n = 0;
+  list_for_each_safe(pos, tmp, &h->fwds) { /* an earlier daemon's forwards in the way go first */
+    struct fwd *f = container_of(pos, struct fwd, link);
+    if (f->stale && !f->busy && f->state == F_UP && cmd_start(h, C_CANCEL, f) == 0) f->state = F_CANCELLING;
+  }
   list_for_each_safe(pos, tmp, &h->fwds) {
     struct fwd *f = container_of(pos, struct fwd, link);
-    if (f->gone || f->busy) continue;
+    if (f->gone || f->busy || f->stale) continue;
     if (f->state == F_FAILED && f->retry_at <= now) f->state = F_WANTED;
     if (f->state != F_WANTED || port_cancelling(h, f->lport)) continue;
     if (f->alone || f->fails) { /* (under suspicion: on its own) */
@@ -945,6 +991,7 @@ void tunnel_sync(struct service *s, bool want, const char *target, int port) {
   f->rport = port;
   snprintf(f->target, sizeof f->target, "%s", target);
   f->state = F_WANTED;
+  fwd_stale_check(h, f->lport, target, port);
   list_add_tail(&h->fwds, &f->link);
   s->tun = f;
   if (!f->lport) {

@@ -238,6 +238,17 @@ void utf8_sanitize(char *s) {
   }
 }
 
+void buf_shquote(struct buf *b, const char *w) {
+  buf_lit(b, "'");
+  for (; *w; w++) {
+    if (*w == '\'')
+      buf_lit(b, "'\\''");
+    else
+      buf_append(b, w, 1);
+  }
+  buf_lit(b, "'");
+}
+
 void buf_json_string(struct buf *b, const char *s) {
   buf_lit(b, "\"");
   const char *run = s;

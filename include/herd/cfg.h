@@ -76,6 +76,9 @@ int cfg_validate_deps(struct spec *const *v, size_t n, struct cfg_errors *errs);
 
 /** Check ssh hosts across a whole set: unique names, every service's "ssh" names a known
  *  host and has an endpoint with a port. Returns the number of errors added. */
+/** Every cluster's "ssh" names a host; one with "api": "ssh" one libssh2 can use. */
+int cfg_validate_cluster_hosts(struct cluster_spec *const *k, size_t nk, struct host_spec *const *h, size_t nh,
+                               struct cfg_errors *errs);
 int cfg_validate_hosts(struct spec *const *v, size_t n, struct host_spec *const *h, size_t nh, struct cfg_errors *errs);
 /** Check clusters across a whole set: unique names, every Slurm service names a known
  *  cluster and has a working directory. Returns the number of errors added. */

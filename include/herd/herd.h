@@ -92,6 +92,8 @@ void buf_free(struct buf *b);
 #define buf_lit(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
 /** Append s as a JSON string literal (s must be valid UTF-8: see utf8_sanitize). */
 void buf_json_string(struct buf *b, const char *s);
+/** Append one word quoted for a POSIX shell (single quotes; ' becomes '\\''). */
+void buf_shquote(struct buf *b, const char *word);
 /** Replace every byte that is not part of valid UTF-8 with '?', in place. */
 void utf8_sanitize(char *s);
 

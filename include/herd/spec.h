@@ -73,14 +73,18 @@ struct secret_spec {
   char *file;
 };
 
-/** A Slurm cluster reached through slurmrestd (see README "Slurm"). */
+enum cluster_api { CLUSTER_REST, CLUSTER_SSH };
+
+/** A Slurm cluster reached through slurmrestd, or through its commands on an ssh host
+ *  (see README "Slurm"). */
 struct cluster_spec {
   char *name;
-  char *url;       /* as given: http://host:port or unix:/path */
-  char *base;      /* the HTTP base URL ("http://localhost" for a unix socket) */
-  char *unix_path; /* unix socket path, or NULL */
-  int api_version; /* 38..46, or 0 = auto */
-  char *user;      /* X-SLURM-USER-NAME */
+  enum cluster_api api; /* "api": "rest" (default) or "ssh" (sbatch/squeue/... on host `ssh`) */
+  char *url;            /* as given: http://host:port or unix:/path */
+  char *base;           /* the HTTP base URL ("http://localhost" for a unix socket) */
+  char *unix_path;      /* unix socket path, or NULL */
+  int api_version;      /* 38..46, or 0 = auto */
+  char *user;           /* X-SLURM-USER-NAME */
   enum auth_kind auth;
   struct secret_spec token; /* AUTH_TOKEN */
   char **token_command;     /* AUTH_TOKEN_COMMAND: argv */

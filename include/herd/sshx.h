@@ -19,6 +19,7 @@ struct sshx_req;
 
 struct sshx_result {
   bool ran;          /* false: the session failed (error says why): nothing is known of the command */
+  bool maybe_ran;    /* !ran: whether it may have started anyway (false: it certainly never did) */
   int status;        /* the remote exit status (-1 when the remote gave none) */
   const char *error; /* !ran: why */
   const char *out, *err;
@@ -42,7 +43,5 @@ json_t *sshx_host_json(struct daemon *d, const char *host);
 void sshx_close(struct daemon *d);
 /** Free what is left once the loop closed every handle. */
 void sshx_free(struct daemon *d);
-/** Quote one word for a POSIX shell (single quotes), appended to b. */
-void sshx_quote(struct buf *b, const char *word);
 
 #endif

@@ -115,7 +115,8 @@ class Daemon:
     def cleanup(self):
         self.stop()
         remove_cgroups(self.state)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.environ.get("HERD_TEST_KEEP") != "1":
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # -- API ------------------------------------------------------------
     def request(self, method, path, body=None, timeout=30, raw=False):

@@ -54,8 +54,9 @@ def children(pid):
     return out
 
 
-def ssh_processes():
-    """Pids of live ssh client processes (by executable)."""
+def ssh_processes(port=None):
+    """Pids of live ssh client processes (by executable); with `port`, only those aimed at that
+    sshd port (other test runs on the machine have their own)."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -63,6 +64,11 @@ def ssh_processes():
         try:
             if os.path.basename(os.readlink("/proc/%s/exe" % d)) != "ssh":
                 continue
+            if port is not None:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    args = f.read().decode(errors="replace").split("\0")
+                if not ({str(port), "-p%d" % port, "Port=%d" % port} & set(args)):
+                    continue
             with open("/proc/%s/stat" % d) as f:
                 if f.read().rsplit(")", 1)[1].split()[0] != "Z":
                     out.append(int(d))
@@ -77,8 +83,10 @@ def keygen(path, comment):
 
 
 class PrivateSshd:
-    def __init__(self, alias="testhost", addr="127.0.0.1", netns=None, port=None, max_startups="200:30:400"):
-        """An sshd on addr (in network namespace netns when given: a "compute node")."""
+    def __init__(self, alias="testhost", addr="127.0.0.1", netns=None, port=None, max_startups="200:30:400",
+                 extra=()):
+        """An sshd on addr (in network namespace netns when given: a "compute node"); `extra`:
+        more sshd_config lines (e.g. "SetEnv SLURM_CONF=..." for a login node)."""
         self.dir = tempfile.mkdtemp(prefix="herd-sshd-")
         os.chmod(self.dir, 0o700)
         self.addr = addr
@@ -117,8 +125,7 @@ class PrivateSshd:
                 "PermitTTY no",
                 "PrintMotd no",
                 "MaxStartups %s" % max_startups,  # (sshd's default: 10:30:100)
-                "LogLevel VERBOSE",
-                ""]))
+                "LogLevel VERBOSE"] + list(extra) + [""]))
 
     def known_name(self):
         """The host as ssh names it in known_hosts (the port only when it is not 22)."""
@@ -164,6 +171,11 @@ class PrivateSshd:
             return ""
 
     def stop(self):
+        self.halt()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def halt(self):
+        """Stop the listener and every connection; start() brings the same host back."""
         if self.proc and self.proc.poll() is None:
             kids = children(self.proc.pid)
             self.proc.terminate()
@@ -179,4 +191,4 @@ class PrivateSshd:
                     pass
         if getattr(self, "logf", None):
             self.logf.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            self.logf = None

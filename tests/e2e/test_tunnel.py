@@ -183,6 +183,29 @@ class Tunnel(SanitizedSuiteTest):
             t.join()
         self.assertEqual(errors, [], "no request through the endpoint failed across kill -9")
 
+    def test_kill9_then_target_moved(self):
+        """herd killed with kill -9; meanwhile the service's target moved (its new config, as a
+        job landing elsewhere would): the re-adopted master still forwards the fixed local port
+        to the old target, so the next daemon cancels that one before it adds the new one."""
+        self.config()
+        self.d.start()
+        wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=30, what="web HEALTHY")
+        master = self.host()["pid"]
+        web_pid = self.d.service("web")["pid"]
+        self.d.kill9()
+        os.kill(web_pid, 9)  # (ours: the service's process, by its pid) it dies while herd is down
+        self.target = free_port()
+        self.config()
+        self.d.start()
+        wait_until(lambda: self.host()["state"] == "up", timeout=20, what="host up again")
+        self.assertEqual(self.host()["pid"], master, "the same master, re-adopted")
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY" and
+                         s["endpoint"]["target"] == "127.0.0.1:%d" % self.target, timeout=60,
+                         what="web HEALTHY on its new target through the same local port")
+        self.assertEqual(s["endpoint"]["local"], "127.0.0.1:%d" % self.local)
+        self.assertEqual(get(self.local), 200)
+        self.assertIn("still forwarded to 127.0.0.1", self.d.log())
+
 
 @unittest.skipUnless(sshd.available(), "OpenSSH (sshd, ssh, ssh-keygen) is not installed: scripts/deps.sh --test")
 class Partition(SanitizedSuiteTest):
@@ -311,7 +334,7 @@ class RemoteCheck(SanitizedSuiteTest):
         # session (commands); no ssh process runs for the checks.
         master = self.d.request("GET", "/v1/hosts")[1]["hosts"][0]["pid"]
         self.assertEqual(len(sshd.children(self.sshd.proc.pid)), 2)
-        self.assertEqual(set(sshd.ssh_processes()) - {master}, set(), "no ssh process for the checks")
+        self.assertEqual(set(sshd.ssh_processes(self.sshd.port)) - {master}, set(), "no ssh process for the checks")
         # The remote answer changes: UNHEALTHY with the remote exit status.
         os.unlink(self.flag)
         wait_until(lambda: "UNHEALTHY" in [e["to"] for e in self.d.events() if e.get("service") == "w0"],

@@ -180,6 +180,11 @@ static const struct row rows[] = {
     L(S_STARTING, 1, 1, 0, P_PLAIN, EV_DEFERRED, 0, S_PENDING, "STARTING>PENDING arm"),
     R(S_STARTING, 1, 1, 1, P_PLAIN, EV_DEFERRED, 0, S_STARTING, ""), /* it runs: too late to put off */
     R(S_STARTING, 1, 1, 1, P_BATCH, EV_DEFERRED, 0, S_STARTING, ""),
+    /* A submission that certainly never reached the scheduler (its control plane down): the
+     * same, still PENDING, the reason says why; the deadline submits again. */
+    L(S_PENDING, 1, 1, 0, P_BATCH, EV_DEFERRED, 0, S_PENDING, "reason arm"),
+    R(S_PENDING, 1, 1, 0, P_BATCH, EV_DEFERRED, 0, S_PENDING, ""), /* it was answered: too late */
+    R(S_PENDING, 0, 1, 1, P_BATCH, EV_DEADLINE, 0, S_PENDING, "spawn PENDING>PENDING arm"),
     R(S_PENDING, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn PENDING>STARTING"),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEFERRED, 0, S_PENDING, ""),
     R(S_SUBMITTED, 1, 1, 1, P_BATCH, EV_DEFERRED, 0, S_SUBMITTED, ""),
@@ -598,6 +603,20 @@ static void test_batch(void) {
   svc_step(&g, &p, &ev, 101, &out);
   fx_string(&out, got, sizeof got);
   CHECK(!strcmp(got, "sig:15 arm"), "its job found: cancelled now (%s)", got);
+  /* Resumed HEALTHY: the job's state and node are the scheduler's word, so UNKNOWN (no check
+   * against a node or tunnel not known yet) until its listing says it runs. */
+  struct svc_policy pc = p;
+  pc.has_check = true;
+  svc_fsm_init(&g, 6);
+  rs = (struct svc_resume){.stored = S_HEALTHY, .want_up = true, .attempt = 1, .alive = true};
+  svc_resume(&g, &pc, &rs, 100, &out);
+  CHECK(g.state == S_UNKNOWN && g.proc_alive, "resume HEALTHY batch: UNKNOWN until the listing");
+  for (int i = 0; i < out.n; i++) CHECK(out.fx[i].type != FX_CHECKS_START, "no check yet");
+  ev = (struct svc_event){.type = EV_RUNNING, .msg = "job 1 RUNNING on n1"};
+  svc_step(&g, &pc, &ev, 101, &out);
+  bool chk = false;
+  for (int i = 0; i < out.n; i++) chk |= out.fx[i].type == FX_CHECKS_START;
+  CHECK(chk, "the listing says it runs: checks start");
 }
 
 /* A local start: STARTING at once, its clock and checks only from the spawn's answer; a
