@@ -1,4 +1,5 @@
 /* API routes and handlers: JSON in and out over the control socket. */
+#include "herd/joblog.h"
 #include "herd/check.h"
 #include "herd/cmd.h"
 #include "herd/log.h"
@@ -520,87 +521,6 @@ static void follower_conn_gone(struct conn *c, void *arg) {
   free(f);
 }
 
-/* The last `lines` lines of a file (at most 8 MiB of them). */
-static char *tail_file(const char *path, long lines, size_t *len) {
-  *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return NULL;
-  struct stat st;
-  if (fstat(fd, &st) < 0) {
-    close(fd);
-    return NULL;
-  }
-  off_t end = st.st_size, start = end;
-  const off_t cap = 8 * 1024 * 1024;
-  char *data = NULL;
-  size_t have = 0;
-  long nl = 0;
-  while (start > 0 && end - start < cap) {
-    off_t step = start > 65536 ? 65536 : start;
-    start -= step;
-    char *nd = xmalloc(have + (size_t)step);
-    if (pread(fd, nd, (size_t)step, start) != (ssize_t)step) {
-      free(nd);
-      break;
-    }
-    if (have) memcpy(nd + step, data, have);
-    free(data);
-    data = nd;
-    have += (size_t)step;
-    nl = 0;
-    for (size_t i = 0; i < have; i++)
-      if (data[i] == '\n') nl++;
-    if (lines >= 0 && nl > lines) break;
-  }
-  close(fd);
-  if (!data) return NULL;
-  size_t off = 0;
-  if (lines >= 0) {
-    /* Skip to the start of the last `lines` lines (a final line may lack its newline). */
-    long skip = nl - lines + (have && data[have - 1] != '\n' ? 1 : 0);
-    for (size_t i = 0; i < have && skip > 0; i++)
-      if (data[i] == '\n' && --skip == 0) off = i + 1;
-    if (skip > 0) off = have;
-  }
-  memmove(data, data + off, have - off);
-  *len = have - off;
-  return data;
-}
-
-/* A Slurm job's output may sit on a network filesystem: it is read on the thread pool,
- * never on the loop. */
-struct job_read {
-  uv_work_t w;
-  struct conn *c; /* NULL once the client has gone */
-  char *path;
-  long lines;
-  char *data;
-  size_t len;
-  int err;
-};
-
-static void job_read_gone(struct conn *c, void *arg) { ((struct job_read *)arg)->c = NULL; }
-
-static void job_read_work(uv_work_t *w) {
-  struct job_read *jr = container_of(w, struct job_read, w);
-  errno = 0;
-  if (access(jr->path, R_OK) < 0 || (jr->lines != 0 && !(jr->data = tail_file(jr->path, jr->lines, &jr->len))))
-    jr->err = errno;
-}
-
-static void job_read_done(uv_work_t *w, int status) {
-  struct job_read *jr = container_of(w, struct job_read, w);
-  if (jr->c && jr->err)
-    conn_error(jr->c, 404, "job_output_unreadable", NULL,
-               "the job's output %s cannot be read here: %s (is it on a filesystem this host shares?)", jr->path,
-               strerror(jr->err));
-  else if (jr->c)
-    conn_reply_raw(jr->c, 200, "text/plain; charset=utf-8", jr->data ? jr->data : "", jr->len);
-  free(jr->data);
-  free(jr->path);
-  free(jr);
-}
-
 void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
   struct service *s = find_svc(d, c, name, true);
   if (!s) return;
@@ -623,26 +543,18 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
   char jb[16];
   const char *job = req_query(r, "job", jb, sizeof jb);
   if (job && (!strcmp(job, "1") || !strcmp(job, "true") || !*job)) {
-    /* A Slurm job's own output, where the daemon can read it (a shared filesystem). */
-    if (fol) {
-      conn_error(c, 400, "bad_follow", NULL, "follow is for herd's log; a job's output is read once (job=1)");
-      return;
-    }
+    /* A Slurm job's own output: here when this host can read it, else over the ssh host. */
     char *path = s->be->output_path ? s->be->output_path(s) : NULL;
     if (!path) {
       conn_error(c, 404, "no_job", NULL, "%s has no Slurm job", s->spec->name);
       return;
     }
-    struct job_read *jr = xcalloc(1, sizeof *jr);
-    jr->c = c;
-    jr->path = path;
-    jr->lines = lines;
-    conn_park(c, jr, job_read_gone, NULL, 0);
-    uv_queue_work(d->loop, &jr->w, job_read_work, job_read_done);
+    const char *host = s->be->output_host ? s->be->output_host(s) : NULL;
+    joblog_serve(d, c, path, host, lines, fol);
     return;
   }
   size_t len = 0;
-  char *data = lines == 0 ? NULL : tail_file(s->log_path, lines, &len);
+  char *data = lines == 0 ? NULL : file_tail(s->log_path, lines, NULL, &len);
   if (!fol) {
     conn_reply_raw(c, 200, "text/plain; charset=utf-8", data ? data : "", len);
     free(data);

@@ -1411,6 +1411,11 @@ static char *slurm_output_path(struct service *s) {
   return j && j->job_id ? output_path(j) : NULL;
 }
 
+static const char *slurm_output_host(struct service *s) {
+  struct sjob *j = s->run;
+  return j ? j->cl->spec->ssh : NULL;
+}
+
 static json_t *slurm_describe(struct service *s, bool full) {
   (void)full;
   struct sjob *j = s->run;
@@ -1458,6 +1463,7 @@ const struct backend_ops slurm_backend = {
     .may_leave = slurm_may_leave,
     .describe = slurm_describe,
     .output_path = slurm_output_path,
+    .output_host = slurm_output_host,
 };
 
 /* ---- config ---- */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -349,4 +350,51 @@ uint64_t proc_starttime(int pid) {
   uint64_t st;
   proc_stat(pid, &st);
   return st;
+}
+
+char *file_tail(const char *path, long lines, int64_t *size, size_t *len) {
+  *len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    close(fd);
+    return NULL;
+  }
+  off_t end = st.st_size, start = end;
+  if (size) *size = (int64_t)st.st_size;
+  const off_t cap = 8 * 1024 * 1024;
+  char *data = NULL;
+  size_t have = 0;
+  long nl = 0;
+  while (start > 0 && end - start < cap) {
+    off_t step = start > 65536 ? 65536 : start;
+    start -= step;
+    char *nd = xmalloc(have + (size_t)step);
+    if (pread(fd, nd, (size_t)step, start) != (ssize_t)step) {
+      free(nd);
+      break;
+    }
+    if (have) memcpy(nd + step, data, have);
+    free(data);
+    data = nd;
+    have += (size_t)step;
+    nl = 0;
+    for (size_t i = 0; i < have; i++)
+      if (data[i] == '\n') nl++;
+    if (lines >= 0 && nl > lines) break;
+  }
+  close(fd);
+  if (!data) return NULL;
+  size_t off = 0;
+  if (lines >= 0) {
+    /* Skip to the start of the last `lines` lines (a final line may lack its newline). */
+    long skip = nl - lines + (have && data[have - 1] != '\n' ? 1 : 0);
+    for (size_t i = 0; i < have && skip > 0; i++)
+      if (data[i] == '\n' && --skip == 0) off = i + 1;
+    if (skip > 0) off = have;
+  }
+  memmove(data, data + off, have - off);
+  *len = have - off;
+  return data;
 }

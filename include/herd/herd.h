@@ -80,6 +80,10 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  *  its length in *len. NULL with *err set (errno) when it cannot be read. */
 char *file_read(const char *path, size_t max, size_t *len, int *err);
 
+/** The last `lines` lines (all: -1) of a file, at most 8 MiB of them (malloc'd; NULL with errno
+ *  when it cannot be read, or is empty); *size (may be NULL) gets the size it was read at. */
+char *file_tail(const char *path, long lines, int64_t *size, size_t *len);
+
 /** A growable byte buffer. */
 struct buf {
   char *data;

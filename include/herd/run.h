@@ -101,6 +101,9 @@ struct backend_ops {
   json_t *(*describe)(struct service *s, bool full);
   /** Optional: where the instance's own output is (a batch job's stdout), malloc'd, or NULL. */
   char *(*output_path)(struct service *s);
+  /** Optional: the ssh host through which that output is read when this host cannot read it
+   *  (NULL: here only). */
+  const char *(*output_host)(struct service *s);
 };
 
 /** The backend of that kind. */

@@ -36,6 +36,7 @@ class Daemon:
         self.confdir = os.path.join(self.root, "conf")
         self.sock = os.path.join(self.state, "herd.sock")
         self.args = list(args)
+        self.wrap = []  # a command prefix for the daemon (e.g. unshare: a mount namespace of its own)
         self.env = dict(os.environ, **(env or {}))
         self.env.pop("HERD_SOCKET", None)
         self.proc = None
@@ -61,7 +62,7 @@ class Daemon:
             raise AssertionError("this test's daemon is already running (pid %d): a second start would "
                                  "leak it" % self.proc.pid)
         self.logf = open(self.log_path, "ab")
-        cmd = [HERD_BIN, "daemon", "--config", self.confdir, "--state-dir", self.state,
+        cmd = self.wrap + [HERD_BIN, "daemon", "--config", self.confdir, "--state-dir", self.state,
                "--log-level", "debug"] + self.args + list(extra)
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
         if wait:
@@ -160,6 +161,27 @@ class Daemon:
             time.sleep(0.02)
         raise AssertionError("%s did not reach %s within %ss; last: %s\n%s" % (
             name, states, timeout, json.dumps(last), self.log()[-4000:]))
+
+    def stream_until(self, path, done, timeout=30):
+        """GET a streaming path (e.g. logs with follow=1) and read what comes until done(text)
+        is true; returns the text. Raises AssertionError at the timeout."""
+        conn = UnixHTTPConnection(self.sock, timeout=timeout)
+        text, deadline = "", time.time() + timeout
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            if r.status != 200:
+                raise AssertionError("GET %s: %s %s" % (path, r.status, r.read()[:500]))
+            while not done(text):
+                if time.time() > deadline:
+                    raise AssertionError("stream %s: condition not met in %ss; got %r" % (path, timeout, text[-500:]))
+                chunk = r.read1(65536)
+                if not chunk:
+                    raise AssertionError("stream %s ended; got %r" % (path, text[-500:]))
+                text += chunk.decode(errors="replace")
+            return text
+        finally:
+            conn.close()
 
     def events(self, since=0, service=None):
         q = "/v1/events?since=%d" % since + ("&service=" + service if service else "")

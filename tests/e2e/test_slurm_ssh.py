@@ -215,6 +215,40 @@ class TestHostTrouble(SshSlurmTest):
         self.assertNotIn("FAILED", [e["to"] for e in self.d.events(service="w")])
 
 
+class TestRemoteJobLogs(SshSlurmTest):
+    def test_logs_job_over_ssh(self):
+        """The job writes its output where the daemon cannot read it (a directory the daemon's
+        own mount namespace covers): `herd logs --job` reads it, and follows it, over the ssh
+        host's session."""
+        hidden = os.path.join(CLUSTER.jobs_dir, "remote-only")
+        os.makedirs(hidden, exist_ok=True)
+        self.d.wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                       'mount -t tmpfs none "$0" && exec "$@"', hidden]
+        talk = job_svc("talk", cwd=hidden,
+                       command=["/bin/sh", "-c", "i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo line $i; "
+                                                 "sleep 0.1; done"])
+        self.write([talk])
+        self.d.start()
+        s = wait_service(self.d, "talk", lambda s: s["slurm"].get("job_state") == "RUNNING", timeout=90,
+                         what="the job running")
+        out = s["slurm"]["output"]
+        self.assertTrue(out.startswith(hidden + "/"), out)
+        wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 20, timeout=30, what="output (seen here)")
+        r = self.d.cli("logs", "talk", "--job", check=True)
+        self.assertTrue(r.stdout.startswith("line 1\nline 2\n"), r.stdout[:200])
+        r = self.d.cli("logs", "talk", "--job", "-n", "1", check=True)
+        self.assertRegex(r.stdout, r"^line \d+\n$")
+        first = int(r.stdout.split()[1])
+        got = self.d.stream_until("/v1/services/talk/logs?job=1&follow=1&tail=1",
+                                  lambda t: len(t.splitlines()) >= 15, timeout=30)
+        nums = [int(l.split()[1]) for l in got.splitlines()[:15]]
+        self.assertGreaterEqual(nums[0], first)
+        self.assertEqual(nums, list(range(nums[0], nums[0] + 15)), "in order, none lost or repeated")
+        # Over the session: the daemon itself could not open the file.
+        self.assertIn("No such file or directory here: reading it through ssh host login", self.d.log())
+        self.d.cli("stop", "talk", check=True)
+
+
 class TestConfig(SanitizedSuiteTest):
     def test_errors(self):
         d = self.d
