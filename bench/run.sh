@@ -9,6 +9,8 @@
 #   bash bench/run.sh load [ARGS]       herd under CPU load, --priority realtime vs normal (load.py; ~1 min)
 #   bash bench/run.sh crash [ARGS]      kill -9 x200 during an API storm: unknown processes, duplicates (crash.py;
 #                                       ~3 min)
+#   bash bench/run.sh slurm-ssh [ARGS]  Slurm over ssh ("api": "ssh"): 500 jobs through one libssh2 session vs one ssh
+#                                       process per sbatch / per service per tick (slurm_ssh.py; ~5 min; root)
 #   bash bench/run.sh tunnels [ARGS]    ssh tunnels: 100 across 4 hosts vs one ssh -L each, throughput and latency,
 #                                       partition -> UNKNOWN -> HEALTHY (tunnels.py; ~4 min; root: private sshds and a
 #                                       network namespace)
@@ -46,7 +48,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|slurm|load|crash|tunnels|metrics|all) mode=$1; shift ;;
+  checks|adopt|slurm|slurm-ssh|load|crash|tunnels|metrics|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -156,6 +158,7 @@ case $mode in
   load)   run_py 300 "$here/load.py" "${common[@]}" "$@" || rc=$? ;;
   crash)  run_py 1200 "$here/crash.py" "${common[@]}" "$@" || rc=$? ;;
   tunnels) run_py 900 "$here/tunnels.py" "${common[@]}" "$@" || rc=$? ;;
+  slurm-ssh) run_py 2400 "$here/slurm_ssh.py" "${common[@]}" "$@" || rc=$? ;;
   metrics) run_py 600 "$here/metrics.py" "${common[@]}" "$@" || rc=$? ;;
   all)
     for step in main checks adopt load slurm; do

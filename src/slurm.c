@@ -96,6 +96,8 @@ struct cluster {
   double token_retry_at;
   uv_process_t tokproc;
   uv_pipe_t tokout;
+  uv_timer_t tok_timer; /* request_timeout for the token_command */
+  bool tok_timed_out;
   struct buf tokbuf;
   bool tok_exited, tok_eof;
   int64_t tok_status;
@@ -209,9 +211,14 @@ static void on_cluster_handle_close(uv_handle_t *h);
 static void tok_finish(struct cluster *cl) {
   if (!cl->tok_exited || !cl->tok_eof) return;
   cl->token_busy = false;
+  uv_timer_stop(&cl->tok_timer);
   buf_append(&cl->tokbuf, "", 1);
-  char *tok = cl->tok_status == 0 ? jwt_word(cl->tokbuf.data) : NULL;
-  if (!tok) {
+  char *tok = cl->tok_status == 0 && !cl->tok_timed_out ? jwt_word(cl->tokbuf.data) : NULL;
+  if (!tok && cl->tok_timed_out) {
+    set_error(cl, "token_command timed out after %.0f s (request_timeout): killed", cl->spec->request_timeout);
+    cl->token_retry_at = now_mono() + 5;
+    poll_schedule(cl, cl->token_retry_at);
+  } else if (!tok) {
     char first[120];
     snprintf(first, sizeof first, "%s", cl->tokbuf.data ? cl->tokbuf.data : "");
     first[strcspn(first, "\n")] = '\0';
@@ -245,6 +252,24 @@ static void on_tok_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   }
 }
 
+/* The command and whatever it started (its own process group): a hung one is killed, and
+ * no descendant holding its output keeps the daemon waiting for an end of file. */
+static void tok_kill(struct cluster *cl) {
+  if (cl->tokproc.pid > 0) uv_kill(-cl->tokproc.pid, SIGKILL);
+  if (!cl->tok_eof) {
+    uv_read_stop((uv_stream_t *)&cl->tokout);
+    cl->tok_eof = true;
+  }
+}
+
+static void on_tok_timeout(uv_timer_t *t) {
+  struct cluster *cl = t->data;
+  if (!cl->token_busy) return;
+  cl->tok_timed_out = true;
+  tok_kill(cl);
+  tok_finish(cl); /* (or at its exit, which the kill brings) */
+}
+
 static void token_command_start(struct cluster *cl) {
   uv_pipe_init(cl->d->loop, &cl->tokout, 0);
   cl->tokout.data = cl;
@@ -255,7 +280,8 @@ static void token_command_start(struct cluster *cl) {
                             .file = cl->spec->token_command[0],
                             .args = cl->spec->token_command,
                             .stdio_count = 3,
-                            .stdio = io};
+                            .stdio = io,
+                            .flags = UV_PROCESS_DETACHED};
   cl->tokproc.data = cl;
   cl->nhandles++;
   int rc = uv_spawn(cl->d->loop, &cl->tokproc, &o);
@@ -270,8 +296,9 @@ static void token_command_start(struct cluster *cl) {
   }
   cl->nhandles++;
   cl->token_busy = true;
-  cl->tok_exited = cl->tok_eof = false;
+  cl->tok_exited = cl->tok_eof = cl->tok_timed_out = false;
   uv_read_start((uv_stream_t *)&cl->tokout, loop_alloc, on_tok_read);
+  timer_arm(cl->d->loop, &cl->tok_timer, on_tok_timeout, now_mono() + cl->spec->request_timeout);
 }
 
 static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
@@ -604,6 +631,7 @@ static void fail_queued(struct cluster *cl, const char *why) {
   while (!list_empty(&cl->queue)) {
     struct sreq *r = container_of(cl->queue.next, struct sreq, link);
     list_del(&r->link);
+    r->never_sent = true; /* it waited here: nothing of it left */
     r->done(r, false, why);
     sreq_free(r);
   }
@@ -639,6 +667,7 @@ static void dispatch(struct cluster *cl) {
     list_del(&r->link);
     if (!r->ver) r->ver = cl->ver;
     if (!send_one(cl, r)) {
+      r->never_sent = true;
       r->done(r, false, cl->error[0] ? cl->error : "cannot start the request");
       sreq_free(r);
     }
@@ -1078,7 +1107,8 @@ static void on_poll(struct sreq *r, bool ok, const char *terr) {
     struct list *pos, *tmp;
     list_for_each_safe(pos, tmp, &cl->jobs) {
       struct sjob *j = container_of(pos, struct sjob, link);
-      if (j->s->fsm.proc_alive) feed(j->s, EV_LOST, 0, 0, 0, msg);
+      /* (a submission still waiting for its answer has no job to lose sight of) */
+      if (j->s->fsm.proc_alive && (j->job_id || j->searching)) feed(j->s, EV_LOST, 0, 0, 0, msg);
     }
   }
   if (prc == 0 || ok) slurm_reply_free(&rep);
@@ -1524,8 +1554,9 @@ static struct cluster *cluster_new(struct daemon *d, struct cluster_spec *k) {
   list_init(&cl->sent);
   uv_timer_init(d->loop, &cl->poll_timer);
   uv_timer_init(d->loop, &cl->pace_timer);
-  cl->poll_timer.data = cl->pace_timer.data = cl;
-  cl->nhandles = 2;
+  uv_timer_init(d->loop, &cl->tok_timer);
+  cl->poll_timer.data = cl->pace_timer.data = cl->tok_timer.data = cl;
+  cl->nhandles = 3;
   cl->bucket = k->rate_limit;
   cl->bucket_at = now_mono();
   cl->next_poll = INFINITY;
@@ -1609,9 +1640,17 @@ void slurm_close(struct daemon *d) {
       list_del(&j->link);
       list_init(&j->link);
     }
-    if (cl->token_busy && cl->spec->auth == AUTH_TOKEN_COMMAND) uv_process_kill(&cl->tokproc, SIGKILL);
+    if (cl->token_busy && cl->spec->auth == AUTH_TOKEN_COMMAND) {
+      /* Not waited for: its group is killed and its handles go now (the exit is not needed). */
+      tok_kill(cl);
+      cl->token_busy = false;
+      buf_free(&cl->tokbuf);
+      uv_close((uv_handle_t *)&cl->tokproc, on_cluster_handle_close);
+      uv_close((uv_handle_t *)&cl->tokout, on_cluster_handle_close);
+    }
     uv_close((uv_handle_t *)&cl->poll_timer, on_cluster_handle_close);
     uv_close((uv_handle_t *)&cl->pace_timer, on_cluster_handle_close);
+    uv_close((uv_handle_t *)&cl->tok_timer, on_cluster_handle_close);
   }
 }
 

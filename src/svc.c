@@ -604,7 +604,10 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
   case EV_DEFERRED:
     /* The start never began (a batch job: it certainly never reached the scheduler): no
      * instance ended, no failure counts; PENDING says why and the deadline tries again. */
-    if (f->proc_alive && f->launching && (p->batch ? f->state == S_PENDING : f->state == S_STARTING)) {
+    if (!f->proc_alive || !f->launching) break; /* stale: no start in flight */
+    if (f->state == S_STOPPING || f->state == S_TIMEOUT) {
+      on_exit_ev(&c, ev); /* stopped while the request waited: it simply never began */
+    } else if (p->batch ? f->state == S_PENDING || f->state == S_UNKNOWN : f->state == S_STARTING) {
       f->proc_alive = false;
       f->launching = false;
       f->attempt--;

@@ -184,6 +184,9 @@ static const struct row rows[] = {
      * same, still PENDING, the reason says why; the deadline submits again. */
     L(S_PENDING, 1, 1, 0, P_BATCH, EV_DEFERRED, 0, S_PENDING, "reason arm"),
     R(S_PENDING, 1, 1, 0, P_BATCH, EV_DEFERRED, 0, S_PENDING, ""), /* it was answered: too late */
+    L(S_UNKNOWN, 1, 1, 0, P_BATCH, EV_DEFERRED, 0, S_PENDING, "UNKNOWN>PENDING arm"),
+    /* stopped while the submission waited, then it never left: nothing to stop */
+    L(S_STOPPING, 1, 0, 1, P_BATCH, EV_DEFERRED, 0, S_STOPPED, "end:STOPPED STOPPING>STOPPED disarm"),
     R(S_PENDING, 0, 1, 1, P_BATCH, EV_DEADLINE, 0, S_PENDING, "spawn PENDING>PENDING arm"),
     R(S_PENDING, 0, 1, 1, P_PLAIN, EV_DEADLINE, 0, S_STARTING, "spawn PENDING>STARTING"),
     R(S_PENDING, 0, 1, 0, P_PLAIN, EV_DEFERRED, 0, S_PENDING, ""),
