@@ -117,7 +117,9 @@ class TestLifecycle(SshSlurmTest):
         polls0, total0 = cl["polls"], cl["requests"]["total"]
         wait_until(lambda: self.cluster()["polls"] >= polls0 + 5, timeout=30, what="five more ticks")
         cl = self.cluster()
-        self.assertEqual(cl["requests"]["total"] - total0, cl["polls"] - polls0, "steady: one command per tick")
+        # (a command is counted when sent, a poll when answered: one may be in flight at either end)
+        self.assertLessEqual(abs((cl["requests"]["total"] - total0) - (cl["polls"] - polls0)), 1,
+                             "steady: one command per tick")
         hosts = self.d.request("GET", "/v1/hosts")[1]["hosts"]
         self.assertGreater([h for h in hosts if h["name"] == "login"][0]["session"]["commands"], 5)
 
