@@ -80,7 +80,6 @@ struct cluster {
   uv_timer_t poll_timer, pace_timer;
   int nhandles;
   bool closing;
-  bool ssh;        /* "api": "ssh": Slurm's commands over the host's libssh2 session */
   int ver;         /* API version in use (0 = not known yet) */
   int probe;       /* version being probed */
   char tag[64];    /* "herd:<herd id>:" */
@@ -135,10 +134,14 @@ struct sjob {
 };
 
 static struct list *clusters_of(struct daemon *d);
+/* "api": "ssh": Slurm's commands over the host's libssh2 session. */
+static bool is_ssh(const struct cluster *cl);
 static void dispatch(struct cluster *cl);
 static void poll_schedule(struct cluster *cl, double at);
 
 /* ---- small helpers ---- */
+
+static bool is_ssh(const struct cluster *cl) { return cl->spec->api == CLUSTER_SSH; }
 
 static struct cluster *cluster_named(struct daemon *d, const char *name) {
   struct list *pos, *tmp;
@@ -551,7 +554,7 @@ static bool send_ssh(struct cluster *cl, struct sreq *r) {
  * becomes what slurmrestd would have answered (200 done, 404 no such job, 400 refused, 500
  * no decision), so both kinds of cluster take the same paths below. */
 static int reply_parse(struct sreq *r, enum slurm_req_kind kind, struct slurm_reply *rep, char *perr, size_t len) {
-  if (!r->cl->ssh) return slurm_parse_reply(r->ver, kind, (int)r->status, r->body.data, r->body.len, rep, perr, len);
+  if (!is_ssh(r->cl)) return slurm_parse_reply(r->ver, kind, (int)r->status, r->body.data, r->body.len, rep, perr, len);
   static const enum slurm_cmd_kind sc[RQ__MAX] = {
       [RQ_PING] = SC_LIST,     [RQ_JOBS] = SC_LIST, [RQ_JOB] = SC_JOB,   [RQ_SUBMIT] = SC_SUBMIT,
       [RQ_CANCEL] = SC_CANCEL, [RQ_NODE] = SC_NODE, [RQ_TOKEN] = SC_LIST};
@@ -565,7 +568,7 @@ static int reply_parse(struct sreq *r, enum slurm_req_kind kind, struct slurm_re
 }
 
 static bool send_one(struct cluster *cl, struct sreq *r) {
-  if (cl->ssh) return send_ssh(cl, r);
+  if (is_ssh(cl)) return send_ssh(cl, r);
   char err[256];
   if (curlx_open(err, sizeof err) < 0) {
     set_error(cl, "%s", err);
@@ -644,7 +647,7 @@ static void dispatch(struct cluster *cl) {
   if (cl->closing) return;
   while (!list_empty(&cl->queue) && cl->inflight < MAX_INFLIGHT) {
     struct sreq *r = container_of(cl->queue.next, struct sreq, link);
-    if (r->kind != RQ_TOKEN && !cl->ssh) {
+    if (r->kind != RQ_TOKEN && !is_ssh(cl)) {
       if (!auth_ready(cl)) {
         if (!cl->token_busy && cl->error[0]) fail_queued(cl, cl->error);
         return; /* waits for the token */
@@ -685,7 +688,7 @@ static bool no_decision(int code) {
 }
 
 static void describe(struct sreq *r, bool ok, const char *terr, const struct slurm_reply *rep, char *out, size_t len) {
-  if (r->cl->ssh && ok) {
+  if (is_ssh(r->cl) && ok) {
     snprintf(out, len, "%s on %s: %.300s", cmd_names[r->kind], r->cl->spec->ssh,
              rep && rep->error[0] ? rep->error : "failed");
   } else if (!ok) {
@@ -839,7 +842,7 @@ static void on_job_get(struct sreq *r, bool ok, const char *terr) {
 static void confirm_missing(struct sjob *j) {
   if (j->confirming || !j->s->fsm.proc_alive) return;
   j->confirming = true;
-  char *path = j->cl->ssh ? slurm_cmd_job(j->job_id) : xasprintf("job/%lld", (long long)j->job_id);
+  char *path = is_ssh(j->cl) ? slurm_cmd_job(j->job_id) : xasprintf("job/%lld", (long long)j->job_id);
   struct sreq *r = sreq_new(j->cl, RQ_JOB, "GET", path, NULL, on_job_get);
   r->job = j;
   r->job_id = j->job_id;
@@ -849,11 +852,10 @@ static void confirm_missing(struct sjob *j) {
 static void on_node(struct sreq *r, bool ok, const char *terr) {
   (void)terr;
   struct cluster *cl = r->cl;
-  if (!ok || (!cl->ssh && r->status != 200) || (cl->ssh && r->exit_status != 0)) return;
+  if (!ok || (!is_ssh(cl) && r->status != 200) || (is_ssh(cl) && r->exit_status != 0)) return;
   json_t *root = NULL;
-  const char *name = r->path; /* ssh: the node asked for (the listing comes back as text) */
-  if (cl->ssh) {
-    name = NULL;
+  const char *name = NULL;
+  if (is_ssh(cl)) { /* the node's line in sinfo's text */
     for (size_t i = 0; i < cl->nnodes; i++)
       if (!cl->nodes[i].addr[0] && slurm_cmd_node_addr(r->body.data, r->body.len, cl->nodes[i].name, cl->nodes[i].addr,
                                                        sizeof cl->nodes[i].addr))
@@ -884,7 +886,8 @@ static void node_lookup(struct cluster *cl, const char *name) {
   struct node_addr *n = &cl->nodes[cl->nnodes++];
   memset(n, 0, sizeof *n);
   snprintf(n->name, sizeof n->name, "%s", name);
-  enqueue(cl, sreq_new(cl, RQ_NODE, "GET", cl->ssh ? slurm_cmd_node(name) : xasprintf("node/%s", name), NULL, on_node),
+  enqueue(cl,
+          sreq_new(cl, RQ_NODE, "GET", is_ssh(cl) ? slurm_cmd_node(name) : xasprintf("node/%s", name), NULL, on_node),
           false);
 }
 
@@ -916,7 +919,7 @@ static void on_cancel(struct sreq *r, bool ok, const char *terr) {
 }
 
 static void cancel_job(struct cluster *cl, struct sjob *j, int64_t job_id) {
-  char *path = cl->ssh ? slurm_cmd_cancel(job_id) : xasprintf("job/%lld", (long long)job_id);
+  char *path = is_ssh(cl) ? slurm_cmd_cancel(job_id) : xasprintf("job/%lld", (long long)job_id);
   struct sreq *r = sreq_new(cl, RQ_CANCEL, "DELETE", path, NULL, on_cancel);
   r->job = j;
   r->job_id = job_id;
@@ -1021,7 +1024,7 @@ static void process_listing(struct cluster *cl, struct slurm_reply *rep) {
       struct slurm_job *sj = n ? bsearch(&key, rep->jobs, n, sizeof *rep->jobs, cmp_job_id) : NULL;
       if (sj) {
         claimed[sj - rep->jobs] = true;
-        if (cl->ssh && !sj->exit_known && !job_is_live(sj) && j->s->fsm.proc_alive)
+        if (is_ssh(cl) && !sj->exit_known && !job_is_live(sj) && j->s->fsm.proc_alive)
           confirm_missing(j); /* ended: squeue has no exit code, scontrol has */
         else
           job_seen(j, sj);
@@ -1129,9 +1132,9 @@ static void on_poll_timer(uv_timer_t *t) {
     searching |= j->searching && !j->submit;
   }
   bool full = cl->need_full || !cl->update_time || searching || now - cl->last_full >= cl->spec->full_refresh;
-  char *path = cl->ssh ? slurm_cmd_list() /* squeue has no "changed since": always the whole listing */
-               : full  ? xstrdup("jobs")
-                       : xasprintf("jobs?update_time=%lld", (long long)cl->update_time);
+  char *path = is_ssh(cl) ? slurm_cmd_list() /* squeue has no "changed since": always the whole listing */
+               : full     ? xstrdup("jobs")
+                          : xasprintf("jobs?update_time=%lld", (long long)cl->update_time);
   struct sreq *r = sreq_new(cl, RQ_JOBS, "GET", path, NULL, on_poll);
   r->sent_second = (int64_t)now_wall(); /* the next update_time, if this listing is full */
   cl->poll = r;
@@ -1302,7 +1305,7 @@ static int slurm_start(struct service *s, char *err, size_t errlen) {
   j->searching = j->cancel_wanted = false;
   j->state[0] = j->reason[0] = j->host[0] = '\0';
 
-  if (cl->ssh) return ssh_submit(s, j, err, errlen);
+  if (is_ssh(cl)) return ssh_submit(s, j, err, errlen);
   json_t *env = json_object();
   json_object_set_new(env, "PATH", json_string("/usr/local/bin:/usr/bin:/bin"));
   for (char **e = sp->env; e && *e; e++) json_env(env, *e);
@@ -1548,7 +1551,6 @@ static struct cluster *cluster_new(struct daemon *d, struct cluster_spec *k) {
   cl->d = d;
   cl->spec = k;
   cl->ver = k->api_version;
-  cl->ssh = k->api == CLUSTER_SSH;
   list_init(&cl->jobs);
   list_init(&cl->queue);
   list_init(&cl->sent);
@@ -1584,7 +1586,6 @@ void slurm_reload(struct daemon *d, struct cluster_spec **specs, size_t n) {
       cl->next_spec = cl->spec;
       cl->spec = specs[i];
       cl->ver = specs[i]->api_version;
-      cl->ssh = specs[i]->api == CLUSTER_SSH;
       free(cl->token);
       cl->token = NULL;
       cl->token_exp = 0;
@@ -1689,9 +1690,9 @@ json_t *slurm_clusters_json(struct daemon *d) {
                           (json_int_t)cl->polls, "polls_unchanged", (json_int_t)cl->polls_unchanged, "bytes_in",
                           (json_int_t)cl->bytes_in, "errors", (json_int_t)cl->errors, "poll_seconds", cl->poll_seconds);
     json_object_set_new(o, "bytes_out", json_integer((json_int_t)cl->bytes_out));
-    json_object_set_new(o, "api", json_string(cl->ssh ? "ssh" : "rest"));
+    json_object_set_new(o, "api", json_string(is_ssh(cl) ? "ssh" : "rest"));
     if (cl->spec->ssh) json_object_set_new(o, "ssh", json_string(cl->spec->ssh));
-    if (cl->ssh) {
+    if (is_ssh(cl)) {
       /* Slurm's commands over the host's session: how many a tick costs (1 when steady) */
       char url[160];
       snprintf(url, sizeof url, "ssh://%s", cl->spec->ssh);
