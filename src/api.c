@@ -794,13 +794,15 @@ void api_info(struct daemon *d, struct conn *c, struct request *r, const char *u
   for (int i = 0; i < S__MAX; i++)
     if (counts[i]) json_object_set_new(st, svc_state_name(i), json_integer(counts[i]));
   const char *serr = store_last_error(d->store);
+  const struct store_stats *ss = store_stats(d->store);
   conn_reply(c, 200,
-             json_pack("{s:s,s:i,s:f,s:f,s:s,s:s,s:s?,s:I,s:o,s:I,s:b,s:o,s:s,s:o}", "version", HERD_VERSION, "pid",
-                       (int)getpid(), "uptime", now_mono() - d->start_mono, "started", d->start_wall, "state_dir",
-                       d->state_dir, "socket", d->socket_path, "config", d->o.config_dir, "services",
+             json_pack("{s:s,s:i,s:f,s:f,s:s,s:s,s:s?,s:I,s:o,s:I,s:b,s:o,s:b,s:I,s:s,s:o}", "version", HERD_VERSION,
+                       "pid", (int)getpid(), "uptime", now_mono() - d->start_mono, "started", d->start_wall,
+                       "state_dir", d->state_dir, "socket", d->socket_path, "config", d->o.config_dir, "services",
                        (json_int_t)d->nservices, "states", st, "connections", (json_int_t)ctl_nconns(d->ctl),
                        "shutting_down", d->shutting_down, "store_error", serr ? json_string(serr) : json_null(),
-                       "priority", prio_rt() ? "realtime" : "normal", "cgroups",
+                       "store_failing", ss->failing, "store_pending", (json_int_t)ss->pending, "priority",
+                       prio_rt() ? "realtime" : "normal", "cgroups",
                        d->cg_root ? json_pack("{s:b,s:s}", "enabled", 1, "root", d->cg_root)
                                   : json_pack("{s:b,s:s}", "enabled", 0, "why", d->cg_why)));
 }
