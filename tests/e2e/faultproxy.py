@@ -4,12 +4,16 @@ an upstream, or does to it what its current mode says. Standard library only.
 Modes (set with `proxy.mode = ...` at any time; a connection takes the mode when it opens):
   pass      forward both ways
   garbage   read the request, answer bytes that are not HTTP, close
-  badjson   forward the request, answer with the upstream's status and headers but a body
-            that is not JSON (same length)
+  badjson   read the request, answer a well-framed 200 whose JSON body is cut short (what a
+            slurmrestd that lost its mind, or a wrong server on its port, might say)
   truncate  forward, but cut the upstream's answer in half and close
   stall     accept, read, never answer (until the mode changes or the proxy stops)
   reset     accept, read the request, close with an RST
   blackhole accept and never read or answer (an sshd that accepts and stalls)
+  delay     hold the request `delay` seconds, then forward it
+
+Changing the mode ends the connections open at the time (a client that keeps its connection
+alive meets the new mode on its next one).
 """
 import select
 import socket
@@ -19,9 +23,10 @@ import time
 
 
 class FaultProxy:
-    def __init__(self, upstream=None, port=0, mode="pass"):
+    def __init__(self, upstream=None, port=0, mode="pass", delay=10):
         self.upstream = upstream  # (host, port) or None
-        self.mode = mode
+        self._mode = mode
+        self.delay = delay
         self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind(("127.0.0.1", port))
@@ -34,6 +39,21 @@ class FaultProxy:
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
+    @property
+    def mode(self):
+        return self._mode
+
+    @mode.setter
+    def mode(self, m):
+        with self.lock:
+            self._mode = m
+            conns, self.conns = self.conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def _accept(self):
         while not self.closing:
             try:
@@ -43,7 +63,8 @@ class FaultProxy:
             with self.lock:
                 self.accepted += 1
                 self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c, self.mode), daemon=True).start()
+                mode = self._mode
+            threading.Thread(target=self._serve, args=(c, mode), daemon=True).start()
 
     def _read_request(self, c, timeout=5):
         """One HTTP request (headers and a Content-Length body), or what came."""
@@ -69,6 +90,13 @@ class FaultProxy:
             return head + b"\r\n\r\n" + body
         except (OSError, ValueError):
             return buf
+
+    @staticmethod
+    def _close_after(req):
+        """One request per connection: ask the upstream to close after it."""
+        head, sep, body = req.partition(b"\r\n\r\n")
+        lines = [l for l in head.split(b"\r\n") if not l.lower().startswith(b"connection:")]
+        return b"\r\n".join(lines + [b"Connection: close"]) + sep + body
 
     def _upstream_answer(self, req):
         u = socket.create_connection(self.upstream, timeout=10)
@@ -100,16 +128,16 @@ class FaultProxy:
             elif mode == "stall":
                 while not self.closing and self.mode == "stall":
                     time.sleep(0.05)
-            elif mode in ("truncate", "badjson"):
-                # One request per connection: ask the upstream to close after it.
-                req = req.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1) if b"Connection:" not in req \
-                    else req
-                ans = self._upstream_answer(req)
-                if mode == "truncate":
-                    c.sendall(ans[:max(1, len(ans) // 2)])
-                else:
-                    head, _, body = ans.partition(b"\r\n\r\n")
-                    c.sendall(head + b"\r\n\r\n" + (b"{not json" + b"x" * len(body))[:len(body)])
+            elif mode == "delay":
+                time.sleep(self.delay)
+                c.sendall(self._upstream_answer(self._close_after(req)))
+            elif mode == "badjson":
+                body = b'{"meta": {"plugin": {"type": "openapi/v0.0.38"}}, "jobs": [{"job_id": 1, "job_st'
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                          b"Connection: close\r\n\r\n%s" % (len(body), body))
+            elif mode == "truncate":
+                ans = self._upstream_answer(self._close_after(req))
+                c.sendall(ans[:max(1, len(ans) // 2)])
         except OSError:
             pass
         finally:

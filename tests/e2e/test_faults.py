@@ -26,7 +26,7 @@ import resource
 import faultproxy
 import sshd
 from harness import Daemon, SanitizedSuiteTest, fd_count, main, pid_alive, wait_service, wait_until
-from servers import free_port
+from servers import HTTPServer, free_port
 
 ROOT = os.geteuid() == 0
 
@@ -323,6 +323,115 @@ class DescriptorLimit(SanitizedSuiteTest):
             d.wait_state("s%02d" % i, "HEALTHY", timeout=20)
         fails = [e for e in d.events() if e["to"] == "FAILED"]
         self.assertEqual(fails, [], "a start failed for the limit")
+
+
+def fake_jwt(exp_in=86400):
+    import base64
+
+    def b64(o):
+        return base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
+    return "%s.%s.c2ln" % (b64({"alg": "HS256", "typ": "JWT"}), b64({"exp": int(time.time()) + exp_in, "sun": "root"}))
+
+
+class TokenCommandHangs(SanitizedSuiteTest):
+    # Today's bug (src/slurm.c, token_command_start): a token_command has no time limit. One
+    # that hangs keeps token_busy set for ever: no error is ever set, so `herd clusters` and
+    # the services say nothing, no request is sent, and even once the command could answer,
+    # no new one is started while the hung one lives. Expected: the command killed after the
+    # cluster's request_timeout, "token_command timed out after Ns" on the cluster (and the
+    # services' reason), and a new attempt after the retry delay.
+    @unittest.expectedFailure
+    def test_token_command_hangs(self):
+        fdir = tempfile.mkdtemp(prefix="herd-token-")
+        flag = os.path.join(fdir, "token-ok")
+        self.addCleanup(shutil.rmtree, fdir, True)
+        self.addCleanup(lambda: open(flag, "w").close())  # (a hung command ends with the test)
+        srv = HTTPServer(status=500, body=b'{"errors":[{"error_number":-1,"error":"fake"}]}')
+        self.addCleanup(srv.stop)
+        token = fake_jwt()
+        cmd = ["sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.1; done; echo "$1"', flag, token]
+        cluster = {"name": "c", "url": "http://127.0.0.1:%d" % srv.port, "user": "root", "cwd": "/tmp",
+                   "auth": {"token_command": cmd}, "request_timeout": "2s", "poll_interval": "500ms"}
+        job = {"name": "job", "backend": "slurm", "cluster": "c", "command": ["sleep", "100"], "restart": "never"}
+        self.d.write_config(json.dumps({"clusters": [cluster], "services": [job]}))
+        self.d.start()
+        try:
+            # The daemon answers while the command hangs ...
+            for _ in range(5):
+                st, _ = self.d.request("GET", "/v1/clusters", timeout=2)
+                self.assertEqual(st, 200)
+            # ... and says why nothing happens: within a few request timeouts.
+            wait_until(lambda: "token_command" in (self.d.request("GET", "/v1/clusters")[1]["clusters"][0]
+                                                   .get("error") or ""),
+                       timeout=8, what="the token command's error on the cluster")
+            s = self.d.service("job")
+            self.assertIn("token", s["reason"])
+            # A shutdown does not wait for the hung command.
+            self.d.stop(timeout=5)
+            self.assertEqual(self.d.proc.returncode, 0, "the daemon did not exit on SIGTERM")
+            # The command answers again: a request with its token reaches slurmrestd.
+            self.d.start()
+            open(flag, "w").close()
+            wait_until(lambda: any(r["headers"].get("x-slurm-user-token") == token for r in srv.snapshot()),
+                       timeout=20, what="a request with the new token")
+        finally:
+            open(flag, "w").close()  # today the hung command would hold the daemon's exit
+
+
+@unittest.skipUnless(sshd.available(), "OpenSSH (sshd, ssh, ssh-keygen) is not installed: scripts/deps.sh --test")
+class SshdStalls(SanitizedSuiteTest):
+    """An ssh host that accepts the connection and never says a word (a hung sshd, a
+    half-dead middlebox): the host for a tunnel and for a remote exec check."""
+
+    def setUp(self):
+        super().setUp()
+        self.sshd = sshd.PrivateSshd()
+        self.sshd.start()
+        self.addCleanup(self.sshd.stop)
+        # In front of the real sshd: first it accepts and stalls, then it passes through.
+        self.px = faultproxy.FaultProxy(upstream=("127.0.0.1", self.sshd.port), mode="blackhole")
+        self.addCleanup(self.px.close)
+
+    def host(self):
+        return self.d.request("GET", "/v1/hosts", timeout=5)[1]["hosts"][0]
+
+    def test_sshd_accepts_and_stalls(self):
+        target, local = free_port(), free_port()
+        host = {"name": "lo", "destination": "root@127.0.0.1", "port": self.px.port, "host_key_alias": "testhost",
+                "identity_file": self.sshd.client_key, "known_hosts": self.sshd.known_hosts,
+                "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "2s"}
+        web = {"name": "web", "command": ["python3", "-m", "http.server", str(target), "--bind", "127.0.0.1"],
+               "ssh": "lo", "endpoint": {"port": target, "local_port": local},
+               "check": {"type": "http", "path": "/", "interval": "300ms", "timeout": "1s"}, "stop": {"grace": "2s"}}
+        rcheck = {"name": "rc", "command": ["sleep", "1d"],
+                  "check": {"type": "exec", "host": "lo", "interval": "500ms", "timeout": "3s",
+                            "command": ["echo", "fine"]}}
+        self.d.write_config(json.dumps({"hosts": [host], "services": [web, rcheck]}))
+        self.d.start()
+        # Stalled: the daemon answers at once, the host is not up and says why, both checks
+        # fail with a reason naming the host, nothing is restarted for it.
+        wait_until(lambda: self.px.accepted >= 2, timeout=10, what="herd connecting (master and session)")
+        t0 = time.time()
+        for _ in range(5):
+            self.assertEqual(self.d.request("GET", "/v1/services", timeout=2)[0], 200)
+        self.assertLess(time.time() - t0, 2)
+        h = wait_until(lambda: (lambda h: h if h["state"] in ("backoff", "down") and h["reason"] else None)(
+            self.host()), timeout=15, what="the master's connect to time out")
+        self.assertNotEqual(h["state"], "up")
+        rc = wait_service(self.d, "rc", lambda s: ((s["check"] or {}).get("last") or {}).get("ok") is False,
+                          timeout=20, what="the remote check to fail")
+        self.assertIn("lo", rc["check"]["last"]["message"])
+        wait_until(lambda: self.host()["session"]["last_error"], timeout=20, what="the session's error")
+        self.assertNotEqual(self.host()["session"]["state"], "up")
+        web = self.d.service("web")
+        self.assertNotEqual(web["state"], "HEALTHY")
+        self.assertEqual(self.d.service("rc")["restarts"], 0)
+        # sshd answers again: the master, the forward and the session come back by themselves.
+        self.px.mode = "pass"
+        wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=60, what="web HEALTHY through it")
+        wait_service(self.d, "rc", lambda s: s["state"] == "HEALTHY", timeout=60, what="rc HEALTHY")
+        self.assertEqual(self.host()["state"], "up")
+        self.assertEqual(self.host()["session"]["state"], "up")
 
 
 if __name__ == "__main__":
