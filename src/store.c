@@ -53,6 +53,9 @@ struct checkpointer {
 /* On the loop's connection: a database locked by someone else fails the turn's commit after
  * this long (it is retried) instead of holding the loop for SQLite's usual wait. */
 #define STORE_BUSY_MS 50
+/* Writing the journal again: writes per transaction, and the share of a loop turn it may take. */
+#define STORE_CHUNK 1000
+#define STORE_DRAIN_BUDGET 0.02
 
 enum { JV_NULL, JV_INT, JV_REAL, JV_TEXT };
 struct jval {
@@ -75,8 +78,9 @@ struct store {
   bool in_txn;
   bool txn_failed; /* a statement of the open transaction failed in a way that may pass */
   bool held;       /* a commit failed: the journal holds writes not yet in the database */
-  struct jop *jr;  /* the journal (above) */
-  size_t njr, jr_cap;
+  struct jop *jr;  /* the journal (above): jr[jr_head..njr) not yet in the database */
+  size_t jr_head, njr, jr_cap;
+  uint64_t saved;   /* writes of the journal saved since it began to hold them */
   double retry_at;  /* monotonic: the next attempt while failing */
   uint64_t dropped; /* events dropped past STORE_JOURNAL_MAX */
   char said[256];   /* the last error logged (the same one is not logged again) */
@@ -136,8 +140,8 @@ static void jop_free(struct jop *o) {
 }
 
 static void journal_clear(struct store *st) {
-  for (size_t i = 0; i < st->njr; i++) jop_free(&st->jr[i]);
-  st->njr = 0;
+  for (size_t i = st->jr_head; i < st->njr; i++) jop_free(&st->jr[i]);
+  st->njr = st->jr_head = 0;
   if (st->jr_cap > 1024) { /* an outage's worth is given back */
     free(st->jr);
     st->jr = NULL;
@@ -180,7 +184,7 @@ static void begin(struct store *st) {
   st->txn_failed = false;
 }
 
-/* Write everything the journal holds in one transaction; true when it was committed. */
+/* Commit the open transaction; false (rolled back, the journal kept) when it failed. */
 static bool commit(struct store *st) {
   if (!st->in_txn) return false;
   st->in_txn = false;
@@ -191,36 +195,59 @@ static bool commit(struct store *st) {
     st->held = true;
     return false;
   }
-  if (st->held) {
-    log_info("store: writing again; %zu write(s) held while it failed are saved%s", st->njr,
-             st->dropped ? " (some events were dropped: see above)" : "");
-    st->said[0] = '\0';
-  }
-  journal_clear(st);
-  st->held = false;
-  st->dropped = 0;
-  /* Written: whatever failed before has not stopped the store from writing. */
   st->stats.commits++;
-  st->stats.failing = false;
   st->stats.last_commit_at = now_mono();
   return true;
 }
 
+/* Written: whatever failed before has not stopped the store from writing. */
+static void written(struct store *st) {
+  journal_clear(st);
+  st->held = false;
+  st->dropped = 0;
+  st->stats.failing = false;
+}
+
+/* While held: write the journal again, oldest first, in transactions of at most
+ * STORE_CHUNK writes (a prefix of the journal is as good as all of it: the order is kept),
+ * so a retry that fails costs one chunk, not the whole outage's writes; once it writes, at
+ * most `budget` seconds of this loop turn go to it, the rest in the next turns. */
+static void drain(struct store *st, double budget) {
+  double t0 = now_mono();
+  while (st->jr_head < st->njr) {
+    size_t end = st->njr - st->jr_head > STORE_CHUNK ? st->jr_head + STORE_CHUNK : st->njr;
+    begin(st);
+    if (!st->in_txn) return; /* begin failed: retried later */
+    for (size_t i = st->jr_head; i < end && !st->txn_failed; i++)
+      if (!jop_exec(st, &st->jr[i])) st->txn_failed = true;
+    if (!commit(st)) return;
+    for (size_t i = st->jr_head; i < end; i++) jop_free(&st->jr[i]);
+    st->saved += end - st->jr_head;
+    st->jr_head = end;
+    if (st->jr_head < st->njr && now_mono() - t0 > budget) {
+      st->retry_at = 0; /* the rest in the next loop turn */
+      return;
+    }
+  }
+  log_info("store: writing again; the %llu write(s) held while it failed are saved%s", (unsigned long long)st->saved,
+           st->dropped ? " (some events were dropped: see above)" : "");
+  st->said[0] = '\0';
+  st->saved = 0;
+  written(st);
+}
+
 void store_flush(struct store *st) {
   if (!st) return;
-  if (!st->in_txn && st->held && now_mono() >= st->retry_at) {
-    /* Failing: the journal alone, written again, all of it or nothing. */
-    begin(st);
-    for (size_t i = 0; st->in_txn && !st->txn_failed && i < st->njr; i++)
-      if (!jop_exec(st, &st->jr[i])) st->txn_failed = true;
-    if (!st->in_txn) st->retry_at = now_mono() + STORE_RETRY;
+  if (st->held) {
+    if (now_mono() >= st->retry_at) drain(st, STORE_DRAIN_BUDGET);
+    return;
   }
-  commit(st);
+  if (commit(st)) written(st);
 }
 
 /* One write: kept in the journal until committed; run now unless the store is failing. */
 static void write_op(struct store *st, struct jop *o) {
-  if (st->njr >= STORE_JOURNAL_MAX && o->event) {
+  if (st->njr - st->jr_head >= STORE_JOURNAL_MAX && o->event) {
     if (!st->dropped++)
       log_error("store: %d writes wait for the store; further events are dropped until it writes again",
                 STORE_JOURNAL_MAX);
@@ -232,7 +259,7 @@ static void write_op(struct store *st, struct jop *o) {
     st->jr = xrealloc(st->jr, st->jr_cap * sizeof *st->jr);
   }
   st->jr[st->njr++] = *o;
-  if (st->held) return; /* the next retry writes it with the rest */
+  if (st->held) return; /* the next retry writes it after the rest */
   begin(st);
   if (st->in_txn && !st->txn_failed && !jop_exec(st, &st->jr[st->njr - 1])) st->txn_failed = true;
 }
@@ -474,9 +501,11 @@ fail:
 void store_close(struct store *st) {
   if (!st) return;
   if (st->db) {
-    st->retry_at = 0; /* one last attempt, now */
-    store_flush(st);
-    if (st->held) log_error("store: %zu write(s) could not be saved: %s", st->njr, st->last_error);
+    if (st->held)
+      drain(st, 1e9); /* one last attempt, all of it */
+    else
+      store_flush(st);
+    if (st->held) log_error("store: %zu write(s) could not be saved: %s", st->njr - st->jr_head, st->last_error);
   }
   journal_clear(st);
   free(st->jr);
@@ -692,7 +721,7 @@ void store_meta_put(struct store *st, const char *key, const char *value) {
 }
 
 const struct store_stats *store_stats(struct store *st) {
-  st->stats.pending = st->held ? st->njr : 0;
+  st->stats.pending = st->held ? st->njr - st->jr_head : 0;
   st->stats.dropped = st->dropped;
   return &st->stats;
 }
