@@ -15,6 +15,8 @@
 #                                       partition -> UNKNOWN -> HEALTHY (tunnels.py; ~4 min; root: private sshds and a
 #                                       network namespace)
 #   bash bench/run.sh metrics [ARGS]    GET /metrics with 1,000 services: daemon CPU per scrape (metrics.py; ~1 min)
+#   bash bench/run.sh soak [ARGS]       100,000 restarts and 100,000 API requests against one daemon: descriptors,
+#                                       RSS and loop handles per 10,000 (soak.py; ~10 min; --restarts N --requests N)
 #   bash bench/run.sh all [N...]        all five, one after the other (N... goes to bench.py)
 #   BENCH_IDLE_SECONDS=60               idle-CPU window per system and N
 #   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills; slurm N=50
@@ -48,7 +50,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|slurm|slurm-ssh|load|crash|tunnels|metrics|all) mode=$1; shift ;;
+  checks|adopt|slurm|slurm-ssh|load|crash|tunnels|metrics|soak|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -160,6 +162,7 @@ case $mode in
   tunnels) run_py 900 "$here/tunnels.py" "${common[@]}" "$@" || rc=$? ;;
   slurm-ssh) run_py 2400 "$here/slurm_ssh.py" "${common[@]}" "$@" || rc=$? ;;
   metrics) run_py 600 "$here/metrics.py" "${common[@]}" "$@" || rc=$? ;;
+  soak)   run_py 3600 "$here/soak.py" "${common[@]}" "$@" || rc=$? ;;
   all)
     for step in main checks adopt load slurm; do
       r=0

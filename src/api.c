@@ -698,7 +698,15 @@ void api_reload(struct daemon *d, struct conn *c, struct request *r, const char 
   cfg_errors_free(&errs);
 }
 
+static void count_handle(uv_handle_t *h, void *arg) {
+  size_t *n = arg;
+  n[0]++;
+  if (uv_is_active(h)) n[1]++;
+}
+
 void api_info(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
+  size_t handles[2] = {0, 0}; /* the loop's handles, and how many are active (a soak watches them) */
+  uv_walk(d->loop, count_handle, handles);
   unsigned counts[S__MAX] = {0};
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) counts[container_of(pos, struct service, link)->fsm.state]++;
@@ -706,15 +714,18 @@ void api_info(struct daemon *d, struct conn *c, struct request *r, const char *u
   for (int i = 0; i < S__MAX; i++)
     if (counts[i]) json_object_set_new(st, svc_state_name(i), json_integer(counts[i]));
   const char *serr = store_last_error(d->store);
-  conn_reply(c, 200,
-             json_pack("{s:s,s:i,s:f,s:f,s:s,s:s,s:s?,s:I,s:o,s:I,s:b,s:o,s:s,s:o}", "version", HERD_VERSION, "pid",
-                       (int)getpid(), "uptime", now_mono() - d->start_mono, "started", d->start_wall, "state_dir",
-                       d->state_dir, "socket", d->socket_path, "config", d->o.config_dir, "services",
-                       (json_int_t)d->nservices, "states", st, "connections", (json_int_t)ctl_nconns(d->ctl),
-                       "shutting_down", d->shutting_down, "store_error", serr ? json_string(serr) : json_null(),
-                       "priority", prio_rt() ? "realtime" : "normal", "cgroups",
-                       d->cg_root ? json_pack("{s:b,s:s}", "enabled", 1, "root", d->cg_root)
-                                  : json_pack("{s:b,s:s}", "enabled", 0, "why", d->cg_why)));
+  const struct store_stats *ss = store_stats(d->store);
+  conn_reply(
+      c, 200,
+      json_pack("{s:s,s:i,s:f,s:f,s:s,s:s,s:s?,s:I,s:o,s:I,s:b,s:o,s:b,s:I,s:s,s:o,s:o}", "version", HERD_VERSION,
+                "pid", (int)getpid(), "uptime", now_mono() - d->start_mono, "started", d->start_wall, "state_dir",
+                d->state_dir, "socket", d->socket_path, "config", d->o.config_dir, "services", (json_int_t)d->nservices,
+                "states", st, "connections", (json_int_t)ctl_nconns(d->ctl), "shutting_down", d->shutting_down,
+                "store_error", serr ? json_string(serr) : json_null(), "store_failing", ss->failing, "store_pending",
+                (json_int_t)ss->pending, "priority", prio_rt() ? "realtime" : "normal", "cgroups",
+                d->cg_root ? json_pack("{s:b,s:s}", "enabled", 1, "root", d->cg_root)
+                           : json_pack("{s:b,s:s}", "enabled", 0, "why", d->cg_why),
+                "handles", json_pack("{s:I,s:I}", "all", (json_int_t)handles[0], "active", (json_int_t)handles[1])));
 }
 
 /* ---- the loop's own lag: a 1 ms repeating timer's lateness, measured on request ----

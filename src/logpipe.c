@@ -56,9 +56,11 @@ static int log_fd(struct service *s, bool truncate) {
     s->log_fd = open(s->log_path, flags, 0600);
   }
   if (s->log_fd < 0) {
+    int e = errno;
     if (!s->log_error_said)
-      log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot open %s: %s", s->log_path, strerror(errno));
+      log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot open %s: %s", s->log_path, strerror(e));
     s->log_error_said = true;
+    errno = e; /* for the caller's count of what is lost */
     return -1;
   }
   s->log_error_said = false;
@@ -89,20 +91,60 @@ static void log_rotate(struct service *s) {
   s->log_at_bol = true;
 }
 
-static void file_write(struct service *s, const char *data, size_t n) {
-  if (n == 0 || log_fd(s, false) < 0) return;
-  /* A regular file in the page cache: write(2) does not block the loop in practice. */
+/* Output the log file could not take: counted, said once in the daemon's log and on the
+ * service (log_error), and marked in the log itself by a note once it writes again, so a
+ * gap is never silent. */
+static void file_lost(struct service *s, size_t n, int err) {
+  if (!s->log_lost)
+    log_msg(LOG_ERROR, s->spec->name, NULL, NULL, "cannot write %s: %s: its output is lost until it can", s->log_path,
+            strerror(err));
+  s->log_lost += n;
+  snprintf(s->log_error, sizeof s->log_error, "cannot write %s: %s (%llu bytes lost)", s->log_path, strerror(err),
+           (unsigned long long)s->log_lost);
+}
+
+/* Write all of data; -errno when the file takes no more. */
+static int write_all(struct service *s, const char *data, size_t n, size_t *done) {
   size_t off = 0;
+  int rc = 0;
   while (off < n) {
     ssize_t w = write(s->log_fd, data + off, n - off);
     if (w < 0) {
       if (errno == EINTR) continue;
-      break; /* disk full: the bytes still reach followers; the log has a gap */
+      rc = -errno;
+      break;
     }
     off += (size_t)w;
   }
   s->log_size += off;
-  s->log_at_bol = data[n - 1] == '\n';
+  if (off) s->log_at_bol = data[off - 1] == '\n';
+  *done = off;
+  return rc;
+}
+
+static void file_write(struct service *s, const char *data, size_t n) {
+  if (n == 0) return;
+  if (log_fd(s, false) < 0) return file_lost(s, n, errno);
+  /* A regular file in the page cache: write(2) does not block the loop in practice. */
+  size_t off;
+  if (s->log_lost) { /* writable again? the gap first */
+    char line[400], ts[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int k = snprintf(line, sizeof line, "%s[herd %s] %llu bytes of output were lost here: %s\n",
+                     s->log_at_bol ? "" : "\n", ts, (unsigned long long)s->log_lost, s->log_error);
+    if (k < 0 || (size_t)k >= sizeof line) k = (int)sizeof line - 1;
+    int rc = write_all(s, line, (size_t)k, &off);
+    if (rc < 0) return file_lost(s, n, -rc);
+    log_msg(LOG_INFO, s->spec->name, NULL, NULL, "%s writes again; %llu bytes of output were lost", s->log_path,
+            (unsigned long long)s->log_lost);
+    s->log_lost = 0;
+    s->log_error[0] = '\0';
+  }
+  int rc = write_all(s, data, n, &off);
+  if (rc < 0) file_lost(s, n - off, -rc); /* disk full: the bytes still reach followers */
 }
 
 static void log_write(struct service *s, const char *data, size_t n) {
@@ -217,11 +259,9 @@ int logpipe_open(struct service *s, char *err, size_t errlen) {
 
 int logpipe_attach(struct service *s) {
   if (s->reader) return 0;
-  static rlim_t limit;
-  if (!limit) {
-    struct rlimit rl;
-    limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : (1u << 20);
-  }
+  /* Read at every start, not once: the limit may be lowered while herd runs (prlimit). */
+  struct rlimit rl;
+  rlim_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur : (1u << 20);
   /* Read-write: we are a writer too, so the reader never sees EOF between writers. Descriptors
    * are handed out lowest first: one this high means the reserve is all that is left. The
    * cached log files go first (a cache); if that is not enough the start waits (the caller

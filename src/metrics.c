@@ -514,8 +514,8 @@ void api_health(struct daemon *d, struct conn *c, struct request *r, const char 
   json_t *loop =
       json_pack("{s:f,s:f,s:I}", "last_tick_ago", since_tick, "lag_max", hb->lag_max, "ticks", (json_int_t)hb->ticks);
   const char *serr = store_last_error(d->store);
-  json_t *store = json_pack("{s:b,s:I,s:I,s:o,s:o}", "ok", !ss->failing, "commits", (json_int_t)ss->commits, "errors",
-                            (json_int_t)ss->errors, "last_commit_ago",
+  json_t *store = json_pack("{s:b,s:I,s:I,s:I,s:o,s:o}", "ok", !ss->failing, "commits", (json_int_t)ss->commits,
+                            "errors", (json_int_t)ss->errors, "pending", (json_int_t)ss->pending, "last_commit_ago",
                             ss->last_commit_at ? json_real(now - ss->last_commit_at) : json_null(), "last_error",
                             serr ? json_string(serr) : json_null());
   /* The loop answers this request, so it turns now. It stood still if a tick is overdue

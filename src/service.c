@@ -566,6 +566,7 @@ json_t *service_json_view(struct service *s, bool full) {
   for (char **t = sp->tags; t && *t; t++) json_array_append_new(tags, json_string(*t));
   json_object_set_new(o, "tags", tags);
   json_object_set_new(o, "log", json_string(s->log_path));
+  if (s->log_error[0]) json_object_set_new(o, "log_error", json_string(s->log_error));
   if (s->spec->ndeps) {
     json_t *deps = json_array();
     for (size_t i = 0; i < s->spec->ndeps; i++) {

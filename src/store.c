@@ -37,10 +37,53 @@ struct checkpointer {
   bool error_new;
 };
 
+/*
+ * The journal: every write since the last successful commit, in order, with copies of
+ * its values. A commit that fails (disk full, read-only, the database locked by another
+ * process, an I/O error) is rolled back, but its writes stay here; while the store fails
+ * new writes only join the journal, and the whole of it is written again in one
+ * transaction at most once per STORE_RETRY seconds (the heartbeat turns the loop at least
+ * once a second, so a retry comes even when nothing else happens). Nothing the daemon
+ * recorded is lost to a fault that goes away: the first commit that succeeds carries the
+ * events, instances and states of the whole outage, in their order, with their ids.
+ */
+#define STORE_RETRY 1.0
+/* Writes held at most; past it, events are dropped (counted and logged) and state still kept. */
+#define STORE_JOURNAL_MAX 200000
+/* On the loop's connection: a database locked by someone else fails the turn's commit after
+ * this long (it is retried) instead of holding the loop for SQLite's usual wait. */
+#define STORE_BUSY_MS 50
+/* Writing the journal again: writes per transaction, and the share of a loop turn it may take. */
+#define STORE_CHUNK 1000
+#define STORE_DRAIN_BUDGET 0.02
+
+enum { JV_NULL, JV_INT, JV_REAL, JV_TEXT };
+struct jval {
+  int type;
+  int64_t i;
+  double r;
+  char *t;
+};
+struct jop {
+  sqlite3_stmt *stmt;
+  const char *what;
+  bool event;
+  int n;
+  struct jval v[8];
+};
+
 struct store {
   sqlite3 *db;
   struct checkpointer *ck; /* NULL: SQLite checkpoints inside commits (no threads) */
   bool in_txn;
+  bool txn_failed; /* a statement of the open transaction failed in a way that may pass */
+  bool held;       /* a commit failed: the journal holds writes not yet in the database */
+  struct jop *jr;  /* the journal (above): jr[jr_head..njr) not yet in the database */
+  size_t jr_head, njr, jr_cap;
+  uint64_t saved;   /* writes of the journal saved since it began to hold them */
+  double retry_at;  /* monotonic: the next attempt while failing */
+  uint64_t dropped; /* events dropped past STORE_JOURNAL_MAX */
+  char said[256];   /* the last error logged (the same one is not logged again) */
   int64_t next_event, next_instance;
   int reset_changes; /* sqlite3_total_changes at the last store_reset */
   char last_error[256];
@@ -66,33 +109,173 @@ static void note_error(struct store *st, const char *what) {
   st->stats.failing = true;
   st->stats.last_error_at = now_mono();
   snprintf(st->last_error, sizeof st->last_error, "%s: %s", what, sqlite3_errmsg(st->db));
-  log_error("store: %s", st->last_error);
+  /* While it fails, a retry a second would log the same line a second: say each error once. */
+  if (strcmp(st->said, st->last_error)) {
+    log_error("store: %s%s", st->last_error,
+              st->njr ? " (the writes are kept in memory and written when the store can write again)" : "");
+    snprintf(st->said, sizeof st->said, "%s", st->last_error);
+  }
+}
+
+/* A failure that may pass (space freed, the lock released, the file system writable again):
+ * the write is kept and retried. Any other (a constraint: a bug) drops that one write. */
+static bool transient(int rc) {
+  switch (rc & 0xff) {
+  case SQLITE_FULL:
+  case SQLITE_IOERR:
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+  case SQLITE_READONLY:
+  case SQLITE_CANTOPEN:
+  case SQLITE_PERM:
+  case SQLITE_NOMEM:
+  case SQLITE_PROTOCOL: return true;
+  default: return false;
+  }
+}
+
+static void jop_free(struct jop *o) {
+  for (int k = 0; k < o->n; k++)
+    if (o->v[k].type == JV_TEXT) free(o->v[k].t);
+}
+
+static void journal_clear(struct store *st) {
+  for (size_t i = st->jr_head; i < st->njr; i++) jop_free(&st->jr[i]);
+  st->njr = st->jr_head = 0;
+  if (st->jr_cap > 1024) { /* an outage's worth is given back */
+    free(st->jr);
+    st->jr = NULL;
+    st->jr_cap = 0;
+  }
+}
+
+/* Run one journaled write in the open transaction; false when it failed and may be retried. */
+static bool jop_exec(struct store *st, struct jop *o) {
+  sqlite3_stmt *s = o->stmt;
+  for (int k = 0; k < o->n; k++) {
+    struct jval *v = &o->v[k];
+    if (v->type == JV_INT)
+      sqlite3_bind_int64(s, k + 1, v->i);
+    else if (v->type == JV_REAL)
+      sqlite3_bind_double(s, k + 1, v->r);
+    else if (v->type == JV_TEXT)
+      sqlite3_bind_text(s, k + 1, v->t, -1, SQLITE_STATIC);
+  }
+  int rc = sqlite3_step(s);
+  bool ok = rc == SQLITE_DONE;
+  if (!ok) {
+    rc = sqlite3_reset(s); /* the statement's own error code */
+    note_error(st, o->what);
+  }
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return ok || !transient(rc);
 }
 
 static void begin(struct store *st) {
   if (st->in_txn) return;
-  if (sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+  if (sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
     note_error(st, "begin");
-  else
-    st->in_txn = true;
+    st->held = true; /* what the journal holds waits for the next retry */
+    st->retry_at = now_mono() + STORE_RETRY;
+    return;
+  }
+  st->in_txn = true;
+  st->txn_failed = false;
+}
+
+/* Commit the open transaction; false (rolled back, the journal kept) when it failed. */
+static bool commit(struct store *st) {
+  if (!st->in_txn) return false;
+  st->in_txn = false;
+  if (st->txn_failed || sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (!st->txn_failed) note_error(st, "commit");
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    st->retry_at = now_mono() + STORE_RETRY;
+    st->held = true;
+    return false;
+  }
+  st->stats.commits++;
+  st->stats.last_commit_at = now_mono();
+  return true;
+}
+
+/* Written: whatever failed before has not stopped the store from writing. */
+static void written(struct store *st) {
+  journal_clear(st);
+  st->held = false;
+  st->dropped = 0;
+  st->stats.failing = false;
+}
+
+/* While held: write the journal again, oldest first, in transactions of at most
+ * STORE_CHUNK writes (a prefix of the journal is as good as all of it: the order is kept),
+ * so a retry that fails costs one chunk, not the whole outage's writes; once it writes, at
+ * most `budget` seconds of this loop turn go to it, the rest in the next turns. */
+static void drain(struct store *st, double budget) {
+  double t0 = now_mono();
+  while (st->jr_head < st->njr) {
+    size_t end = st->njr - st->jr_head > STORE_CHUNK ? st->jr_head + STORE_CHUNK : st->njr;
+    begin(st);
+    if (!st->in_txn) return; /* begin failed: retried later */
+    for (size_t i = st->jr_head; i < end && !st->txn_failed; i++)
+      if (!jop_exec(st, &st->jr[i])) st->txn_failed = true;
+    if (!commit(st)) return;
+    for (size_t i = st->jr_head; i < end; i++) jop_free(&st->jr[i]);
+    st->saved += end - st->jr_head;
+    st->jr_head = end;
+    if (st->jr_head < st->njr && now_mono() - t0 > budget) {
+      st->retry_at = 0; /* the rest in the next loop turn */
+      return;
+    }
+  }
+  log_info("store: writing again; the %llu write(s) held while it failed are saved%s", (unsigned long long)st->saved,
+           st->dropped ? " (some events were dropped: see above)" : "");
+  st->said[0] = '\0';
+  st->saved = 0;
+  written(st);
 }
 
 void store_flush(struct store *st) {
-  if (!st || !st->in_txn) return;
-  st->in_txn = false;
-  if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-    note_error(st, "commit");
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+  if (!st) return;
+  if (st->held) {
+    if (now_mono() >= st->retry_at) drain(st, STORE_DRAIN_BUDGET);
     return;
   }
-  /* Written: whatever failed before has not stopped the store from writing. */
-  st->stats.commits++;
-  st->stats.failing = false;
-  st->stats.last_commit_at = now_mono();
+  if (commit(st)) written(st);
+}
+
+/* One write: kept in the journal until committed; run now unless the store is failing. */
+static void write_op(struct store *st, struct jop *o) {
+  if (st->njr - st->jr_head >= STORE_JOURNAL_MAX && o->event) {
+    if (!st->dropped++)
+      log_error("store: %d writes wait for the store; further events are dropped until it writes again",
+                STORE_JOURNAL_MAX);
+    jop_free(o);
+    return;
+  }
+  if (st->njr == st->jr_cap) {
+    st->jr_cap = st->jr_cap ? st->jr_cap * 2 : 64;
+    st->jr = xrealloc(st->jr, st->jr_cap * sizeof *st->jr);
+  }
+  st->jr[st->njr++] = *o;
+  if (st->held) return; /* the next retry writes it after the rest */
+  begin(st);
+  if (st->in_txn && !st->txn_failed && !jop_exec(st, &st->jr[st->njr - 1])) st->txn_failed = true;
+}
+
+static void jv_int(struct jop *o, int64_t v) { o->v[o->n++] = (struct jval){.type = JV_INT, .i = v}; }
+static void jv_real(struct jop *o, double v) { o->v[o->n++] = (struct jval){.type = JV_REAL, .r = v}; }
+static void jv_null(struct jop *o) { o->v[o->n++] = (struct jval){.type = JV_NULL}; }
+static void jv_text(struct jop *o, const char *t) {
+  if (!t) return jv_null(o);
+  o->v[o->n++] = (struct jval){.type = JV_TEXT, .t = xstrdup(t)};
 }
 
 void store_reset(struct store *st) {
   store_flush(st);
+  journal_clear(st);
+  st->held = false;
   if (sqlite3_total_changes(st->db) == st->reset_changes) return; /* nothing written since */
   if (sqlite3_exec(st->db,
                    "DELETE FROM services; DELETE FROM instances; DELETE FROM events;"
@@ -307,6 +490,7 @@ int store_open(const char *path, struct store **out, char **err) {
   snprintf(sql, sizeof sql, "DELETE FROM events WHERE id < %lld", (long long)(st->next_event - STORE_KEEP_EVENTS));
   sqlite3_exec(st->db, sql, NULL, NULL, NULL);
   checkpointer_start(st, path);
+  sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
   *out = st;
   return 0;
 fail:
@@ -316,7 +500,15 @@ fail:
 
 void store_close(struct store *st) {
   if (!st) return;
-  if (st->db) store_flush(st);
+  if (st->db) {
+    if (st->held)
+      drain(st, 1e9); /* one last attempt, all of it */
+    else
+      store_flush(st);
+    if (st->held) log_error("store: %zu write(s) could not be saved: %s", st->njr - st->jr_head, st->last_error);
+  }
+  journal_clear(st);
+  free(st->jr);
   sqlite3_stmt **all[] = {&st->set_state, &st->put_service, &st->set_wanted, &st->del_service, &st->inst_start,
                           &st->inst_end,  &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc,
                           &st->ev_newest, &st->inst_job,    &st->inst_pid,   &st->meta_get,    &st->meta_put};
@@ -324,12 +516,6 @@ void store_close(struct store *st) {
   checkpointer_stop(st);
   if (st->db) sqlite3_close(st->db); /* the last connection: SQLite checkpoints the rest */
   free(st);
-}
-
-static void run(struct store *st, sqlite3_stmt *s, const char *what) {
-  if (sqlite3_step(s) != SQLITE_DONE) note_error(st, what);
-  sqlite3_reset(s);
-  sqlite3_clear_bindings(s);
 }
 
 void store_each_service(struct store *st, store_service_cb cb, void *arg) {
@@ -347,63 +533,76 @@ void store_each_service(struct store *st, store_service_cb cb, void *arg) {
 }
 
 void store_put_service(struct store *st, const char *name, const char *source, const char *spec, const char *wanted) {
-  begin(st);
-  sqlite3_bind_text(st->put_service, 1, name, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st->put_service, 2, source, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st->put_service, 3, spec, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st->put_service, 4, wanted, -1, SQLITE_STATIC);
-  run(st, st->put_service, "put service");
+  struct jop o = {.stmt = st->put_service, .what = "put service"};
+  jv_text(&o, name);
+  jv_text(&o, source);
+  jv_text(&o, spec);
+  jv_text(&o, wanted);
+  write_op(st, &o);
 }
 
 void store_set_state(struct store *st, const char *name, const char *state, unsigned restarts) {
-  begin(st);
-  sqlite3_bind_text(st->set_state, 1, state, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st->set_state, 2, (int)restarts);
-  sqlite3_bind_text(st->set_state, 3, name, -1, SQLITE_STATIC);
-  run(st, st->set_state, "set state");
+  struct jop o = {.stmt = st->set_state, .what = "set state"};
+  jv_text(&o, state);
+  jv_int(&o, (int)restarts);
+  jv_text(&o, name);
+  write_op(st, &o);
 }
 
 void store_set_wanted(struct store *st, const char *name, const char *wanted) {
-  begin(st);
-  sqlite3_bind_text(st->set_wanted, 1, wanted, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st->set_wanted, 2, name, -1, SQLITE_STATIC);
-  run(st, st->set_wanted, "set wanted");
+  struct jop o = {.stmt = st->set_wanted, .what = "set wanted"};
+  jv_text(&o, wanted);
+  jv_text(&o, name);
+  write_op(st, &o);
 }
 
 void store_del_service(struct store *st, const char *name) {
-  begin(st);
-  sqlite3_bind_text(st->del_service, 1, name, -1, SQLITE_STATIC);
-  run(st, st->del_service, "delete service");
+  struct jop o = {.stmt = st->del_service, .what = "delete service"};
+  jv_text(&o, name);
+  write_op(st, &o);
 }
 
 int64_t store_instance_start(struct store *st, const char *service, unsigned attempt, int pid, uint64_t starttime,
                              double started_at, const char *cmdline, int port) {
-  begin(st);
   int64_t id = st->next_instance++;
-  sqlite3_stmt *s = st->inst_start;
-  sqlite3_bind_int64(s, 1, id);
-  sqlite3_bind_text(s, 2, service, -1, SQLITE_STATIC);
-  sqlite3_bind_int(s, 3, (int)attempt);
-  if (pid > 0) sqlite3_bind_int(s, 4, pid);
-  if (starttime) sqlite3_bind_int64(s, 5, (int64_t)starttime);
-  sqlite3_bind_double(s, 6, started_at);
-  if (cmdline) sqlite3_bind_text(s, 7, cmdline, -1, SQLITE_STATIC);
-  if (port > 0) sqlite3_bind_int(s, 8, port);
-  run(st, s, "instance start");
+  struct jop o = {.stmt = st->inst_start, .what = "instance start"};
+  jv_int(&o, id);
+  jv_text(&o, service);
+  jv_int(&o, (int)attempt);
+  if (pid > 0)
+    jv_int(&o, pid);
+  else
+    jv_null(&o);
+  if (starttime)
+    jv_int(&o, (int64_t)starttime);
+  else
+    jv_null(&o);
+  jv_real(&o, started_at);
+  jv_text(&o, cmdline);
+  if (port > 0)
+    jv_int(&o, port);
+  else
+    jv_null(&o);
+  write_op(st, &o);
   return id;
 }
 
 void store_instance_end(struct store *st, int64_t id, const char *end_state, int code, int sig, const char *reason,
                         double ended_at) {
-  begin(st);
-  sqlite3_stmt *s = st->inst_end;
-  sqlite3_bind_text(s, 1, end_state, -1, SQLITE_STATIC);
-  if (code >= 0) sqlite3_bind_int(s, 2, code);
-  if (sig > 0) sqlite3_bind_int(s, 3, sig);
-  sqlite3_bind_text(s, 4, reason, -1, SQLITE_STATIC);
-  sqlite3_bind_double(s, 5, ended_at);
-  sqlite3_bind_int64(s, 6, id);
-  run(st, s, "instance end");
+  struct jop o = {.stmt = st->inst_end, .what = "instance end"};
+  jv_text(&o, end_state);
+  if (code >= 0)
+    jv_int(&o, code);
+  else
+    jv_null(&o);
+  if (sig > 0)
+    jv_int(&o, sig);
+  else
+    jv_null(&o);
+  jv_text(&o, reason);
+  jv_real(&o, ended_at);
+  jv_int(&o, id);
+  write_op(st, &o);
 }
 
 int store_last_instance(struct store *st, const char *service, struct store_instance *o) {
@@ -435,17 +634,19 @@ int store_last_instance(struct store *st, const char *service, struct store_inst
 
 int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,
                         const char *to, const char *reason) {
-  begin(st);
   int64_t id = st->next_event++;
-  sqlite3_stmt *s = st->ev_add;
-  sqlite3_bind_int64(s, 1, id);
-  sqlite3_bind_double(s, 2, ts);
-  sqlite3_bind_text(s, 3, service, -1, SQLITE_STATIC);
-  if (instance > 0) sqlite3_bind_int64(s, 4, instance);
-  sqlite3_bind_text(s, 5, from, -1, SQLITE_STATIC);
-  sqlite3_bind_text(s, 6, to, -1, SQLITE_STATIC);
-  sqlite3_bind_text(s, 7, reason, -1, SQLITE_STATIC);
-  run(st, s, "event");
+  struct jop o = {.stmt = st->ev_add, .what = "event", .event = true};
+  jv_int(&o, id);
+  jv_real(&o, ts);
+  jv_text(&o, service);
+  if (instance > 0)
+    jv_int(&o, instance);
+  else
+    jv_null(&o);
+  jv_text(&o, from);
+  jv_text(&o, to);
+  jv_text(&o, reason);
+  write_op(st, &o);
   return id;
 }
 
@@ -482,21 +683,25 @@ void store_each_event(struct store *st, int64_t since, int limit, const char *se
 }
 
 void store_instance_job(struct store *st, int64_t id, const char *cluster, int64_t job_id) {
-  begin(st);
-  sqlite3_stmt *s = st->inst_job;
-  sqlite3_bind_text(s, 1, cluster, -1, SQLITE_STATIC);
-  if (job_id > 0) sqlite3_bind_int64(s, 2, job_id);
-  sqlite3_bind_int64(s, 3, id);
-  run(st, s, "instance job");
+  struct jop o = {.stmt = st->inst_job, .what = "instance job"};
+  jv_text(&o, cluster);
+  if (job_id > 0)
+    jv_int(&o, job_id);
+  else
+    jv_null(&o);
+  jv_int(&o, id);
+  write_op(st, &o);
 }
 
 void store_instance_pid(struct store *st, int64_t id, int pid, uint64_t starttime) {
-  begin(st);
-  sqlite3_stmt *s = st->inst_pid;
-  sqlite3_bind_int(s, 1, pid);
-  if (starttime) sqlite3_bind_int64(s, 2, (int64_t)starttime);
-  sqlite3_bind_int64(s, 3, id);
-  run(st, s, "instance pid");
+  struct jop o = {.stmt = st->inst_pid, .what = "instance pid"};
+  jv_int(&o, pid);
+  if (starttime)
+    jv_int(&o, (int64_t)starttime);
+  else
+    jv_null(&o);
+  jv_int(&o, id);
+  write_op(st, &o);
 }
 
 char *store_meta_get(struct store *st, const char *key) {
@@ -509,12 +714,16 @@ char *store_meta_get(struct store *st, const char *key) {
 }
 
 void store_meta_put(struct store *st, const char *key, const char *value) {
-  begin(st);
-  sqlite3_bind_text(st->meta_put, 1, key, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st->meta_put, 2, value, -1, SQLITE_STATIC);
-  run(st, st->meta_put, "meta");
+  struct jop o = {.stmt = st->meta_put, .what = "meta"};
+  jv_text(&o, key);
+  jv_text(&o, value);
+  write_op(st, &o);
 }
 
-const struct store_stats *store_stats(struct store *st) { return &st->stats; }
+const struct store_stats *store_stats(struct store *st) {
+  st->stats.pending = st->held ? st->njr - st->jr_head : 0;
+  st->stats.dropped = st->dropped;
+  return &st->stats;
+}
 
 const char *store_last_error(struct store *st) { return st->last_error[0] ? st->last_error : NULL; }

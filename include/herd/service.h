@@ -78,6 +78,8 @@ struct service {
   int log_fd;               /* the log file while it is in the daemon's cache, or -1 */
   struct list logfd_link;   /* in the daemon's cache of open log files, least recent first */
   bool log_error_said;      /* the log file cannot be opened, and the daemon's log said so */
+  uint64_t log_lost;        /* output bytes the log file could not take (disk full, read-only) */
+  char log_error[160];      /* why, while bytes are being lost ("" once the log writes again) */
   uint64_t log_size;
   bool log_at_bol; /* the log file ends with a newline (or is empty) */
   char *fifo_path, *log_path;

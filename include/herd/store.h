@@ -87,6 +87,8 @@ struct store_stats {
   uint64_t commits;                     /* transactions committed */
   uint64_t errors;                      /* failed statements and commits */
   bool failing;                         /* a write failed and no commit has succeeded since */
+  size_t pending;                       /* writes held in memory, waiting for the store to write again */
+  uint64_t dropped;                     /* events dropped while it failed (past the journal's bound) */
   double last_commit_at, last_error_at; /* monotonic; 0 = never */
 };
 const struct store_stats *store_stats(struct store *st);
