@@ -183,6 +183,7 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
       row->reason = s->reason;
       row->check_msg = check_last_msg(s);
       row->check_ok = row->check_msg ? check_last_ok(s) : -1;
+      row->notify_status = service_notify_status(s);
     } else if (full) {
       json_array_append_new(a, service_json_view(s, true));
     } else {

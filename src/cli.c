@@ -164,6 +164,7 @@ static void print_table(struct cli *cli, json_t *services) {
     json_t *last = json_object_get(json_object_get(s, "check"), "last");
     r->check_ok = json_is_boolean(json_object_get(last, "ok")) ? json_is_true(json_object_get(last, "ok")) : -1;
     r->check_msg = json_string_value(json_object_get(last, "message"));
+    r->notify_status = json_string_value(json_object_get(s, "notify_status"));
   }
   struct buf out = {0};
   status_table(&out, rows, n, cli->color);

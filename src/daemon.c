@@ -4,6 +4,7 @@
 #include "herd/check.h"
 #include "herd/ctl.h"
 #include "herd/log.h"
+#include "herd/notify.h"
 #include "herd/cgroup.h"
 #include "herd/prio.h"
 #include "herd/slurm.h"
@@ -135,6 +136,7 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
   heartbeat_close(d);
+  notify_close(d);
   while (!list_empty(&d->delayed)) {
     struct delayed_stop *x = container_of(d->delayed.next, struct delayed_stop, link);
     list_del(&x->link);
@@ -689,6 +691,7 @@ int daemon_run(const struct daemon_opts *o) {
                "SCHED_OTHER (--priority realtime)");
     else
       log_info("priority: normal (%s)", prio_why_not());
+    notify_open(d); /* before any service starts: their NOTIFY_SOCKET (a failure is logged) */
     daemon_boot_begin(d);
     for (size_t i = 0; i < cfgset.n; i++) {
       struct spec *sp = cfgset.v[i];

@@ -85,7 +85,8 @@ struct daemon {
   size_t npidfds;     /* pidfds held for re-adopted instances */
   struct list polled; /* re-adopted instances past the pidfd budget, polled (proc.c) */
   uv_timer_t poll_timer;
-  struct heartbeat hb; /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
+  struct heartbeat hb;       /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
+  struct notifier *notifier; /* the notify socket offered to services (notify.c), or NULL */
 };
 
 /** Run the daemon in the foreground until a shutdown. Returns the process exit code. */
