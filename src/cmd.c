@@ -36,7 +36,7 @@ const struct cmd_entry cmd_table[] = {
     [CMD_LOGS] = {"logs", "NAME [-f] [-n N] [--job]",
                   "print a service's log (-f: follow; --job: a Slurm job's own output)", "GET",
                   "/v1/services/{name}/logs", false, api_logs, cli_logs},
-    [CMD_EVENTS] = {"events", "[-f] [--since ID] [--service NAME]", "print state changes (-f: follow)", "GET",
+    [CMD_EVENTS] = {"events", "[-f] [--since ID] [--service NAME] [--json]", "print state changes (-f: follow)", "GET",
                     "/v1/events", false, api_events, cli_events},
     [CMD_RELOAD] = {"reload", "", "re-read the config directory", "POST", "/v1/reload", true, api_reload, cli_reload},
     [CMD_INFO] = {"info", "", "show the daemon's version, uptime and counts by state", "GET", "/v1/daemon", false,
@@ -52,9 +52,8 @@ const struct cmd_entry cmd_table[] = {
                       "/v1/clusters", false, api_clusters, cli_clusters},
     [CMD_HOSTS] = {"hosts", "[--json]", "show the ssh hosts: state, master pid, forwards, reconnects, last error",
                    "GET", "/v1/hosts", false, api_hosts, cli_hosts},
-    [CMD_SHUTDOWN] = {"shutdown", "[--leave-running] [--priority realtime|normal]",
-                      "stop every service and exit the daemon (or leave them running)", "POST", "/v1/shutdown", true,
-                      api_shutdown, cli_shutdown},
+    [CMD_SHUTDOWN] = {"shutdown", "[--leave-running]", "stop every service and exit the daemon (or leave them running)",
+                      "POST", "/v1/shutdown", true, api_shutdown, cli_shutdown},
     [CMD_HELP] = {"help", "[CMD]", "show help", NULL, NULL, false, NULL, cli_help},
 };
 static_assert(sizeof cmd_table / sizeof cmd_table[0] == CMD_MAX, "one entry per cmd_id");
