@@ -172,7 +172,10 @@ int notify_open(struct daemon *d) {
   }
   /* We hold the state dir's lock: a socket file left here is a dead daemon's. */
   unlink(n->path);
-  if (bind(n->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+  mode_t old = umask(0177); /* private to herd's user, as everything in the state dir */
+  int brc = bind(n->fd, (struct sockaddr *)&sa, sizeof sa);
+  umask(old);
+  if (brc < 0) {
     rc = -errno;
     goto fail;
   }

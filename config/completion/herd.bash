@@ -17,7 +17,7 @@ _herd_services() {
 
 _herd_flags() {
     case $1 in
-    daemon) echo "--config --state-dir --socket --log-level --log-format --read-group --leave-running --priority --cgroups --liveness-file" ;;
+    daemon) echo "--config --state-dir --socket --log-level --log-format --read-group --leave-running --priority --cgroups --liveness-file --http --http-token-file" ;;
     status) echo "--json --state --tag --watch" ;;
     start | restart) echo "--wait --timeout" ;;
     stop) echo "--wait --timeout --delay" ;;
@@ -46,7 +46,7 @@ _herd() {
     for ((j = i + 1; j < COMP_CWORD; j++)); do
         case ${COMP_WORDS[j]} in
         --state | --tag | --timeout | --delay | -n | --lines | --since | --service | --config | --state-dir | --socket | \
-            --log-level | --log-format | --read-group | --priority | --cgroups | --liveness-file) ((j++)) ;;
+            --log-level | --log-format | --read-group | --priority | --cgroups | --liveness-file | --http | --http-token-file) ((j++)) ;;
         -*) ;;
         *) ((nargs++)) ;;
         esac
@@ -66,7 +66,7 @@ _herd() {
     # A flag's value.
     case $prev in
     --config | --state-dir) COMPREPLY=($(compgen -d -- "$cur")) && return ;;
-    --socket | --liveness-file) COMPREPLY=($(compgen -f -- "$cur")) && return ;;
+    --socket | --liveness-file | --http-token-file) COMPREPLY=($(compgen -f -- "$cur")) && return ;;
     --log-level) COMPREPLY=($(compgen -W "debug info warn error" -- "$cur")) && return ;;
     --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")) && return ;;
     --priority) COMPREPLY=($(compgen -W "realtime normal" -- "$cur")) && return ;;
@@ -74,7 +74,7 @@ _herd() {
     --read-group) COMPREPLY=($(compgen -g -- "$cur")) && return ;;
     --state) COMPREPLY=($(compgen -W "SUBMITTED PENDING STARTING HEALTHY UNHEALTHY STOPPING STOPPED FAILED TIMEOUT COMPLETED BACKOFF UNKNOWN" -- "$cur")) && return ;;
     --service) COMPREPLY=($(compgen -W "$(_herd_services)" -- "$cur")) && return ;;
-    --tag | --timeout | --delay | -n | --lines | --since) return ;;
+    --tag | --timeout | --delay | -n | --lines | --since | --http) return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_herd_flags "$cmd")" -- "$cur"))

@@ -86,6 +86,7 @@ class Notify(SanitizedSuiteTest):
         ev = wait_until(lambda: next((e for e in self.d.events(service="wd") if e["to"] == "FAILED"), None),
                         timeout=5, what="the watchdog to fire")
         self.assertIn("watchdog: no WATCHDOG=1 for 1s", ev["reason"])
+        open(flag, "w").close()  # the next instance pets again (it checks after its READY=1, 0.2 s in)
         s = wait_until(lambda: (lambda x: x if x["state"] == "HEALTHY" and x["pid"] != pid else None)(
             self.d.service("wd")), timeout=10, what="a new instance")
         self.assertGreaterEqual(s["restarts"], 1)
