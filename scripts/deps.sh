@@ -10,6 +10,10 @@ pkgs=(build-essential cmake pkg-config ca-certificates python3
       openssh-client)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(procps iproute2 sqlite3 supervisor runit monit clang-format openssl)
+  # the man pages rendered and the zsh completion parsed (tests/e2e/test_docs.py)
+  pkgs+=(groff-base man-db zsh)
+  # a real browser for the status page (tests/e2e/test_web.py: headless, over the DevTools pipe)
+  pkgs+=(chromium)
   # libFuzzer for tests/fuzz (bench/fuzz.sh): clang's -fsanitize=fuzzer runtime is in
   # libclang-rt-14-dev, only recommended by clang-14 (libfuzzer-14-dev is the standalone library)
   pkgs+=(clang libclang-rt-14-dev)

@@ -184,6 +184,7 @@ void api_list(struct daemon *d, struct conn *c, struct request *r, const char *u
       row->reason = s->reason;
       row->check_msg = check_last_msg(s);
       row->check_ok = row->check_msg ? check_last_ok(s) : -1;
+      row->notify_status = service_notify_status(s);
     } else if (full) {
       json_array_append_new(a, service_json_view(s, true));
     } else {
@@ -602,7 +603,35 @@ struct ev_follower {
   struct svc_watch w;
   struct conn *c;
   char service[64];
+  bool sse; /* format=sse: server-sent events, each with the service's summary as it is now */
 };
+
+/* One server-sent event: the event (a line of NDJSON, without its newline) and the
+ * service's summary now (null once it is gone), for a page that redraws its row. */
+static void sse_frame(struct buf *b, struct service *s, const char *line, size_t n, long long id) {
+  buf_printf(b, "id: %lld\ndata: {\"event\":", id);
+  buf_append(b, line, n);
+  buf_lit(b, ",\"service\":");
+  if (s)
+    service_summary_append(b, s);
+  else
+    buf_lit(b, "null");
+  buf_lit(b, "}\n\n");
+}
+
+/* The NDJSON lines of a backlog as server-sent events. */
+static void sse_lines(struct buf *out, struct daemon *d, const struct buf *nd) {
+  const char *p = nd->data, *end = nd->data + nd->len;
+  while (p && p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+    json_t *o = json_loadb(p, n, 0, NULL);
+    const char *name = json_string_value(json_object_get(o, "service"));
+    sse_frame(out, name ? daemon_find(d, name) : NULL, p, n, (long long)json_integer_value(json_object_get(o, "id")));
+    json_decref(o);
+    p += n + 1;
+  }
+}
 
 static void ev_follower_transition(struct svc_watch *w, struct service *s, svc_state from, svc_state to,
                                    const char *reason, int64_t id, double ts) {
@@ -610,6 +639,12 @@ static void ev_follower_transition(struct svc_watch *w, struct service *s, svc_s
   if (f->service[0] && strcmp(f->service, s->spec->name)) return;
   struct buf b = {0};
   append_line(&b, event_json(id, ts, s->spec->name, s->instance, svc_state_name(from), svc_state_name(to), reason));
+  if (f->sse) {
+    struct buf e = {0};
+    sse_frame(&e, s, b.data, b.len - 1, (long long)id);
+    buf_free(&b);
+    b = e;
+  }
   conn_stream_write(f->c, b.data, b.len);
   buf_free(&b);
 }
@@ -627,6 +662,17 @@ void api_events(struct daemon *d, struct conn *c, struct request *r, const char 
   const char *limit = req_query(r, "limit", lb, sizeof lb);
   const char *svc = req_query(r, "service", svb, sizeof svb);
   bool fol = follow && (!strcmp(follow, "1") || !strcmp(follow, "true") || !*follow);
+  char fmb[16];
+  const char *format = req_query(r, "format", fmb, sizeof fmb);
+  if (format && strcmp(format, "ndjson") && strcmp(format, "sse")) {
+    conn_error(c, 400, "bad_format", json_pack("{s:s}", "param", "format"), "format must be \"ndjson\" or \"sse\"");
+    return;
+  }
+  bool sse = format && !strcmp(format, "sse");
+  if (sse && !fol) {
+    conn_error(c, 400, "bad_format", json_pack("{s:s}", "param", "format"), "format=sse is a stream: add follow=1");
+    return;
+  }
   long long from = 0;
   if (since) {
     errno = 0;
@@ -666,12 +712,20 @@ void api_events(struct daemon *d, struct conn *c, struct request *r, const char 
     buf_free(&ec.b);
     return;
   }
-  conn_stream_begin(c, 200, "application/x-ndjson");
+  conn_stream_begin(c, 200, sse ? "text/event-stream" : "application/x-ndjson");
+  if (sse) { /* the backlog as events too, and a comment so that the page knows it is live */
+    struct buf e = {0};
+    buf_lit(&e, ": herd\n\n");
+    if (ec.b.len) sse_lines(&e, d, &ec.b);
+    buf_free(&ec.b);
+    ec.b = e;
+  }
   if (ec.b.len) conn_stream_write(c, ec.b.data, ec.b.len);
   buf_free(&ec.b);
   if (conn_closing(c)) return;
   struct ev_follower *f = xcalloc(1, sizeof *f);
   f->c = c;
+  f->sse = sse;
   if (svc) snprintf(f->service, sizeof f->service, "%s", svc);
   f->w.on_transition = ev_follower_transition;
   list_add_tail(&d->watches, &f->w.link);
@@ -901,4 +955,45 @@ void api_shutdown(struct daemon *d, struct conn *c, struct request *r, const cha
     daemon_leave(d);
   else
     daemon_shutdown(d);
+}
+
+/* ---- the status page (herd daemon --http: ctl_open_http's listener) ----
+ *
+ * GET / is the page (src/web/status.html, compiled in); GET /metrics and the GET routes of
+ * the API (the page reads /v1/services and /v1/events?follow=1&format=sse) answer as on the
+ * control socket; POST start, stop and restart of a service need the token
+ * (--http-token-file); nothing else is served. */
+
+extern const char web_status_html[];
+extern const size_t web_status_html_len;
+
+/* The writes the page may make: /v1/services/NAME/start, /stop, /restart. */
+static bool page_action(const char *path) {
+  const char *p = "/v1/services/";
+  if (strncmp(path, p, strlen(p))) return false;
+  const char *slash = strchr(path + strlen(p), '/');
+  return slash && slash > path + strlen(p) &&
+         (!strcmp(slash, "/start") || !strcmp(slash, "/stop") || !strcmp(slash, "/restart"));
+}
+
+void web_dispatch(void *daemon, struct conn *c, struct request *r) {
+  if (!strcmp(r->method, "GET") && (!strcmp(r->path, "/") || !strcmp(r->path, "/index.html"))) {
+    conn_reply_raw(c, 200, "text/html; charset=utf-8", web_status_html, web_status_html_len);
+    return;
+  }
+  if (!strcmp(r->method, "GET")) {
+    api_dispatch(daemon, c, r); /* read-only: request.can_write only with the token */
+    return;
+  }
+  if (!strcmp(r->method, "POST") && page_action(r->path)) {
+    if (!r->can_write) {
+      conn_error(c, 401, "token_required", NULL,
+                 "this needs the status page's token (Authorization: Bearer TOKEN; see --http-token-file)");
+      return;
+    }
+    api_dispatch(daemon, c, r);
+    return;
+  }
+  conn_error(c, 403, "not_on_status_page", NULL, "%s %s is not served on the status page (use the control socket)",
+             r->method, r->path);
 }

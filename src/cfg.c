@@ -344,6 +344,8 @@ static const char *const service_keys[] = {"name",
                                            "error",
                                            "container",
                                            "queue_timeout",
+                                           "ready",
+                                           "watchdog",
                                            NULL};
 /* Keys that only mean something to the Slurm backend. */
 static const char *const slurm_only_keys[] = {"cluster",       "script", "partition", "time_limit",    "nodes",
@@ -679,6 +681,22 @@ static void clamp_reset_after(struct pctx *c, const char *prefix, struct spec *s
            s->backoff.reset_after, CFG_RESET_MIN);
 }
 
+/* "ready": "notify" and "watchdog": the notify protocol herd offers local processes. */
+static void parse_notify(struct pctx *c, const char *prefix, json_t *o, struct spec *s) {
+  char f[256];
+  json_t *v;
+  static const char *const readies[] = {"notify"};
+  if ((v = json_object_get(o, "ready")) && cfgp_get_enum(c, FIELD(f, prefix, "ready"), v, readies, 1) == 0)
+    s->notify_ready = true;
+  if ((v = json_object_get(o, "watchdog")) &&
+      cfgp_get_duration(c, FIELD(f, prefix, "watchdog"), v, &s->watchdog) == 0 && s->watchdog <= 0)
+    cfgp_err_at(c, FIELD(f, prefix, "watchdog"), "must be more than 0 (leave it out for no watchdog)");
+  if (s->backend != BACKEND_LOCAL) {
+    if (json_object_get(o, "ready")) cfgp_err_at_key(c, FIELD(f, prefix, "ready"), "only for local services");
+    if (json_object_get(o, "watchdog")) cfgp_err_at_key(c, FIELD(f, prefix, "watchdog"), "only for local services");
+  }
+}
+
 static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o) {
   char f[256];
   int before = c->nerr;
@@ -776,6 +794,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
   if ((v = json_object_get(o, "restart_with_dependency")))
     cfgp_get_bool(c, FIELD(f, prefix, "restart_with_dependency"), v, &s->restart_with_dependency);
   if ((v = json_object_get(o, "ssh"))) cfgp_parse_ssh(c, FIELD(f, prefix, "ssh"), v, s);
+  parse_notify(c, prefix, o, s);
   if (s->backend == BACKEND_SLURM) {
     cfgp_parse_slurm(c, prefix, o, s);
     if (s->set_gid) cfgp_err_at_key(c, FIELD(f, prefix, "group"), "a Slurm job runs with its user's groups");

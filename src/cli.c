@@ -164,6 +164,7 @@ static void print_table(struct cli *cli, json_t *services) {
     json_t *last = json_object_get(json_object_get(s, "check"), "last");
     r->check_ok = json_is_boolean(json_object_get(last, "ok")) ? json_is_true(json_object_get(last, "ok")) : -1;
     r->check_msg = json_string_value(json_object_get(last, "message"));
+    r->notify_status = json_string_value(json_object_get(s, "notify_status"));
   }
   struct buf out = {0};
   status_table(&out, rows, n, cli->color);
@@ -180,18 +181,112 @@ static void table_out(void *arg, const char *data, size_t n) {
   fwrite(data, 1, n, stdout);
 }
 
+/* herd status --watch: the table again at every state change, driven by the daemon's event
+ * stream (GET /v1/events?follow=1). Nothing is polled: between changes the CLI sleeps in
+ * read() on the stream. Events that arrive while a table is fetched are read together
+ * afterwards, so a burst costs one redraw, not one per event. */
+struct watch {
+  struct cli *cli;
+  char *table_target; /* GET /v1/services?...format=table */
+  const char *pattern;
+  struct buf line;
+  unsigned redraws;
+  int rc;
+};
+
+static void watch_draw(struct watch *w) {
+  struct http_resp r;
+  int rc = http_request(w->cli->socket, "GET", w->table_target, NULL, 0, &r, NULL, NULL);
+  if (rc < 0 || r.status != 200) {
+    w->rc = rc < 0 ? HERD_EXIT_NO_DAEMON : HERD_EXIT_FAIL;
+    http_resp_free(&r);
+    return;
+  }
+  time_t now = time(NULL);
+  struct tm tm;
+  char tbuf[32];
+  localtime_r(&now, &tm);
+  strftime(tbuf, sizeof tbuf, "%H:%M:%S", &tm);
+  struct buf out = {0};
+  /* On a terminal, home and clear; elsewhere (a pipe, a log) one table after another. */
+  if (w->cli->tty) buf_lit(&out, "\033[H\033[2J");
+  buf_printf(&out, "herd status --watch%s%s  (redrawn at each state change; %s)\n\n", w->pattern ? " " : "",
+             w->pattern ? w->pattern : "", tbuf);
+  buf_append(&out, r.body.data ? r.body.data : "", r.body.len);
+  if (!w->cli->tty) buf_lit(&out, "\n");
+  fwrite(out.data, 1, out.len, stdout);
+  fflush(stdout);
+  buf_free(&out);
+  http_resp_free(&r);
+  w->redraws++;
+}
+
+static void watch_events(void *arg, const char *data, size_t n) {
+  struct watch *w = arg;
+  buf_append(&w->line, data, n);
+  bool changed = false;
+  char *start = w->line.data, *nl;
+  while ((nl = memchr(start, '\n', w->line.len - (size_t)(start - w->line.data)))) {
+    *nl = '\0';
+    json_t *o = json_loads(start, 0, NULL);
+    const char *svc = json_string_value(json_object_get(o, "service"));
+    if (svc && (!w->pattern || glob_match(w->pattern, svc))) changed = true;
+    json_decref(o);
+    start = nl + 1;
+  }
+  size_t rest = w->line.len - (size_t)(start - w->line.data);
+  memmove(w->line.data, start, rest);
+  w->line.len = rest;
+  if (changed && w->rc == HERD_EXIT_OK) watch_draw(w);
+}
+
+static int status_watch(struct cli *cli, const char *query, const char *pattern) {
+  /* The newest event first, then the table, then the stream from that event on: a change
+   * between the table and the stream's start is not missed. */
+  struct http_resp r;
+  int rc = http_request(cli->socket, "GET", "/v1/events?limit=1", NULL, 0, &r, NULL, NULL);
+  if (rc < 0) {
+    no_daemon(cli, rc);
+    http_resp_free(&r);
+    return HERD_EXIT_NO_DAEMON;
+  }
+  long long since = 0;
+  json_t *last =
+      r.status == 200 && r.body.len ? json_loadb(r.body.data, r.body.len, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+  if (last) since = json_integer_value(json_object_get(last, "id"));
+  json_decref(last);
+  http_resp_free(&r);
+  struct watch w = {.cli = cli, .pattern = pattern, .rc = HERD_EXIT_OK};
+  w.table_target = xasprintf("%s?%s", cmd_table[CMD_STATUS].route, query);
+  watch_draw(&w);
+  char q[64];
+  snprintf(q, sizeof q, "since=%lld&follow=1", since);
+  int code = w.rc == HERD_EXIT_OK ? stream(cli, CMD_EVENTS, NULL, q, watch_events, &w) : w.rc;
+  if (code == HERD_EXIT_OK) code = w.rc;
+  if (code == HERD_EXIT_OK) { /* the stream ended: the daemon went away */
+    fprintf(stderr, "herd: the daemon closed the event stream\n");
+    code = HERD_EXIT_NO_DAEMON;
+  }
+  free(w.table_target);
+  buf_free(&w.line);
+  return code;
+}
+
 int cli_status(struct cli *cli, int argc, char **argv) {
-  bool as_json = false;
+  bool as_json = false, watch = false;
   const char *state = NULL, *tag = NULL;
   static const struct option opts[] = {{"json", no_argument, 0, 'j'},
                                        {"state", required_argument, 0, 's'},
                                        {"tag", required_argument, 0, 't'},
+                                       {"watch", no_argument, 0, 'w'},
                                        {0, 0, 0, 0}};
   int ch;
   optind = 1;
-  while ((ch = getopt_long(argc, argv, "js:t:", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "js:t:w", opts, NULL)) != -1) {
     if (ch == 'j')
       as_json = true;
+    else if (ch == 'w')
+      watch = true;
     else if (ch == 's')
       state = optarg;
     else if (ch == 't')
@@ -212,10 +307,21 @@ int cli_status(struct cli *cli, int argc, char **argv) {
     free(e);
   }
   int npat = argc - optind;
+  if (watch && (as_json || npat > 1)) {
+    fprintf(stderr, "herd: status --watch takes at most one PATTERN, and no --json\n");
+    buf_free(&query);
+    return HERD_EXIT_USAGE;
+  }
   if (npat == 1) {
     char *e = url_encode(argv[optind]);
     buf_printf(&query, "match=%s", e);
     free(e);
+  }
+  if (watch) {
+    buf_printf(&query, "%sformat=table%s", npat == 1 ? "&" : "", cli->color ? "&color=1" : "");
+    int code = status_watch(cli, query.data, npat == 1 ? argv[optind] : NULL);
+    buf_free(&query);
+    return code;
   }
   if (!as_json && npat <= 1) {
     /* The daemon renders the table: no JSON to build or parse for a thousand services. */

@@ -3,6 +3,7 @@
 
 #include "herd/log.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +31,12 @@ struct ctl {
   struct daemon *d;
   ctl_dispatch_fn dispatch; /* routes a request: the API's, given by the daemon */
   void *dispatch_arg;
-  uv_pipe_t server;
+  union {
+    uv_pipe_t pipe;
+    uv_tcp_t tcp;
+  } server;
+  bool tcp;    /* ctl_open_http: a TCP listener (the status page), not the control socket */
+  char *token; /* ...and the token that lets its requests change anything, or NULL */
   int lock_fd;
   char *lock_path;
   struct list conns;
@@ -44,7 +50,10 @@ struct ctl {
 enum conn_mode { C_READ, C_BUSY, C_PARKED, C_STREAM, C_DONE };
 
 struct conn {
-  uv_pipe_t h;
+  union {
+    uv_pipe_t pipe;
+    uv_tcp_t tcp;
+  } h;
   uv_timer_t timer;
   int nhandles;
   struct ctl *ctl;
@@ -60,6 +69,7 @@ struct conn {
   bool throttled;  /* reading stopped until its unsent replies drain */
   bool eof;        /* the peer shut down its side: answer what it sent, then close */
   struct buf url, body, pending;
+  struct buf hfield, auth; /* the header being read, and the Authorization header's value */
   size_t header_bytes;
   /* parked */
   void *park_arg;
@@ -110,6 +120,7 @@ static const char *status_text(int s) {
   case 201: return "Created";
   case 202: return "Accepted";
   case 400: return "Bad Request";
+  case 401: return "Unauthorized";
   case 403: return "Forbidden";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
@@ -131,6 +142,8 @@ static void on_conn_handle_close(uv_handle_t *h) {
   buf_free(&c->url);
   buf_free(&c->body);
   buf_free(&c->pending);
+  buf_free(&c->hfield);
+  buf_free(&c->auth);
   free(c);
 }
 
@@ -366,7 +379,7 @@ int conn_stream_write(struct conn *c, const char *data, size_t n) {
 
 static int on_message_begin(llhttp_t *p) {
   struct conn *c = p->data;
-  c->url.len = c->body.len = 0;
+  c->url.len = c->body.len = c->hfield.len = c->auth.len = 0;
   c->header_bytes = 0;
   c->too_big = false;
   c->in_request = true;
@@ -386,6 +399,37 @@ static int on_header_bytes(llhttp_t *p, const char *at, size_t n) {
   struct conn *c = p->data;
   c->header_bytes += n;
   return c->header_bytes > CTL_MAX_HEADER ? -1 : 0;
+}
+
+/* The status page's listener reads one header: Authorization (its token). */
+static int on_header_field(llhttp_t *p, const char *at, size_t n) {
+  struct conn *c = p->data;
+  if (c->ctl->tcp) buf_append(&c->hfield, at, n);
+  return on_header_bytes(p, at, n);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n) {
+  struct conn *c = p->data;
+  if (c->ctl->tcp && c->hfield.len == 13 && !strncasecmp(c->hfield.data, "authorization", 13))
+    buf_append(&c->auth, at, n);
+  return on_header_bytes(p, at, n);
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  struct conn *c = p->data;
+  c->hfield.len = 0;
+  return 0;
+}
+
+/* Whether the request carries "Authorization: Bearer <the token>" (compared in constant time). */
+static bool token_ok(const struct conn *c) {
+  const char *t = c->ctl->token;
+  if (!t || c->auth.len < 7 || strncasecmp(c->auth.data, "Bearer ", 7)) return false;
+  size_t n = strlen(t);
+  if (c->auth.len - 7 != n) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < n; i++) diff |= (unsigned char)(c->auth.data[7 + i] ^ t[i]);
+  return diff == 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -489,7 +533,7 @@ static void dispatch(struct conn *c) {
   r.body = c->body.data ? c->body.data : "";
   r.body_len = c->body.len;
   r.uid = c->uid;
-  r.can_write = c->can_write;
+  r.can_write = c->can_write || (c->ctl->tcp && token_ok(c));
   /* A half-closed peer's last request: answer with Connection: close. */
   c->keepalive = llhttp_should_keep_alive(&c->parser) && !(c->eof && !c->pending.len);
   c->mode = C_BUSY;
@@ -583,9 +627,12 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
 static struct conn *conn_new(struct ctl *ctl) {
   struct conn *c = xcalloc(1, sizeof *c);
   c->ctl = ctl;
-  uv_pipe_init(ctl->d->loop, &c->h, 0);
+  if (ctl->tcp)
+    uv_tcp_init(ctl->d->loop, &c->h.tcp);
+  else
+    uv_pipe_init(ctl->d->loop, &c->h.pipe, 0);
   uv_timer_init(ctl->d->loop, &c->timer);
-  c->h.data = c->timer.data = c;
+  c->h.pipe.data = c->timer.data = c; /* (data is the handle's first field in both) */
   c->nhandles = 2;
   list_add_tail(&ctl->conns, &c->link);
   ctl->nconns++;
@@ -614,7 +661,13 @@ static void on_connection(uv_stream_t *server, int status) {
   int fd;
   struct ucred cred;
   socklen_t len = sizeof cred;
-  if (uv_fileno((uv_handle_t *)&c->h, &fd) == 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+  if (ctl->tcp) {
+    /* The status page: anyone who reaches it may read; a change needs the token (dispatch).
+     * Its connections count as one uid of their own, under the same caps. */
+    c->uid = CTL_HTTP_UID;
+    c->can_read = true;
+    uv_tcp_nodelay(&c->h.tcp, 1);
+  } else if (uv_fileno((uv_handle_t *)&c->h, &fd) == 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
     c->uid = cred.uid;
     c->gid = cred.gid;
     c->can_write = cred.uid == 0 || cred.uid == geteuid();
@@ -655,9 +708,10 @@ static void on_connection(uv_stream_t *server, int status) {
 }
 
 static void on_server_close(uv_handle_t *h) {
-  struct ctl *ctl = container_of((uv_pipe_t *)h, struct ctl, server);
+  struct ctl *ctl = h->data;
   free(ctl->uids);
   free(ctl->lock_path);
+  free(ctl->token);
   free(ctl);
 }
 
@@ -676,8 +730,9 @@ static void settings_init(void) {
   llhttp_settings_init(&settings);
   settings.on_message_begin = on_message_begin;
   settings.on_url = on_url;
-  settings.on_header_field = on_header_bytes;
-  settings.on_header_value = on_header_bytes;
+  settings.on_header_field = on_header_field;
+  settings.on_header_value = on_header_value;
+  settings.on_header_value_complete = on_header_value_complete;
   settings.on_headers_complete = on_headers_complete;
   settings.on_body = on_body;
   settings.on_message_complete = on_message_complete;
@@ -738,10 +793,10 @@ int ctl_open(struct daemon *d, ctl_dispatch_fn route, void *arg, char **err) {
     }
     unlink(d->socket_path);
   }
-  uv_pipe_init(d->loop, &ctl->server, 0);
-  ctl->server.data = ctl;
+  uv_pipe_init(d->loop, &ctl->server.pipe, 0);
+  ctl->server.pipe.data = ctl;
   mode_t old = umask(0177);
-  int rc = uv_pipe_bind(&ctl->server, d->socket_path);
+  int rc = uv_pipe_bind(&ctl->server.pipe, d->socket_path);
   umask(old);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&ctl->server, SOMAXCONN, on_connection);
   if (rc < 0) {
@@ -777,6 +832,10 @@ void ctl_close(struct ctl *ctl) {
     free(ctl);
     return;
   }
+  if (ctl->tcp) {
+    uv_close((uv_handle_t *)&ctl->server, on_server_close);
+    return;
+  }
   unlink(ctl->d->socket_path);
   if (ctl->lock_fd >= 0) {
     unlink(ctl->lock_path);
@@ -787,6 +846,66 @@ void ctl_close(struct ctl *ctl) {
 }
 
 size_t ctl_nconns(struct ctl *ctl) { return ctl ? ctl->nconns : 0; }
+
+int ctl_open_http(struct daemon *d, const char *addr, const char *token, ctl_dispatch_fn route, void *arg,
+                  struct ctl **out, char **err) {
+  settings_init();
+  /* PORT, HOST:PORT or [V6]:PORT; the host defaults to loopback. */
+  char host[256] = "127.0.0.1";
+  const char *port = addr;
+  const char *colon = strrchr(addr, ':');
+  if (colon) {
+    size_t hl = (size_t)(colon - addr);
+    if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']') addr++, hl -= 2;
+    if (hl == 0 || hl >= sizeof host) {
+      *err = xasprintf("--http %s: expected PORT, HOST:PORT or [V6]:PORT", addr);
+      return -1;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    port = colon + 1;
+  }
+  char *end;
+  long p = strtol(port, &end, 10);
+  if (!*port || *end || p < 0 || p > 65535) {
+    *err = xasprintf("--http %s: the port must be a number from 0 (any free one) to 65535", addr);
+    return -1;
+  }
+  struct sockaddr_storage ss;
+  if (uv_ip4_addr(host, (int)p, (struct sockaddr_in *)&ss) < 0 &&
+      uv_ip6_addr(host, (int)p, (struct sockaddr_in6 *)&ss) < 0) {
+    *err = xasprintf("--http: \"%s\" is not an IP address (a name is not resolved: give 127.0.0.1 or ::1)", host);
+    return -1;
+  }
+  struct ctl *ctl = xcalloc(1, sizeof *ctl);
+  ctl->d = d;
+  ctl->dispatch = route;
+  ctl->dispatch_arg = arg;
+  ctl->tcp = true;
+  ctl->lock_fd = -1;
+  ctl->token = token ? xstrdup(token) : NULL;
+  list_init(&ctl->conns);
+  uv_tcp_init(d->loop, &ctl->server.tcp);
+  ctl->server.tcp.data = ctl;
+  int rc = uv_tcp_bind(&ctl->server.tcp, (struct sockaddr *)&ss, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&ctl->server, SOMAXCONN, on_connection);
+  if (rc < 0) {
+    *err = xasprintf("--http: cannot listen on %s port %ld: %s", host, p, uv_strerror(rc));
+    ctl->closing = true;
+    uv_close((uv_handle_t *)&ctl->server, on_server_close); /* frees ctl */
+    return -1;
+  }
+  *out = ctl;
+  return 0;
+}
+
+int ctl_http_port(struct ctl *ctl) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (!ctl || !ctl->tcp || uv_tcp_getsockname(&ctl->server.tcp, (struct sockaddr *)&ss, &len) < 0) return 0;
+  return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                        : ((struct sockaddr_in *)&ss)->sin_port);
+}
 
 /* ---- probes: the same connections without a socket (tests, fuzzing) ---- */
 

@@ -4,6 +4,7 @@
 #include "herd/check.h"
 #include "herd/ctl.h"
 #include "herd/log.h"
+#include "herd/notify.h"
 #include "herd/cgroup.h"
 #include "herd/prio.h"
 #include "herd/slurm.h"
@@ -120,12 +121,42 @@ static void tighten_state_dir(struct daemon *d) {
 
 static void on_close_noop(uv_handle_t *h) {}
 
+/* --http: the status page's listener, with its token when one is given (api.c's web_dispatch). */
+static int http_open(struct daemon *d, char **err) {
+  if (!d->o.http) return 0;
+  char *token = NULL;
+  if (d->o.http_token_file) {
+    FILE *f = fopen(d->o.http_token_file, "re");
+    char buf[512] = "";
+    if (!f || !fgets(buf, sizeof buf, f)) {
+      *err = xasprintf("--http-token-file %s: %s", d->o.http_token_file, f ? "empty" : strerror(errno));
+      if (f) fclose(f);
+      return -1;
+    }
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (strlen(buf) < 16) {
+      *err = xasprintf("--http-token-file %s: the token must be at least 16 characters", d->o.http_token_file);
+      return -1;
+    }
+    token = xstrdup(buf);
+  }
+  int rc = ctl_open_http(d, d->o.http, token, web_dispatch, d, &d->http, err);
+  free(token);
+  if (rc == 0)
+    log_info("status page: --http %s, on port %d%s", d->o.http, ctl_http_port(d->http),
+             d->o.http_token_file ? "; start/stop/restart with the token" : "; read-only (no --http-token-file)");
+  return rc;
+}
+
 static void finish(struct daemon *d) {
   if (finishing) return;
   finishing = true;
   log_info(services_idle(d) ? "all services stopped; exiting" : "exiting; services left running");
   ctl_close(d->ctl);
   d->ctl = NULL;
+  ctl_close(d->http);
+  d->http = NULL;
   uv_close((uv_handle_t *)&d->sig_term, on_close_noop);
   uv_close((uv_handle_t *)&d->sig_int, on_close_noop);
   uv_close((uv_handle_t *)&d->sig_hup, on_close_noop);
@@ -135,6 +166,7 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
   heartbeat_close(d);
+  notify_close(d);
   while (!list_empty(&d->delayed)) {
     struct delayed_stop *x = container_of(d->delayed.next, struct delayed_stop, link);
     list_del(&x->link);
@@ -675,7 +707,8 @@ int daemon_run(const struct daemon_opts *o) {
   d->flush.data = d;
   uv_prepare_start(&d->flush, on_flush);
 
-  if (heartbeat_init(d, o->liveness_file, &err) < 0 || ctl_open(d, api_dispatch, d, &err) < 0) {
+  if (heartbeat_init(d, o->liveness_file, &err) < 0 || ctl_open(d, api_dispatch, d, &err) < 0 ||
+      http_open(d, &err) < 0) {
     fprintf(stderr, "herd: %s\n", err);
     free(err);
     d->shutting_down = true;
@@ -689,6 +722,7 @@ int daemon_run(const struct daemon_opts *o) {
                "SCHED_OTHER (--priority realtime)");
     else
       log_info("priority: normal (%s)", prio_why_not());
+    notify_open(d); /* before any service starts: their NOTIFY_SOCKET (a failure is logged) */
     daemon_boot_begin(d);
     for (size_t i = 0; i < cfgset.n; i++) {
       struct spec *sp = cfgset.v[i];

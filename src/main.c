@@ -28,10 +28,12 @@ static int daemon_main(const struct cmd_globals *g, int argc, char **argv) {
                                        {"cgroups", required_argument, 0, 'G'},
                                        {"priority", required_argument, 0, 'P'},
                                        {"liveness-file", required_argument, 0, 'V'},
+                                       {"http", required_argument, 0, 'H'},
+                                       {"http-token-file", required_argument, 0, 'T'},
                                        {0, 0, 0, 0}};
   int ch;
   optind = 1;
-  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:V:", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:V:H:T:", opts, NULL)) != -1) {
     switch (ch) {
     case 'c': o.config_dir = optarg; break;
     case 'd': o.state_dir = optarg; break;
@@ -39,6 +41,8 @@ static int daemon_main(const struct cmd_globals *g, int argc, char **argv) {
     case 'g': o.read_group = optarg; break;
     case 'L': o.leave_running = true; break;
     case 'V': o.liveness_file = optarg; break;
+    case 'H': o.http = optarg; break;
+    case 'T': o.http_token_file = optarg; break;
     case 'G':
       if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
         fprintf(stderr, "herd: --cgroups must be auto or off\n");
@@ -73,6 +77,10 @@ static int daemon_main(const struct cmd_globals *g, int argc, char **argv) {
     }
   }
   if (optind != argc) return HERD_EXIT_USAGE;
+  if (o.http_token_file && !o.http) {
+    fprintf(stderr, "herd: --http-token-file is for the status page: give --http ADDR too\n");
+    return HERD_EXIT_USAGE;
+  }
   return daemon_run(&o);
 }
 

@@ -11,6 +11,7 @@
 #include "herd/child.h"
 #include "herd/daemon.h"
 #include "herd/log.h"
+#include "herd/notify.h"
 #include "herd/prio.h"
 #include "herd/run.h"
 #include "herd/spawner.h"
@@ -577,7 +578,7 @@ static int local_start(struct service *s, char *err, size_t errlen) {
   size_t nenv = 0, nspec = 0;
   while (environ[nenv]) nenv++;
   while (sp->env && sp->env[nspec]) nspec++;
-  char **args = instance_args(s), **env = xcalloc(nenv + nspec + 6, sizeof *env);
+  char **args = instance_args(s), **env = xcalloc(nenv + nspec + 8, sizeof *env);
   size_t k = 0;
   for (size_t i = 0; i < nenv; i++) {
     bool overridden = false;
@@ -602,6 +603,14 @@ static int local_start(struct service *s, char *err, size_t errlen) {
   if (s->port) {
     if (!user_port) env[k++] = xasprintf("PORT=%d", s->port);
     env[k++] = xasprintf("HERD_PORT=%d", s->port);
+  }
+  /* The notify protocol (notify.h): herd's socket, and the watchdog's period. No
+   * WATCHDOG_PID: the pid is not known before the spawn, and sd_watchdog_enabled() accepts
+   * any process without it. */
+  const char *nsock = notify_path(d);
+  if (nsock && (sp->notify_ready || sp->watchdog > 0)) {
+    env[k++] = xasprintf("NOTIFY_SOCKET=%s", nsock);
+    if (sp->watchdog > 0) env[k++] = xasprintf("WATCHDOG_USEC=%llu", (unsigned long long)(sp->watchdog * 1e6));
   }
   const char *cwd = sp->cwd ? sp->cwd : d->state_dir;
 

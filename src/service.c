@@ -469,6 +469,10 @@ bool service_replace(struct service *s, struct spec *spec) {
 
 json_t *service_json(struct service *s) { return service_json_view(s, true); }
 
+const char *service_notify_status(const struct service *s) {
+  return s->notify_status[0] && s->notify_instance == s->instance && s->fsm.proc_alive ? s->notify_status : NULL;
+}
+
 void service_summary_append(struct buf *b, struct service *s) {
   /* The same object as service_json_view(s, false), written directly: a thousand of them
    * for `herd status` cost a fraction of building and dumping jansson objects. */
@@ -496,6 +500,10 @@ void service_summary_append(struct buf *b, struct service *s) {
     buf_printf(b, ",\"port\":%d", s->port);
   else
     buf_lit(b, ",\"port\":null");
+  if (service_notify_status(s)) {
+    buf_lit(b, ",\"notify_status\":");
+    buf_json_string(b, s->notify_status);
+  }
   json_t *own = s->be->describe ? s->be->describe(s, false) : NULL; /* the backend's keys */
   json_t *ep = tunnel_service_json(s);
   if (ep) {
@@ -542,6 +550,7 @@ json_t *service_json_view(struct service *s, bool full) {
   json_object_set_new(o, "restarts", json_integer(s->fsm.restarts));
   json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
   json_object_set_new(o, "port", s->port ? json_integer(s->port) : json_null());
+  if (service_notify_status(s)) json_object_set_new(o, "notify_status", json_string(s->notify_status));
   json_t *own = s->be->describe ? s->be->describe(s, full) : NULL; /* the backend's keys */
   if (own) json_object_update(o, own);
   json_t *ep = tunnel_service_json(s);

@@ -139,6 +139,8 @@ void spec_policy(const struct spec *s, struct svc_policy *p) {
     p->unhealthy_grace = s->check->unhealthy_grace;
   }
   p->queue_timeout = s->queue_timeout; /* (batch is the backend's: set by the runner) */
+  p->notify_ready = s->notify_ready;
+  p->watchdog = s->watchdog;
 }
 
 bool spec_has_tag(const struct spec *s, const char *tag) {

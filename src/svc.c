@@ -37,6 +37,8 @@ static const char *const event_names[] = {
     [EV_STARTED] = "started",
     [EV_QUEUED] = "queued",
     [EV_RUNNING] = "running",
+    [EV_NOTIFY_READY] = "notify-ready",
+    [EV_WATCHDOG] = "watchdog",
 };
 static_assert(sizeof event_names / sizeof event_names[0] == EV__MAX, "event name table");
 
@@ -136,7 +138,10 @@ struct ctx {
 static void starting_arm(struct ctx *c) {
   struct svc_fsm *f = c->f;
   const struct svc_policy *p = c->p;
-  if (p->has_check) {
+  if (p->notify_ready && !p->has_check) {
+    /* HEALTHY comes with READY=1; start_timeout bounds the wait (0: wait for ever). */
+    if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
+  } else if (p->has_check) {
     push(c->out, FX_CHECKS_START);
     if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
   } else {
@@ -170,6 +175,10 @@ static void enter(struct ctx *c, svc_state to, const char *fmt, ...) {
   if (f->deadline) {
     f->deadline = 0;
     push(c->out, FX_DISARM);
+  }
+  if (f->wd_at && !svc_state_running(to)) { /* the watchdog watches a running instance only */
+    if (!f->deadline) push(c->out, FX_DISARM);
+    f->wd_at = 0;
   }
   /* (A start in flight had no checks started.) */
   if (p->has_check && svc_state_running(from) && !svc_state_running(to) && !(from == S_STARTING && f->launching))
@@ -219,6 +228,8 @@ static void spawn(struct ctx *c, const char *why) {
   f->killed_hard = false;
   f->restart_pending = false;
   f->launching = true; /* until the backend answers EV_STARTED or EV_SPAWN_FAILED */
+  f->ready_seen = false;
+  f->wd_at = 0;
   push(c->out, FX_SPAWN);
   if (c->p->batch) {
     /* Not SUBMITTED until the scheduler says so: the request may yet be refused. */
@@ -401,9 +412,28 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
   }
 }
 
+/* The watchdog's deadline passed: the instance is declared FAILED and stopped, as an
+ * unhealthy one is; once it is gone the restart policy applies. */
+static void watchdog_expired(struct ctx *c) {
+  struct svc_fsm *f = c->f;
+  const struct svc_policy *p = c->p;
+  f->wd_at = 0;
+  if (!f->proc_alive || f->launching || !svc_state_running(f->state)) return;
+  snprintf(f->end_reason, sizeof f->end_reason, "watchdog: no WATCHDOG=1 for %.3gs", p->watchdog);
+  enter(c, S_FAILED, "%s", f->end_reason);
+  f->killed_hard = false;
+  push(c->out, FX_SIGNAL)->sig = p->stop_signal;
+  arm(f, c->out, c->now + p->stop_grace);
+}
+
 static void on_deadline(struct ctx *c) {
   struct svc_fsm *f = c->f;
   const struct svc_policy *p = c->p;
+  /* One timer, two deadlines: the watchdog's when it is the earlier one. */
+  if (f->wd_at && (!f->deadline || f->wd_at <= f->deadline)) {
+    watchdog_expired(c);
+    return;
+  }
   bool armed = f->deadline != 0; /* not a stale timer */
   f->deadline = 0;
   switch (f->state) {
@@ -420,7 +450,10 @@ static void on_deadline(struct ctx *c) {
     break;
   case S_STARTING:
     if (f->launching) break; /* (no clock runs before the instance exists) */
-    if (p->has_check) {
+    if (p->notify_ready && !f->ready_seen) {
+      snprintf(f->end_reason, sizeof f->end_reason, "no READY=1 within start_timeout %.3gs", p->start_timeout);
+      enter(c, S_TIMEOUT, "%s", f->end_reason);
+    } else if (p->has_check) {
       snprintf(f->end_reason, sizeof f->end_reason, "not healthy within start_timeout %.3gs", p->start_timeout);
       enter(c, S_TIMEOUT, "%s", f->end_reason);
     } else
@@ -463,7 +496,8 @@ static void on_check(struct ctx *c, bool pass, const struct svc_event *ev) {
   case S_UNHEALTHY:
     if (pass) {
       f->fail_streak = 0;
-      if (++f->pass_streak >= succ)
+      /* "ready": "notify" with a check: both must say so (READY=1 comes in on_notify_ready). */
+      if (++f->pass_streak >= succ && (f->state != S_STARTING || !p->notify_ready || f->ready_seen))
         enter(c, S_HEALTHY, "check passed %u time(s)%s%s", f->pass_streak, *msg ? ": " : "", msg);
     } else {
       f->pass_streak = 0;
@@ -501,7 +535,12 @@ static void on_started(struct ctx *c, const struct svc_event *ev) {
   case S_TIMEOUT:
   case S_FAILED: kill_begin(c); break;
   case S_STARTING:
-    if (!c->p->batch) starting_arm(c);
+    if (c->p->batch) break;
+    if (c->p->watchdog > 0) f->wd_at = c->now + c->p->watchdog;
+    if (c->p->notify_ready && f->ready_seen && !c->p->has_check) /* READY=1 came before the pid */
+      enter(c, S_HEALTHY, "READY=1");
+    else
+      starting_arm(c);
     break;
   case S_PENDING:
   case S_UNKNOWN:
@@ -555,6 +594,38 @@ static void on_running(struct ctx *c, const struct svc_event *ev) {
     break;
   default: break;
   }
+}
+
+/* READY=1: the instance says it is ready. Without a check that makes it HEALTHY; with one,
+ * HEALTHY needs the check's passes too (whichever comes last decides). Only STARTING waits
+ * for it: a READY=1 later (a reload's) changes nothing. */
+static void on_notify_ready(struct ctx *c, const struct svc_event *ev) {
+  struct svc_fsm *f = c->f;
+  const struct svc_policy *p = c->p;
+  if (!p->notify_ready || !f->proc_alive || f->ready_seen) return;
+  f->ready_seen = true;
+  if (f->state != S_STARTING || f->launching) return; /* launching: EV_STARTED decides */
+  const char *msg = ev->msg && *ev->msg ? ev->msg : NULL;
+  unsigned succ = p->success_threshold ? p->success_threshold : 1;
+  if (!p->has_check)
+    enter(c, S_HEALTHY, "READY=1%s%s", msg ? ": " : "", msg ? msg : "");
+  else if (f->pass_streak >= succ)
+    enter(c, S_HEALTHY, "READY=1, and check passed %u time(s)", f->pass_streak);
+}
+
+/* WATCHDOG=1: the watchdog's deadline moves on. */
+static void on_watchdog(struct ctx *c) {
+  struct svc_fsm *f = c->f;
+  if (c->p->watchdog <= 0 || !f->proc_alive || f->launching || !svc_state_running(f->state)) return;
+  f->wd_at = c->now + c->p->watchdog;
+}
+
+/* The one timer serves both deadlines: with the watchdog on, arm it at the earlier one,
+ * last in the list (so it wins over any ARM or DISARM before it). */
+static void watchdog_sync(struct ctx *c) {
+  struct svc_fsm *f = c->f;
+  if (!f->wd_at) return;
+  push(c->out, FX_ARM)->at = f->deadline && f->deadline < f->wd_at ? f->deadline : f->wd_at;
 }
 
 void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_event *ev, double now,
@@ -629,8 +700,11 @@ void svc_step(struct svc_fsm *f, const struct svc_policy *p, const struct svc_ev
   case EV_SHUTDOWN: f->want_up = false; break;
   case EV_QUEUED: on_queued(&c, ev); break;
   case EV_RUNNING: on_running(&c, ev); break;
+  case EV_NOTIFY_READY: on_notify_ready(&c, ev); break;
+  case EV_WATCHDOG: on_watchdog(&c); break;
   case EV__MAX: break;
   }
+  watchdog_sync(&c);
 }
 
 void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_resume *r, double now,
@@ -670,10 +744,16 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_
     svc_step(f, p, &ev, now, out);
     return;
   }
+  /* The watchdog starts afresh: the last WATCHDOG=1 went to the daemon before us. */
+  if (p->watchdog > 0 && svc_state_running(stored) && !f->launching) f->wd_at = now + p->watchdog;
   switch (stored) {
   case S_STARTING:
     f->pass_streak = f->fail_streak = 0;
-    if (p->has_check) {
+    if (p->notify_ready && !p->has_check) {
+      /* A READY=1 sent to the daemon before us is lost: the instance waits for its start
+       * deadline as if it had not said it (see README). */
+      if (p->start_timeout > 0) arm(f, out, fmax(now, started + p->start_timeout));
+    } else if (p->has_check) {
       push(out, FX_CHECKS_START);
       if (p->start_timeout > 0) arm(f, out, fmax(now, started + p->start_timeout));
     } else {
@@ -683,6 +763,7 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_
   case S_HEALTHY:
   case S_UNHEALTHY:
     f->healthy_since = now;
+    f->ready_seen = true;
     if (p->has_check) push(out, FX_CHECKS_START);
     if (stored == S_UNHEALTHY && p->restart_on_unhealthy) arm(f, out, now + p->unhealthy_grace);
     break;
@@ -695,4 +776,5 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_
     break;
   default: break;
   }
+  watchdog_sync(&c);
 }

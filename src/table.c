@@ -35,6 +35,8 @@ void status_table(struct buf *out, const struct status_row *rows, size_t n, bool
     const char *why = r->last_error ? r->last_error : "";
     if (!strcmp(st, "PENDING") || !strcmp(st, "BACKOFF") || !strcmp(st, "UNKNOWN") || !strcmp(st, "UNHEALTHY"))
       why = r->reason ? r->reason : why;
+    /* Running and it says how it is (STATUS=): its own words. */
+    if ((!strcmp(st, "STARTING") || !strcmp(st, "HEALTHY")) && r->notify_status) why = r->notify_status;
     /* Starting and its check fails: that is the news. */
     char checkmsg[300];
     if (!strcmp(st, "STARTING") && r->check_ok == 0 && r->check_msg) {

@@ -39,6 +39,17 @@ typedef void (*ctl_dispatch_fn)(void *arg, struct conn *c, struct request *r);
  *  passes the socket's own checks (framing, limits, the peer's uid) goes to route(arg, ...):
  *  ctl knows nothing of the routes behind it. */
 int ctl_open(struct daemon *d, ctl_dispatch_fn route, void *arg, char **err);
+/* The uid the status page's connections are counted as (they have none). */
+#define CTL_HTTP_UID ((uid_t)-2)
+
+/** The status page's listener (herd daemon --http ADDR): the same HTTP/1.1 connections on
+ *  TCP at ADDR (PORT, HOST:PORT or [V6]:PORT; the host defaults to 127.0.0.1). Every
+ *  request may read; it may change something (request.can_write) only with
+ *  "Authorization: Bearer TOKEN" when a token is given. *out is its ctl (ctl_close it). */
+int ctl_open_http(struct daemon *d, const char *addr, const char *token, ctl_dispatch_fn route, void *arg,
+                  struct ctl **out, char **err);
+/** The port it listens on (0: none). */
+int ctl_http_port(struct ctl *ctl);
 /** Close the listener and every connection. */
 void ctl_close(struct ctl *ctl);
 size_t ctl_nconns(struct ctl *ctl);
@@ -86,5 +97,7 @@ void ctl_probe_read(struct conn *c, const char *data, size_t n);
 /** The API's dispatcher (api.c; arg: the struct daemon), which the daemon hands to ctl_open.
  *  Declared here, not in cmd.h, only because daemon.c includes this header and not that one. */
 void api_dispatch(void *daemon, struct conn *c, struct request *r);
+/** The status page's dispatcher (api.c): the page, GET routes, and start/stop/restart with the token. */
+void web_dispatch(void *daemon, struct conn *c, struct request *r);
 
 #endif

@@ -24,10 +24,12 @@ struct daemon_opts {
   const char *socket_path; /* NULL: <state_dir>/herd.sock */
   const char *read_group;  /* group whose members may read (GET) over the socket */
   int log_level, log_format;
-  bool leave_running;        /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
-  bool normal_priority;      /* --priority normal: no real-time priority for herd's threads (prio.c) */
-  bool no_cgroups;           /* --cgroups off: services are their process groups (cgroup.h) */
-  const char *liveness_file; /* touched at every heartbeat tick (heartbeat.h), or NULL */
+  bool leave_running;          /* on SIGTERM/SIGINT exit without stopping services (for upgrades) */
+  bool normal_priority;        /* --priority normal: no real-time priority for herd's threads (prio.c) */
+  bool no_cgroups;             /* --cgroups off: services are their process groups (cgroup.h) */
+  const char *liveness_file;   /* touched at every heartbeat tick (heartbeat.h), or NULL */
+  const char *http;            /* --http ADDR: the status page (web.c), or NULL */
+  const char *http_token_file; /* --http-token-file: the token its changes need, or NULL (read-only) */
 };
 
 struct service;
@@ -85,7 +87,9 @@ struct daemon {
   size_t npidfds;     /* pidfds held for re-adopted instances */
   struct list polled; /* re-adopted instances past the pidfd budget, polled (proc.c) */
   uv_timer_t poll_timer;
-  struct heartbeat hb; /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
+  struct heartbeat hb;       /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
+  struct notifier *notifier; /* the notify socket offered to services (notify.c), or NULL */
+  struct ctl *http;          /* the status page's listener (--http), or NULL */
 };
 
 /** Run the daemon in the foreground until a shutdown. Returns the process exit code. */

@@ -84,6 +84,8 @@ struct service {
   bool log_at_bol; /* the log file ends with a newline (or is empty) */
   char *fifo_path, *log_path;
   struct checker *checker; /* health checks (check.c), or NULL */
+  char notify_status[128]; /* the last STATUS= its instance sent on the notify socket (notify.c) */
+  int64_t notify_instance; /* ...and which instance sent it (shown only while that one is current) */
   bool removing, destroyed;
   bool stop_sent;  /* shutdown: the stop was sent (dependents first) */
   bool boot_start; /* wanted up while the daemon was creating services: start after */
@@ -117,6 +119,8 @@ bool service_replace(struct service *s, struct spec *spec);
  *  when the last reference goes. */
 void service_close_handles(struct service *s);
 void service_free(struct service *s);
+/** The STATUS= text its current instance sent on the notify socket, or NULL. */
+const char *service_notify_status(const struct service *s);
 /** The service as the API shows it. */
 json_t *service_json(struct service *s);
 /** full = false: the summary (no spec, tags, log path or dependencies), for listings. */

@@ -152,9 +152,11 @@ struct spec {
   struct dep_spec *deps;
   size_t ndeps;
   bool restart_with_dependency;
-  json_t *json; /* the spec as given (owned reference) */
-  char *canon;  /* canonical compact JSON with sorted keys: equal canon = same spec */
-  char *source; /* the file it came from, or "api" */
+  bool notify_ready; /* "ready": "notify": HEALTHY comes with READY=1 on herd's notify socket */
+  double watchdog;   /* > 0: WATCHDOG=1 at least this often, or the instance is FAILED (seconds) */
+  json_t *json;      /* the spec as given (owned reference) */
+  char *canon;       /* canonical compact JSON with sorted keys: equal canon = same spec */
+  char *source;      /* the file it came from, or "api" */
 };
 
 void spec_free(struct spec *s);

@@ -48,6 +48,8 @@ typedef enum {
                       dependency restart) */
   EV_SHUTDOWN,     /* the daemon is shutting down: nothing restarts; the stop itself comes later
                       (dependents first) */
+  EV_NOTIFY_READY, /* the instance said READY=1 on herd's notify socket ("ready": "notify") */
+  EV_WATCHDOG,     /* the instance said WATCHDOG=1: it is alive for another `watchdog` seconds */
   EV__MAX
 } svc_event_type;
 
@@ -77,6 +79,8 @@ struct svc_policy {
   double unhealthy_grace;
   bool batch;           /* instances are scheduler jobs: submitted, queued, then running */
   double queue_timeout; /* batch: SUBMITTED/PENDING longer than this -> TIMEOUT (0 = never) */
+  bool notify_ready;    /* "ready": "notify": HEALTHY needs READY=1 (and, with a check, its passes too) */
+  double watchdog;      /* > 0: a running instance silent (no WATCHDOG=1) this long is FAILED and restarted */
 };
 
 struct svc_fsm {
@@ -100,6 +104,9 @@ struct svc_fsm {
   double queued_at;     /* batch: when the current instance was asked for */
   uint64_t rng;         /* xorshift state for jitter: keeps svc_step pure and repeatable */
   char end_reason[96];  /* why a still-running instance was declared over (TIMEOUT, unhealthy) */
+  bool ready_seen;      /* the current instance said READY=1 */
+  double wd_at;         /* the watchdog's deadline (0 = none): the one timer is armed at the earlier of
+                           this and `deadline` */
 };
 
 struct svc_event {
@@ -133,7 +140,7 @@ struct svc_fx {
   char reason[112];
 };
 
-#define SVC_FX_MAX 12
+#define SVC_FX_MAX 16
 struct svc_fx_list {
   struct svc_fx fx[SVC_FX_MAX];
   int n;

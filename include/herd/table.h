@@ -15,7 +15,8 @@ struct status_row {
   long long job_id; /* Slurm job (when there is no pid), 0: none */
   double uptime;    /* < 0: none */
   unsigned restarts;
-  int check_ok; /* -1: no result */
+  int check_ok;              /* -1: no result */
+  const char *notify_status; /* STATUS= of the running instance ("ready": "notify"), or NULL */
 };
 
 /** Append the status table (a header line, then one line per row, in the order given) to

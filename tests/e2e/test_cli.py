@@ -73,7 +73,7 @@ class Cli(SuiteTest):
         # `herd daemon` is parsed by main(), not the client; its usage still comes from the command table.
         usage = ("usage: herd daemon [--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] "
                  "[--log-format text|json] [--read-group G] [--leave-running] [--priority realtime|normal] "
-                 "[--liveness-file PATH]\n")
+                 "[--liveness-file PATH] [--http ADDR] [--http-token-file PATH]\n")
         r = self.d.cli("help", "daemon", check=True)
         self.assertEqual(r.stdout, usage + "  run the daemon in the foreground\n")
         for args, msg in ((["--bogus"], "unrecognized option"), (["extra"], ""),

@@ -12,7 +12,7 @@
 
 #include "check.h"
 
-enum { P_PLAIN, P_CHECK, P_NEVER, P_ONFAIL, P_BATCH, P__MAX };
+enum { P_PLAIN, P_CHECK, P_NEVER, P_ONFAIL, P_BATCH, P_NOTIFY, P_NOTIFYCHK, P_WD, P__MAX };
 
 static struct svc_policy policy(int which) {
   struct svc_policy p = {
@@ -38,6 +38,9 @@ static struct svc_policy policy(int which) {
     p.has_check = true;
     p.queue_timeout = 30;
   }
+  if (which == P_NOTIFY || which == P_NOTIFYCHK) p.notify_ready = true; /* "ready": "notify" */
+  if (which == P_NOTIFYCHK) p.has_check = true;
+  if (which == P_WD) p.watchdog = 5;
   return p;
 }
 
@@ -327,6 +330,42 @@ static const struct row rows[] = {
     R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_CHECK_FAIL, 0, S_UNKNOWN, ""),
     R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_LOST, 0, S_UNKNOWN, ""),
     R(S_UNKNOWN, 1, 1, 0, P_PLAIN, EV_BLOCKED, 0, S_UNKNOWN, ""),
+    /* "ready": "notify": READY=1 makes STARTING HEALTHY (with a check: its passes too). */
+    L(S_STARTING, 1, 1, 0, P_NOTIFY, EV_STARTED, 0, S_STARTING, "arm"),   /* start_timeout */
+    L(S_STARTING, 1, 1, 0, P_NOTIFY, EV_NOTIFY_READY, 0, S_STARTING, ""), /* EV_STARTED decides */
+    R(S_STARTING, 1, 1, 1, P_NOTIFY, EV_NOTIFY_READY, 0, S_HEALTHY, "STARTING>HEALTHY disarm"),
+    R(S_STARTING, 1, 1, 1, P_NOTIFYCHK, EV_NOTIFY_READY, 0, S_STARTING, ""), /* no pass yet */
+    R(S_STARTING, 1, 1, 1, P_NOTIFYCHK, EV_CHECK_PASS, 0, S_STARTING, ""),   /* no READY=1 yet */
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_NOTIFY_READY, 0, S_STARTING, ""),     /* not a notify service */
+    R(S_STARTING, 1, 1, 1, P_NOTIFY, EV_DEADLINE, 0, S_TIMEOUT, "STARTING>TIMEOUT sig:15 arm"),
+    R(S_SUBMITTED, 1, 1, 1, P_NOTIFY, EV_NOTIFY_READY, 0, S_SUBMITTED, ""),
+    R(S_PENDING, 0, 1, 0, P_NOTIFY, EV_NOTIFY_READY, 0, S_PENDING, ""),
+    R(S_HEALTHY, 1, 1, 0, P_NOTIFY, EV_NOTIFY_READY, 0, S_HEALTHY, ""),
+    R(S_UNHEALTHY, 1, 1, 0, P_NOTIFYCHK, EV_NOTIFY_READY, 0, S_UNHEALTHY, ""),
+    R(S_STOPPING, 1, 0, 1, P_NOTIFY, EV_NOTIFY_READY, 0, S_STOPPING, ""),
+    R(S_STOPPED, 0, 0, 0, P_NOTIFY, EV_NOTIFY_READY, 0, S_STOPPED, ""),
+    R(S_FAILED, 0, 1, 0, P_NOTIFY, EV_NOTIFY_READY, 0, S_FAILED, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_NOTIFY, EV_NOTIFY_READY, 0, S_TIMEOUT, ""),
+    R(S_COMPLETED, 0, 1, 0, P_NOTIFY, EV_NOTIFY_READY, 0, S_COMPLETED, ""),
+    R(S_BACKOFF, 0, 1, 1, P_NOTIFY, EV_NOTIFY_READY, 0, S_BACKOFF, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_NOTIFY, EV_NOTIFY_READY, 0, S_UNKNOWN, ""),
+    /* "watchdog": WATCHDOG=1 moves the watchdog's deadline on while an instance runs; the one
+     * timer is armed at the earlier of it and the state's deadline (test_watchdog). */
+    L(S_STARTING, 1, 1, 0, P_WD, EV_STARTED, 0, S_STARTING, "arm arm"),
+    L(S_STARTING, 1, 1, 0, P_WD, EV_WATCHDOG, 0, S_STARTING, ""),
+    R(S_STARTING, 1, 1, 1, P_WD, EV_WATCHDOG, 0, S_STARTING, "arm"),
+    R(S_STARTING, 1, 1, 1, P_PLAIN, EV_WATCHDOG, 0, S_STARTING, ""), /* no watchdog */
+    R(S_HEALTHY, 1, 1, 0, P_WD, EV_WATCHDOG, 0, S_HEALTHY, "arm"),
+    R(S_UNHEALTHY, 1, 1, 0, P_WD, EV_WATCHDOG, 0, S_UNHEALTHY, "arm"),
+    R(S_SUBMITTED, 1, 1, 1, P_WD, EV_WATCHDOG, 0, S_SUBMITTED, ""),
+    R(S_PENDING, 0, 1, 0, P_WD, EV_WATCHDOG, 0, S_PENDING, ""),
+    R(S_STOPPING, 1, 0, 1, P_WD, EV_WATCHDOG, 0, S_STOPPING, ""),
+    R(S_STOPPED, 0, 0, 0, P_WD, EV_WATCHDOG, 0, S_STOPPED, ""),
+    R(S_FAILED, 0, 1, 0, P_WD, EV_WATCHDOG, 0, S_FAILED, ""),
+    R(S_TIMEOUT, 1, 1, 1, P_WD, EV_WATCHDOG, 0, S_TIMEOUT, ""),
+    R(S_COMPLETED, 0, 1, 0, P_WD, EV_WATCHDOG, 0, S_COMPLETED, ""),
+    R(S_BACKOFF, 0, 1, 1, P_WD, EV_WATCHDOG, 0, S_BACKOFF, ""),
+    R(S_UNKNOWN, 1, 1, 0, P_WD, EV_WATCHDOG, 0, S_UNKNOWN, ""),
 };
 
 static void fx_string(const struct svc_fx_list *l, char *out, size_t len) {
@@ -733,7 +772,91 @@ static void test_names(void) {
   CHECK(svc_state_parse("nope") == -1, "unknown state");
 }
 
+/* "ready": "notify" and "watchdog" through svc_step: READY=1 before the pid, READY=1 and a
+ * check (either order), the watchdog's deadline sharing the one timer with the state's. */
+static void test_notify_watchdog(void) {
+  struct svc_fx_list out;
+  struct svc_event start = {.type = EV_START}, up = {.type = EV_STARTED}, ready = {.type = EV_NOTIFY_READY},
+                   pet = {.type = EV_WATCHDOG}, tick = {.type = EV_DEADLINE}, pass = {.type = EV_CHECK_PASS},
+                   gone = {.type = EV_EXIT, .code = -1, .sig = 15};
+  /* READY=1 read before the spawn was answered: HEALTHY as soon as it is. */
+  struct svc_policy p = policy(P_NOTIFY);
+  struct svc_fsm f;
+  svc_fsm_init(&f, 1);
+  svc_step(&f, &p, &start, 10, &out);
+  svc_step(&f, &p, &ready, 10.001, &out);
+  CHECK(f.state == S_STARTING && f.ready_seen, "READY=1 while launching is kept");
+  svc_step(&f, &p, &up, 10.002, &out);
+  CHECK(f.state == S_HEALTHY, "READY=1 then the pid: HEALTHY, got %s", svc_state_name(f.state));
+  /* No READY=1 within start_timeout: TIMEOUT, and the reason says so. */
+  svc_fsm_init(&f, 1);
+  svc_step(&f, &p, &start, 10, &out);
+  svc_step(&f, &p, &up, 10, &out);
+  CHECK(f.deadline == 10 + p.start_timeout, "notify: STARTING's deadline is start_timeout");
+  svc_step(&f, &p, &tick, f.deadline, &out);
+  CHECK(f.state == S_TIMEOUT && strstr(out.fx[0].reason, "READY=1"), "no READY=1: TIMEOUT (%s)", out.fx[0].reason);
+  /* With a check: both must say so, whichever comes last decides. */
+  struct svc_policy pc = policy(P_NOTIFYCHK);
+  svc_fsm_init(&f, 1);
+  svc_step(&f, &pc, &start, 10, &out);
+  svc_step(&f, &pc, &up, 10, &out);
+  svc_step(&f, &pc, &pass, 11, &out);
+  CHECK(f.state == S_STARTING, "check passed, no READY=1: still STARTING");
+  svc_step(&f, &pc, &ready, 12, &out);
+  CHECK(f.state == S_HEALTHY, "then READY=1: HEALTHY, got %s", svc_state_name(f.state));
+  svc_fsm_init(&f, 1);
+  svc_step(&f, &pc, &start, 10, &out);
+  svc_step(&f, &pc, &up, 10, &out);
+  svc_step(&f, &pc, &ready, 11, &out);
+  CHECK(f.state == S_STARTING, "READY=1, no pass: still STARTING");
+  svc_step(&f, &pc, &pass, 12, &out);
+  CHECK(f.state == S_HEALTHY, "then a pass: HEALTHY, got %s", svc_state_name(f.state));
+
+  /* The watchdog: armed at the start, moved on by each WATCHDOG=1, the earlier deadline wins. */
+  struct svc_policy pw = policy(P_WD); /* ready_after 1, watchdog 5 */
+  svc_fsm_init(&f, 1);
+  svc_step(&f, &pw, &start, 100, &out);
+  svc_step(&f, &pw, &up, 100, &out);
+  CHECK(f.wd_at == 105 && out.n && out.fx[out.n - 1].type == FX_ARM && out.fx[out.n - 1].at == 101,
+        "started: timer at ready_after (101), watchdog at 105");
+  svc_step(&f, &pw, &tick, 101, &out);
+  CHECK(f.state == S_HEALTHY && out.fx[out.n - 1].type == FX_ARM && out.fx[out.n - 1].at == 105,
+        "HEALTHY: timer at the watchdog's deadline");
+  svc_step(&f, &pw, &pet, 104, &out);
+  CHECK(f.wd_at == 109 && out.n == 1 && out.fx[0].at == 109, "WATCHDOG=1 moves it to 109");
+  svc_step(&f, &pw, &tick, 109, &out);
+  CHECK(f.state == S_FAILED && strstr(out.fx[0].reason, "watchdog"), "silent for 5s: FAILED (%s)",
+        out.n ? out.fx[0].reason : "");
+  bool sig = false;
+  for (int i = 0; i < out.n; i++) sig |= out.fx[i].type == FX_SIGNAL && out.fx[i].sig == pw.stop_signal;
+  CHECK(sig && f.wd_at == 0, "the instance is stopped and the watchdog is off");
+  svc_step(&f, &pw, &pet, 110, &out);
+  CHECK(f.wd_at == 0 && out.n == 0, "WATCHDOG=1 from a failed instance changes nothing");
+  svc_step(&f, &pw, &gone, 110.5, &out);
+  CHECK(f.state == S_BACKOFF && f.restarts == 1, "once gone, the restart policy: BACKOFF, got %s",
+        svc_state_name(f.state));
+  bool why = false;
+  for (int i = 0; i < out.n; i++) why |= out.fx[i].type == FX_INSTANCE_END && strstr(out.fx[i].reason, "watchdog");
+  CHECK(why, "the instance's end says watchdog");
+  /* A stop turns the watchdog off: its timer must not fire as a stale SIGKILL. */
+  svc_fsm_init(&f, 1);
+  svc_step(&f, &pw, &start, 100, &out);
+  svc_step(&f, &pw, &up, 100, &out);
+  svc_step(&f, &pw, &tick, 101, &out);
+  struct svc_event stop = {.type = EV_STOP};
+  svc_step(&f, &pw, &stop, 102, &out);
+  CHECK(f.state == S_STOPPING && f.wd_at == 0 && f.deadline == 102 + pw.stop_grace &&
+            out.fx[out.n - 1].type == FX_ARM && out.fx[out.n - 1].at == f.deadline,
+        "stopping: the timer is the grace's only");
+  /* A resumed running instance gets a fresh watchdog. */
+  svc_fsm_init(&f, 1);
+  struct svc_resume rs = {.stored = S_HEALTHY, .want_up = true, .attempt = 1, .alive = true, .started = 50};
+  svc_resume(&f, &pw, &rs, 200, &out);
+  CHECK(f.wd_at == 205 && out.n && out.fx[out.n - 1].type == FX_ARM, "resumed HEALTHY: watchdog armed afresh");
+}
+
 int main(void) {
+  test_notify_watchdog();
   test_table();
   test_backoff();
   test_crash_loop();
