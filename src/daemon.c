@@ -1,5 +1,6 @@
 /* The daemon: start-up, the loop, reload, signals and an orderly shutdown. */
 #include "herd/daemon.h"
+#include "herd/job.h"
 
 #include "herd/check.h"
 #include "herd/ctl.h"
@@ -283,6 +284,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 static void on_flush(uv_prepare_t *h) {
   struct daemon *d = h->data;
   if (d->deps_dirty) deps_reconcile(d);
+  jobs_reconcile(d); /* the jobs whose turn came (slots given back this turn) */
   store_flush(d->store);
   if (d->finish_pending) finish(d);
 }
@@ -398,6 +400,7 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
   tunnel_reload(d, set.hosts, set.nhosts); /* (takes the array) */
   set.hosts = NULL;
   set.nhosts = 0;
+  jobs_configure(d, set.queues, set.nqueues);
   reserve_fds(d->nservices + set.n); /* new services: one growth, not one per doubling */
   daemon_boot_begin(d);
   for (size_t i = 0; i < set.n; i++) {
@@ -664,6 +667,7 @@ int daemon_run(const struct daemon_opts *o) {
   tunnel_init(d, cfgset.hosts, cfgset.nhosts); /* (takes the array) */
   cfgset.hosts = NULL;
   cfgset.nhosts = 0;
+  jobs_init(d, cfgset.queues, cfgset.nqueues);
   if (spawner_attach(d->spawner, d->loop) < 0) {
     /* No threads: instances are spawned on the loop (uv_spawn), slower but the same. */
     log_warn("no spawner threads; spawning on the loop");
@@ -751,6 +755,7 @@ int daemon_run(const struct daemon_opts *o) {
 
   uv_run(d->loop, UV_RUN_DEFAULT);
 
+  jobs_free(d); /* after every service (and its job) was freed */
   tunnel_free(d);
   sshx_free(d);
   store_close(d->store);

@@ -136,6 +136,10 @@ struct ctx {
 static void starting_arm(struct ctx *c) {
   struct svc_fsm *f = c->f;
   const struct svc_policy *p = c->p;
+  if (p->job) { /* it runs until it exits: the only clock is its timeout */
+    if (p->run_timeout > 0) arm(f, c->out, c->now + p->run_timeout);
+    return;
+  }
   if (p->has_check) {
     push(c->out, FX_CHECKS_START);
     if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
@@ -254,6 +258,7 @@ static void apply_policy(struct ctx *c) {
   if (!f->want_up) return;
   bool again = p->restart == RESTART_ALWAYS || (p->restart == RESTART_ON_FAILURE && f->state != S_COMPLETED);
   if (!again) return;
+  if (p->max_attempts && f->attempt >= p->max_attempts) return; /* a job's retries are spent */
   /* The backoff starts over only after an instance stayed healthy a while: never less than
    * SVC_RESET_FLOOR, or `ready_after: 0` with `reset_after: 0` would restart a program
    * that fails at once as fast as it can spawn (passing through HEALTHY each time). */
@@ -369,7 +374,7 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
     } else if (end != S_COMPLETED && end != S_TIMEOUT) {
       end = S_FAILED;
     }
-    const char *when = f->state == S_STARTING ? " while starting" : "";
+    const char *when = f->state == S_STARTING && !c->p->job ? " while starting" : ""; /* (a job runs in STARTING) */
     instance_end(c, end, "%s%s", what, when);
     enter(c, end, "%s%s", what, when);
     apply_policy(c);
@@ -420,7 +425,10 @@ static void on_deadline(struct ctx *c) {
     break;
   case S_STARTING:
     if (f->launching) break; /* (no clock runs before the instance exists) */
-    if (p->has_check) {
+    if (p->job) {
+      snprintf(f->end_reason, sizeof f->end_reason, "ran longer than its timeout %.3gs", p->run_timeout);
+      enter(c, S_TIMEOUT, "%s", f->end_reason);
+    } else if (p->has_check) {
       snprintf(f->end_reason, sizeof f->end_reason, "not healthy within start_timeout %.3gs", p->start_timeout);
       enter(c, S_TIMEOUT, "%s", f->end_reason);
     } else
@@ -656,7 +664,9 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_
   switch (stored) {
   case S_STARTING:
     f->pass_streak = f->fail_streak = 0;
-    if (p->has_check) {
+    if (p->job) {
+      if (p->run_timeout > 0) arm(f, out, fmax(now, started + p->run_timeout));
+    } else if (p->has_check) {
       push(out, FX_CHECKS_START);
       if (p->start_timeout > 0) arm(f, out, fmax(now, started + p->start_timeout));
     } else {

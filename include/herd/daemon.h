@@ -85,6 +85,7 @@ struct daemon {
   size_t npidfds;     /* pidfds held for re-adopted instances */
   struct list polled; /* re-adopted instances past the pidfd budget, polled (proc.c) */
   uv_timer_t poll_timer;
+  struct jobs *jobs;   /* job queues (job.c) */
   struct heartbeat hb; /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
 };
 

@@ -82,6 +82,7 @@ struct service {
   bool log_at_bol; /* the log file ends with a newline (or is empty) */
   char *fifo_path, *log_path;
   struct checker *checker; /* health checks (check.c), or NULL */
+  struct job *job;         /* a job: its place in its queue (job.c), or NULL */
   bool removing, destroyed;
   bool stop_sent;  /* shutdown: the stop was sent (dependents first) */
   bool boot_start; /* wanted up while the daemon was creating services: start after */

@@ -73,6 +73,12 @@ void store_meta_put(struct store *st, const char *key, const char *value);
 /** The newest instance of a service (any state); returns 0 when found. Strings valid until the next store call. */
 int store_last_instance(struct store *st, const char *service, struct store_instance *out);
 
+typedef void (*store_instance_cb)(void *arg, const struct store_instance *row);
+/** Every instance of a service, oldest first (a job's attempts). Strings valid during the call. */
+void store_each_instance(struct store *st, const char *service, store_instance_cb cb, void *arg);
+/** Forget a service's instances (a job pruned). */
+void store_del_instances(struct store *st, const char *service);
+
 /** Append an event; returns its id (strictly increasing). */
 int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,
                         const char *to, const char *reason);
