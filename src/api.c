@@ -2,6 +2,7 @@
 #include "herd/check.h"
 #include "herd/cmd.h"
 #include "herd/job.h"
+#include "herd/work.h"
 #include "herd/log.h"
 #include "herd/prio.h"
 #include "herd/slurm.h"
@@ -83,7 +84,9 @@ void api_dispatch(void *daemon, struct conn *c, struct request *r) {
       conn_error(c, 400, "bad_name", NULL, "\"%s\" is not a valid service name", name);
       return;
     }
-    if (e->api != api_add && e->api != api_replace && e->api != api_job_run && check_no_body(c, r) < 0) return;
+    bool takes_body = e->api == api_add || e->api == api_replace || e->api == api_job_run ||
+                      e->api == api_work_deposit || e->api == api_work_done;
+    if (!takes_body && check_no_body(c, r) < 0) return;
     e->api(d, c, r, name);
     return;
   }

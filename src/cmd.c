@@ -1,6 +1,7 @@
 /* The command table (see cmd.h). */
 #include "herd/cmd.h"
 #include "herd/job.h"
+#include "herd/work.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -75,6 +76,23 @@ const struct cmd_entry cmd_table[] = {
     [CMD_PRUNE] = {"prune", "[PATTERN...] [--older-than D] [--state S]",
                    "forget finished jobs (their attempts and logs)", "POST", "/v1/jobs/prune", true, api_jobs_prune,
                    cli_prune},
+    [CMD_WORK_DEPOSIT] = {NULL, NULL,
+                          "deposit work items ({\"payload\": any, \"priority\", \"retries\", \"timeout\", "
+                          "\"tags\"} or {\"items\": [...]}) in queue {name}",
+                          "POST", "/v1/queues/{name}/work", true, api_work_deposit, NULL},
+    [CMD_WORK_WITHDRAW] = {NULL, NULL,
+                           "lease the best queued item of queue {name} (?wait=S: until one comes); {\"work\": null} if "
+                           "none",
+                           "POST", "/v1/queues/{name}/withdraw", true, api_work_withdraw, NULL},
+    [CMD_WORK_LIST] = {NULL, NULL, "the items of queue {name} (?state=, ?limit=, ?offset=) and counts by state", "GET",
+                       "/v1/queues/{name}/work", false, api_work_list, NULL},
+    [CMD_WORK_PRUNE] = {NULL, NULL, "forget finished items of queue {name} (?older_than=D, ?state=success|failure)",
+                        "POST", "/v1/queues/{name}/prune", true, api_work_prune, NULL},
+    [CMD_WORK_GET] = {NULL, NULL, "one work item by id", "GET", "/v1/work/{name}", false, api_work_get, NULL},
+    [CMD_WORK_DONE] = {NULL, NULL,
+                       "report a leased item: {\"lease\", \"status\": \"success\"|\"failure\", \"result\", "
+                       "\"error\"}",
+                       "POST", "/v1/work/{name}/done", true, api_work_done, NULL},
 };
 static_assert(sizeof cmd_table / sizeof cmd_table[0] == CMD_MAX, "one entry per cmd_id");
 const size_t cmd_count = CMD_MAX;

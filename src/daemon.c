@@ -1,6 +1,7 @@
 /* The daemon: start-up, the loop, reload, signals and an orderly shutdown. */
 #include "herd/daemon.h"
 #include "herd/job.h"
+#include "herd/work.h"
 
 #include "herd/check.h"
 #include "herd/ctl.h"
@@ -135,6 +136,7 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->poll_timer, on_close_noop);
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
+  work_close(d); /* its lease timer; parked withdrawals answered */
   heartbeat_close(d);
   while (!list_empty(&d->delayed)) {
     struct delayed_stop *x = container_of(d->delayed.next, struct delayed_stop, link);
@@ -668,6 +670,7 @@ int daemon_run(const struct daemon_opts *o) {
   cfgset.hosts = NULL;
   cfgset.nhosts = 0;
   jobs_init(d, cfgset.queues, cfgset.nqueues);
+  work_init(d); /* (without it, the work API answers 503) */
   if (spawner_attach(d->spawner, d->loop) < 0) {
     /* No threads: instances are spawned on the loop (uv_spawn), slower but the same. */
     log_warn("no spawner threads; spawning on the loop");
@@ -756,6 +759,7 @@ int daemon_run(const struct daemon_opts *o) {
   uv_run(d->loop, UV_RUN_DEFAULT);
 
   jobs_free(d); /* after every service (and its job) was freed */
+  work_free(d);
   tunnel_free(d);
   sshx_free(d);
   store_close(d->store);

@@ -77,6 +77,10 @@ static void begin(struct store *st) {
     st->in_txn = true;
 }
 
+sqlite3 *store_db(struct store *st) { return st->db; }
+void store_begin(struct store *st) { begin(st); }
+void store_note_error(struct store *st, const char *what) { note_error(st, what); }
+
 void store_flush(struct store *st) {
   if (!st || !st->in_txn) return;
   st->in_txn = false;

@@ -86,6 +86,7 @@ struct daemon {
   struct list polled; /* re-adopted instances past the pidfd budget, polled (proc.c) */
   uv_timer_t poll_timer;
   struct jobs *jobs;   /* job queues (job.c) */
+  struct work *work;   /* work queues for external workers (work.c) */
   struct heartbeat hb; /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
 };
 

@@ -88,6 +88,13 @@ typedef void (*store_event_cb)(void *arg, const struct store_event *ev);
 void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg);
 int64_t store_last_event_id(struct store *st);
 
+/* For a module that keeps its own table in the store (work.c): the connection, the open
+ * transaction its writes go into (committed by store_flush with the rest), its errors. */
+typedef struct sqlite3 sqlite3;
+sqlite3 *store_db(struct store *st);
+void store_begin(struct store *st);
+void store_note_error(struct store *st, const char *what);
+
 /** Counters for metrics and health (since the store was opened). */
 struct store_stats {
   uint64_t commits;                     /* transactions committed */

@@ -267,5 +267,134 @@ class JobsTest(DaemonTest):
         self.assertEqual(subprocess.run(["pgrep", "-f", ran], capture_output=True).stdout, b"")
 
 
+class WorkQueueTest(DaemonTest):
+    """Work items for external workers: deposit, withdraw under a lease, report."""
+
+    def setUp(self):
+        super().setUp()
+        self.d.start()
+
+    def req(self, method, path, body=None, want=200):
+        st, b = self.d.request(method, path, body)
+        self.assertEqual(st, want, b)
+        return b
+
+    def withdraw(self, q="q", wait=None):
+        return self.req("POST", "/v1/queues/%s/withdraw" % q + ("?wait=%s" % wait if wait else ""))["work"]
+
+    def done(self, item, status="success", want=200, **kw):
+        return self.req("POST", "/v1/work/%d/done" % item["id"], dict(lease=item["lease"], status=status, **kw), want)
+
+    def test_order_report_and_listing(self):
+        ids = self.req("POST", "/v1/queues/q/work", {"items": [
+            {"payload": {"n": 1}}, {"payload": {"n": 2}, "priority": 5}, {"payload": {"n": 3}},
+            {"payload": {"n": 4}, "priority": 5, "tags": ["x"]}]}, 201)["ids"]
+        self.assertEqual(len(ids), 4)
+        got = [self.withdraw()["payload"]["n"] for _ in range(4)]
+        self.assertEqual(got, [2, 4, 1, 3])  # priority first, then FIFO
+        self.assertIsNone(self.withdraw())
+        st, body = self.d.request("POST", "/v1/queues/q/work", {"payload": 1, "priority": 7})
+        self.assertEqual(st, 400)
+        st, body = self.d.request("POST", "/v1/queues/q/work", {"nopayload": 1})
+        self.assertEqual(st, 400)
+        self.req("POST", "/v1/queues/other/work", {"payload": "o"}, 201)
+        item = self.withdraw("other")
+        self.assertEqual(item["attempt"], 1)
+        self.assertEqual(item["state"], "running")
+        w = self.done(item, result={"ok": 1})["work"]
+        self.assertEqual((w["state"], w["result"]), ("success", {"ok": 1}))
+        self.done(item, want=409)  # reported already
+        lst = self.req("GET", "/v1/queues/q/work")
+        self.assertEqual(lst["counts"], {"running": 4})
+        self.assertEqual(self.req("POST", "/v1/queues/other/prune")["pruned"], 1)
+        self.assertEqual(self.d.request("GET", "/v1/work/%d" % item["id"])[0], 404)
+
+    def test_lease_expiry_failure_and_retries(self):
+        self.req("POST", "/v1/queues/q/work", {"payload": "p", "timeout": 0.3, "retries": 2}, 201)
+        a1 = self.withdraw()
+        # Not reported: the lease expires and the item is back, attempt counted.
+        a2 = self.withdraw(wait=5)
+        self.assertEqual((a2["id"], a2["attempt"]), (a1["id"], 2))
+        self.assertIn("lease expired", a2["error"])
+        self.assertNotEqual(a1["lease"], a2["lease"])
+        self.done(a1, want=409)  # a stale lease cannot report
+        self.done(a2, "failure", error="bad input")
+        a3 = self.withdraw()
+        self.assertEqual(a3["attempt"], 3)
+        w = self.done(a3, "failure", error="still bad")["work"]
+        self.assertEqual(w["state"], "failure")
+        self.assertIn("no retries left", w["error"])
+        self.assertIsNone(self.withdraw())
+
+    def test_withdraw_waits_for_a_deposit(self):
+        import threading
+        out = {}
+
+        def worker():
+            t0 = time.time()
+            out["item"] = self.withdraw(wait=20)
+            out["took"] = time.time() - t0
+        t = threading.Thread(target=worker)
+        t.start()
+        time.sleep(0.3)  # (the withdrawal is parked: nothing to take yet)
+        self.req("POST", "/v1/queues/q/work", {"payload": "late"}, 201)
+        t.join(20)
+        self.assertEqual(out["item"]["payload"], "late")
+        self.assertLess(out["took"], 5)
+
+    def test_kill9_loses_nothing_and_hands_nothing_out_twice(self):
+        import threading
+        n = 300
+        for k in range(0, n, 100):
+            self.req("POST", "/v1/queues/q/work",
+                     {"items": [{"payload": i, "timeout": 3} for i in range(k, k + 100)]}, 201)
+        lock = threading.Lock()
+        handed, succeeded, stop = [], [], threading.Event()
+
+        def call(method, path, body=None):
+            while not stop.is_set():
+                try:
+                    return self.d.request(method, path, body, timeout=10)
+                except OSError:
+                    time.sleep(0.05)  # the daemon is down: try again
+            return None, None
+
+        def worker():
+            while not stop.is_set():
+                st, b = call("POST", "/v1/queues/q/withdraw?wait=0.5")
+                if st != 200:
+                    continue
+                item = b["work"]
+                if item is None:
+                    continue
+                with lock:
+                    handed.append((item["id"], item["attempt"]))
+                time.sleep(0.005)
+                st, b = call("POST", "/v1/work/%d/done" % item["id"], {"lease": item["lease"], "status": "success"})
+                # 409 with the item a success: our report was committed, its answer lost in the kill.
+                if st == 200 or (st == 409 and b["error"]["work"]["state"] == "success"):
+                    with lock:
+                        succeeded.append(item["id"])
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: len(succeeded) >= 80, 60, what="some work done")
+            self.d.kill9()
+            self.d.start()
+
+            def all_done():
+                st, b = self.d.request("GET", "/v1/queues/q/work?limit=1")
+                return b["counts"] == {"success": n}
+            wait_until(all_done, 60, what="all %d items done" % n)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(len(handed), len(set(handed)), "no (item, attempt) handed out twice")
+        self.assertEqual(sorted(set(succeeded)), list(range(1, n + 1)), "none lost")
+        self.assertEqual(len(succeeded), n, "each reported once")
+
+
 if __name__ == "__main__":
     main()
