@@ -10,6 +10,7 @@ pkgs=(build-essential cmake pkg-config ca-certificates python3
       openssh-client)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(procps iproute2 sqlite3 supervisor runit monit clang-format openssl)
+  pkgs+=(parallel) # GNU parallel, against herd's jobs in bench/jobs.py (bash bench/run.sh jobs)
   # libFuzzer for tests/fuzz (bench/fuzz.sh): clang's -fsanitize=fuzzer runtime is in
   # libclang-rt-14-dev, only recommended by clang-14 (libfuzzer-14-dev is the standalone library)
   pkgs+=(clang libclang-rt-14-dev)
