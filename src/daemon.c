@@ -137,6 +137,7 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
   work_close(d); /* its lease timer; parked withdrawals answered */
+  jobs_close(d);
   heartbeat_close(d);
   while (!list_empty(&d->delayed)) {
     struct delayed_stop *x = container_of(d->delayed.next, struct delayed_stop, link);

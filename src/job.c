@@ -12,6 +12,7 @@
 #include "herd/log.h"
 #include "herd/queue.h"
 #include "herd/store.h"
+#include "herd/work.h"
 
 #include <errno.h>
 #include <math.h>
@@ -23,14 +24,18 @@ struct jqueue {
   struct list link;
   char *name;
   struct queue q;
-  bool dirty; /* a slot was given back: admit the next ones */
+  bool dirty;       /* a slot was given back: admit the next ones */
+  double retention; /* finished jobs (and work items of the queue of this name) kept this long; 0: until pruned */
 };
 
 struct jobs {
+  struct daemon *d;
   struct list queues;
   bool dirty; /* some queue is dirty */
   unsigned default_max;
-  int64_t seq; /* the last generated job name's number */
+  int64_t seq;      /* the last generated job name's number */
+  uv_timer_t sweep; /* retention: forgets what is past it */
+  bool sweep_open;
 };
 
 struct job {
@@ -55,15 +60,56 @@ static struct jqueue *jqueue_get(struct daemon *d, const char *name) {
   return q;
 }
 
+static void prune_one(struct daemon *d, struct service *s);
+static double finished_at(const struct service *s);
+
+/* Forget what is past its queue's retention; again in a while (the shortest retention's
+ * quarter, from 1 s to 60 s). */
+static void on_sweep(uv_timer_t *t) {
+  struct jobs *js = container_of(t, struct jobs, sweep);
+  struct daemon *d = js->d;
+  double now = now_wall(), next = 60;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &js->queues) {
+    struct jqueue *q = container_of(pos, struct jqueue, link);
+    if (q->retention <= 0) continue;
+    if (q->retention / 4 < next) next = q->retention / 4;
+    work_expire(d, q->name, q->retention);
+  }
+  size_t n = 0;
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (!s->job || s->removing || s->job->q->retention <= 0 || !svc_fsm_at_rest(&s->fsm) || s->start_at_rest) continue;
+    if (now - finished_at(s) < s->job->q->retention) continue;
+    prune_one(d, s);
+    n++;
+  }
+  if (n) log_info("%zu finished job(s) past their queue's retention forgotten", n);
+  if (next < 1) next = 1;
+  uv_timer_start(&js->sweep, on_sweep, (uint64_t)(next * 1000), 0);
+}
+
 static void configure(struct daemon *d, const struct queue_spec *qs, size_t n) {
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->jobs->queues) {
     struct jqueue *q = container_of(pos, struct jqueue, link);
     q->q.max_running = d->jobs->default_max;
+    q->retention = 0;
     q->dirty = true; /* a higher limit admits more now */
   }
-  for (size_t i = 0; i < n; i++) jqueue_get(d, qs[i].name)->q.max_running = qs[i].max_running;
+  bool any = false;
+  for (size_t i = 0; i < n; i++) {
+    struct jqueue *q = jqueue_get(d, qs[i].name);
+    q->q.max_running = qs[i].max_running;
+    q->retention = qs[i].retention;
+    any |= q->retention > 0;
+  }
   d->jobs->dirty = true;
+  if (!d->jobs->sweep_open) return;
+  if (any)
+    uv_timer_start(&d->jobs->sweep, on_sweep, 0, 0); /* a first sweep now, then by the shortest retention */
+  else
+    uv_timer_stop(&d->jobs->sweep);
 }
 
 void jobs_init(struct daemon *d, const struct queue_spec *q, size_t n) {
@@ -72,6 +118,9 @@ void jobs_init(struct daemon *d, const struct queue_spec *q, size_t n) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   js->default_max = ncpu > 0 ? (unsigned)ncpu : 1;
   d->jobs = js;
+  js->d = d;
+  uv_timer_init(d->loop, &js->sweep);
+  js->sweep_open = true;
   char *v = store_meta_get(d->store, "job_seq");
   if (v) js->seq = strtoll(v, NULL, 10);
   free(v);
@@ -80,6 +129,12 @@ void jobs_init(struct daemon *d, const struct queue_spec *q, size_t n) {
 }
 
 void jobs_configure(struct daemon *d, const struct queue_spec *q, size_t n) { configure(d, q, n); }
+
+void jobs_close(struct daemon *d) {
+  if (!d->jobs || !d->jobs->sweep_open) return;
+  d->jobs->sweep_open = false;
+  uv_close((uv_handle_t *)&d->jobs->sweep, NULL);
+}
 
 void jobs_free(struct daemon *d) {
   if (!d->jobs) return;
@@ -600,14 +655,19 @@ void api_jobs_prune(struct daemon *d, struct conn *c, struct request *r, const c
     if (match && *match && !match_any(match, s->spec->name)) continue;
     if (want >= 0 && !job_in_state(s, want)) continue;
     if (age > 0 && now - finished_at(s) < age) continue;
-    store_del_instances(d->store, s->spec->name);
-    char *log = xstrdup(s->log_path);
-    service_remove(s); /* at rest: gone at once (freed once its handles close) */
-    unlink(log);
-    free(log);
+    prune_one(d, s);
     n++;
   }
   conn_reply(c, 200, json_pack("{s:I}", "pruned", (json_int_t)n));
+}
+
+/* Forget a finished job: its service, its attempts, its log. */
+static void prune_one(struct daemon *d, struct service *s) {
+  store_del_instances(d->store, s->spec->name);
+  char *log = xstrdup(s->log_path);
+  service_remove(s); /* at rest: gone at once (freed once its handles close) */
+  unlink(log);
+  free(log);
 }
 
 /* ---- logs per attempt ---- */

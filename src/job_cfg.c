@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const char *const job_keys[] = {"queue", "priority", "retries", "timeout", NULL};
-static const char *const queue_keys[] = {"name", "max_running", NULL};
+static const char *const queue_keys[] = {"name", "max_running", "retention", NULL};
 
 void cfgp_parse_job(struct pctx *c, const char *field, json_t *v, struct spec *s, json_t *restart) {
   char f[300];
@@ -55,17 +55,20 @@ void cfgp_parse_queues(struct pctx *c, json_t *v, struct spec_set *out) {
     cfgp_check_keys(c, prefix, o, queue_keys);
     char *name = NULL;
     int max = 0;
+    double retention = 0;
     json_t *x = json_object_get(o, "name");
     if (!x)
       cfgp_err_at(c, prefix, "missing required key \"name\"");
     else if (cfgp_get_string(c, FIELD(f, prefix, "name"), x, &name) == 0 && !name_valid(name))
       cfgp_err_at(c, FIELD(f, prefix, "name"), "\"%s\" is not a valid queue name", name);
     if ((x = json_object_get(o, "max_running"))) cfgp_get_int(c, FIELD(f, prefix, "max_running"), x, 0, 1000000, &max);
+    if ((x = json_object_get(o, "retention"))) cfgp_get_duration(c, FIELD(f, prefix, "retention"), x, &retention);
     for (size_t k = 0; name && k < out->nqueues; k++)
       if (!strcmp(out->queues[k].name, name))
         cfgp_err_at(c, FIELD(f, prefix, "name"), "queue \"%s\" is defined twice", name);
     if (!name) continue;
     out->queues = xrealloc(out->queues, (out->nqueues + 1) * sizeof *out->queues);
-    out->queues[out->nqueues++] = (struct queue_spec){.name = name, .max_running = (unsigned)max};
+    out->queues[out->nqueues++] =
+        (struct queue_spec){.name = name, .max_running = (unsigned)max, .retention = retention};
   }
 }

@@ -603,6 +603,18 @@ void api_work_list(struct daemon *d, struct conn *c, struct request *r, const ch
   conn_reply(c, 200, json_pack("{s:s,s:o,s:o}", "queue", queue, "work", a, "counts", counts));
 }
 
+void work_expire(struct daemon *d, const char *queue, double age) {
+  struct work *w = d->work;
+  if (!w) return;
+  store_begin(d->store);
+  sqlite3_stmt *s = w->prune;
+  sqlite3_bind_text(s, 1, queue, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_double(s, 2, now_wall() - age);
+  step_done(w, s, "work retention");
+  int n = sqlite3_changes(store_db(d->store));
+  if (n) log_info("work queue %s: %d finished item(s) past the retention %.3gs forgotten", queue, n, age);
+}
+
 void api_work_prune(struct daemon *d, struct conn *c, struct request *r, const char *queue) {
   if (unavailable(d, c)) return;
   struct work *w = d->work;

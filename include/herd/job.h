@@ -24,6 +24,8 @@ struct buf;
 void jobs_init(struct daemon *d, const struct queue_spec *q, size_t n);
 /** A reload: the queues' limits change; jobs already running keep their slots. */
 void jobs_configure(struct daemon *d, const struct queue_spec *q, size_t n);
+/** Close the retention sweep's timer (shutdown). */
+void jobs_close(struct daemon *d);
 void jobs_free(struct daemon *d);
 /** Once per loop turn: start the jobs whose turn came (slots freed meanwhile). */
 void jobs_reconcile(struct daemon *d);

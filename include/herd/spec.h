@@ -131,6 +131,7 @@ struct job_spec {
 struct queue_spec {
   char *name;
   unsigned max_running; /* 0: no limit */
+  double retention;     /* finished jobs and work items are forgotten this long after they end (0: kept) */
 };
 
 struct spec {

@@ -21,6 +21,9 @@ int work_init(struct daemon *d);
 void work_close(struct daemon *d);
 void work_free(struct daemon *d);
 
+/** Forget the queue's finished items that ended more than `age` seconds ago (retention). */
+void work_expire(struct daemon *d, const char *queue, double age);
+
 void api_work_deposit(struct daemon *d, struct conn *c, struct request *r, const char *queue);
 void api_work_withdraw(struct daemon *d, struct conn *c, struct request *r, const char *queue);
 void api_work_list(struct daemon *d, struct conn *c, struct request *r, const char *queue);

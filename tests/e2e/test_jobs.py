@@ -208,6 +208,30 @@ class JobsTest(DaemonTest):
         self.assertEqual(self.d.cli("kill").returncode, 2)
         self.d.cli("kill", "other", check=True)
 
+    def test_retention_forgets_finished_jobs_and_items(self):
+        self.d.write_config(json.dumps({"queues": [{"name": "short", "max_running": 4, "retention": "1s"}]}),
+                            "queues.json")
+        self.d.start()
+        self.run_job("--name", "brief", "--queue", "short", "--", "true")
+        self.run_job("--name", "kept", "--", "true")  # the default queue keeps its jobs
+        self.run_job("--name", "running", "--queue", "short", "--", "sleep", "100")
+        self.d.request("POST", "/v1/queues/short/work", {"payload": 1})
+        st, b = self.d.request("POST", "/v1/queues/short/withdraw")
+        item = b["work"]
+        self.d.request("POST", "/v1/work/%d/done" % item["id"], {"lease": item["lease"], "status": "success"})
+        wait_until(lambda: self.d.request("GET", "/v1/services/brief")[0] == 404, 10, what="brief forgotten")
+        wait_until(lambda: self.d.request("GET", "/v1/work/%d" % item["id"])[0] == 404, 10, what="item forgotten")
+        self.assertEqual(self.job("kept")["state"], "COMPLETED")
+        self.assertEqual(self.job("running")["job"]["state"], "RUNNING")  # not finished: kept
+        r = self.d.cli("config", "check", self.d.confdir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.d.write_config(json.dumps({"queues": [{"name": "bad", "retention": "soon", "max": 1}]}), "queues.json")
+        r = self.d.cli("config", "check", self.d.confdir)
+        self.assertEqual(r.returncode, 100)
+        self.assertRegex(r.stderr, r"queues.json:1:\d+: queues\[0\]\.retention")
+        self.assertIn("queues[0].max", r.stderr)
+        self.d.cli("kill", "running", check=True)
+
     def test_bad_jobs_are_refused(self):
         self.d.start()
         st, body = self.d.request("POST", "/v1/jobs", {"command": ["true"], "priority": 9})
