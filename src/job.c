@@ -507,6 +507,7 @@ struct jwait {
   uv_timer_t timer;
   bool armed;
   double t0;
+  size_t total; /* matching jobs at the last count */
 };
 
 static void jwait_free(uv_handle_t *h) { free(container_of((uv_timer_t *)h, struct jwait, timer)); }
@@ -534,6 +535,7 @@ static bool jwait_progress(struct jwait *wt) {
                                               s->last_error[0] ? s->last_error : s->reason));
   }
   bool end = !n[W_QUEUED] && !n[W_RUNNING];
+  wt->total = total;
   json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:b}", "done", (json_int_t)n[W_DONE], "failed",
                         (json_int_t)n[W_FAILED], "running", (json_int_t)n[W_RUNNING], "queued", (json_int_t)n[W_QUEUED],
                         "total", (json_int_t)total, "elapsed", now_mono() - wt->t0, "finished", end);
@@ -568,9 +570,10 @@ static void jwait_transition(struct svc_watch *w, struct service *s, svc_state f
   (void)from, (void)to, (void)reason, (void)id, (void)ts;
   struct jwait *wt = container_of(w, struct jwait, w);
   if (!s->job || wt->armed || !match_any(wt->match, s->spec->name)) return;
-  /* Changes come in bursts (a thousand jobs end in one turn): one line for the burst. */
+  /* Changes come in bursts (a thousand jobs end in one turn): one line for the burst; a
+   * count goes over every job, so a big wait counts less often. */
   wt->armed = true;
-  uv_timer_start(&wt->timer, jwait_tick, 20, 0);
+  uv_timer_start(&wt->timer, jwait_tick, wt->total > 1000 ? 100 : 20, 0);
 }
 
 void api_jobs_wait(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
