@@ -13,14 +13,14 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import HERD_BIN, Daemon, DaemonTest, main, pid_alive, wait_until  # noqa: E402
+from harness import HERD_BIN, SanitizedSuiteTest, main, pid_alive, wait_until  # noqa: E402
 
 
 def queues(*qs):
     return json.dumps({"queues": [{"name": n, "max_running": m} for n, m in qs]})
 
 
-class JobsTest(DaemonTest):
+class JobsTest(SanitizedSuiteTest):
     def setUp(self):
         super().setUp()
         self.work = os.path.join(self.d.root, "work")
@@ -75,10 +75,15 @@ class JobsTest(DaemonTest):
     def test_concurrency_limit_never_exceeded(self):
         self.d.write_config(queues(("three", 3)), "queues.json")
         self.d.start()
-        log = self.path("log")
+        log, gate = self.path("log"), self.path("gate")
         for i in range(12):
-            self.run_job("--name", "c-%d" % i, "--queue", "three", "--",
-                         "sh", "-c", "echo + >> %s; sleep 0.15; echo - >> %s" % (log, log))
+            self.run_job("--name", "c-%d" % i, "--queue", "three", "--", "sh", "-c",
+                         "echo + >> %s; while [ ! -e %s ]; do sleep 0.02; done; sleep 0.1; echo - >> %s"
+                         % (log, gate, log))
+        # Held by the gate: 3 run, 9 wait.
+        wait_until(lambda: self.jobs("?match=c-*")["counts"] == {"RUNNING": 3, "PENDING": 9}, 15,
+                   what="3 running, 9 queued (now %s)" % self.jobs("?match=c-*")["counts"])
+        open(gate, "w").close()
         self.assertEqual(self.d.cli("wait", "c-*").returncode, 0)
         cur = peak = 0
         with open(log) as f:
@@ -291,7 +296,7 @@ class JobsTest(DaemonTest):
         self.assertEqual(subprocess.run(["pgrep", "-f", ran], capture_output=True).stdout, b"")
 
 
-class WorkQueueTest(DaemonTest):
+class WorkQueueTest(SanitizedSuiteTest):
     """Work items for external workers: deposit, withdraw under a lease, report."""
 
     def setUp(self):
