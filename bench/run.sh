@@ -17,6 +17,8 @@
 #   bash bench/run.sh metrics [ARGS]    GET /metrics with 1,000 services: daemon CPU per scrape (metrics.py; ~1 min)
 #   bash bench/run.sh soak [ARGS]       100,000 restarts and 100,000 API requests against one daemon: descriptors,
 #                                       RSS and loop handles per 10,000 (soak.py; ~10 min; --restarts N --requests N)
+#   bash bench/run.sh jobs [ARGS]       10,000 jobs of true / sleep 0.01 at concurrency 2 and 8: herd vs xargs -P
+#                                       and GNU parallel, jobs/s and daemon CPU per job (jobs.py; ~6 min)
 #   bash bench/run.sh all [N...]        all five, one after the other (N... goes to bench.py)
 #   BENCH_IDLE_SECONDS=60               idle-CPU window per system and N
 #   BENCH_QUICK=1                       smoke run: N 10 50 (unless given), 3 s idle, 10 kills; slurm N=50
@@ -50,7 +52,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|slurm|slurm-ssh|load|crash|tunnels|metrics|soak|all) mode=$1; shift ;;
+  checks|adopt|slurm|slurm-ssh|load|crash|tunnels|metrics|soak|jobs|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -59,6 +61,7 @@ case $mode in
 esac
 case $mode in
   checks|all) need+=(monit) ;;
+  jobs) need+=(xargs parallel) ;;
 esac
 for tool in "${need[@]}"; do
   command -v "$tool" >/dev/null || {
@@ -163,6 +166,7 @@ case $mode in
   slurm-ssh) run_py 2400 "$here/slurm_ssh.py" "${common[@]}" "$@" || rc=$? ;;
   metrics) run_py 600 "$here/metrics.py" "${common[@]}" "$@" || rc=$? ;;
   soak)   run_py 3600 "$here/soak.py" "${common[@]}" "$@" || rc=$? ;;
+  jobs)   run_py 1800 "$here/jobs.py" "${common[@]}" "$@" || rc=$? ;;
   all)
     for step in main checks adopt load slurm; do
       r=0

@@ -14,6 +14,7 @@ if [ "${1:-}" = "--test" ]; then
   pkgs+=(groff-base man-db zsh)
   # a real browser for the status page (tests/e2e/test_web.py: headless, over the DevTools pipe)
   pkgs+=(chromium)
+  pkgs+=(parallel) # GNU parallel, against herd's jobs in bench/jobs.py (bash bench/run.sh jobs)
   # libFuzzer for tests/fuzz (bench/fuzz.sh): clang's -fsanitize=fuzzer runtime is in
   # libclang-rt-14-dev, only recommended by clang-14 (libfuzzer-14-dev is the standalone library)
   pkgs+=(clang libclang-rt-14-dev)

@@ -2,6 +2,8 @@
 #include "herd/joblog.h"
 #include "herd/check.h"
 #include "herd/cmd.h"
+#include "herd/job.h"
+#include "herd/work.h"
 #include "herd/log.h"
 #include "herd/prio.h"
 #include "herd/slurm.h"
@@ -83,7 +85,9 @@ void api_dispatch(void *daemon, struct conn *c, struct request *r) {
       conn_error(c, 400, "bad_name", NULL, "\"%s\" is not a valid service name", name);
       return;
     }
-    if (e->api != api_add && e->api != api_replace && check_no_body(c, r) < 0) return;
+    bool takes_body = e->api == api_add || e->api == api_replace || e->api == api_job_run ||
+                      e->api == api_work_deposit || e->api == api_work_done;
+    if (!takes_body && check_no_body(c, r) < 0) return;
     e->api(d, c, r, name);
     return;
   }
@@ -555,6 +559,27 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
     return;
   }
   size_t len = 0;
+  char ab[16];
+  const char *attempt = req_query(r, "attempt", ab, sizeof ab);
+  if (attempt) {
+    /* One attempt of a job (or any service): from its "started" note to the next one's. */
+    unsigned long at = strtoul(attempt, NULL, 10);
+    if (!*attempt || strspn(attempt, "0123456789") != strlen(attempt) || at < 1 || at > 1000000 || fol || tail) {
+      conn_error(c, 400, "bad_attempt", json_pack("{s:s}", "param", "attempt"),
+                 "attempt must be a whole number from 1 (and goes without follow or tail)");
+      return;
+    }
+    char *all = file_tail(s->log_path, -1, NULL, &len);
+    size_t start = 0, n = 0;
+    if (!all || !job_log_slice(all, len, (unsigned)at, &start, &n)) {
+      free(all);
+      conn_error(c, 404, "no_attempt", NULL, "%s has no attempt %lu in its log", s->spec->name, at);
+      return;
+    }
+    conn_reply_raw(c, 200, "text/plain; charset=utf-8", all + start, n);
+    free(all);
+    return;
+  }
   char *data = lines == 0 ? NULL : file_tail(s->log_path, lines, NULL, &len);
   if (!fol) {
     conn_reply_raw(c, 200, "text/plain; charset=utf-8", data ? data : "", len);

@@ -60,6 +60,8 @@ void spec_set_free(struct spec_set *s) {
   free(s->clusters);
   for (size_t i = 0; i < s->nhosts; i++) host_spec_free(s->hosts[i]);
   free(s->hosts);
+  for (size_t i = 0; i < s->nqueues; i++) free(s->queues[i].name);
+  free(s->queues);
   memset(s, 0, sizeof *s);
 }
 
@@ -346,6 +348,7 @@ static const char *const service_keys[] = {"name",
                                            "queue_timeout",
                                            "ready",
                                            "watchdog",
+                                           "job",
                                            NULL};
 /* Keys that only mean something to the Slurm backend. */
 static const char *const slurm_only_keys[] = {"cluster",       "script", "partition", "time_limit",    "nodes",
@@ -795,6 +798,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
     cfgp_get_bool(c, FIELD(f, prefix, "restart_with_dependency"), v, &s->restart_with_dependency);
   if ((v = json_object_get(o, "ssh"))) cfgp_parse_ssh(c, FIELD(f, prefix, "ssh"), v, s);
   parse_notify(c, prefix, o, s);
+  if ((v = json_object_get(o, "job"))) cfgp_parse_job(c, FIELD(f, prefix, "job"), v, s, json_object_get(o, "restart"));
   if (s->backend == BACKEND_SLURM) {
     cfgp_parse_slurm(c, prefix, o, s);
     if (s->set_gid) cfgp_err_at_key(c, FIELD(f, prefix, "group"), "a Slurm job runs with its user's groups");
@@ -822,7 +826,7 @@ static struct spec *parse_service(struct pctx *c, const char *prefix, json_t *o)
 
 int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_set *out, struct cfg_errors *errs) {
   struct pctx c = {file, text, len, errs, 0, NULL};
-  size_t first = out->n, first_cluster = out->nclusters, first_host = out->nhosts;
+  size_t first = out->n, first_cluster = out->nclusters, first_host = out->nhosts, first_queue = out->nqueues;
   json_error_t je;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
@@ -866,8 +870,10 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
       }
     }
   }
-  if (list || clusters || hosts) {
-    static const char *const top_keys[] = {"services", "clusters", "hosts", NULL};
+  json_t *queues = json_is_object(root) ? json_object_get(root, "queues") : NULL;
+  if (queues) cfgp_parse_queues(&c, queues, out);
+  if (list || clusters || hosts || queues) {
+    static const char *const top_keys[] = {"services", "clusters", "hosts", "queues", NULL};
     cfgp_check_keys(&c, "", root, top_keys);
     if (!list) {
     } else if (!json_is_array(list)) {
@@ -895,6 +901,8 @@ int cfg_parse_text(const char *file, const char *text, size_t len, struct spec_s
     out->nclusters = first_cluster;
     for (size_t i = first_host; i < out->nhosts; i++) host_spec_free(out->hosts[i]);
     out->nhosts = first_host;
+    for (size_t i = first_queue; i < out->nqueues; i++) free(out->queues[i].name);
+    out->nqueues = first_queue;
   }
   return c.nerr;
 }
@@ -1158,6 +1166,8 @@ int cfg_load_dir(const char *dir, struct spec_set *out, struct cfg_errors *errs)
   out->hosts = all.hosts;
   out->nhosts = all.nhosts;
   out->hcap = all.hcap;
+  out->queues = all.queues;
+  out->nqueues = all.nqueues;
   return 0;
 }
 

@@ -47,6 +47,11 @@ char *cfgp_script_for(const struct spec *s);
 
 /* cfg_hosts.c: a host of "hosts", and a service's "ssh". */
 struct host_spec *cfgp_parse_host(struct pctx *c, const char *prefix, json_t *o);
+/* job_cfg.c: a service's "job" section (restart defaults to on-failure) */
+void cfgp_parse_job(struct pctx *c, const char *field, json_t *v, struct spec *s, json_t *restart);
+/* job_cfg.c: the top-level "queues" array */
+struct spec_set;
+void cfgp_parse_queues(struct pctx *c, json_t *v, struct spec_set *out);
 void cfgp_parse_ssh(struct pctx *c, const char *field, json_t *v, struct spec *s);
 
 #endif

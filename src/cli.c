@@ -606,15 +606,23 @@ static int stream(struct cli *cli, enum cmd_id id, const char *name, const char 
 
 int cli_logs(struct cli *cli, int argc, char **argv) {
   bool follow = false, job = false;
-  long n = -1;
+  long n = -1, attempt = 0;
   int ch;
   optind = 1;
   static const struct option opts[] = {{"follow", no_argument, 0, 'f'},
                                        {"lines", required_argument, 0, 'n'},
                                        {"job", no_argument, 0, 'j'},
+                                       {"attempt", required_argument, 0, 'a'},
                                        {0, 0, 0, 0}};
-  while ((ch = getopt_long(argc, argv, "fn:j", opts, NULL)) != -1) {
-    if (ch == 'j')
+  while ((ch = getopt_long(argc, argv, "fn:ja:", opts, NULL)) != -1) {
+    if (ch == 'a') {
+      char *end;
+      attempt = strtol(optarg, &end, 10);
+      if (!*optarg || *end || attempt < 1) {
+        fprintf(stderr, "herd: --attempt takes an attempt number, 1 or more\n");
+        return HERD_EXIT_USAGE;
+      }
+    } else if (ch == 'j')
       job = true;
     else if (ch == 'f')
       follow = true;
@@ -632,7 +640,8 @@ int cli_logs(struct cli *cli, int argc, char **argv) {
   struct buf q = {0};
   if (n >= 0) buf_printf(&q, "tail=%ld&", n);
   if (follow) buf_printf(&q, "follow=1&");
-  if (job) buf_printf(&q, "job=1");
+  if (job) buf_printf(&q, "job=1&");
+  if (attempt) buf_printf(&q, "attempt=%ld", attempt);
   int rc = stream(cli, CMD_LOGS, argv[optind], q.data, write_out, NULL);
   buf_free(&q);
   return rc;
@@ -831,4 +840,384 @@ int cli_main(const struct cmd_globals *g, int argc, char **argv) {
   int rc = e->cli(&cli, argc, argv);
   if (rc == HERD_EXIT_USAGE) cmd_usage(e, stderr);
   return rc;
+}
+
+/* ---- jobs ---- */
+
+/* Patterns as one query value: globs joined by commas (no name has one), percent-encoded. */
+static char *patterns_query(int argc, char **argv) {
+  struct buf b = {0};
+  for (int i = 0; i < argc; i++) {
+    if (i) buf_lit(&b, ",");
+    buf_printf(&b, "%s", argv[i]);
+  }
+  if (!b.data) return NULL;
+  char *e = url_encode(b.data);
+  buf_free(&b);
+  return e;
+}
+
+/* The exit code a finished job stands for: its own code, 128+signal, 124 for a timeout (as
+ * timeout(1)), 1 otherwise (stopped, could not start). */
+static int job_exit_code(json_t *svc) {
+  const char *st = json_string_value(json_object_get(svc, "state"));
+  json_t *e = json_object_get(svc, "last_exit");
+  if (st && !strcmp(st, "COMPLETED")) return 0;
+  if (st && !strcmp(st, "TIMEOUT")) return 124;
+  if (st && !strcmp(st, "FAILED") && json_is_object(e)) {
+    json_t *code = json_object_get(e, "code"), *sig = json_object_get(e, "signal");
+    if (json_is_integer(sig)) return 128 + (int)json_integer_value(sig);
+    if (json_is_integer(code) && json_integer_value(code) > 0) return (int)(json_integer_value(code) & 255);
+  }
+  return 1;
+}
+
+struct waitp {
+  struct cli *cli;
+  bool quiet, shown;
+  struct buf line;
+  double t_first, n_first; /* the first line's elapsed time and finished count: the rate's base */
+  bool have_first;
+  json_t *last;
+};
+
+static void fmt_secs(char *buf, size_t len, double s) {
+  if (s < 0 || !isfinite(s))
+    snprintf(buf, len, "?");
+  else if (s < 90)
+    snprintf(buf, len, "%.0fs", s);
+  else if (s < 5400)
+    snprintf(buf, len, "%.0fm%02.0fs", floor(s / 60), fmod(s, 60));
+  else
+    snprintf(buf, len, "%.0fh%02.0fm", floor(s / 3600), fmod(s / 60, 60));
+}
+
+static void wait_line(struct waitp *w, json_t *o) {
+  json_decref(w->last);
+  w->last = json_incref(o);
+  if (w->quiet || !w->cli->tty) return;
+  double done = (double)json_integer_value(json_object_get(o, "done"));
+  double failed = (double)json_integer_value(json_object_get(o, "failed"));
+  double running = (double)json_integer_value(json_object_get(o, "running"));
+  double queued = (double)json_integer_value(json_object_get(o, "queued"));
+  double t = json_real_value(json_object_get(o, "elapsed"));
+  if (!w->have_first) {
+    w->have_first = true;
+    w->t_first = t;
+    w->n_first = done + failed;
+  }
+  double dt = t - w->t_first, dn = done + failed - w->n_first;
+  double rate = dt > 0.2 && dn > 0 ? dn / dt : 0;
+  char eta[32] = "?";
+  if (rate > 0) fmt_secs(eta, sizeof eta, (running + queued) / rate);
+  const char *g = w->cli->color ? "\033[32m" : "", *r = w->cli->color ? "\033[31m" : "",
+             *z = w->cli->color ? "\033[0m" : "";
+  printf("\r\033[Kdone %s%.0f%s  failed %s%.0f%s  running %.0f  queued %.0f  |  %.1f jobs/s  ETA %s", g, done, z,
+         failed > 0 ? r : "", failed, failed > 0 ? z : "", running, queued, rate, eta);
+  fflush(stdout);
+  w->shown = true;
+}
+
+static void wait_data(void *arg, const char *data, size_t n) {
+  struct waitp *w = arg;
+  buf_append(&w->line, data, n);
+  char *start = w->line.data, *nl;
+  while ((nl = memchr(start, '\n', w->line.len - (size_t)(start - w->line.data)))) {
+    json_t *o = json_loadb(start, (size_t)(nl - start), 0, NULL);
+    if (json_is_object(o)) wait_line(w, o);
+    json_decref(o);
+    start = nl + 1;
+  }
+  size_t rest = w->line.len - (size_t)(start - w->line.data);
+  memmove(w->line.data, start, rest);
+  w->line.len = rest;
+}
+
+/* Wait for the jobs matching `q` (an encoded match value); prints the summary unless
+ * quiet. Returns the stream's exit code; *last gets the final line (caller frees). */
+static int wait_jobs(struct cli *cli, const char *q, bool quiet, json_t **last) {
+  struct waitp w = {.cli = cli, .quiet = quiet};
+  char *query = xasprintf("match=%s", q);
+  int rc = stream(cli, CMD_WAIT, NULL, query, wait_data, &w);
+  free(query);
+  buf_free(&w.line);
+  if (w.shown) printf("\n");
+  *last = w.last;
+  if (rc != HERD_EXIT_OK) return rc;
+  if (!w.last || !json_is_true(json_object_get(w.last, "finished"))) {
+    fprintf(stderr, "herd: the daemon ended the wait before the jobs finished\n");
+    return HERD_EXIT_FAIL;
+  }
+  return HERD_EXIT_OK;
+}
+
+int cli_wait(struct cli *cli, int argc, char **argv) {
+  bool quiet = false;
+  int ch;
+  optind = 1;
+  static const struct option opts[] = {{"quiet", no_argument, 0, 'q'}, {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
+    if (ch == 'q')
+      quiet = true;
+    else
+      return HERD_EXIT_USAGE;
+  }
+  if (optind >= argc) return HERD_EXIT_USAGE;
+  char *q = patterns_query(argc - optind, argv + optind);
+  json_t *last = NULL;
+  int rc = wait_jobs(cli, q, quiet, &last);
+  free(q);
+  if (rc != HERD_EXIT_OK) {
+    json_decref(last);
+    return rc;
+  }
+  long long done = json_integer_value(json_object_get(last, "done"));
+  long long failed = json_integer_value(json_object_get(last, "failed"));
+  char took[32];
+  fmt_secs(took, sizeof took, json_real_value(json_object_get(last, "elapsed")));
+  if (!quiet) {
+    printf("%lld job%s: %lld done, %lld failed (waited %s)\n", done + failed, done + failed == 1 ? "" : "s", done,
+           failed, took);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(last, "failed_jobs"), i, f) {
+      printf("  %-24s %-9s %s\n", json_string_value(json_object_get(f, "name")),
+             json_string_value(json_object_get(f, "state")), json_string_value(json_object_get(f, "reason")));
+    }
+    if (failed > (long long)json_array_size(json_object_get(last, "failed_jobs")))
+      printf("  ... (herd jobs --state FAILED shows them all)\n");
+  }
+  json_decref(last);
+  return failed ? HERD_EXIT_FAIL : HERD_EXIT_OK;
+}
+
+int cli_run(struct cli *cli, int argc, char **argv) {
+  json_t *body = json_object(), *tags = json_array();
+  bool wait = false;
+  int ch, code = HERD_EXIT_USAGE;
+  optind = 1;
+  static const struct option opts[] = {{"name", required_argument, 0, 'N'},     {"queue", required_argument, 0, 'q'},
+                                       {"priority", required_argument, 0, 'p'}, {"retries", required_argument, 0, 'r'},
+                                       {"timeout", required_argument, 0, 't'},  {"tag", required_argument, 0, 'T'},
+                                       {"wait", no_argument, 0, 'w'},           {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "+N:q:p:r:t:T:w", opts, NULL)) != -1) {
+    char *end;
+    long v;
+    switch (ch) {
+    case 'N': json_object_set_new(body, "name", json_string(optarg)); break;
+    case 'q': json_object_set_new(body, "queue", json_string(optarg)); break;
+    case 'p':
+    case 'r':
+      v = strtol(optarg, &end, 10);
+      if (!*optarg || *end) {
+        fprintf(stderr, "herd: --%s takes a whole number\n", ch == 'p' ? "priority" : "retries");
+        goto out;
+      }
+      json_object_set_new(body, ch == 'p' ? "priority" : "retries", json_integer(v));
+      break;
+    case 't': json_object_set_new(body, "timeout", json_string(optarg)); break;
+    case 'T': json_array_append_new(tags, json_string(optarg)); break;
+    case 'w': wait = true; break;
+    default: goto out;
+    }
+  }
+  if (optind >= argc) goto out;
+  json_t *cmd = json_array();
+  for (int i = optind; i < argc; i++) json_array_append_new(cmd, json_string(argv[i]));
+  json_object_set_new(body, "command", cmd);
+  if (json_array_size(tags)) json_object_set(body, "tags", tags);
+  char cwd[4096];
+  if (getcwd(cwd, sizeof cwd)) json_object_set_new(body, "cwd", json_string(cwd)); /* where it was asked for */
+  char *text = json_dumps(body, JSON_COMPACT);
+  int status = 0;
+  json_t *o = call(cli, CMD_RUN, NULL, NULL, text, strlen(text), &status, &code);
+  free(text);
+  if (!o) goto out;
+  if (status != 201) {
+    print_error(o, "herd run");
+    json_decref(o);
+    code = HERD_EXIT_FAIL;
+    goto out;
+  }
+  const char *name = json_string_value(json_object_get(json_object_get(o, "job"), "name"));
+  char *nm = xstrdup(name ? name : "");
+  json_decref(o);
+  printf("%s\n", nm);
+  fflush(stdout);
+  code = HERD_EXIT_OK;
+  if (wait) {
+    char *q = url_encode(nm);
+    json_t *last = NULL;
+    code = wait_jobs(cli, q, true, &last);
+    free(q);
+    json_decref(last);
+    if (code == HERD_EXIT_OK) {
+      json_t *svc = call(cli, CMD_SHOW, nm, NULL, NULL, 0, &status, &code);
+      if (svc && status == 200) code = job_exit_code(json_object_get(svc, "service"));
+      json_decref(svc);
+    }
+  }
+  free(nm);
+out:
+  json_decref(tags);
+  json_decref(body);
+  return code;
+}
+
+int cli_jobs(struct cli *cli, int argc, char **argv) {
+  const char *state = NULL, *limit = NULL, *offset = NULL;
+  bool as_json = false;
+  int ch;
+  optind = 1;
+  static const struct option opts[] = {{"state", required_argument, 0, 's'},
+                                       {"limit", required_argument, 0, 'l'},
+                                       {"offset", required_argument, 0, 'o'},
+                                       {"json", no_argument, 0, 'j'},
+                                       {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "s:l:o:j", opts, NULL)) != -1) {
+    if (ch == 's')
+      state = optarg;
+    else if (ch == 'l')
+      limit = optarg;
+    else if (ch == 'o')
+      offset = optarg;
+    else if (ch == 'j')
+      as_json = true;
+    else
+      return HERD_EXIT_USAGE;
+  }
+  struct buf q = {0};
+  char *m = optind < argc ? patterns_query(argc - optind, argv + optind) : NULL;
+  if (m) buf_printf(&q, "match=%s&", m);
+  free(m);
+  if (state) {
+    char *e = url_encode(state);
+    buf_printf(&q, "state=%s&", e);
+    free(e);
+  }
+  if (limit) buf_printf(&q, "limit=%s&", limit);
+  if (offset) buf_printf(&q, "offset=%s&", offset);
+  int status = 0, code = 0;
+  json_t *o = call(cli, CMD_JOBS, NULL, q.data, NULL, 0, &status, &code);
+  buf_free(&q);
+  if (!o) return code;
+  if (status != 200) {
+    print_error(o, NULL);
+    json_decref(o);
+    return HERD_EXIT_FAIL;
+  }
+  if (as_json) {
+    char *s = json_dumps(o, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(o);
+    return HERD_EXIT_OK;
+  }
+  json_t *jobs = json_object_get(o, "jobs");
+  size_t i, w = 4;
+  json_t *j;
+  json_array_foreach(jobs, i, j) {
+    size_t l = strlen(json_string_value(json_object_get(j, "name")));
+    if (l > w) w = l;
+  }
+  printf("%-*s  %-9s  %-7s  %-12s  %-4s  %-5s  %s\n", (int)w, "NAME", "STATE", "ATTEMPT", "QUEUE", "PRIO", "EXIT",
+         "REASON");
+  json_array_foreach(jobs, i, j) {
+    char exitb[16] = "-", queue[64];
+    json_t *ec = json_object_get(j, "exit_code"), *sig = json_object_get(j, "signal"),
+           *pos = json_object_get(j, "position");
+    if (json_is_integer(ec)) snprintf(exitb, sizeof exitb, "%lld", (long long)json_integer_value(ec));
+    if (json_is_integer(sig)) snprintf(exitb, sizeof exitb, "sig%lld", (long long)json_integer_value(sig));
+    if (json_is_integer(pos))
+      snprintf(queue, sizeof queue, "%s #%lld", json_string_value(json_object_get(j, "queue")),
+               (long long)json_integer_value(pos));
+    else
+      snprintf(queue, sizeof queue, "%s", json_string_value(json_object_get(j, "queue")));
+    printf("%-*s  %-9s  %-7lld  %-12s  %-4lld  %-5s  %s\n", (int)w, json_string_value(json_object_get(j, "name")),
+           json_string_value(json_object_get(j, "state")), (long long)json_integer_value(json_object_get(j, "attempt")),
+           queue, (long long)json_integer_value(json_object_get(j, "priority")), exitb,
+           json_string_value(json_object_get(j, "reason")));
+  }
+  if (json_is_true(json_object_get(o, "more")))
+    fprintf(stderr, "(%lld matched; more with --offset %lld)\n",
+            (long long)json_integer_value(json_object_get(o, "matched")),
+            (long long)(offset ? atoll(offset) : 0) + (long long)json_array_size(jobs));
+  json_decref(o);
+  return HERD_EXIT_OK;
+}
+
+int cli_kill(struct cli *cli, int argc, char **argv) {
+  bool failed = false;
+  int ch;
+  optind = 1;
+  static const struct option opts[] = {{"failed", no_argument, 0, 'F'}, {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (ch == 'F')
+      failed = true;
+    else
+      return HERD_EXIT_USAGE;
+  }
+  if (optind >= argc && !failed) return HERD_EXIT_USAGE;
+  struct buf q = {0};
+  char *m = optind < argc ? patterns_query(argc - optind, argv + optind) : NULL;
+  if (m) buf_printf(&q, "match=%s&", m);
+  free(m);
+  if (failed) buf_lit(&q, "failed=1");
+  int status = 0, code = 0;
+  json_t *o = call(cli, CMD_KILL, NULL, q.data, "", 0, &status, &code);
+  buf_free(&q);
+  if (!o) return code;
+  if (status != 200) {
+    print_error(o, NULL);
+    json_decref(o);
+    return HERD_EXIT_FAIL;
+  }
+  size_t i;
+  json_t *n;
+  json_array_foreach(json_object_get(o, "killed"), i, n) printf("%s\n", json_string_value(n));
+  json_decref(o);
+  return HERD_EXIT_OK;
+}
+
+int cli_prune(struct cli *cli, int argc, char **argv) {
+  const char *older = NULL, *state = NULL;
+  int ch;
+  optind = 1;
+  static const struct option opts[] = {
+      {"older-than", required_argument, 0, 'o'}, {"state", required_argument, 0, 's'}, {0, 0, 0, 0}};
+  while ((ch = getopt_long(argc, argv, "o:s:", opts, NULL)) != -1) {
+    if (ch == 'o')
+      older = optarg;
+    else if (ch == 's')
+      state = optarg;
+    else
+      return HERD_EXIT_USAGE;
+  }
+  struct buf q = {0};
+  char *m = optind < argc ? patterns_query(argc - optind, argv + optind) : NULL;
+  if (m) buf_printf(&q, "match=%s&", m);
+  free(m);
+  if (older) {
+    char *e = url_encode(older);
+    buf_printf(&q, "older_than=%s&", e);
+    free(e);
+  }
+  if (state) {
+    char *e = url_encode(state);
+    buf_printf(&q, "state=%s&", e);
+    free(e);
+  }
+  int status = 0, code = 0;
+  json_t *o = call(cli, CMD_PRUNE, NULL, q.data, "", 0, &status, &code);
+  buf_free(&q);
+  if (!o) return code;
+  if (status != 200) {
+    print_error(o, NULL);
+    json_decref(o);
+    return HERD_EXIT_FAIL;
+  }
+  printf("pruned %lld job%s\n", (long long)json_integer_value(json_object_get(o, "pruned")),
+         json_integer_value(json_object_get(o, "pruned")) == 1 ? "" : "s");
+  json_decref(o);
+  return HERD_EXIT_OK;
 }

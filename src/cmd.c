@@ -1,5 +1,7 @@
 /* The command table (see cmd.h). */
 #include "herd/cmd.h"
+#include "herd/job.h"
+#include "herd/work.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -55,6 +57,41 @@ const struct cmd_entry cmd_table[] = {
     [CMD_SHUTDOWN] = {"shutdown", "[--leave-running]", "stop every service and exit the daemon (or leave them running)",
                       "POST", "/v1/shutdown", true, api_shutdown, cli_shutdown},
     [CMD_HELP] = {"help", "[CMD]", "show help", NULL, NULL, false, NULL, cli_help},
+    [CMD_RUN] = {"run",
+                 "[--name N] [--queue Q] [--priority 1-5] [--retries K] [--timeout T] [--tag T]... [--wait] -- CMD "
+                 "ARGS...",
+                 "run a job: it waits its turn in its queue, runs to completion (prints its name; --wait: exits with "
+                 "its code)",
+                 "POST", "/v1/jobs", true, api_job_run, cli_run},
+    [CMD_JOBS] = {"jobs", "[PATTERN...] [--state S] [--limit N] [--offset N] [--json]",
+                  "show jobs (state, attempt, queue and place, exit code), oldest first, a page at a time", "GET",
+                  "/v1/jobs", false, api_jobs, cli_jobs},
+    [CMD_WAIT] = {"wait", "PATTERN... [--quiet]",
+                  "wait until every matching job is finished (progress on a terminal); exit 1 if any failed", "GET",
+                  "/v1/jobs/wait", false, api_jobs_wait, cli_wait},
+    [CMD_KILL] = {"kill", "PATTERN... | --failed",
+                  "stop jobs (queued, running or retrying): they end STOPPED; --failed: those retrying a failure",
+                  "POST", "/v1/jobs/kill", true, api_jobs_kill, cli_kill},
+    [CMD_PRUNE] = {"prune", "[PATTERN...] [--older-than D] [--state S]",
+                   "forget finished jobs (their attempts and logs)", "POST", "/v1/jobs/prune", true, api_jobs_prune,
+                   cli_prune},
+    [CMD_WORK_DEPOSIT] = {NULL, NULL,
+                          "deposit work items ({\"payload\": any, \"priority\", \"retries\", \"timeout\", "
+                          "\"tags\"} or {\"items\": [...]}) in queue {name}",
+                          "POST", "/v1/queues/{name}/work", true, api_work_deposit, NULL},
+    [CMD_WORK_WITHDRAW] = {NULL, NULL,
+                           "lease the best queued item of queue {name} (?wait=S: until one comes); {\"work\": null} if "
+                           "none",
+                           "POST", "/v1/queues/{name}/withdraw", true, api_work_withdraw, NULL},
+    [CMD_WORK_LIST] = {NULL, NULL, "the items of queue {name} (?state=, ?limit=, ?offset=) and counts by state", "GET",
+                       "/v1/queues/{name}/work", false, api_work_list, NULL},
+    [CMD_WORK_PRUNE] = {NULL, NULL, "forget finished items of queue {name} (?older_than=D, ?state=success|failure)",
+                        "POST", "/v1/queues/{name}/prune", true, api_work_prune, NULL},
+    [CMD_WORK_GET] = {NULL, NULL, "one work item by id", "GET", "/v1/work/{name}", false, api_work_get, NULL},
+    [CMD_WORK_DONE] = {NULL, NULL,
+                       "report a leased item: {\"lease\", \"status\": \"success\"|\"failure\", \"result\", "
+                       "\"error\"}",
+                       "POST", "/v1/work/{name}/done", true, api_work_done, NULL},
 };
 static_assert(sizeof cmd_table / sizeof cmd_table[0] == CMD_MAX, "one entry per cmd_id");
 const size_t cmd_count = CMD_MAX;

@@ -1,5 +1,7 @@
 /* The daemon: start-up, the loop, reload, signals and an orderly shutdown. */
 #include "herd/daemon.h"
+#include "herd/job.h"
+#include "herd/work.h"
 
 #include "herd/check.h"
 #include "herd/ctl.h"
@@ -165,6 +167,8 @@ static void finish(struct daemon *d) {
   uv_close((uv_handle_t *)&d->poll_timer, on_close_noop);
   uv_close((uv_handle_t *)&d->flush, on_close_noop);
   uv_close((uv_handle_t *)&d->delay_timer, on_close_noop);
+  work_close(d); /* its lease timer; parked withdrawals answered */
+  jobs_close(d);
   heartbeat_close(d);
   notify_close(d);
   while (!list_empty(&d->delayed)) {
@@ -315,6 +319,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 static void on_flush(uv_prepare_t *h) {
   struct daemon *d = h->data;
   if (d->deps_dirty) deps_reconcile(d);
+  jobs_reconcile(d); /* the jobs whose turn came (slots given back this turn) */
   store_flush(d->store);
   if (d->finish_pending) finish(d);
 }
@@ -430,6 +435,7 @@ int daemon_reload(struct daemon *d, struct cfg_errors *errs, json_t **summary) {
   tunnel_reload(d, set.hosts, set.nhosts); /* (takes the array) */
   set.hosts = NULL;
   set.nhosts = 0;
+  jobs_configure(d, set.queues, set.nqueues);
   reserve_fds(d->nservices + set.n); /* new services: one growth, not one per doubling */
   daemon_boot_begin(d);
   for (size_t i = 0; i < set.n; i++) {
@@ -696,6 +702,8 @@ int daemon_run(const struct daemon_opts *o) {
   tunnel_init(d, cfgset.hosts, cfgset.nhosts); /* (takes the array) */
   cfgset.hosts = NULL;
   cfgset.nhosts = 0;
+  jobs_init(d, cfgset.queues, cfgset.nqueues);
+  work_init(d); /* (without it, the work API answers 503) */
   if (spawner_attach(d->spawner, d->loop) < 0) {
     /* No threads: instances are spawned on the loop (uv_spawn), slower but the same. */
     log_warn("no spawner threads; spawning on the loop");
@@ -785,6 +793,8 @@ int daemon_run(const struct daemon_opts *o) {
 
   uv_run(d->loop, UV_RUN_DEFAULT);
 
+  jobs_free(d); /* after every service (and its job) was freed */
+  work_free(d);
   tunnel_free(d);
   sshx_free(d);
   store_close(d->store);

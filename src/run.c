@@ -225,6 +225,13 @@ void run_start(struct service *s) {
       store_instance_start(d->store, s->spec->name, s->fsm.attempt, 0, 0, s->started_wall, plan.cmdline, s->port);
   if (plan.job_where) store_instance_job(d->store, s->instance, plan.job_where, 0);
   free(plan.cmdline);
+  if (s->job && rc == 0) {
+    /* A job runs once: its instance is committed as started before its process can exist,
+     * so that a daemon killed in between finds it (running, or over with its status
+     * unknown), never a job still PENDING that it would start a second time. */
+    store_set_state(d->store, s->spec->name, "STARTING", s->fsm.restarts);
+    store_flush(d->store);
+  }
   if (rc == 0) rc = s->be->start(s, err, sizeof err);
   if (rc == 0) return;
   /* It cannot even begin: said in its log, and answered like any start (after the effects

@@ -5,6 +5,7 @@
  */
 #include "herd/check.h"
 #include "herd/daemon.h"
+#include "herd/job.h"
 #include "herd/log.h"
 #include "herd/run.h"
 #include "herd/store.h"
@@ -196,6 +197,7 @@ void service_close_handles(struct service *s) {
 
 void service_free(struct service *s) {
   run_forget(s);
+  job_detach(s);
   s->be->detach(s);
   spec_free(s->spec);
   spec_free(s->next_spec);
@@ -225,6 +227,7 @@ static void endpoint_sync(struct service *s) {
 }
 
 static void after_step(struct service *s) {
+  if (s->job) job_settle(s); /* a job at rest gives its queue slot back */
   endpoint_sync(s);
   if (!svc_fsm_at_rest(&s->fsm) || s->be->busy(s)) return;
   if (s->next_spec) {
@@ -316,6 +319,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   list_init(&s->watches);
   s->be = run_backend(spec->backend);
   service_policy(s);
+  if (spec->job) job_attach(s, stored_state);
   svc_fsm_init(&s->fsm, d->seed ^ hash_name(spec->name));
   s->fifo_path = xasprintf("%s/%s.fifo", d->run_dir, spec->name);
   s->log_path = xasprintf("%s/%s.log", d->log_dir, spec->name);
@@ -388,6 +392,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
                           .why_gone = rr.why[0] ? rr.why : NULL};
   svc_resume(&s->fsm, &s->pol, &rs, now_mono(), &fx);
   apply_then_drain(s, &fx, false);
+  if (s->job) job_settle(s); /* over while no daemon watched: its slot is free */
   if (s->fsm.proc_alive && !want_up && s->fsm.state != S_STOPPING) {
     service_event(s, EV_STOP, 0, 0, "wanted down");
   } else if (!s->fsm.proc_alive && want_up &&
@@ -409,6 +414,8 @@ void service_want_up(struct service *s, const char *why) {
   }
   char blk[160];
   if (deps_blocker(s, blk, sizeof blk))
+    service_event(s, EV_BLOCKED, 0, 0, blk);
+  else if (s->job && !job_admit(s, blk, sizeof blk)) /* its queue's turn */
     service_event(s, EV_BLOCKED, 0, 0, blk);
   else
     service_event(s, EV_START, 0, 0, why);
@@ -557,6 +564,7 @@ json_t *service_json_view(struct service *s, bool full) {
   if (ep) json_object_set_new(o, "endpoint", ep);
   json_decref(own);
   json_object_set_new(o, "check", full ? check_json(s) : check_json_brief(s));
+  if (s->job) json_object_set_new(o, "job", job_json(s, full));
   if (!full) return o;
   json_object_set_new(o, "since", json_real(now_wall() - (now - s->fsm.since)));
   json_object_set_new(o, "instance", s->instance ? json_integer(s->instance) : json_null());

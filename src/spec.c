@@ -114,6 +114,8 @@ void spec_free(struct spec *s) {
   free(s->ssh);
   free(s->user);
   free(s->group);
+  if (s->job) free(s->job->queue);
+  free(s->job);
   free(s->canon);
   free(s->source);
   json_decref(s->json);
@@ -141,6 +143,11 @@ void spec_policy(const struct spec *s, struct svc_policy *p) {
   p->queue_timeout = s->queue_timeout; /* (batch is the backend's: set by the runner) */
   p->notify_ready = s->notify_ready;
   p->watchdog = s->watchdog;
+  if (s->job) {
+    p->job = true;
+    p->run_timeout = s->job->timeout;
+    p->max_attempts = (unsigned)s->job->retries + 1;
+  }
 }
 
 bool spec_has_tag(const struct spec *s, const char *tag) {

@@ -90,7 +90,7 @@ struct store {
   struct store_stats stats;
   sqlite3_stmt *inst_job, *inst_pid, *meta_get, *meta_put;
   sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
-      *ev_list, *ev_list_svc, *ev_newest;
+      *ev_list, *ev_list_svc, *ev_newest, *inst_each, *inst_del;
 };
 
 static const char schema[] =
@@ -235,6 +235,10 @@ static void drain(struct store *st, double budget) {
   st->saved = 0;
   written(st);
 }
+
+sqlite3 *store_db(struct store *st) { return st->db; }
+void store_begin(struct store *st) { begin(st); }
+void store_note_error(struct store *st, const char *what) { note_error(st, what); }
 
 void store_flush(struct store *st) {
   if (!st) return;
@@ -470,6 +474,10 @@ int store_open(const char *path, struct store **out, char **err) {
            "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline,port,cluster,"
            "job_id "
            "FROM instances WHERE service=? ORDER BY id DESC LIMIT 1") ||
+      prep(st, &st->inst_each,
+           "SELECT id,attempt,pid,starttime,started_at,ended_at,end_state,exit_code,signal,reason,cmdline,port,cluster,"
+           "job_id FROM instances WHERE service=? ORDER BY id") ||
+      prep(st, &st->inst_del, "DELETE FROM instances WHERE service=?") ||
       prep(st, &st->ev_add,
            "INSERT INTO events(id,ts,service,instance,from_state,to_state,reason) VALUES(?,?,?,?,?,?,?)") ||
       prep(st, &st->ev_list,
@@ -511,7 +519,8 @@ void store_close(struct store *st) {
   free(st->jr);
   sqlite3_stmt **all[] = {&st->set_state, &st->put_service, &st->set_wanted, &st->del_service, &st->inst_start,
                           &st->inst_end,  &st->last_inst,   &st->ev_add,     &st->ev_list,     &st->ev_list_svc,
-                          &st->ev_newest, &st->inst_job,    &st->inst_pid,   &st->meta_get,    &st->meta_put};
+                          &st->ev_newest, &st->inst_job,    &st->inst_pid,   &st->meta_get,    &st->meta_put,
+                          &st->inst_each, &st->inst_del};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(*all[i]);
   checkpointer_stop(st);
   if (st->db) sqlite3_close(st->db); /* the last connection: SQLite checkpoints the rest */
@@ -605,14 +614,7 @@ void store_instance_end(struct store *st, int64_t id, const char *end_state, int
   write_op(st, &o);
 }
 
-int store_last_instance(struct store *st, const char *service, struct store_instance *o) {
-  sqlite3_stmt *s = st->last_inst;
-  sqlite3_reset(s);
-  sqlite3_bind_text(s, 1, service, -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(s) != SQLITE_ROW) {
-    sqlite3_reset(s);
-    return -1;
-  }
+static void instance_row(sqlite3_stmt *s, const char *service, struct store_instance *o) {
   memset(o, 0, sizeof *o);
   o->id = sqlite3_column_int64(s, 0);
   o->service = service;
@@ -629,7 +631,36 @@ int store_last_instance(struct store *st, const char *service, struct store_inst
   o->port = sqlite3_column_int(s, 11);
   o->cluster = (const char *)sqlite3_column_text(s, 12);
   o->job_id = sqlite3_column_int64(s, 13);
+}
+
+int store_last_instance(struct store *st, const char *service, struct store_instance *o) {
+  sqlite3_stmt *s = st->last_inst;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, service, -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(s) != SQLITE_ROW) {
+    sqlite3_reset(s);
+    return -1;
+  }
+  instance_row(s, service, o);
   return 0; /* the statement stays positioned so the strings stay valid */
+}
+
+void store_each_instance(struct store *st, const char *service, store_instance_cb cb, void *arg) {
+  sqlite3_stmt *s = st->inst_each;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, service, -1, SQLITE_TRANSIENT);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    struct store_instance o;
+    instance_row(s, service, &o);
+    cb(arg, &o);
+  }
+  sqlite3_reset(s);
+}
+
+void store_del_instances(struct store *st, const char *service) {
+  begin(st);
+  sqlite3_bind_text(st->inst_del, 1, service, -1, SQLITE_STATIC);
+  run(st, st->inst_del, "delete instances");
 }
 
 int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,

@@ -138,6 +138,10 @@ struct ctx {
 static void starting_arm(struct ctx *c) {
   struct svc_fsm *f = c->f;
   const struct svc_policy *p = c->p;
+  if (p->job) { /* it runs until it exits: the only clock is its timeout */
+    if (p->run_timeout > 0) arm(f, c->out, c->now + p->run_timeout);
+    return;
+  }
   if (p->notify_ready && !p->has_check) {
     /* HEALTHY comes with READY=1; start_timeout bounds the wait (0: wait for ever). */
     if (p->start_timeout > 0) arm(f, c->out, c->now + p->start_timeout);
@@ -265,6 +269,7 @@ static void apply_policy(struct ctx *c) {
   if (!f->want_up) return;
   bool again = p->restart == RESTART_ALWAYS || (p->restart == RESTART_ON_FAILURE && f->state != S_COMPLETED);
   if (!again) return;
+  if (p->max_attempts && f->attempt >= p->max_attempts) return; /* a job's retries are spent */
   /* The backoff starts over only after an instance stayed healthy a while: never less than
    * SVC_RESET_FLOOR, or `ready_after: 0` with `reset_after: 0` would restart a program
    * that fails at once as fast as it can spawn (passing through HEALTHY each time). */
@@ -380,7 +385,7 @@ static void on_exit_ev(struct ctx *c, const struct svc_event *ev) {
     } else if (end != S_COMPLETED && end != S_TIMEOUT) {
       end = S_FAILED;
     }
-    const char *when = f->state == S_STARTING ? " while starting" : "";
+    const char *when = f->state == S_STARTING && !c->p->job ? " while starting" : ""; /* (a job runs in STARTING) */
     instance_end(c, end, "%s%s", what, when);
     enter(c, end, "%s%s", what, when);
     apply_policy(c);
@@ -450,7 +455,10 @@ static void on_deadline(struct ctx *c) {
     break;
   case S_STARTING:
     if (f->launching) break; /* (no clock runs before the instance exists) */
-    if (p->notify_ready && !f->ready_seen) {
+    if (p->job) {
+      snprintf(f->end_reason, sizeof f->end_reason, "ran longer than its timeout %.3gs", p->run_timeout);
+      enter(c, S_TIMEOUT, "%s", f->end_reason);
+    } else if (p->notify_ready && !f->ready_seen) {
       snprintf(f->end_reason, sizeof f->end_reason, "no READY=1 within start_timeout %.3gs", p->start_timeout);
       enter(c, S_TIMEOUT, "%s", f->end_reason);
     } else if (p->has_check) {
@@ -749,7 +757,9 @@ void svc_resume(struct svc_fsm *f, const struct svc_policy *p, const struct svc_
   switch (stored) {
   case S_STARTING:
     f->pass_streak = f->fail_streak = 0;
-    if (p->notify_ready && !p->has_check) {
+    if (p->job) {
+      if (p->run_timeout > 0) arm(f, out, fmax(now, started + p->run_timeout));
+    } else if (p->notify_ready && !p->has_check) {
       /* A READY=1 sent to the daemon before us is lost: the instance waits for its start
        * deadline as if it had not said it (see README). */
       if (p->start_timeout > 0) arm(f, out, fmax(now, started + p->start_timeout));

@@ -23,6 +23,8 @@ struct spec_set {
   size_t nclusters, ccap;
   struct host_spec **hosts; /* from "hosts" in config files */
   size_t nhosts, hcap;
+  struct queue_spec *queues; /* from "queues" in config files (job_cfg.c) */
+  size_t nqueues;
   size_t *byname, bcap, bn; /* name index of v (spec_set_find builds it) */
 };
 

@@ -47,6 +47,17 @@ enum cmd_id {
   CMD_HOSTS,
   CMD_SHUTDOWN,
   CMD_HELP,
+  CMD_RUN,
+  CMD_JOBS,
+  CMD_WAIT,
+  CMD_KILL,
+  CMD_PRUNE,
+  CMD_WORK_DEPOSIT,
+  CMD_WORK_WITHDRAW,
+  CMD_WORK_LIST,
+  CMD_WORK_PRUNE,
+  CMD_WORK_GET,
+  CMD_WORK_DONE,
   CMD_MAX
 };
 
@@ -109,6 +120,11 @@ int cli_clusters(struct cli *cli, int argc, char **argv);
 int cli_hosts(struct cli *cli, int argc, char **argv);
 int cli_shutdown(struct cli *cli, int argc, char **argv);
 int cli_help(struct cli *cli, int argc, char **argv);
+int cli_run(struct cli *cli, int argc, char **argv);
+int cli_jobs(struct cli *cli, int argc, char **argv);
+int cli_wait(struct cli *cli, int argc, char **argv);
+int cli_kill(struct cli *cli, int argc, char **argv);
+int cli_prune(struct cli *cli, int argc, char **argv);
 
 /** The client: argv from the command on (argc 0: no command, help and exit 2). Every
  *  command but `daemon`, which main() runs itself. */

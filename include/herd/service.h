@@ -86,6 +86,7 @@ struct service {
   struct checker *checker; /* health checks (check.c), or NULL */
   char notify_status[128]; /* the last STATUS= its instance sent on the notify socket (notify.c) */
   int64_t notify_instance; /* ...and which instance sent it (shown only while that one is current) */
+  struct job *job;         /* a job: its place in its queue (job.c), or NULL */
   bool removing, destroyed;
   bool stop_sent;  /* shutdown: the stop was sent (dependents first) */
   bool boot_start; /* wanted up while the daemon was creating services: start after */

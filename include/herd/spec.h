@@ -123,6 +123,21 @@ struct slurm_spec {
   int line, col; /* where "cluster" was written, for errors found across files */
 };
 
+/** A job: work that runs to completion, waiting its turn in a queue (see README "Jobs"). */
+struct job_spec {
+  char *queue;    /* the queue it waits in ("default") */
+  int priority;   /* 1-5, higher first (default 3) */
+  int retries;    /* attempts after the first one that fails (default 0) */
+  double timeout; /* wall time of one attempt; past it the process group is stopped: TIMEOUT (0 = none) */
+};
+
+/** A job queue's settings ("queues" in a config file). */
+struct queue_spec {
+  char *name;
+  unsigned max_running; /* 0: no limit */
+  double retention;     /* finished jobs and work items are forgotten this long after they end (0: kept) */
+};
+
 struct spec {
   char *name;
   enum backend backend;
@@ -154,9 +169,10 @@ struct spec {
   bool restart_with_dependency;
   bool notify_ready; /* "ready": "notify": HEALTHY comes with READY=1 on herd's notify socket */
   double watchdog;   /* > 0: WATCHDOG=1 at least this often, or the instance is FAILED (seconds) */
-  json_t *json;      /* the spec as given (owned reference) */
-  char *canon;       /* canonical compact JSON with sorted keys: equal canon = same spec */
-  char *source;      /* the file it came from, or "api" */
+  struct job_spec *job; /* a job (run to completion through a queue), or NULL for a service */
+  json_t *json;         /* the spec as given (owned reference) */
+  char *canon;          /* canonical compact JSON with sorted keys: equal canon = same spec */
+  char *source;         /* the file it came from, or "api" */
 };
 
 void spec_free(struct spec *s);

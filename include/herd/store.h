@@ -73,6 +73,12 @@ void store_meta_put(struct store *st, const char *key, const char *value);
 /** The newest instance of a service (any state); returns 0 when found. Strings valid until the next store call. */
 int store_last_instance(struct store *st, const char *service, struct store_instance *out);
 
+typedef void (*store_instance_cb)(void *arg, const struct store_instance *row);
+/** Every instance of a service, oldest first (a job's attempts). Strings valid during the call. */
+void store_each_instance(struct store *st, const char *service, store_instance_cb cb, void *arg);
+/** Forget a service's instances (a job pruned). */
+void store_del_instances(struct store *st, const char *service);
+
 /** Append an event; returns its id (strictly increasing). */
 int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,
                         const char *to, const char *reason);
@@ -81,6 +87,13 @@ typedef void (*store_event_cb)(void *arg, const struct store_event *ev);
  *  since < 0: the newest `limit` events (oldest first). */
 void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg);
 int64_t store_last_event_id(struct store *st);
+
+/* For a module that keeps its own table in the store (work.c): the connection, the open
+ * transaction its writes go into (committed by store_flush with the rest), its errors. */
+typedef struct sqlite3 sqlite3;
+sqlite3 *store_db(struct store *st);
+void store_begin(struct store *st);
+void store_note_error(struct store *st, const char *what);
 
 /** Counters for metrics and health (since the store was opened). */
 struct store_stats {

@@ -22,7 +22,8 @@ int main(void) {
       [CMD_STOP] = "stop",     [CMD_RESTART] = "restart",   [CMD_LOGS] = "logs",     [CMD_EVENTS] = "events",
       [CMD_RELOAD] = "reload", [CMD_INFO] = "info",         [CMD_LAG] = NULL,        [CMD_METRICS] = NULL,
       [CMD_HEALTH] = NULL,     [CMD_CLUSTERS] = "clusters", [CMD_HOSTS] = "hosts",   [CMD_SHUTDOWN] = "shutdown",
-      [CMD_HELP] = "help"};
+      [CMD_HELP] = "help",     [CMD_RUN] = "run",           [CMD_JOBS] = "jobs",     [CMD_WAIT] = "wait",
+      [CMD_KILL] = "kill",     [CMD_PRUNE] = "prune"};
   CHECK(cmd_count == CMD_MAX, "cmd_count %zu", cmd_count);
   for (int i = 0; i < CMD_MAX; i++) {
     const struct cmd_entry *e = &cmd_table[i];

@@ -556,6 +556,48 @@ static void test_restart_and_stop(void) {
   CHECK(svc_fsm_at_rest(&f), "at rest after stop");
 }
 
+/* A job: STARTING until it exits (never HEALTHY), its timeout per attempt (TIMEOUT, the
+ * group stopped), its retries bounded by max_attempts. */
+static void test_job(void) {
+  struct svc_policy p = policy(P_ONFAIL);
+  p.job = true;
+  p.run_timeout = 30;
+  p.max_attempts = 2;
+  struct svc_fsm f;
+  svc_fsm_init(&f, 1);
+  struct svc_fx_list out;
+  struct svc_event ev = {.type = EV_START}, up = {.type = EV_STARTED};
+  svc_step(&f, &p, &ev, 0, &out);
+  svc_step(&f, &p, &up, 0, &out);
+  CHECK(f.state == S_STARTING && f.deadline == 30, "a job runs in STARTING, its timeout armed: %g", f.deadline);
+  ev.type = EV_DEADLINE;
+  svc_step(&f, &p, &ev, 30, &out);
+  char got[512];
+  fx_string(&out, got, sizeof got);
+  CHECK(f.state == S_TIMEOUT && f.proc_alive, "past its timeout: TIMEOUT, still being stopped (%s)", got);
+  CHECK(out.n >= 2 && out.fx[out.n - 2].type == FX_SIGNAL && out.fx[out.n - 2].sig == 15, "the stop signal: %s", got);
+  struct svc_event ex = {.type = EV_EXIT, .code = -1, .sig = 15};
+  svc_step(&f, &p, &ex, 30.1, &out);
+  CHECK(f.state == S_BACKOFF, "a retry follows: %s", svc_state_name(f.state));
+  ev.type = EV_DEADLINE;
+  svc_step(&f, &p, &ev, 40, &out);
+  svc_step(&f, &p, &up, 40, &out);
+  CHECK(f.state == S_STARTING && f.attempt == 2, "attempt 2 runs");
+  struct svc_event fail = {.type = EV_EXIT, .code = 3};
+  svc_step(&f, &p, &fail, 41, &out);
+  CHECK(f.state == S_FAILED && svc_fsm_at_rest(&f), "retries spent: FAILED at rest (%s)", svc_state_name(f.state));
+  bool said = false;
+  for (int i = 0; i < out.n; i++) said |= out.fx[i].type == FX_TRANSITION && strstr(out.fx[i].reason, "while starting");
+  CHECK(!said, "a job's exit is not 'while starting'");
+  /* Success ends it whatever retries remain. */
+  ev.type = EV_START;
+  svc_step(&f, &p, &ev, 50, &out);
+  svc_step(&f, &p, &up, 50, &out);
+  struct svc_event ok = {.type = EV_EXIT, .code = 0};
+  svc_step(&f, &p, &ok, 51, &out);
+  CHECK(f.state == S_COMPLETED && svc_fsm_at_rest(&f), "exit 0: COMPLETED");
+}
+
 /* A Slurm job's whole life through svc_step. */
 static void test_batch(void) {
   struct svc_policy p = policy(P_BATCH);
@@ -866,6 +908,7 @@ int main(void) {
   test_back_in_sight();
   test_local_launch();
   test_names();
+  test_job();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
 }
