@@ -288,6 +288,13 @@ static const char *const flat_job_keys[] = {"queue", "priority", "retries", "tim
 
 void api_job_run(struct daemon *d, struct conn *c, struct request *r, const char *unused) {
   (void)unused;
+  if (store_stats(d->store)->failing) {
+    /* A job is acknowledged only once it is in the database (kill -9 loses none). */
+    const char *why = store_last_error(d->store);
+    conn_error(c, 503, "store_failing", NULL, "the store cannot write now (%s): no job was made; try again",
+               why && *why ? why : "a write failed");
+    return;
+  }
   json_error_t je;
   json_t *o = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
   struct spec_set set = {0};

@@ -237,8 +237,15 @@ static void drain(struct store *st, double budget) {
 }
 
 sqlite3 *store_db(struct store *st) { return st->db; }
-void store_begin(struct store *st) { begin(st); }
-void store_note_error(struct store *st, const char *what) { note_error(st, what); }
+bool store_begin(struct store *st) {
+  if (st->held) return false;
+  begin(st);
+  return st->in_txn && !st->txn_failed;
+}
+void store_note_error(struct store *st, const char *what) {
+  note_error(st, what);
+  st->txn_failed = true;
+}
 
 void store_flush(struct store *st) {
   if (!st) return;
@@ -247,6 +254,11 @@ void store_flush(struct store *st) {
     return;
   }
   if (commit(st)) written(st);
+}
+
+bool store_commit(struct store *st) {
+  store_flush(st);
+  return !st->held && !st->in_txn;
 }
 
 /* One write: kept in the journal until committed; run now unless the store is failing. */
@@ -658,9 +670,9 @@ void store_each_instance(struct store *st, const char *service, store_instance_c
 }
 
 void store_del_instances(struct store *st, const char *service) {
-  begin(st);
-  sqlite3_bind_text(st->inst_del, 1, service, -1, SQLITE_STATIC);
-  run(st, st->inst_del, "delete instances");
+  struct jop o = {.stmt = st->inst_del, .what = "delete instances"};
+  jv_text(&o, service);
+  write_op(st, &o);
 }
 
 int64_t store_event_add(struct store *st, double ts, const char *service, int64_t instance, const char *from,

@@ -201,8 +201,9 @@ static void arm(struct work *w) {
 static void serve_parked(struct work *w, const char *queue);
 
 /* An attempt is over without success: requeue the item while retries remain, else it
- * fails. Returns true when it went back to its queue. */
-static bool attempt_failed(struct work *w, int64_t id, const char *error, json_t *result) {
+ * fails. Returns 1 when it went back to its queue, 0 when it failed, -1 when the store
+ * cannot write now (nothing changed). */
+static int attempt_failed(struct work *w, int64_t id, const char *error, json_t *result) {
   sqlite3_stmt *g = w->get;
   sqlite3_reset(g);
   sqlite3_bind_int64(g, 1, id);
@@ -212,12 +213,12 @@ static bool attempt_failed(struct work *w, int64_t id, const char *error, json_t
     retries = sqlite3_column_int(g, 4);
   }
   sqlite3_reset(g);
-  store_begin(w->d->store);
+  if (!store_begin(w->d->store)) return -1;
   if (attempt <= retries) {
     sqlite3_bind_text(w->requeue, 1, error, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(w->requeue, 2, id);
     step_done(w, w->requeue, "work requeue");
-    return true;
+    return 1;
   }
   char *res = result ? json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
   sqlite3_bind_text(w->finish, 1, "failure", -1, SQLITE_STATIC);
@@ -229,7 +230,7 @@ static bool attempt_failed(struct work *w, int64_t id, const char *error, json_t
   sqlite3_bind_int64(w->finish, 5, id);
   step_done(w, w->finish, "work finish");
   free(res);
-  return false;
+  return 0;
 }
 
 static void on_lease_timer(uv_timer_t *t) {
@@ -242,21 +243,37 @@ static void on_lease_timer(uv_timer_t *t) {
   sqlite3_bind_double(s, 1, now);
   while (n < ARRAY_LEN(ids) && sqlite3_step(s) == SQLITE_ROW) ids[n++] = sqlite3_column_int64(s, 0);
   sqlite3_reset(s);
-  bool requeued = false;
-  for (size_t i = 0; i < n; i++) {
+  bool requeued = false, unwritten = false;
+  for (size_t i = 0; i < n && !unwritten; i++) {
     json_t *o = item_json(w, ids[i], NULL);
     double timeout = json_real_value(json_object_get(o, "timeout"));
     char why[96];
     snprintf(why, sizeof why, "lease expired (timeout %.3gs)", timeout);
-    bool back = attempt_failed(w, ids[i], why, NULL);
-    requeued |= back;
-    log_info("work item %lld in %s: %s; %s", (long long)ids[i], json_string_value(json_object_get(o, "queue")), why,
-             back ? "requeued" : "failed");
+    int back = attempt_failed(w, ids[i], why, NULL);
+    if (back < 0)
+      unwritten = true;
+    else
+      log_info("work item %lld in %s: %s; %s", (long long)ids[i], json_string_value(json_object_get(o, "queue")), why,
+               back ? "requeued" : "failed");
+    requeued |= back > 0;
     json_decref(o);
   }
-  store_flush(w->d->store);
+  if (!store_commit(w->d->store) || unwritten) {
+    /* The store cannot write now: the leases stay expired in it; taken back once it can. */
+    uv_timer_start(&w->timer, on_lease_timer, 1000, 0);
+    return;
+  }
   if (requeued) serve_parked(w, NULL);
   arm(w);
+}
+
+/* The store cannot write now (a full disk, a read-only or locked store: see herd info):
+ * 503, nothing changed. */
+static bool store_down(struct daemon *d, struct conn *c) {
+  const char *why = store_last_error(d->store);
+  conn_error(c, 503, "store_failing", NULL, "the store cannot write now (%s): nothing was changed; try again",
+             why && *why ? why : "a write failed");
+  return true;
 }
 
 /* The store could not hold the work table (see work_init): 503. */
@@ -288,17 +305,21 @@ static json_t *take(struct work *w, const char *queue) {
   json_t *o = item_json(w, id, NULL);
   double timeout = json_real_value(json_object_get(o, "timeout"));
   json_decref(o);
+  if (!store_begin(w->d->store)) return NULL;
   char *lease = new_lease();
   double now = now_wall();
-  store_begin(w->d->store);
   sqlite3_bind_text(w->lease, 1, lease, -1, SQLITE_TRANSIENT);
   sqlite3_bind_double(w->lease, 2, now + timeout);
   sqlite3_bind_double(w->lease, 3, now);
   sqlite3_bind_int64(w->lease, 4, id);
   step_done(w, w->lease, "work lease");
   /* Committed before the worker hears of it: a daemon killed now finds it leased (the
-   * lease expires and the item is requeued), never handed to two workers. */
-  store_flush(w->d->store);
+   * lease expires and the item is requeued), never handed to two workers. A commit that
+   * fails leaves it queued: no one gets it. */
+  if (!store_commit(w->d->store)) {
+    free(lease);
+    return NULL;
+  }
   o = item_json(w, id, NULL);
   json_object_set_new(o, "lease", json_string(lease));
   free(lease);
@@ -342,11 +363,13 @@ void api_work_withdraw(struct daemon *d, struct conn *c, struct request *r, cons
     return;
   }
   if (secs > CTL_MAX_WAIT_S) secs = CTL_MAX_WAIT_S;
+  if (store_stats(d->store)->failing && store_down(d, c)) return;
   json_t *o = take(w, queue);
   if (o) {
     conn_reply(c, 200, json_pack("{s:o}", "work", o));
     return;
   }
+  if (store_stats(d->store)->failing && store_down(d, c)) return;
   uint64_t ms = (uint64_t)ceil(secs * 1000);
   if (!ms || d->shutting_down) {
     reply_none(c);
@@ -461,8 +484,8 @@ void api_work_deposit(struct daemon *d, struct conn *c, struct request *r, const
     free(tags);
   }
   /* All valid: one transaction, committed before the answer. */
+  if (!store_begin(d->store) && store_down(d, c)) goto out;
   json_t *ids = json_array();
-  store_begin(d->store);
   double now = now_wall();
   json_array_foreach(items, i, it) {
     int prio, retries;
@@ -483,7 +506,11 @@ void api_work_deposit(struct daemon *d, struct conn *c, struct request *r, const
     free(payload);
     free(tags);
   }
-  store_flush(d->store);
+  if (!store_commit(d->store)) {
+    json_decref(ids);
+    store_down(d, c);
+    goto out;
+  }
   serve_parked(w, queue);
   conn_reply(c, 201, json_pack("{s:s,s:o}", "queue", queue, "ids", ids));
 out:
@@ -549,9 +576,9 @@ void api_work_done(struct daemon *d, struct conn *c, struct request *r, const ch
     goto out;
   }
   bool requeued = false;
+  if (!store_begin(d->store) && store_down(d, c)) goto out;
   if (!strcmp(status, "success")) {
     char *res = result ? json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    store_begin(d->store);
     sqlite3_bind_text(w->finish, 1, "success", -1, SQLITE_STATIC);
     sqlite3_bind_double(w->finish, 2, now_wall());
     if (res) sqlite3_bind_text(w->finish, 3, res, -1, SQLITE_TRANSIENT);
@@ -559,9 +586,9 @@ void api_work_done(struct daemon *d, struct conn *c, struct request *r, const ch
     step_done(w, w->finish, "work finish");
     free(res);
   } else {
-    requeued = attempt_failed(w, n, error ? json_string_value(error) : "failed", result);
+    requeued = attempt_failed(w, n, error ? json_string_value(error) : "failed", result) > 0;
   }
-  store_flush(d->store);
+  if (!store_commit(d->store) && store_down(d, c)) goto out;
   if (requeued) serve_parked(w, json_string_value(json_object_get(item, "queue")));
   arm(w);
   conn_reply(c, 200, json_pack("{s:o}", "work", item_json(w, n, NULL)));
@@ -605,8 +632,7 @@ void api_work_list(struct daemon *d, struct conn *c, struct request *r, const ch
 
 void work_expire(struct daemon *d, const char *queue, double age) {
   struct work *w = d->work;
-  if (!w) return;
-  store_begin(d->store);
+  if (!w || !store_begin(d->store)) return;
   sqlite3_stmt *s = w->prune;
   sqlite3_bind_text(s, 1, queue, -1, SQLITE_TRANSIENT);
   sqlite3_bind_double(s, 2, now_wall() - age);
@@ -629,13 +655,13 @@ void api_work_prune(struct daemon *d, struct conn *c, struct request *r, const c
     conn_error(c, 400, "bad_state", NULL, "state is \"success\" or \"failure\" (only finished items are pruned)");
     return;
   }
-  store_begin(d->store);
+  if (!store_begin(d->store) && store_down(d, c)) return;
   sqlite3_stmt *s = w->prune;
   sqlite3_bind_text(s, 1, queue, -1, SQLITE_TRANSIENT);
   sqlite3_bind_double(s, 2, now_wall() - age);
   if (state) sqlite3_bind_text(s, 3, state, -1, SQLITE_TRANSIENT);
   step_done(w, s, "work prune");
   int64_t n = sqlite3_changes(store_db(d->store));
-  store_flush(d->store);
+  if (!store_commit(d->store) && store_down(d, c)) return;
   conn_reply(c, 200, json_pack("{s:I}", "pruned", (json_int_t)n));
 }

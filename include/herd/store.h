@@ -88,12 +88,17 @@ typedef void (*store_event_cb)(void *arg, const struct store_event *ev);
 void store_each_event(struct store *st, int64_t since, int limit, const char *service, store_event_cb cb, void *arg);
 int64_t store_last_event_id(struct store *st);
 
-/* For a module that keeps its own table in the store (work.c): the connection, the open
- * transaction its writes go into (committed by store_flush with the rest), its errors. */
+/* For a module that keeps its own table in the store (work.c): the connection; the open
+ * transaction its writes go into (false: the store is failing and nothing may be written
+ * now); a failed write of its own (the transaction is rolled back at commit); the commit
+ * (false: it failed and was rolled back: the module's own writes are not in the database,
+ * the journaled ones are kept and written again). Such writes are not journaled: a module
+ * answers its caller only after store_commit() said true. */
 typedef struct sqlite3 sqlite3;
 sqlite3 *store_db(struct store *st);
-void store_begin(struct store *st);
+bool store_begin(struct store *st);
 void store_note_error(struct store *st, const char *what);
+bool store_commit(struct store *st);
 
 /** Counters for metrics and health (since the store was opened). */
 struct store_stats {
