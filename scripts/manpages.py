@@ -22,18 +22,19 @@ PAGES = {
         "sections": [("DESCRIPTION", "#intro"), ("CONCEPTS", "Concepts"), ("COMMANDS", "CLI"),
                      ("CONTROL API", "HTTP API"), ("MONITORING", "Monitoring: metrics, health, liveness, systemd"),
                      ("WHEN HERD ITSELF DIES", "When herd itself dies"), ("FAILURES", "How herd behaves on failure"),
+                     ("GUARANTEES UNDER FAULTS", "What herd guarantees under faults"),
                      ("FILES", "Files and state")],
         "see_also": "herd.json(5), systemd-notify(1), sd_notify(3), ssh(1), slurmrestd(8)",
     },
     "herd.json.5": {
-        "title": ("HERD.JSON", "5", "herd.json - herd's service, check, endpoint, ssh host and Slurm configuration"),
+        "title": ("HERD.JSON", "5", "herd.json - herd's service, check, endpoint, ssh host, Slurm and job queue configuration"),
         "synopsis": ["herd daemon --config DIR    (every DIR/*.json)",
                      "herd config check DIR"],
         "sections": [("CONFIGURATION", "Configuration"), ("HEALTH CHECKS", "Health checks"),
                      ("READINESS BY NOTIFY", "Monitoring: metrics, health, liveness, systemd > "
                       "Readiness by notify, and the watchdog"),
                      ("ENDPOINTS AND PORTS", "Endpoints and ports"), ("SSH HOSTS AND TUNNELS", "ssh hosts and tunnels"),
-                     ("START ORDER", "Start order"), ("SLURM", "Slurm")],
+                     ("START ORDER", "Start order"), ("SLURM", "Slurm"), ("JOBS AND WORK QUEUES", "Jobs and work queues")],
         "see_also": "herd(1)",
     },
 }

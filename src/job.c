@@ -227,6 +227,33 @@ static const char *job_state(const struct service *s) {
   return svc_state_running(s->fsm.state) ? "RUNNING" : svc_state_name(s->fsm.state);
 }
 
+json_t *jobs_counts(struct daemon *d) {
+  static const svc_state shown[] = {S_PENDING,   S_STARTING, S_STOPPING, S_BACKOFF, S_UNKNOWN,
+                                    S_COMPLETED, S_FAILED,   S_TIMEOUT,  S_STOPPED};
+  json_t *o = json_object();
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &d->jobs->queues) {
+    struct jqueue *q = container_of(pos, struct jqueue, link);
+    json_t *st = json_object();
+    for (size_t i = 0; i < ARRAY_LEN(shown); i++)
+      json_object_set_new(st, shown[i] == S_STARTING ? "RUNNING" : svc_state_name(shown[i]), json_integer(0));
+    json_object_set_new(o, q->name,
+                        json_pack("{s:I,s:I,s:o}", "max_running", (json_int_t)q->q.max_running, "slots",
+                                  (json_int_t)q->q.running, "states", st));
+  }
+  list_for_each_safe(pos, tmp, &d->services) {
+    struct service *s = container_of(pos, struct service, link);
+    if (!s->job || !s->job->q) continue;
+    json_t *st = json_object_get(json_object_get(o, s->job->q->name), "states");
+    json_t *n = json_object_get(st, job_state(s));
+    if (n)
+      json_integer_set(n, json_integer_value(n) + 1);
+    else
+      json_object_set_new(st, job_state(s), json_integer(1));
+  }
+  return o;
+}
+
 static int job_state_parse(const char *st) {
   if (!strcasecmp(st, "RUNNING")) return S_STARTING;
   return svc_state_parse(st);

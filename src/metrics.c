@@ -10,10 +10,12 @@
 #include "herd/check.h"
 #include "herd/cmd.h"
 #include "herd/ctl.h"
+#include "herd/job.h"
 #include "herd/metrics.h"
 #include "herd/slurm.h"
 #include "herd/store.h"
 #include "herd/tunnel.h"
+#include "herd/work.h"
 
 #include <assert.h>
 #include <fcntl.h>
@@ -101,6 +103,8 @@ void metrics_label(struct buf *b, const char *s) {
 }
 
 /** # HELP and # TYPE lines of one metric family (help is a literal without \ or newline). */
+static void jobs_part(struct daemon *d, struct buf *b);
+
 static void family(struct buf *b, const char *name, const char *type, const char *help) {
   PUT(b, "# HELP ");
   put_str(b, name);
@@ -389,6 +393,8 @@ static void clusters_part(struct daemon *d, struct buf *b) {
   }
   json_decref(cl);
 
+  jobs_part(d, b);
+
   json_t *hosts = tunnel_hosts_json(d);
   family(b, "herd_ssh_host_up", "gauge", "1 while the ssh host's master connection is up.");
   json_array_foreach(hosts, i, c) sample1(b, "herd_ssh_host_up", "host", json_string_value(json_object_get(c, "name")),
@@ -462,6 +468,43 @@ static void process_part(struct daemon *d, struct buf *b) {
   sample(b, "process_max_fds", rl.rlim_cur == RLIM_INFINITY ? INFINITY : (double)rl.rlim_cur);
   family(b, "process_start_time_seconds", "gauge", "When the daemon started, in seconds since the epoch.");
   sample(b, "process_start_time_seconds", d->start_wall);
+}
+
+/* Jobs by queue and state, the queues' slots; work items by queue and state. */
+static void jobs_part(struct daemon *d, struct buf *b) {
+  const char *q, *st;
+  json_t *qo, *x;
+  json_t *jc = jobs_counts(d);
+  family(b, "herd_jobs", "gauge", "Jobs by queue and state (RUNNING: an attempt runs).");
+  json_object_foreach(jc, q, qo) json_object_foreach(json_object_get(qo, "states"), st, x) {
+    PUT(b, "herd_jobs{queue=\"");
+    metrics_label(b, q);
+    PUT(b, "\",state=\"");
+    metrics_label(b, st);
+    PUT(b, "\"} ");
+    put_f(b, (double)json_integer_value(x));
+    PUT(b, "\n");
+  }
+  family(b, "herd_queue_slots_used", "gauge",
+         "Slots of the queue its jobs hold (from an attempt's start to the job's rest).");
+  json_object_foreach(jc, q, qo)
+      sample1(b, "herd_queue_slots_used", "queue", q, (double)json_integer_value(json_object_get(qo, "slots")));
+  family(b, "herd_queue_max_running", "gauge", "The queue's limit on running jobs (0: none).");
+  json_object_foreach(jc, q, qo)
+      sample1(b, "herd_queue_max_running", "queue", q, (double)json_integer_value(json_object_get(qo, "max_running")));
+  json_decref(jc);
+  json_t *wc = work_counts(d);
+  family(b, "herd_work_items", "gauge", "Work items of the work queues by state (queued, running, success, failure).");
+  json_object_foreach(wc, q, qo) json_object_foreach(qo, st, x) {
+    PUT(b, "herd_work_items{queue=\"");
+    metrics_label(b, q);
+    PUT(b, "\",state=\"");
+    metrics_label(b, st);
+    PUT(b, "\"} ");
+    put_f(b, (double)json_integer_value(x));
+    PUT(b, "\n");
+  }
+  json_decref(wc);
 }
 
 static void daemon_part(struct daemon *d, struct buf *b) {

@@ -32,7 +32,7 @@ struct parked {
 
 struct work {
   struct daemon *d;
-  sqlite3_stmt *ins, *best, *lease, *get, *finish, *requeue, *expired, *next_lease, *list, *counts, *prune;
+  sqlite3_stmt *ins, *best, *lease, *get, *finish, *requeue, *expired, *next_lease, *list, *counts, *all_counts, *prune;
   uv_timer_t timer;
   bool timer_open;
   struct list parked; /* withdrawals waiting for an item, oldest first */
@@ -76,6 +76,7 @@ int work_init(struct daemon *d) {
            "SELECT " WORK_COLS
            " FROM work WHERE queue=?1 AND (?2 IS NULL OR state=?2) ORDER BY id LIMIT ?3 OFFSET ?4") ||
       prep(db, &w->counts, "SELECT state, count(*) FROM work WHERE queue=? GROUP BY state") ||
+      prep(db, &w->all_counts, "SELECT queue, state, count(*) FROM work GROUP BY queue, state") ||
       prep(db, &w->prune,
            "DELETE FROM work WHERE queue=?1 AND state IN ('success','failure') AND ended_at<=?2 AND "
            "(?3 IS NULL OR state=?3)")) {
@@ -113,8 +114,8 @@ void work_close(struct daemon *d) {
 void work_free(struct daemon *d) {
   struct work *w = d->work;
   if (!w) return;
-  sqlite3_stmt *all[] = {w->ins,     w->best,       w->lease, w->get,    w->finish, w->requeue,
-                         w->expired, w->next_lease, w->list,  w->counts, w->prune};
+  sqlite3_stmt *all[] = {w->ins,     w->best,       w->lease, w->get,    w->finish,     w->requeue,
+                         w->expired, w->next_lease, w->list,  w->counts, w->all_counts, w->prune};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(all[i]);
   free(w);
   d->work = NULL;
@@ -628,6 +629,25 @@ void api_work_list(struct daemon *d, struct conn *c, struct request *r, const ch
     json_object_set_new(counts, (const char *)sqlite3_column_text(s, 0), json_integer(sqlite3_column_int64(s, 1)));
   sqlite3_reset(s);
   conn_reply(c, 200, json_pack("{s:s,s:o,s:o}", "queue", queue, "work", a, "counts", counts));
+}
+
+json_t *work_counts(struct daemon *d) {
+  json_t *o = json_object();
+  struct work *w = d->work;
+  if (!w) return o;
+  sqlite3_stmt *s = w->all_counts;
+  sqlite3_reset(s);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    const char *q = (const char *)sqlite3_column_text(s, 0);
+    json_t *qo = json_object_get(o, q);
+    if (!qo) {
+      qo = json_pack("{s:i,s:i,s:i,s:i}", "queued", 0, "running", 0, "success", 0, "failure", 0);
+      json_object_set_new(o, q, qo);
+    }
+    json_object_set_new(qo, (const char *)sqlite3_column_text(s, 1), json_integer(sqlite3_column_int64(s, 2)));
+  }
+  sqlite3_reset(s);
+  return o;
 }
 
 void work_expire(struct daemon *d, const char *queue, double age) {

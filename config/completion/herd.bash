@@ -3,7 +3,7 @@
 # Installed as <prefix>/share/bash-completion/completions/herd; or: source this file.
 # tests/e2e/test_docs.py drives it with COMP_WORDS against src/cmd.c's command table.
 
-_herd_commands="daemon config status show add replace rm start stop restart logs events reload info clusters hosts shutdown help"
+_herd_commands="daemon config status show add replace rm start stop restart logs events reload info clusters hosts run jobs wait kill prune shutdown help"
 
 # Service names, from the daemon on the socket this command line would use.
 _herd_services() {
@@ -21,7 +21,12 @@ _herd_flags() {
     status) echo "--json --state --tag --watch" ;;
     start | restart) echo "--wait --timeout" ;;
     stop) echo "--wait --timeout --delay" ;;
-    logs) echo "-f --follow -n --lines --job" ;;
+    logs) echo "-f --follow -n --lines --job --attempt" ;;
+    run) echo "--name --queue --priority --retries --timeout --tag --wait" ;;
+    jobs) echo "--state --limit --offset --json" ;;
+    wait) echo "--quiet" ;;
+    kill) echo "--failed" ;;
+    prune) echo "--older-than --state" ;;
     events) echo "-f --follow --since --service --json" ;;
     hosts) echo "--json" ;;
     shutdown) echo "--leave-running" ;;
@@ -46,7 +51,8 @@ _herd() {
     for ((j = i + 1; j < COMP_CWORD; j++)); do
         case ${COMP_WORDS[j]} in
         --state | --tag | --timeout | --delay | -n | --lines | --since | --service | --config | --state-dir | --socket | \
-            --log-level | --log-format | --read-group | --priority | --cgroups | --liveness-file | --http | --http-token-file) ((j++)) ;;
+            --log-level | --log-format | --read-group | --priority | --cgroups | --liveness-file | --http | --http-token-file | \
+            --attempt | --name | --queue | --retries | --limit | --offset | --older-than) ((j++)) ;;
         -*) ;;
         *) ((nargs++)) ;;
         esac
@@ -69,19 +75,31 @@ _herd() {
     --socket | --liveness-file | --http-token-file) COMPREPLY=($(compgen -f -- "$cur")) && return ;;
     --log-level) COMPREPLY=($(compgen -W "debug info warn error" -- "$cur")) && return ;;
     --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")) && return ;;
-    --priority) COMPREPLY=($(compgen -W "realtime normal" -- "$cur")) && return ;;
+    --priority)
+        if [[ $cmd == run ]]; then COMPREPLY=($(compgen -W "1 2 3 4 5" -- "$cur")); else COMPREPLY=($(compgen -W "realtime normal" -- "$cur")); fi
+        return
+        ;;
     --cgroups) COMPREPLY=($(compgen -W "auto off" -- "$cur")) && return ;;
     --read-group) COMPREPLY=($(compgen -g -- "$cur")) && return ;;
-    --state) COMPREPLY=($(compgen -W "SUBMITTED PENDING STARTING HEALTHY UNHEALTHY STOPPING STOPPED FAILED TIMEOUT COMPLETED BACKOFF UNKNOWN" -- "$cur")) && return ;;
+    --state)
+        if [[ $cmd == jobs || $cmd == prune ]]; then
+            COMPREPLY=($(compgen -W "PENDING RUNNING BACKOFF STOPPING COMPLETED FAILED TIMEOUT STOPPED" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "SUBMITTED PENDING STARTING HEALTHY UNHEALTHY STOPPING STOPPED FAILED TIMEOUT COMPLETED BACKOFF UNKNOWN" -- "$cur"))
+        fi
+        return
+        ;;
     --service) COMPREPLY=($(compgen -W "$(_herd_services)" -- "$cur")) && return ;;
-    --tag | --timeout | --delay | -n | --lines | --since | --http) return ;;
+    --tag | --timeout | --delay | -n | --lines | --since | --http | --attempt | --name | --queue | --retries | --limit | \
+        --offset | --older-than) return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_herd_flags "$cmd")" -- "$cur"))
         return
     fi
     case $cmd in
-    status | show | rm | start | stop | restart) ;;
+    status | show | rm | start | stop | restart | jobs | wait | kill | prune) ;;
+    run) return ;;
     logs) ((nargs == 0)) || return ;;
     replace)
         if ((nargs == 1)); then

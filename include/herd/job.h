@@ -41,6 +41,9 @@ bool job_admit(struct service *s, char *why, size_t len);
 void job_settle(struct service *s);
 /** The job's own keys for its JSON view. */
 json_t *job_json(struct service *s, bool full);
+/** For metrics: {"QUEUE": {"max_running": N, "slots": N, "states": {"STATE": N, ...}}, ...}
+ *  with every job state of every queue (0 included), in the jobs' words (RUNNING). */
+json_t *jobs_counts(struct daemon *d);
 /** The lines of one attempt in a log (from herd's "started pid ... attempt N" note to the
  *  next attempt's): [*start, *start + *len) of data. Returns false when there is none. */
 bool job_log_slice(const char *data, size_t n, unsigned attempt, size_t *start, size_t *len);

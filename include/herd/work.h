@@ -10,6 +10,8 @@
 #ifndef HERD_WORK_H
 #define HERD_WORK_H
 
+#include <jansson.h>
+
 struct daemon;
 struct conn;
 struct request;
@@ -22,6 +24,8 @@ void work_close(struct daemon *d);
 void work_free(struct daemon *d);
 
 /** Forget the queue's finished items that ended more than `age` seconds ago (retention). */
+/** For metrics: {"QUEUE": {"queued": N, "running": N, "success": N, "failure": N}, ...}. */
+json_t *work_counts(struct daemon *d);
 void work_expire(struct daemon *d, const char *queue, double age);
 
 void api_work_deposit(struct daemon *d, struct conn *c, struct request *r, const char *queue);

@@ -166,6 +166,43 @@ class Metrics(Checked):
         self.assertEqual(body["error"]["code"], "unknown_key")
 
 
+    def test_jobs_queues_and_work_items(self):
+        import json
+        self.d.write_config(json.dumps({"queues": [{"name": "two", "max_running": 2}]}), "queues.json")
+        self.d.start()
+        gate = os.path.join(self.d.root, "gate")
+        for i in range(5):
+            st, b = self.d.request("POST", "/v1/jobs", {"name": "j%d" % i, "queue": "two", "command": [
+                "sh", "-c", "while [ ! -e %s ]; do sleep 0.02; done; exit %d" % (gate, 1 if i == 4 else 0)]})
+            self.assertEqual(st, 201, b)
+
+        def held():
+            m = parse(self.scrape())
+            return m if (val(m, "herd_jobs", queue="two", state="RUNNING"),
+                         val(m, "herd_jobs", queue="two", state="PENDING")) == (2, 3) else None
+        m = wait_until(held, what="2 jobs running and 3 queued in the metrics")
+        self.assertEqual(val(m, "herd_queue_slots_used", queue="two"), 2)
+        self.assertEqual(val(m, "herd_queue_max_running", queue="two"), 2)
+        self.assertEqual(val(m, "herd_jobs", queue="two", state="COMPLETED"), 0)
+        open(gate, "w").close()
+
+        def finished():
+            m = parse(self.scrape())
+            return m if (val(m, "herd_jobs", queue="two", state="COMPLETED"),
+                         val(m, "herd_jobs", queue="two", state="FAILED")) == (4, 1) else None
+        m = wait_until(finished, what="4 jobs COMPLETED and 1 FAILED in the metrics")
+        self.assertEqual(val(m, "herd_queue_slots_used", queue="two"), 0)
+        st, b = self.d.request("POST", "/v1/queues/w/work", {"items": [{"payload": i} for i in range(3)]})
+        self.assertEqual(st, 201, b)
+        st, b = self.d.request("POST", "/v1/queues/w/withdraw")
+        self.assertEqual(st, 200, b)
+        text = self.scrape()
+        m = parse(text)
+        self.assertEqual([val(m, "herd_work_items", queue="w", state=x) for x in ("queued", "running", "success")],
+                         [2, 1, 0])
+        self.promtool(text)
+
+
 class Health(Checked):
     def test_health_and_liveness_file(self):
         live = os.path.join(self.d.root, "live")
