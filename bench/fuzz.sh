@@ -5,6 +5,9 @@
 #                                            harness's regression files (tests/fuzz/regress/NAME/),
 #                                            then fuzz it for SECONDS (default 60) from its seeds
 #   FUZZ_JOBS=N                              build with -jN (default 2)
+#   FUZZ_RUNS=N                              fuzz each harness for N executions instead of SECONDS
+#                                            (e.g. 10000000: the issue's 10^7 per harness)
+#   FUZZ_NO_BUILD=1                          use build-fuzz/ as it is (a second run beside a first)
 #
 # Each harness grows its own corpus in build-fuzz/corpus/NAME (the seeds in tests/fuzz/corpus
 # are read, never written); a crash leaves its input in build-fuzz/artifacts/NAME/. Prints,
@@ -19,9 +22,14 @@ names=("$@")
 [ "${#names[@]}" -gt 0 ] || names=($(cd tests/fuzz && ls fuzz_*.c | sed "s/^fuzz_//; s/\.c$//"))
 command -v clang >/dev/null || { echo "fuzz: clang is needed (scripts/deps.sh --test)" >&2; exit 2; }
 
+runs=${FUZZ_RUNS:-}
+[ -z "$runs" ] || [[ "$runs" =~ ^[0-9]+$ ]] || { echo "fuzz: FUZZ_RUNS is a number of executions" >&2; exit 2; }
+
 t0=$SECONDS
-CC=clang cmake -S . -B build-fuzz -DHERD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j"${FUZZ_JOBS:-2}" --target fuzzers >/dev/null
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then
+  CC=clang cmake -S . -B build-fuzz -DHERD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-fuzz -j"${FUZZ_JOBS:-2}" --target fuzzers >/dev/null
+fi
 bin=build-fuzz/tests/fuzz
 # Leaks count as crashes; UBSan stops at the first report (the build has -fno-sanitize-recover).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
@@ -58,7 +66,13 @@ for n in "${names[@]}"; do
   fi
   # 2. Fuzz for $secs seconds from the seeds and what earlier runs found.
   dict=$(dict_of "$n")
-  args=(-max_total_time="$secs" -timeout=10 -print_final_stats=1 -artifact_prefix="$art/")
+  if [ -n "$runs" ]; then
+    args=(-runs="$runs")
+  else
+    args=(-max_total_time="$secs")
+  fi
+  args+=(-timeout=10 -print_final_stats=1 -artifact_prefix="$art/")
+  h0=$SECONDS
   [ -n "$dict" ] && args+=(-dict="$dict")
   crashes=0
   if ! "$bin/fuzz_$n" "${args[@]}" "$corpus" "tests/fuzz/corpus/$n" >"$log" 2>&1; then
@@ -72,12 +86,13 @@ for n in "${names[@]}"; do
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   size=$(find "$corpus" -type f | wc -l)
   total_execs=$((total_execs + ${execs:-0}))
-  rows+=("$(printf '%-8s %14s %10s %8s %8s %12s' "$n" "${execs:-?}" "${rate:-?}" "$size" "$crashes" "$regress")")
+  rows+=("$(printf '%-8s %14s %10s %8s %8s %12s %8s' "$n" "${execs:-?}" "${rate:-?}" "$size" "$crashes" "$regress" \
+    "$((SECONDS - h0))")")
   echo "fuzz: fuzz_$n: ${execs:-?} executions, ${rate:-?} exec/s, corpus $size, crashes $crashes"
 done
 
 echo
-printf '%-8s %14s %10s %8s %8s %12s\n' harness executions exec/s corpus crashes regressions
+printf '%-8s %14s %10s %8s %8s %12s %8s\n' harness executions exec/s corpus crashes regressions seconds
 printf '%s\n' "${rows[@]}"
-echo "fuzz: ${#names[@]} harnesses x ${secs} s: $total_execs executions, $([ $failed = 0 ] && echo "no crash" || echo FAILED) ($((SECONDS - t0)) s with the build)"
+echo "fuzz: ${#names[@]} harnesses x ${runs:+$runs executions}${runs:-${secs} s}: $total_execs executions, $([ $failed = 0 ] && echo "no crash" || echo FAILED) ($((SECONDS - t0)) s with the build)"
 exit $failed

@@ -284,6 +284,10 @@ static void attempt_json(void *arg, const struct store_instance *in) {
   json_object_set_new(o, "signal", in->signal > 0 ? json_integer(in->signal) : json_null());
   json_object_set_new(o, "reason", in->reason ? json_string(in->reason) : json_null());
   json_object_set_new(o, "ended_at", in->end_state ? json_real(in->ended_at) : json_null());
+  if (in->job_id > 0) { /* a Slurm job: each attempt is a job of its own */
+    json_object_set_new(o, "job_id", json_integer(in->job_id));
+    json_object_set_new(o, "cluster", in->cluster ? json_string(in->cluster) : json_null());
+  }
   json_array_append_new(arg, o);
 }
 

@@ -87,8 +87,8 @@ struct daemon {
   size_t npidfds;     /* pidfds held for re-adopted instances */
   struct list polled; /* re-adopted instances past the pidfd budget, polled (proc.c) */
   uv_timer_t poll_timer;
-  struct jobs *jobs;   /* job queues (job.c) */
-  struct work *work;   /* work queues for external workers (work.c) */
+  struct jobs *jobs;         /* job queues (job.c) */
+  struct work *work;         /* work queues for external workers (work.c) */
   struct heartbeat hb;       /* loop lag, the liveness file, systemd notifications (heartbeat.c) */
   struct notifier *notifier; /* the notify socket offered to services (notify.c), or NULL */
   struct ctl *http;          /* the status page's listener (--http), or NULL */

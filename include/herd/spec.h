@@ -167,8 +167,8 @@ struct spec {
   struct dep_spec *deps;
   size_t ndeps;
   bool restart_with_dependency;
-  bool notify_ready; /* "ready": "notify": HEALTHY comes with READY=1 on herd's notify socket */
-  double watchdog;   /* > 0: WATCHDOG=1 at least this often, or the instance is FAILED (seconds) */
+  bool notify_ready;    /* "ready": "notify": HEALTHY comes with READY=1 on herd's notify socket */
+  double watchdog;      /* > 0: WATCHDOG=1 at least this often, or the instance is FAILED (seconds) */
   struct job_spec *job; /* a job (run to completion through a queue), or NULL for a service */
   json_t *json;         /* the spec as given (owned reference) */
   char *canon;          /* canonical compact JSON with sorted keys: equal canon = same spec */

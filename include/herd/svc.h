@@ -79,8 +79,8 @@ struct svc_policy {
   double unhealthy_grace;
   bool batch;            /* instances are scheduler jobs: submitted, queued, then running */
   double queue_timeout;  /* batch: SUBMITTED/PENDING longer than this -> TIMEOUT (0 = never) */
-  bool notify_ready;    /* "ready": "notify": HEALTHY needs READY=1 (and, with a check, its passes too) */
-  double watchdog;      /* > 0: a running instance silent (no WATCHDOG=1) this long is FAILED and restarted */
+  bool notify_ready;     /* "ready": "notify": HEALTHY needs READY=1 (and, with a check, its passes too) */
+  double watchdog;       /* > 0: a running instance silent (no WATCHDOG=1) this long is FAILED and restarted */
   bool job;              /* runs to completion: STARTING until it exits (never HEALTHY) */
   double run_timeout;    /* job: an attempt running longer than this -> TIMEOUT (0 = never) */
   unsigned max_attempts; /* no restart by policy after this many attempts (0 = no limit) */

@@ -292,6 +292,68 @@ class TestSlurmEnds(SlurmTest):
         self.assertEqual(self.herd_jobs("t"), [])
 
 
+class TestSlurmJobs(SlurmTest):
+    """Jobs (run to completion, issue 15) on the Slurm backend: a failed attempt is
+    resubmitted as a new Slurm job until the retries are spent; the queue's limit and
+    priority order are herd's, not the cluster's."""
+
+    def test_retries_resubmit_and_queue_order(self):
+        flag = os.path.join(CLUSTER.jobs_dir, "sj-ok-%d" % os.getpid())
+        order = os.path.join(CLUSTER.jobs_dir, "sj-order-%d" % os.getpid())
+        for p in (flag, order):
+            if os.path.exists(p):
+                os.unlink(p)
+        self.addCleanup(lambda: [os.path.exists(p) and os.unlink(p) for p in (flag, order)])
+        self.d.write_config(json.dumps({"clusters": [cluster_cfg()], "queues": [{"name": "one", "max_running": 1}]}))
+        self.d.start()
+        # Fails on its first two attempts, then succeeds: 3 Slurm jobs, COMPLETED.
+        st, b = self.d.request("POST", "/v1/jobs", {
+            "name": "sj", "backend": "slurm", "cluster": "test", "retries": 3, "backoff": {"initial": "200ms"},
+            "script": "#!/bin/sh\nn=$(cat %s 2>/dev/null || echo 0); echo $((n+1)) > %s; "
+                      "[ $n -ge 2 ] && exit 0; exit 7\n" % (flag, flag)})
+        self.assertEqual(st, 201, b)
+        s = wait_service(self.d, "sj", lambda s: s["state"] in ("COMPLETED", "FAILED"), timeout=90,
+                         what="the Slurm job finished")
+        self.assertEqual(s["state"], "COMPLETED", s)
+        st, b = self.d.request("GET", "/v1/services/sj")
+        attempts = b["service"]["job"]["attempts"]
+        self.assertEqual([a["attempt"] for a in attempts], [1, 2, 3], attempts)
+        self.assertEqual([a.get("exit_code") for a in attempts], [7, 7, 0], attempts)
+        ids = [a.get("job_id") for a in attempts]
+        self.assertTrue(all(ids) and len(set(ids)) == 3, "one Slurm job per attempt: %s" % attempts)
+        # No retries: a failure ends it FAILED after one Slurm job.
+        st, b = self.d.request("POST", "/v1/jobs", {"name": "sf", "backend": "slurm", "cluster": "test",
+                                                     "script": "#!/bin/sh\nexit 5\n"})
+        self.assertEqual(st, 201, b)
+        s = wait_service(self.d, "sf", lambda s: s["state"] in ("COMPLETED", "FAILED"), timeout=60, what="sf ended")
+        self.assertEqual(s["state"], "FAILED", s)
+        self.assertEqual(s["last_exit"]["code"], 5)
+        # The queue's order is herd's: with one slot, the gate job holds it while three more
+        # wait; they run by priority, then FIFO, whatever Slurm's own priorities.
+        gate = os.path.join(CLUSTER.jobs_dir, "sj-gate-%d" % os.getpid())
+        self.addCleanup(lambda: os.path.exists(gate) and os.unlink(gate))
+        st, b = self.d.request("POST", "/v1/jobs", {
+            "name": "g", "backend": "slurm", "cluster": "test", "queue": "one",
+            "script": "#!/bin/sh\nwhile [ ! -e %s ]; do sleep 0.1; done\n" % gate})
+        self.assertEqual(st, 201, b)
+        wait_service(self.d, "g", lambda s: s["state"] == "STARTING", timeout=60, what="the gate job running")
+        for name, prio in (("low", 1), ("high", 5), ("mid", 3)):
+            st, b = self.d.request("POST", "/v1/jobs", {
+                "name": name, "backend": "slurm", "cluster": "test", "queue": "one", "priority": prio,
+                "script": "#!/bin/sh\necho %s >> %s\n" % (name, order)})
+            self.assertEqual(st, 201, b)
+        st, b = self.d.request("GET", "/v1/jobs?match=*")
+        places = {j["name"]: j.get("position") for j in b["jobs"] if j["name"] in ("low", "high", "mid")}
+        self.assertEqual(places, {"high": 1, "mid": 2, "low": 3}, b["jobs"])
+        self.assertEqual(self.herd_jobs("low") + self.herd_jobs("high") + self.herd_jobs("mid"), [],
+                         "queued jobs are not submitted to Slurm")
+        open(gate, "w").close()
+        for name in ("g", "low", "high", "mid"):
+            wait_service(self.d, name, lambda s: s["state"] == "COMPLETED", timeout=90, what="%s COMPLETED" % name)
+        with open(order) as f:
+            self.assertEqual(f.read().split(), ["high", "mid", "low"])
+
+
 class TestSlurmControllerDown(SlurmTest):
     def test_slurmctld_down_is_unknown_then_back(self):
         """slurmctld itself down: slurmrestd answers 500 after its ~9 s timeout, the same body
