@@ -330,7 +330,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   hash_insert(d, s);
   struct store_instance last;
   bool has_last = store_last_instance(d->store, spec->name, &last) == 0;
-  char *last_cmdline = NULL, *last_cluster = NULL;
+  char *last_cmdline = NULL, *last_cluster = NULL, *last_reason = NULL;
   if (has_last) {
     s->instance = last.id;
     s->fsm.attempt = last.attempt;
@@ -346,6 +346,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
     /* Its strings live until the next store call: copies go to the backend's resume. */
     last_cmdline = last.cmdline ? xstrdup(last.cmdline) : NULL;
     last_cluster = last.cluster ? xstrdup(last.cluster) : NULL;
+    last_reason = last.end_state && last.reason ? xstrdup(last.reason) : NULL;
     last.cmdline = last_cmdline;
     last.cluster = last_cluster;
     last.service = spec->name;
@@ -362,6 +363,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   if (st < 0) {
     free(last_cmdline);
     free(last_cluster);
+    free(last_reason);
     if (want_up) service_want_up(s, "herd started it");
     return s;
   }
@@ -392,6 +394,13 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
                           .why_gone = rr.why[0] ? rr.why : NULL};
   svc_resume(&s->fsm, &s->pol, &rs, now_mono(), &fx);
   apply_then_drain(s, &fx, false);
+  /* At rest as it was left: why it ended is its last instance's reason (a state read back
+   * from the store carries none of its own). */
+  if (!s->reason[0] && last_reason && !s->fsm.proc_alive &&
+      (s->fsm.state == S_FAILED || s->fsm.state == S_TIMEOUT || s->fsm.state == S_COMPLETED ||
+       s->fsm.state == S_STOPPED))
+    snprintf(s->reason, sizeof s->reason, "%s", last_reason);
+  free(last_reason);
   if (s->job) job_settle(s); /* over while no daemon watched: its slot is free */
   if (s->fsm.proc_alive && !want_up && s->fsm.state != S_STOPPING) {
     service_event(s, EV_STOP, 0, 0, "wanted down");

@@ -237,6 +237,28 @@ class JobsTest(SanitizedSuiteTest):
         self.assertIn("queues[0].max", r.stderr)
         self.d.cli("kill", "running", check=True)
 
+    def test_finished_jobs_keep_their_reason_across_restarts(self):
+        self.d.start()
+        self.run_job("--name", "four", "--", "sh", "-c", "exit 4")
+        self.run_job("--name", "slow", "--timeout", "200ms", "--", "sleep", "30")
+        self.run_job("--name", "fine", "--", "true")
+        want = {"four": ("FAILED", "exited with code 4"), "slow": ("TIMEOUT", "ran longer than its timeout"),
+                "fine": ("COMPLETED", "exited with code 0")}
+        for name, (state, _) in want.items():
+            self.wait_job(name, (state,))
+        before = {n: self.d.service(n)["reason"] for n in want}
+        for name, (state, text) in want.items():
+            self.assertIn(text, before[name])
+        self.d.stop()
+        self.d.start()
+        # The same reason, as its last attempt recorded it (which may say more: "then killed").
+        after = {n: self.d.service(n) for n in want}
+        rows = {j["name"]: j["reason"] for j in self.jobs()["jobs"]}
+        for n in want:
+            self.assertEqual(after[n]["state"], want[n][0])
+            self.assertTrue(after[n]["reason"].startswith(before[n]), (before[n], after[n]["reason"]))
+            self.assertEqual(rows[n], after[n]["reason"])
+
     def test_bad_jobs_are_refused(self):
         self.d.start()
         st, body = self.d.request("POST", "/v1/jobs", {"command": ["true"], "priority": 9})
