@@ -11,6 +11,7 @@ static const char *const host_keys[] = {"name",
                                         "destination",
                                         "port",
                                         "identity_file",
+                                        "identity_agent",
                                         "known_hosts",
                                         "host_key_alias",
                                         "proxy_jump",
@@ -93,6 +94,8 @@ struct host_spec *cfgp_parse_host(struct pctx *c, const char *prefix, json_t *o)
                 "expected \"user@host\" or \"host\" (no spaces, not starting with '-'), got \"%s\"", h->destination);
   if ((v = json_object_get(o, "port"))) cfgp_get_port(c, FIELD(f, prefix, "port"), v, &h->port);
   if ((v = json_object_get(o, "identity_file"))) get_path(c, FIELD(f, prefix, "identity_file"), v, &h->identity_file);
+  if ((v = json_object_get(o, "identity_agent")))
+    get_path(c, FIELD(f, prefix, "identity_agent"), v, &h->identity_agent);
   if (!(v = json_object_get(o, "known_hosts")))
     cfgp_err_at(c, prefix,
                 "missing required key \"known_hosts\": herd checks host keys strictly against a file of its own");
@@ -159,10 +162,11 @@ void cfgp_parse_ssh(struct pctx *c, const char *field, json_t *v, struct spec *s
 /* What libssh2 1.10 cannot do is said at load, not at run time. */
 static void libssh2_usable(struct cfg_errors *errs, const char *src, int line, int col, const char *field,
                            const struct host_spec *hs, const char *what, const char *instead) {
-  if (!hs->identity_file)
+  if (!hs->identity_file && !hs->identity_agent && !getenv("SSH_AUTH_SOCK"))
     cfg_error_add(errs, src, line, col, field,
                   "%s runs over libssh2, which needs the host's \"identity_file\" (an ed25519 or ECDSA key: "
-                  "libssh2 1.10 has no rsa-sha2 and no ssh-agent support here)",
+                  "libssh2 1.10 has no rsa-sha2), or an ssh-agent: the host's \"identity_agent\" or "
+                  "SSH_AUTH_SOCK in herd's environment",
                   what);
   else if (hs->proxy_jump || (hs->options && hs->options[0]))
     cfg_error_add(errs, src, line, col, field, "%s runs over libssh2, which cannot use host \"%s\"'s %s (%s)", what,

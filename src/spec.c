@@ -60,6 +60,7 @@ void host_spec_free(struct host_spec *h) {
   free(h->name);
   free(h->destination);
   free(h->identity_file);
+  free(h->identity_agent);
   free(h->known_hosts);
   free(h->host_key_alias);
   free(h->proxy_jump);

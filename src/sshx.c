@@ -42,6 +42,14 @@
   X(libssh2_knownhost_checkp) \
   X(libssh2_knownhost_free) \
   X(libssh2_userauth_publickey_fromfile_ex) \
+  X(libssh2_agent_init) \
+  X(libssh2_agent_set_identity_path) \
+  X(libssh2_agent_connect) \
+  X(libssh2_agent_list_identities) \
+  X(libssh2_agent_get_identity) \
+  X(libssh2_agent_userauth) \
+  X(libssh2_agent_disconnect) \
+  X(libssh2_agent_free) \
   X(libssh2_channel_open_ex) \
   X(libssh2_channel_process_startup) \
   X(libssh2_channel_write_ex) \
@@ -94,6 +102,14 @@ static const char *lib_load(void) {
 #define libssh2_knownhost_checkp (L.libssh2_knownhost_checkp)
 #define libssh2_knownhost_free (L.libssh2_knownhost_free)
 #define libssh2_userauth_publickey_fromfile_ex (L.libssh2_userauth_publickey_fromfile_ex)
+#define libssh2_agent_init (L.libssh2_agent_init)
+#define libssh2_agent_set_identity_path (L.libssh2_agent_set_identity_path)
+#define libssh2_agent_connect (L.libssh2_agent_connect)
+#define libssh2_agent_list_identities (L.libssh2_agent_list_identities)
+#define libssh2_agent_get_identity (L.libssh2_agent_get_identity)
+#define libssh2_agent_userauth (L.libssh2_agent_userauth)
+#define libssh2_agent_disconnect (L.libssh2_agent_disconnect)
+#define libssh2_agent_free (L.libssh2_agent_free)
 #define libssh2_channel_open_ex (L.libssh2_channel_open_ex)
 #define libssh2_channel_process_startup (L.libssh2_channel_process_startup)
 #define libssh2_channel_write_ex (L.libssh2_channel_write_ex)
@@ -152,12 +168,16 @@ struct sess {
   struct list link; /* in the daemon's sessions */
   struct daemon *d;
   char *name, *user, *hostname, *known_hosts, *identity, *alias;
+  char *agent_path; /* the ssh-agent's socket when there is no identity file (NULL: $SSH_AUTH_SOCK) */
   int port;
   double alive_window, connect_timeout;
   int alive_interval;
   enum ss_state st;
   struct conn *c;
   LIBSSH2_SESSION *s;
+  LIBSSH2_AGENT *agent;                /* authenticating through an ssh-agent, or NULL */
+  struct libssh2_agent_publickey *aid; /* the agent's key being tried */
+  unsigned agent_tried;                /* keys the server refused so far */
   uv_timer_t timer;
   uv_getaddrinfo_t gai;
   bool resolving, closing;
@@ -231,7 +251,17 @@ static void on_conn_close(uv_handle_t *h) {
   free(c);
 }
 
+static void agent_drop(struct sess *ss) {
+  if (!ss->agent) return;
+  libssh2_agent_disconnect(ss->agent);
+  libssh2_agent_free(ss->agent);
+  ss->agent = NULL;
+  ss->aid = NULL;
+  ss->agent_tried = 0;
+}
+
 static void drop_conn(struct sess *ss) {
+  agent_drop(ss); /* (it belongs to the session: freed before it) */
   if (ss->s) {
     /* Non-blocking, freeing would wait to send its channels' closes (EAGAIN, and the
      * session never freed): the socket is shut first, so those sends fail at once. */
@@ -584,6 +614,45 @@ static void pump_up(struct sess *ss) {
   watch(ss, UV_READABLE | (dir & LIBSSH2_SESSION_BLOCK_OUTBOUND ? UV_WRITABLE : 0));
 }
 
+/* Authentication through an ssh-agent (the host has no identity_file): each key the agent
+ * holds in turn, until the server takes one. The agent is a local socket that answers at
+ * once (libssh2 talks to it blocking); the server's answers come as the session's.
+ * 0: done; LIBSSH2_ERROR_EAGAIN; < 0: failed, and the session failed saying why. */
+static int agent_auth(struct sess *ss) {
+  const char *where = ss->agent_path ? ss->agent_path : getenv("SSH_AUTH_SOCK");
+  if (!ss->agent) {
+    if (!where || !*where) {
+      sess_fail(ss, true, "no identity_file and no ssh-agent (no identity_agent, SSH_AUTH_SOCK not set)");
+      return -1;
+    }
+    ss->agent = libssh2_agent_init(ss->s);
+    if (!ss->agent) {
+      sess_fail(ss, false, "cannot make an ssh-agent client: %s", errmsg(ss));
+      return -1;
+    }
+    if (ss->agent_path) libssh2_agent_set_identity_path(ss->agent, ss->agent_path);
+    if (libssh2_agent_connect(ss->agent) || libssh2_agent_list_identities(ss->agent)) {
+      sess_fail(ss, true, "cannot use the ssh-agent at %s: %s", where, errmsg(ss));
+      return -1;
+    }
+    if (libssh2_agent_get_identity(ss->agent, &ss->aid, NULL) != 0) {
+      sess_fail(ss, true, "the ssh-agent at %s holds no key", where);
+      return -1;
+    }
+  }
+  for (;;) {
+    int rc = libssh2_agent_userauth(ss->agent, ss->user, ss->aid);
+    if (rc == LIBSSH2_ERROR_EAGAIN || rc == 0) return rc;
+    ss->agent_tried++;
+    struct libssh2_agent_publickey *prev = ss->aid;
+    if (libssh2_agent_get_identity(ss->agent, &ss->aid, prev) != 0) {
+      sess_fail(ss, true, "authentication as %s refused for each of the %u key(s) of the ssh-agent at %s: %s", ss->user,
+                ss->agent_tried, where, errmsg(ss));
+      return -1;
+    }
+  }
+}
+
 static void pump(struct sess *ss) {
   if (ss->closing) return;
   int rc;
@@ -642,12 +711,20 @@ static void pump(struct sess *ss) {
     ss->st = SS_AUTH;
     /* fall through */
   case SS_AUTH:
-    rc = libssh2_userauth_publickey_fromfile_ex(ss->s, ss->user, (unsigned)strlen(ss->user), NULL, ss->identity, NULL);
-    if (rc == LIBSSH2_ERROR_EAGAIN) break;
-    if (rc < 0) {
-      sess_fail(ss, true, "authentication as %s with %s refused: %s", ss->user, ss->identity, errmsg(ss));
-      break;
+    if (!ss->identity) {
+      rc = agent_auth(ss);
+      if (rc == LIBSSH2_ERROR_EAGAIN) break;
+      if (rc < 0) break; /* (agent_auth said why) */
+    } else {
+      rc =
+          libssh2_userauth_publickey_fromfile_ex(ss->s, ss->user, (unsigned)strlen(ss->user), NULL, ss->identity, NULL);
+      if (rc == LIBSSH2_ERROR_EAGAIN) break;
+      if (rc < 0) {
+        sess_fail(ss, true, "authentication as %s with %s refused: %s", ss->user, ss->identity, errmsg(ss));
+        break;
+      }
     }
+    agent_drop(ss);
     ss->fails = 0;
     ss->last_rx = ss->up_since = now_mono();
     set_state(ss, SS_UP, "session to %s@%s port %d", ss->user, ss->hostname, ss->port);
@@ -701,6 +778,7 @@ static void sess_fields_free(struct sess *ss) {
   free(ss->hostname);
   free(ss->known_hosts);
   free(ss->identity);
+  free(ss->agent_path);
   free(ss->alias);
 }
 
@@ -719,6 +797,7 @@ static void sess_take_spec(struct sess *ss, const struct host_spec *k) {
   }
   ss->known_hosts = xstrdup(k->known_hosts);
   ss->identity = k->identity_file ? xstrdup(k->identity_file) : NULL;
+  ss->agent_path = k->identity_agent ? xstrdup(k->identity_agent) : NULL;
   ss->alias = k->host_key_alias ? xstrdup(k->host_key_alias) : NULL;
   ss->port = k->port ? k->port : 22;
   ss->alive_interval = (int)fmax(1, ceil(k->alive_interval));
@@ -732,6 +811,7 @@ static bool same_spec(const struct sess *ss, const struct host_spec *k) {
   bool same = !strcmp(t.user, ss->user) && !strcmp(t.hostname, ss->hostname) &&
               !strcmp(t.known_hosts, ss->known_hosts) && t.port == ss->port &&
               !strcmp(t.identity ? t.identity : "", ss->identity ? ss->identity : "") &&
+              !strcmp(t.agent_path ? t.agent_path : "", ss->agent_path ? ss->agent_path : "") &&
               !strcmp(t.alias ? t.alias : "", ss->alias ? ss->alias : "") && t.alive_window == ss->alive_window &&
               t.connect_timeout == ss->connect_timeout;
   sess_fields_free(&t);

@@ -173,8 +173,7 @@ static void common_args(struct host *h, struct argv *a) {
   av_add(a, xstrdup(h->sock));
   static const char *const fixed[] = {
       "BatchMode=yes",     "ExitOnForwardFailure=yes",       "StrictHostKeyChecking=yes",
-      "ControlPersist=no", "GlobalKnownHostsFile=/dev/null", "IdentitiesOnly=yes",
-      "LogLevel=ERROR"};
+      "ControlPersist=no", "GlobalKnownHostsFile=/dev/null", "LogLevel=ERROR"};
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
     av_add(a, xstrdup("-o"));
     av_add(a, xstrdup(fixed[i]));
@@ -191,7 +190,13 @@ static void common_args(struct host *h, struct argv *a) {
     av_add(a, xstrdup("-o"));
     av_add(a, xasprintf("HostKeyAlias=%s", k->host_key_alias));
   }
-  if (k->identity_file) {
+  if (k->identity_agent) {
+    av_add(a, xstrdup("-o"));
+    av_add(a, xasprintf("IdentityAgent=%s", k->identity_agent));
+  }
+  if (k->identity_file) { /* that key alone (without one: each key of the agent) */
+    av_add(a, xstrdup("-o"));
+    av_add(a, xstrdup("IdentitiesOnly=yes"));
     av_add(a, xstrdup("-i"));
     av_add(a, xstrdup(k->identity_file));
   }
@@ -814,7 +819,8 @@ static bool spec_same(const struct host_spec *a, const struct host_spec *b) {
               !strcmp(a->known_hosts, b->known_hosts) && a->alive_interval == b->alive_interval &&
               a->alive_count == b->alive_count && a->connect_timeout == b->connect_timeout;
 #define SAME_STR(x) ((!a->x && !b->x) || (a->x && b->x && !strcmp(a->x, b->x)))
-  same = same && SAME_STR(identity_file) && SAME_STR(host_key_alias) && SAME_STR(proxy_jump);
+  same =
+      same && SAME_STR(identity_file) && SAME_STR(identity_agent) && SAME_STR(host_key_alias) && SAME_STR(proxy_jump);
 #undef SAME_STR
   size_t i = 0;
   for (; same && a->options && b->options && a->options[i] && b->options[i]; i++)

@@ -50,6 +50,7 @@ struct host_spec {
   char *destination; /* "user@host" or "host" */
   int port;          /* 0: ssh's default */
   char *identity_file, *known_hosts, *host_key_alias, *proxy_jump;
+  char *identity_agent;  /* the ssh-agent socket (OpenSSH's IdentityAgent), or NULL: $SSH_AUTH_SOCK */
   char **options;        /* extra ssh_config options, "Key=Value", NULL-terminated */
   double alive_interval; /* ServerAliveInterval (seconds) */
   int alive_count;       /* ServerAliveCountMax */

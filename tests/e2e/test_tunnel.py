@@ -366,17 +366,71 @@ class RemoteCheck(SanitizedSuiteTest):
         wait_service(self.d, "w0", lambda s: "authentication as root" in self.msg(s) and "refused" in self.msg(s),
                      timeout=30, what="auth refused")
 
+    def agent(self, *keys):
+        """A private ssh-agent holding these keys; its socket."""
+        sock = os.path.join(self.sshd.dir, "agent-%d.sock" % len(keys))
+        p = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def stop():
+            p.kill()
+            p.wait()
+        self.addCleanup(stop)
+        wait_until(lambda: os.path.exists(sock), timeout=10, what="ssh-agent's socket")
+        for k in keys:
+            subprocess.run(["ssh-add", "-q", k], env=dict(os.environ, SSH_AUTH_SOCK=sock), check=True,
+                           capture_output=True)
+        return sock
+
+    def test_keys_from_an_ssh_agent(self):
+        """No identity_file: the libssh2 session (an exec check) and the OpenSSH master (a
+        tunnel) both authenticate with the keys of the host's identity_agent, the right one
+        found after a key the server refuses."""
+        stranger = os.path.join(self.sshd.dir, "stranger")
+        sshd.keygen(stranger, "stranger")
+        sock = self.agent(stranger, self.sshd.client_key)
+        self.d.env.pop("SSH_AUTH_SOCK", None)
+        target, local = free_port(), free_port()
+        srv = subprocess.Popen(["python3", "-m", "http.server", str(target), "--bind", "127.0.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (srv.kill(), srv.wait()))
+        host = {"name": "lo", "destination": "root@127.0.0.1", "port": self.sshd.port, "identity_agent": sock,
+                "known_hosts": self.sshd.known_hosts, "connect_timeout": "5s"}
+        svcs = [{"name": "w", "command": ["sleep", "1d"],
+                 "check": {"type": "exec", "host": "lo", "interval": "1s", "timeout": "20s",
+                           "command": ["sh", "-c", "echo up"]}},
+                {"name": "t", "command": ["sleep", "1d"], "ssh": "lo",
+                 "endpoint": {"host": "127.0.0.1", "port": target, "local_port": local, "protocol": "http"},
+                 "check": {"type": "http", "path": "/", "interval": "500ms"}}]
+        self.d.write_config(json.dumps({"hosts": [host], "services": svcs}))
+        self.d.start()
+        s = wait_service(self.d, "w", lambda s: s["state"] == "HEALTHY", timeout=60, what="w HEALTHY")
+        self.assertIn("exit 0 on lo: up", self.msg(s))
+        wait_service(self.d, "t", lambda s: s["state"] == "HEALTHY", timeout=60, what="t HEALTHY through the tunnel")
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % local, timeout=10) as r:
+            self.assertEqual(r.status, 200)
+        self.assertEqual(self.session()["state"], "up")
+        self.d.stop()
+        # An agent with only a key the server does not know: refused, saying so.
+        self.host_agent_only = self.agent(stranger)
+        host["identity_agent"] = self.host_agent_only
+        self.d.write_config(json.dumps({"hosts": [host], "services": svcs[:1]}))
+        self.d.start()
+        wait_service(self.d, "w", lambda s: "refused for each of the 1 key(s) of the ssh-agent" in self.msg(s),
+                     timeout=30, what="auth refused")
+
     def test_config_errors(self):
         host = {"name": "lo", "destination": "root@127.0.0.1", "known_hosts": self.sshd.known_hosts,
                 "proxy_jump": "me@gw"}
         self.d.write_config(json.dumps({"hosts": [host], "services": [
             {"name": "a", "command": ["sleep", "1d"], "check": {"type": "exec", "host": "lo", "command": ["true"]}},
             {"name": "b", "command": ["sleep", "1d"], "check": {"type": "exec", "host": "nope", "command": ["true"]}}]}))
+        self.d.env.pop("SSH_AUTH_SOCK", None)  # (no agent either)
         self.d.start(wait=False)
         self.d.proc.wait(30)
         log = self.d.log()
         self.assertIn("a.check.host", log)
         self.assertIn("needs the host's \"identity_file\"", log)
+        self.assertIn("identity_agent", log)
         self.assertIn("b.check.host", log)
         self.assertIn("no host named \"nope\"", log)
 
