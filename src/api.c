@@ -471,6 +471,11 @@ static void act(struct daemon *d, struct conn *c, struct request *r, const char 
 }
 
 void api_get(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  json_t *old = daemon_find(d, name) ? NULL : job_archived_json(d, name);
+  if (old) { /* a finished job in the history */
+    conn_reply(c, 200, json_pack("{s:o}", "service", old));
+    return;
+  }
   act(d, c, r, name, NULL, WAIT_HEALTHY); /* ?wait=healthy|stopped waits without acting */
 }
 
@@ -527,6 +532,7 @@ static void follower_conn_gone(struct conn *c, void *arg) {
 }
 
 void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  if (!daemon_find(d, name) && job_archived_logs(d, c, r, name)) return;
   struct service *s = find_svc(d, c, name, true);
   if (!s) return;
   char tb[32], fb[16];

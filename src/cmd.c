@@ -12,7 +12,8 @@ const struct cmd_entry cmd_table[] = {
     [CMD_DAEMON] =
         {"daemon",
          "[--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] [--log-format text|json] [--read-group G] "
-         "[--leave-running] [--priority realtime|normal] [--liveness-file PATH] [--http ADDR] [--http-token-file PATH]",
+         "[--leave-running] [--priority realtime|normal] [--liveness-file PATH] [--http ADDR] [--http-token-file PATH] "
+         "[--finished-jobs N]",
          "run the daemon in the foreground", NULL, NULL, false, NULL,
          NULL /* main() runs it: the client never sees it */},
     [CMD_CONFIG] = {"config", "check DIR",

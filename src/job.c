@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,13 +37,24 @@ struct jobs {
   int64_t seq;      /* the last generated job name's number */
   uv_timer_t sweep; /* retention: forgets what is past it */
   bool sweep_open;
+  /* History (below): past the most recent hot_max finished jobs, they leave memory for the
+   * store's job_history table. */
+  size_t hot_max;
+  struct list done; /* finished jobs still in memory, oldest first */
+  size_t ndone;
+  json_t *hist;      /* {queue: {state: n}} of job_history, kept as rows come and go */
+  struct list waits; /* herd wait streams (they count history rows too) */
+  bool hist_ok;      /* the table and its statements are there */
+  sqlite3_stmt *h_ins, *h_get, *h_page, *h_counts, *h_failed, *h_sel, *h_del, *h_all;
 };
 
 struct job {
   struct queue_item qi;
   struct service *s;
   struct jqueue *q;
-  bool slot;   /* it holds one of its queue's slots (from its start to its rest) */
+  bool slot;    /* it holds one of its queue's slots (from its start to its rest) */
+  bool in_done; /* in the jobs' done list (finished, in memory) */
+  struct list done_link;
   size_t rank; /* scratch: its place, while a listing is built */
 };
 
@@ -62,6 +74,13 @@ static struct jqueue *jqueue_get(struct daemon *d, const char *name) {
 
 static void prune_one(struct daemon *d, struct service *s);
 static double finished_at(const struct service *s);
+static bool match_any(const char *patterns, const char *name);
+static void hist_open(struct daemon *d);
+static void hist_overflow(struct daemon *d);
+static size_t hist_prune(struct daemon *d, const char *match, const char *state, double before, const char *queue);
+static void hist_counts(struct jobs *js, const char *match, size_t counts[S__MAX]);
+static long hist_page(struct jobs *js, struct buf *b, const char *match, int want, long limit, long offset);
+static void hist_failed(struct jobs *js, const char *match, json_t *failed);
 
 /* Forget what is past its queue's retention; again in a while (the shortest retention's
  * quarter, from 1 s to 60 s). */
@@ -83,6 +102,10 @@ static void on_sweep(uv_timer_t *t) {
     if (now - finished_at(s) < s->job->q->retention) continue;
     prune_one(d, s);
     n++;
+  }
+  list_for_each_safe(pos, tmp, &js->queues) {
+    struct jqueue *q = container_of(pos, struct jqueue, link);
+    if (q->retention > 0) n += hist_prune(d, NULL, NULL, now - q->retention, q->name);
   }
   if (n) log_info("%zu finished job(s) past their queue's retention forgotten", n);
   if (next < 1) next = 1;
@@ -125,6 +148,10 @@ void jobs_init(struct daemon *d, const struct queue_spec *q, size_t n) {
   if (v) js->seq = strtoll(v, NULL, 10);
   free(v);
   jqueue_get(d, "default");
+  list_init(&js->done);
+  list_init(&js->waits);
+  js->hot_max = d->o.finished_jobs >= 0 ? (size_t)d->o.finished_jobs : 1000;
+  hist_open(d);
   configure(d, q, n);
 }
 
@@ -145,6 +172,10 @@ void jobs_free(struct daemon *d) {
     free(q->name);
     free(q);
   }
+  struct jobs *js = d->jobs;
+  sqlite3_stmt *all[] = {js->h_ins, js->h_get, js->h_page, js->h_counts, js->h_failed, js->h_sel, js->h_del, js->h_all};
+  for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(all[i]);
+  json_decref(js->hist);
   free(d->jobs);
   d->jobs = NULL;
 }
@@ -175,6 +206,10 @@ static void give_back(struct daemon *d, struct job *j) {
 
 void job_detach(struct service *s) {
   if (!s->job) return;
+  if (s->job->in_done && s->d->jobs) {
+    list_del(&s->job->done_link);
+    s->d->jobs->ndone--;
+  }
   if (s->d->jobs) give_back(s->d, s->job);
   free(s->job);
   s->job = NULL;
@@ -193,8 +228,26 @@ bool job_admit(struct service *s, char *why, size_t len) {
   return false;
 }
 
+/* Over for good: at rest, no start or retry to come. */
+static bool finished(const struct service *s) {
+  return svc_fsm_at_rest(&s->fsm) && !s->start_at_rest && !s->fsm.restart_pending;
+}
+
 void job_settle(struct service *s) {
-  if (s->job && svc_fsm_at_rest(&s->fsm)) give_back(s->d, s->job);
+  struct job *j = s->job;
+  if (!j) return;
+  if (svc_fsm_at_rest(&s->fsm)) give_back(s->d, j);
+  bool fin = finished(s) && !s->removing;
+  if (fin == j->in_done) return;
+  struct jobs *js = s->d->jobs;
+  if (fin) {
+    list_add_tail(&js->done, &j->done_link);
+    js->ndone++;
+  } else {
+    list_del(&j->done_link);
+    js->ndone--;
+  }
+  j->in_done = fin;
 }
 
 void jobs_reconcile(struct daemon *d) {
@@ -218,6 +271,7 @@ void jobs_reconcile(struct daemon *d) {
       }
     }
   }
+  hist_overflow(d);
 }
 
 /* ---- views ---- */
@@ -241,9 +295,27 @@ json_t *jobs_counts(struct daemon *d) {
                         json_pack("{s:I,s:I,s:o}", "max_running", (json_int_t)q->q.max_running, "slots",
                                   (json_int_t)q->q.running, "states", st));
   }
+  const char *qn, *sn;
+  json_t *qo, *x;
+  json_object_foreach(d->jobs->hist, qn, qo) {
+    if (!json_object_get(o, qn)) { /* a queue only the history knows */
+      struct jqueue *q = jqueue_get(d, qn);
+      json_t *st = json_object();
+      for (size_t i = 0; i < ARRAY_LEN(shown); i++)
+        json_object_set_new(st, shown[i] == S_STARTING ? "RUNNING" : svc_state_name(shown[i]), json_integer(0));
+      json_object_set_new(o, qn,
+                          json_pack("{s:I,s:I,s:o}", "max_running", (json_int_t)q->q.max_running, "slots",
+                                    (json_int_t)q->q.running, "states", st));
+    }
+    json_t *st = json_object_get(json_object_get(o, qn), "states");
+    json_object_foreach(qo, sn, x) {
+      json_t *n = json_object_get(st, sn);
+      json_object_set_new(st, sn, json_integer((n ? json_integer_value(n) : 0) + json_integer_value(x)));
+    }
+  }
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
-    if (!s->job || !s->job->q) continue;
+    if (!s->job || !s->job->q || s->removing) continue;
     json_t *st = json_object_get(json_object_get(o, s->job->q->name), "states");
     json_t *n = json_object_get(st, job_state(s));
     if (n)
@@ -358,7 +430,7 @@ void api_job_run(struct daemon *d, struct conn *c, struct request *r, const char
     /* job-N: N counts on across daemons (the store's meta), skipping names in use. */
     do {
       snprintf(gen, sizeof gen, "job-%lld", (long long)++d->jobs->seq);
-    } while (daemon_find(d, gen));
+    } while (daemon_find(d, gen) || job_archived(d, gen));
     char num[32];
     snprintf(num, sizeof num, "%lld", (long long)d->jobs->seq);
     store_meta_put(d->store, "job_seq", num);
@@ -379,9 +451,11 @@ void api_job_run(struct daemon *d, struct conn *c, struct request *r, const char
   }
   struct spec *sp = set.v[0];
   struct service *old = daemon_find(d, sp->name);
-  if (old) {
+  if (old || job_archived(d, sp->name)) {
     conn_error(c, 409, "exists", NULL, "\"%s\" already exists (%s): prune it first, or choose another name", sp->name,
-               old->job ? job_state(old) : "a service");
+               !old       ? "a finished job in the history"
+               : old->job ? job_state(old)
+                          : "a service");
     goto out;
   }
   /* Its dependencies exist (a new name can close no cycle: nothing may depend on a name
@@ -468,8 +542,13 @@ void api_jobs(struct daemon *d, struct conn *c, struct request *r, const char *u
   rank_all(d);
   struct buf b = {0};
   buf_lit(&b, "{\"jobs\":[");
-  long seen = 0, shown = 0;
+  /* The history's rows first (the oldest), then the jobs in memory. */
   size_t counts[S__MAX] = {0};
+  hist_counts(d->jobs, match, counts);
+  long seen = 0, shown = 0;
+  for (int i = 0; i < S__MAX; i++)
+    if (want < 0 || i == want) seen += (long)counts[i];
+  if (offset < seen) shown = hist_page(d->jobs, &b, match, want, limit, offset);
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
@@ -545,7 +624,9 @@ struct jwait {
   uv_timer_t timer;
   bool armed;
   double t0;
-  size_t total; /* matching jobs at the last count */
+  size_t total;          /* matching jobs at the last count */
+  struct list hlink;     /* in the jobs' waits */
+  size_t hdone, hfailed; /* matching jobs in the history: kept as rows come and go */
 };
 
 static void jwait_free(uv_handle_t *h) { free(container_of((uv_timer_t *)h, struct jwait, timer)); }
@@ -554,6 +635,7 @@ static void jwait_gone(struct conn *c, void *arg) {
   (void)c;
   struct jwait *wt = arg;
   list_del(&wt->w.link);
+  list_del(&wt->hlink);
   uv_close((uv_handle_t *)&wt->timer, jwait_free);
 }
 
@@ -562,9 +644,12 @@ static bool jwait_progress(struct jwait *wt) {
   size_t n[W__MAX] = {0}, total = 0;
   json_t *failed = json_array();
   struct list *pos, *tmp;
+  n[W_DONE] = wt->hdone;
+  n[W_FAILED] = wt->hfailed;
+  total = wt->hdone + wt->hfailed;
   list_for_each_safe(pos, tmp, &wt->d->services) {
     struct service *s = container_of(pos, struct service, link);
-    if (!s->job || !match_any(wt->match, s->spec->name)) continue;
+    if (!s->job || s->removing || !match_any(wt->match, s->spec->name)) continue;
     int k = wait_class(s);
     n[k]++;
     total++;
@@ -577,6 +662,7 @@ static bool jwait_progress(struct jwait *wt) {
   json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:b}", "done", (json_int_t)n[W_DONE], "failed",
                         (json_int_t)n[W_FAILED], "running", (json_int_t)n[W_RUNNING], "queued", (json_int_t)n[W_QUEUED],
                         "total", (json_int_t)total, "elapsed", now_mono() - wt->t0, "finished", end);
+  if (end && wt->hfailed) hist_failed(wt->d->jobs, wt->match, failed);
   if (end)
     json_object_set_new(o, "failed_jobs", failed);
   else
@@ -592,6 +678,7 @@ static bool jwait_progress(struct jwait *wt) {
   /* Over: this wait lets go of the connection first, so that its end is not a "gone". */
   conn_park(c, NULL, NULL, NULL, 0);
   list_del(&wt->w.link);
+  list_del(&wt->hlink);
   uv_close((uv_handle_t *)&wt->timer, jwait_free);
   if (wrc == 0) conn_stream_end(c);
   return true;
@@ -622,11 +709,19 @@ void api_jobs_wait(struct daemon *d, struct conn *c, struct request *r, const ch
     conn_error(c, 400, "bad_match", json_pack("{s:s}", "param", "match"), "match names the jobs to wait for (globs)");
     return;
   }
-  bool any = false;
+  size_t hc[S__MAX] = {0};
+  hist_counts(d->jobs, wt->match, hc);
+  for (int i = 0; i < S__MAX; i++) {
+    if (i == S_COMPLETED)
+      wt->hdone += hc[i];
+    else
+      wt->hfailed += hc[i];
+  }
+  bool any = wt->hdone + wt->hfailed > 0;
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
-    if (s->job && match_any(wt->match, s->spec->name)) {
+    if (s->job && !s->removing && match_any(wt->match, s->spec->name)) {
       any = true;
       break;
     }
@@ -642,6 +737,7 @@ void api_jobs_wait(struct daemon *d, struct conn *c, struct request *r, const ch
   uv_timer_init(d->loop, &wt->timer);
   wt->w.on_transition = jwait_transition;
   list_add_tail(&d->watches, &wt->w.link);
+  list_add_tail(&d->jobs->waits, &wt->hlink);
   conn_stream_begin(c, 200, "application/x-ndjson");
   conn_park(c, wt, jwait_gone, NULL, 0);
   jwait_progress(wt);
@@ -699,6 +795,11 @@ void api_jobs_prune(struct daemon *d, struct conn *c, struct request *r, const c
     prune_one(d, s);
     n++;
   }
+  n += hist_prune(d, match && *match ? match : NULL,
+                  want < 0             ? NULL
+                  : want == S_STARTING ? "RUNNING"
+                                       : svc_state_name((svc_state)want),
+                  now - age, NULL);
   conn_reply(c, 200, json_pack("{s:I}", "pruned", (json_int_t)n));
 }
 
@@ -745,4 +846,327 @@ bool job_log_slice(const char *data, size_t n, unsigned attempt, size_t *start, 
     p = eol;
   }
   return false;
+}
+
+/* ---- history ----
+ *
+ * A daemon keeps the most recent hot_max finished jobs in memory (herd status shows them
+ * like any service); older ones move, one row each, to the store's job_history table (their
+ * attempts stay in instances, their logs on disk), so memory stays bounded whatever the
+ * number of jobs run. The row and the service's removal are journaled writes of the same
+ * transaction: a failed commit keeps both, in order. Listings, counts, wait, prune and the
+ * retention sweep read the history beside the jobs in memory; a queue's counts are kept
+ * here as rows come and go, so an unfiltered listing never counts a million rows.
+ */
+
+#define HIST_COLS "name,queue,priority,retries,state,attempt,exit_code,signal,reason,ended_at,tags,spec"
+
+static const char hist_schema[] =
+    "CREATE TABLE IF NOT EXISTS job_history(name TEXT PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL,"
+    " retries INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, exit_code INTEGER, signal INTEGER,"
+    " reason TEXT NOT NULL, ended_at REAL NOT NULL, tags TEXT NOT NULL, spec TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS job_history_queue ON job_history(queue, ended_at);";
+
+/* herd_match(PATTERNS, NAME): the jobs' glob patterns (comma-separated), in SQL. */
+static void sql_match(sqlite3_context *cx, int argc, sqlite3_value **v) {
+  (void)argc;
+  const char *p = (const char *)sqlite3_value_text(v[0]), *n = (const char *)sqlite3_value_text(v[1]);
+  sqlite3_result_int(cx, n && match_any(p, n));
+}
+
+static int hprep(sqlite3 *db, sqlite3_stmt **s, const char *sql) {
+  return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+static const char *col(sqlite3_stmt *s, int i) {
+  const char *t = (const char *)sqlite3_column_text(s, i);
+  return t ? t : "";
+}
+
+static void hist_add(struct jobs *js, const char *queue, const char *state, json_int_t delta) {
+  json_t *q = json_object_get(js->hist, queue);
+  if (!q) {
+    q = json_object();
+    json_object_set_new(js->hist, queue, q);
+  }
+  json_int_t v = json_integer_value(json_object_get(q, state)) + delta;
+  json_object_set_new(q, state, json_integer(v < 0 ? 0 : v));
+}
+
+static void hist_open(struct daemon *d) {
+  struct jobs *js = d->jobs;
+  sqlite3 *db = store_db(d->store);
+  js->hist = json_object();
+  if (sqlite3_create_function(db, "herd_match", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_match, NULL, NULL) !=
+          SQLITE_OK ||
+      sqlite3_exec(db, hist_schema, NULL, NULL, NULL) != SQLITE_OK ||
+      hprep(db, &js->h_ins, "INSERT OR REPLACE INTO job_history(" HIST_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)") ||
+      hprep(db, &js->h_get, "SELECT " HIST_COLS " FROM job_history WHERE name=?") ||
+      hprep(db, &js->h_page,
+            "SELECT " HIST_COLS " FROM job_history WHERE herd_match(?1,name) AND (?2 IS NULL OR state=?2) "
+            "ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
+      hprep(db, &js->h_counts, "SELECT state,count(*) FROM job_history WHERE herd_match(?1,name) GROUP BY state") ||
+      hprep(db, &js->h_failed,
+            "SELECT name,state,reason FROM job_history WHERE herd_match(?1,name) AND state<>'COMPLETED' "
+            "ORDER BY rowid LIMIT ?2") ||
+      hprep(db, &js->h_sel,
+            "SELECT name,queue,state FROM job_history WHERE herd_match(?1,name) AND (?2 IS NULL OR state=?2) AND "
+            "ended_at<=?3 AND (?4 IS NULL OR queue=?4) ORDER BY rowid") ||
+      hprep(db, &js->h_del, "DELETE FROM job_history WHERE name=?") ||
+      hprep(db, &js->h_all, "SELECT queue,state,count(*) FROM job_history GROUP BY queue,state")) {
+    log_error("store: no job history (%s): finished jobs stay in memory", sqlite3_errmsg(db));
+    return;
+  }
+  while (sqlite3_step(js->h_all) == SQLITE_ROW)
+    hist_add(js, col(js->h_all, 0), col(js->h_all, 1), sqlite3_column_int64(js->h_all, 2));
+  sqlite3_reset(js->h_all);
+  js->hist_ok = true;
+}
+
+bool job_archived(struct daemon *d, const char *name) {
+  struct jobs *js = d->jobs;
+  if (!js || !js->hist_ok) return false;
+  sqlite3_reset(js->h_get);
+  sqlite3_bind_text(js->h_get, 1, name, -1, SQLITE_TRANSIENT);
+  bool found = sqlite3_step(js->h_get) == SQLITE_ROW;
+  sqlite3_reset(js->h_get);
+  return found;
+}
+
+/* Matching history rows by state (into counts, added). */
+static void hist_counts(struct jobs *js, const char *match, size_t counts[S__MAX]) {
+  if (!js->hist_ok) return;
+  if (!match || !*match) { /* every row: the counts kept here */
+    const char *q, *st;
+    json_t *qo, *n;
+    json_object_foreach(js->hist, q, qo) json_object_foreach(qo, st, n) {
+      int i = svc_state_parse(st);
+      if (i >= 0) counts[i] += (size_t)json_integer_value(n);
+    }
+    return;
+  }
+  sqlite3_stmt *s = js->h_counts;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    int i = svc_state_parse(col(s, 0));
+    if (i >= 0) counts[i] += (size_t)sqlite3_column_int64(s, 1);
+  }
+  sqlite3_reset(s);
+}
+
+/* One history row as GET /v1/jobs shows a job. */
+static void hist_row(struct buf *b, sqlite3_stmt *s) {
+  buf_lit(b, "{\"name\":");
+  buf_json_string(b, col(s, 0));
+  buf_lit(b, ",\"state\":");
+  buf_json_string(b, col(s, 4));
+  buf_printf(b, ",\"attempt\":%lld,\"queue\":", (long long)sqlite3_column_int64(s, 5));
+  buf_json_string(b, col(s, 1));
+  buf_printf(b, ",\"priority\":%d,\"retries\":%d,\"position\":null,\"pid\":null", sqlite3_column_int(s, 2),
+             sqlite3_column_int(s, 3));
+  for (int k = 6; k <= 7; k++) {
+    if (k == 6)
+      buf_lit(b, ",\"exit_code\":");
+    else
+      buf_lit(b, ",\"signal\":");
+    if (sqlite3_column_type(s, k) == SQLITE_NULL)
+      buf_lit(b, "null");
+    else
+      buf_printf(b, "%d", sqlite3_column_int(s, k));
+  }
+  buf_lit(b, ",\"runtime\":null,\"reason\":");
+  buf_json_string(b, col(s, 8));
+  buf_lit(b, ",\"tags\":");
+  buf_printf(b, "%s", *col(s, 10) ? col(s, 10) : "[]"); /* (JSON written by archive) */
+  buf_lit(b, ",\"archived\":true}");
+}
+
+/* A page of matching history rows (oldest first), appended as a list's items; how many. */
+static long hist_page(struct jobs *js, struct buf *b, const char *match, int want, long limit, long offset) {
+  if (!js->hist_ok) return 0;
+  sqlite3_stmt *s = js->h_page;
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  if (match && *match) sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
+  if (want >= 0)
+    sqlite3_bind_text(s, 2, want == S_STARTING ? "RUNNING" : svc_state_name((svc_state)want), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 3, limit);
+  sqlite3_bind_int64(s, 4, offset);
+  long n = 0;
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    if (n++) buf_lit(b, ",");
+    hist_row(b, s);
+  }
+  sqlite3_reset(s);
+  return n;
+}
+
+/* The failed ones among the matching rows, for a wait's last line (up to 100 in all). */
+static void hist_failed(struct jobs *js, const char *match, json_t *failed) {
+  if (!js->hist_ok || json_array_size(failed) >= 100) return;
+  sqlite3_stmt *s = js->h_failed;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(s, 2, 100 - (sqlite3_int64)json_array_size(failed));
+  while (sqlite3_step(s) == SQLITE_ROW)
+    json_array_append_new(failed,
+                          json_pack("{s:s,s:s,s:s}", "name", col(s, 0), "state", col(s, 1), "reason", col(s, 2)));
+  sqlite3_reset(s);
+}
+
+/* A job's row came (+1) or went (-1): the waits that count it. */
+static void waits_count(struct jobs *js, const char *name, bool done, int delta) {
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &js->waits) {
+    struct jwait *wt = container_of(pos, struct jwait, hlink);
+    if (!match_any(wt->match, name)) continue;
+    size_t *n = done ? &wt->hdone : &wt->hfailed;
+    if (delta > 0)
+      (*n)++;
+    else if (*n)
+      (*n)--;
+  }
+}
+
+/* A finished job leaves memory for the history. */
+static void archive(struct daemon *d, struct service *s) {
+  struct jobs *js = d->jobs;
+  struct job *j = s->job;
+  const struct job_spec *jsp = s->spec->job;
+  json_t *ta = json_array();
+  for (char **t = s->spec->tags; t && *t; t++) json_array_append_new(ta, json_string(*t));
+  char *tags = json_dumps(ta, JSON_COMPACT);
+  json_decref(ta);
+  const char *state = job_state(s);
+  bool code = s->has_exit && s->last_code >= 0 && !s->last_sig, sig = s->has_exit && s->last_sig > 0;
+  store_write(d->store, js->h_ins, "job history", "ttiitiNNtrtt", s->spec->name, jsp->queue, (int64_t)jsp->priority,
+              (int64_t)jsp->retries, state, (int64_t)s->fsm.attempt, (int64_t)(code ? s->last_code : -1),
+              (int64_t)(sig ? s->last_sig : -1), s->reason, finished_at(s), tags, s->spec->canon);
+  free(tags);
+  hist_add(js, jsp->queue, state, 1);
+  waits_count(js, s->spec->name, s->fsm.state == S_COMPLETED, +1);
+  list_del(&j->done_link);
+  js->ndone--;
+  j->in_done = false;
+  service_remove(s); /* (at rest: no event; its attempts and log stay) */
+}
+
+/* Past hot_max finished jobs in memory: the oldest go to the history (a bounded number a
+ * turn; not while the store fails: they wait in memory). */
+static void hist_overflow(struct daemon *d) {
+  struct jobs *js = d->jobs;
+  if (!js->hist_ok || js->ndone <= js->hot_max || store_stats(d->store)->failing) return;
+  for (int n = 0; js->ndone > js->hot_max && n < 1000; n++)
+    archive(d, container_of(js->done.next, struct job, done_link)->s);
+}
+
+/* Forget history rows: matching, in that state, ended at or before `before`, of that queue
+ * (NULL: any); their attempts and logs too. How many. */
+static size_t hist_prune(struct daemon *d, const char *match, const char *state, double before, const char *queue) {
+  struct jobs *js = d->jobs;
+  if (!js->hist_ok) return 0;
+  sqlite3_stmt *s = js->h_sel;
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  if (match) sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
+  if (state) sqlite3_bind_text(s, 2, state, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_double(s, 3, before);
+  if (queue) sqlite3_bind_text(s, 4, queue, -1, SQLITE_TRANSIENT);
+  struct row {
+    char *name, *queue, *state;
+  } *v = NULL;
+  size_t n = 0, cap = 0;
+  while (sqlite3_step(s) == SQLITE_ROW) { /* (read first, then deleted) */
+    if (n == cap) v = xrealloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+    v[n++] = (struct row){xstrdup(col(s, 0)), xstrdup(col(s, 1)), xstrdup(col(s, 2))};
+  }
+  sqlite3_reset(s);
+  for (size_t i = 0; i < n; i++) {
+    store_write(d->store, js->h_del, "job history", "t", v[i].name);
+    store_del_instances(d->store, v[i].name);
+    char *log = xasprintf("%s/%s.log", d->log_dir, v[i].name);
+    unlink(log);
+    free(log);
+    hist_add(js, v[i].queue, v[i].state, -1);
+    waits_count(js, v[i].name, !strcmp(v[i].state, "COMPLETED"), -1);
+    free(v[i].name);
+    free(v[i].queue);
+    free(v[i].state);
+  }
+  free(v);
+  return n;
+}
+
+/* GET /v1/services/NAME of a job in the history: its row, its spec and its attempts. */
+json_t *job_archived_json(struct daemon *d, const char *name) {
+  struct jobs *js = d->jobs;
+  if (!js || !js->hist_ok) return NULL;
+  sqlite3_stmt *s = js->h_get;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(s) != SQLITE_ROW) {
+    sqlite3_reset(s);
+    return NULL;
+  }
+  json_t *ex = json_object(), *job = json_object();
+  for (int k = 6; k <= 7; k++)
+    json_object_set_new(ex, k == 6 ? "code" : "signal",
+                        sqlite3_column_type(s, k) == SQLITE_NULL ? json_null()
+                                                                 : json_integer(sqlite3_column_int(s, k)));
+  json_object_set_new(ex, "at", json_real(sqlite3_column_double(s, 9)));
+  json_object_set_new(job, "state", json_string(col(s, 4)));
+  json_object_set_new(job, "queue", json_string(col(s, 1)));
+  json_object_set_new(job, "priority", json_integer(sqlite3_column_int(s, 2)));
+  json_object_set_new(job, "retries", json_integer(sqlite3_column_int(s, 3)));
+  json_object_set_new(job, "position", json_null());
+  json_t *o =
+      json_pack("{s:s,s:s,s:s,s:s,s:b,s:I,s:o,s:o}", "name", name, "state", col(s, 4), "reason", col(s, 8), "wanted",
+                "down", "archived", 1, "attempt", (json_int_t)sqlite3_column_int64(s, 5), "last_exit", ex, "job", job);
+  json_t *tags = json_loads(col(s, 10), 0, NULL), *spec = json_loads(col(s, 11), 0, NULL);
+  json_object_set_new(o, "tags", tags ? tags : json_array());
+  json_object_set_new(o, "spec", spec ? spec : json_null());
+  sqlite3_reset(s);
+  json_t *a = json_array();
+  store_each_instance(d->store, name, attempt_json, a);
+  json_object_set_new(job, "attempts", a);
+  return o;
+}
+
+/* GET /v1/services/NAME/logs of a job in the history: its log as it was left (tail or one
+ * attempt; it no longer grows). False when NAME is not in the history. */
+bool job_archived_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
+  if (!job_archived(d, name)) return false;
+  char *path = xasprintf("%s/%s.log", d->log_dir, name);
+  char ab[16], tb[32];
+  const char *attempt = req_query(r, "attempt", ab, sizeof ab), *tail = req_query(r, "tail", tb, sizeof tb);
+  long lines = -1;
+  if (tail) {
+    if (!*tail || strspn(tail, "0123456789") != strlen(tail)) {
+      conn_error(c, 400, "bad_tail", json_pack("{s:s}", "param", "tail"),
+                 "tail must be a whole number of lines, 0 or more (\"%s\")", tail);
+      goto out;
+    }
+    lines = strtol(tail, NULL, 10);
+  }
+  size_t len = 0;
+  char *all = lines == 0 ? NULL : file_tail(path, attempt ? -1 : lines, NULL, &len);
+  if (attempt) {
+    unsigned long at = strtoul(attempt, NULL, 10);
+    size_t start = 0, n = 0;
+    if (!*attempt || strspn(attempt, "0123456789") != strlen(attempt) || at < 1 || at > 1000000) {
+      conn_error(c, 400, "bad_attempt", json_pack("{s:s}", "param", "attempt"),
+                 "attempt must be a whole number from 1");
+    } else if (!all || !job_log_slice(all, len, (unsigned)at, &start, &n)) {
+      conn_error(c, 404, "no_attempt", NULL, "%s has no attempt %lu in its log", name, at);
+    } else {
+      conn_reply_raw(c, 200, "text/plain; charset=utf-8", all + start, n);
+    }
+  } else {
+    conn_reply_raw(c, 200, "text/plain; charset=utf-8", all ? all : "", all ? len : 0);
+  }
+  free(all);
+out:
+  free(path);
+  return true;
 }

@@ -7,6 +7,7 @@
 #include "herd/daemon.h"
 #include "herd/log.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,23 +18,19 @@ static int daemon_main(const struct cmd_globals *g, int argc, char **argv) {
   struct daemon_opts o = {.state_dir = g->state_dir,
                           .socket_path = g->socket_given ? g->socket : NULL, /* NULL: under its own --state-dir */
                           .log_level = LOG_INFO,
-                          .normal_priority = true};
-  static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                       {"state-dir", required_argument, 0, 'd'},
-                                       {"socket", required_argument, 0, 's'},
-                                       {"log-level", required_argument, 0, 'l'},
-                                       {"log-format", required_argument, 0, 'F'},
-                                       {"read-group", required_argument, 0, 'g'},
-                                       {"leave-running", no_argument, 0, 'L'},
-                                       {"cgroups", required_argument, 0, 'G'},
-                                       {"priority", required_argument, 0, 'P'},
-                                       {"liveness-file", required_argument, 0, 'V'},
-                                       {"http", required_argument, 0, 'H'},
-                                       {"http-token-file", required_argument, 0, 'T'},
-                                       {0, 0, 0, 0}};
+                          .normal_priority = true,
+                          .finished_jobs = -1};
+  static const struct option opts[] = {
+      {"config", required_argument, 0, 'c'},        {"state-dir", required_argument, 0, 'd'},
+      {"socket", required_argument, 0, 's'},        {"log-level", required_argument, 0, 'l'},
+      {"log-format", required_argument, 0, 'F'},    {"read-group", required_argument, 0, 'g'},
+      {"leave-running", no_argument, 0, 'L'},       {"cgroups", required_argument, 0, 'G'},
+      {"priority", required_argument, 0, 'P'},      {"liveness-file", required_argument, 0, 'V'},
+      {"http", required_argument, 0, 'H'},          {"http-token-file", required_argument, 0, 'T'},
+      {"finished-jobs", required_argument, 0, 'J'}, {0, 0, 0, 0}};
   int ch;
   optind = 1;
-  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:V:H:T:", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "c:d:s:l:F:g:LP:G:V:H:T:J:", opts, NULL)) != -1) {
     switch (ch) {
     case 'c': o.config_dir = optarg; break;
     case 'd': o.state_dir = optarg; break;
@@ -43,6 +40,16 @@ static int daemon_main(const struct cmd_globals *g, int argc, char **argv) {
     case 'V': o.liveness_file = optarg; break;
     case 'H': o.http = optarg; break;
     case 'T': o.http_token_file = optarg; break;
+    case 'J': {
+      char *end;
+      errno = 0;
+      o.finished_jobs = strtol(optarg, &end, 10);
+      if (!*optarg || *end || errno || o.finished_jobs < 0 || o.finished_jobs > 10000000) {
+        fprintf(stderr, "herd: --finished-jobs must be a whole number from 0 to 10000000\n");
+        return HERD_EXIT_USAGE;
+      }
+      break;
+    }
     case 'G':
       if (strcmp(optarg, "auto") && strcmp(optarg, "off")) {
         fprintf(stderr, "herd: --cgroups must be auto or off\n");

@@ -75,12 +75,18 @@ static void deliver(struct service *s, const struct run_event *ev) {
     s->job_id = ev->job_id;
     store_instance_job(d->store, s->instance, ev->job_where ? ev->job_where : "", ev->job_id);
   }
-  if (ev->facts & RUN_HOST) snprintf(s->host, sizeof s->host, "%s", ev->host ? ev->host : "");
+  bool moved = false;
+  if (ev->facts & RUN_HOST) {
+    moved = strcmp(s->host, ev->host ? ev->host : "") != 0;
+    snprintf(s->host, sizeof s->host, "%s", ev->host ? ev->host : "");
+  }
   if (ev->facts & RUN_RUNNING) {
     s->started_wall = ev->since;
     s->started_mono = now_mono() - (now_wall() - ev->since);
   }
   if (ev->type == EV__MAX || s->closed || s->destroyed) {
+    /* The node's address came while the job runs: its endpoint is re-pointed there. */
+    if (moved && !s->closed && !s->destroyed) service_endpoint_sync(s);
     service_check_idle(d); /* what it said may let a shutdown finish (a job left behind) */
     return;
   }

@@ -218,7 +218,7 @@ static void service_policy(struct service *s) {
 /* When the service is at rest: a pending spec swap or removal can go ahead. */
 /* A service reached through an ssh host: its fixed local endpoint points at the instance
  * while it runs (or is out of sight, UNKNOWN), and at nothing otherwise. */
-static void endpoint_sync(struct service *s) {
+void service_endpoint_sync(struct service *s) {
   if (!s->spec->ssh || s->closed) return;
   const char *h = s->spec->endpoint.host, *target = h && *h ? h : s->host; /* a job's node */
   bool want = s->fsm.proc_alive && !s->fsm.launching &&
@@ -228,7 +228,7 @@ static void endpoint_sync(struct service *s) {
 
 static void after_step(struct service *s) {
   if (s->job) job_settle(s); /* a job at rest gives its queue slot back */
-  endpoint_sync(s);
+  service_endpoint_sync(s);
   if (!svc_fsm_at_rest(&s->fsm) || s->be->busy(s)) return;
   if (s->next_spec) {
     struct spec *old = s->spec;

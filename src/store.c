@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -69,7 +70,7 @@ struct jop {
   const char *what;
   bool event;
   int n;
-  struct jval v[8];
+  struct jval v[12];
 };
 
 struct store {
@@ -286,6 +287,30 @@ static void jv_null(struct jop *o) { o->v[o->n++] = (struct jval){.type = JV_NUL
 static void jv_text(struct jop *o, const char *t) {
   if (!t) return jv_null(o);
   o->v[o->n++] = (struct jval){.type = JV_TEXT, .t = xstrdup(t)};
+}
+
+void store_write(struct store *st, sqlite3_stmt *stmt, const char *what, const char *types, ...) {
+  struct jop o = {.stmt = stmt, .what = what};
+  va_list ap;
+  va_start(ap, types);
+  for (const char *t = types; *t && o.n < (int)ARRAY_LEN(o.v); t++) {
+    switch (*t) {
+    case 'i': jv_int(&o, va_arg(ap, int64_t)); break;
+    case 'r': jv_real(&o, va_arg(ap, double)); break;
+    case 't': jv_text(&o, va_arg(ap, const char *)); break;
+    case 'N': { /* an int64_t, null when negative */
+      int64_t v = va_arg(ap, int64_t);
+      if (v < 0)
+        jv_null(&o);
+      else
+        jv_int(&o, v);
+      break;
+    }
+    default: jv_null(&o); break;
+    }
+  }
+  va_end(ap);
+  write_op(st, &o);
 }
 
 void store_reset(struct store *st) {

@@ -17,7 +17,7 @@ _herd_services() {
 
 _herd_flags() {
     case $1 in
-    daemon) echo "--config --state-dir --socket --log-level --log-format --read-group --leave-running --priority --cgroups --liveness-file --http --http-token-file" ;;
+    daemon) echo "--config --state-dir --socket --log-level --log-format --read-group --leave-running --priority --cgroups --liveness-file --http --http-token-file --finished-jobs" ;;
     status) echo "--json --state --tag --watch" ;;
     start | restart) echo "--wait --timeout" ;;
     stop) echo "--wait --timeout --delay" ;;
@@ -52,7 +52,7 @@ _herd() {
         case ${COMP_WORDS[j]} in
         --state | --tag | --timeout | --delay | -n | --lines | --since | --service | --config | --state-dir | --socket | \
             --log-level | --log-format | --read-group | --priority | --cgroups | --liveness-file | --http | --http-token-file | \
-            --attempt | --name | --queue | --retries | --limit | --offset | --older-than) ((j++)) ;;
+            --attempt | --name | --queue | --retries | --limit | --offset | --older-than | --finished-jobs) ((j++)) ;;
         -*) ;;
         *) ((nargs++)) ;;
         esac
@@ -91,7 +91,7 @@ _herd() {
         ;;
     --service) COMPREPLY=($(compgen -W "$(_herd_services)" -- "$cur")) && return ;;
     --tag | --timeout | --delay | -n | --lines | --since | --http | --attempt | --name | --queue | --retries | --limit | \
-        --offset | --older-than) return ;;
+        --offset | --older-than | --finished-jobs) return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_herd_flags "$cmd")" -- "$cur"))

@@ -30,6 +30,7 @@ struct daemon_opts {
   const char *liveness_file;   /* touched at every heartbeat tick (heartbeat.h), or NULL */
   const char *http;            /* --http ADDR: the status page (web.c), or NULL */
   const char *http_token_file; /* --http-token-file: the token its changes need, or NULL (read-only) */
+  long finished_jobs;          /* --finished-jobs N: finished jobs kept in memory (the rest: history); < 0: 1000 */
 };
 
 struct service;

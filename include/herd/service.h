@@ -104,6 +104,10 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
 /** Feed one event to the service's state machine and carry out the effects (the runner's
  *  own callers: requests, dependencies, the timer). Backends post instead (run_post). */
 void service_event(struct service *s, svc_event_type type, int code, int sig, const char *msg);
+/** A service reached through an ssh host: point its fixed local endpoint at the instance
+ *  (its node, its port) while it runs, at nothing otherwise. After each step, and when the
+ *  backend learns where a running instance is reached. */
+void service_endpoint_sync(struct service *s);
 void service_feed(struct service *s, const struct svc_event *ev);
 /** Start/stop/restart on a user's request: the wanted state is persisted. */
 void service_start(struct service *s);

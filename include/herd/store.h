@@ -99,6 +99,12 @@ sqlite3 *store_db(struct store *st);
 bool store_begin(struct store *st);
 void store_note_error(struct store *st, const char *what);
 bool store_commit(struct store *st);
+/* A write of a module's own statement (prepared on store_db), journaled like the store's
+ * own: in the open transaction, kept until committed, written again in order after a
+ * failure. `types` says each value: 'i' int64_t, 'N' int64_t (null when negative),
+ * 'r' double, 't' text (NULL: null), 'n' null (no argument); at most 12. */
+typedef struct sqlite3_stmt sqlite3_stmt;
+void store_write(struct store *st, sqlite3_stmt *stmt, const char *what, const char *types, ...);
 
 /** Counters for metrics and health (since the store was opened). */
 struct store_stats {

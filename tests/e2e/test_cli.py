@@ -73,11 +73,12 @@ class Cli(SuiteTest):
         # `herd daemon` is parsed by main(), not the client; its usage still comes from the command table.
         usage = ("usage: herd daemon [--config DIR] [--state-dir DIR] [--socket PATH] [--log-level L] "
                  "[--log-format text|json] [--read-group G] [--leave-running] [--priority realtime|normal] "
-                 "[--liveness-file PATH] [--http ADDR] [--http-token-file PATH]\n")
+                 "[--liveness-file PATH] [--http ADDR] [--http-token-file PATH] [--finished-jobs N]\n")
         r = self.d.cli("help", "daemon", check=True)
         self.assertEqual(r.stdout, usage + "  run the daemon in the foreground\n")
         for args, msg in ((["--bogus"], "unrecognized option"), (["extra"], ""),
                           (["--log-level", "loud"], "herd: --log-level must be debug, info, warn or error\n"),
+                          (["--finished-jobs", "-1"], "herd: --finished-jobs must be a whole number from 0 to 10000000\n"),
                           (["--log-format", "xml"], "herd: --log-format must be text or json\n"),
                           (["--priority", "high"], "herd: --priority must be realtime or normal\n"),
                           (["--cgroups", "on"], "herd: --cgroups must be auto or off\n")):

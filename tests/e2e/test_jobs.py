@@ -20,7 +20,7 @@ def queues(*qs):
     return json.dumps({"queues": [{"name": n, "max_running": m} for n, m in qs]})
 
 
-class JobsTest(SanitizedSuiteTest):
+class JobsBase(SanitizedSuiteTest):
     def setUp(self):
         super().setUp()
         self.work = os.path.join(self.d.root, "work")
@@ -47,6 +47,7 @@ class JobsTest(SanitizedSuiteTest):
     def path(self, name):
         return os.path.join(self.work, name)
 
+class JobsTest(JobsBase):
     def test_priority_then_fifo_and_places(self):
         """One slot: a gate job holds it; the rest start by priority, FIFO within a priority."""
         self.d.write_config(queues(("one", 1)), "queues.json")
@@ -316,6 +317,83 @@ class JobsTest(SanitizedSuiteTest):
         self.assertLess(len(unknown), 40)
         # Nothing of ours still runs.
         self.assertEqual(subprocess.run(["pgrep", "-f", ran], capture_output=True).stdout, b"")
+
+
+class HistoryTest(JobsBase):
+    """Past the most recent --finished-jobs finished jobs, the rest leave memory for the
+    store's job history, and everything still sees them: listing and paging, counts, the
+    job's own view and attempts, its logs, wait, a name kept taken, a daemon restart,
+    prune (rows, attempts, logs), a queue's retention, metrics."""
+
+    def start(self, keep=3):
+        self.d.start(extra=["--finished-jobs", str(keep)])
+
+    def test_finished_jobs_move_to_the_history(self):
+        self.start()
+        for i in range(8):
+            self.run_job("--name", "h%d" % i, "--tag", "t%d" % i, "--", "sh", "-c",
+                         "echo out-%d; exit %d" % (i, 3 if i == 2 else 0))
+        r = self.d.cli("wait", "h*", check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("h2", r.stdout)
+        # Only 3 finished ones stay services; the other 5 are history rows.
+        wait_until(lambda: len([s for s in self.d.request("GET", "/v1/services")[1]["services"]
+                                if s["name"].startswith("h")]) == 3, 10, what="3 finished jobs left in memory")
+        body = self.jobs()
+        self.assertEqual(body["matched"], 8)
+        self.assertEqual(body["counts"], {"COMPLETED": 7, "FAILED": 1})
+        names = [j["name"] for j in body["jobs"]]
+        self.assertEqual(sorted(names), ["h%d" % i for i in range(8)])
+        archived = [j["name"] for j in body["jobs"] if j.get("archived")]
+        self.assertEqual(len(archived), 5)
+        self.assertEqual(names[:5], archived, "the history's rows (the oldest) come first")
+        # Paging goes across both.
+        page = self.jobs("?offset=4&limit=2")
+        self.assertEqual([j["name"] for j in page["jobs"]], names[4:6])
+        self.assertTrue(page["more"])
+        # A pattern and a state filter reach the history too.
+        failed = self.jobs("?match=h2,h1&state=FAILED")
+        self.assertEqual([(j["name"], j["exit_code"], j["tags"]) for j in failed["jobs"]], [("h2", 3, ["t2"])])
+        # The job's view, its attempts and its log, from the history.
+        old = self.job("h2")
+        self.assertTrue(old["archived"])
+        self.assertEqual((old["state"], old["last_exit"]["code"], old["tags"]), ("FAILED", 3, ["t2"]))
+        self.assertEqual([(a["attempt"], a["exit_code"]) for a in old["job"]["attempts"]], [(1, 3)])
+        self.assertIn("out-2", self.d.cli("logs", "h2").stdout)
+        self.assertIn("out-0", self.d.cli("logs", "h0", "--attempt", "1").stdout)
+        # The name stays taken while its row is kept.
+        st, b = self.d.request("POST", "/v1/jobs", {"name": "h0", "command": ["true"]})
+        self.assertEqual(st, 409, b)
+        # wait sees history rows (all finished: at once), and its exit code says h2 failed.
+        self.assertEqual(self.d.cli("wait", "h0", "h1", check=False).returncode, 0)
+        self.assertEqual(self.d.cli("wait", "h2", check=False).returncode, 1)
+        # Metrics count them.
+        st, text = self.d.request("GET", "/metrics", raw=True)
+        self.assertIn('herd_jobs{queue="default",state="COMPLETED"} 7', text.decode())
+        # A restart keeps them.
+        self.d.stop()
+        self.start()
+        self.assertEqual(self.jobs()["counts"], {"COMPLETED": 7, "FAILED": 1})
+        # Prune: the rows, their attempts and logs.
+        logs = os.path.join(self.d.state, "logs")
+        self.assertTrue(os.path.exists(os.path.join(logs, "h0.log")))
+        r = self.d.cli("prune", "h0", "h2")
+        self.assertIn("pruned 2", r.stdout)
+        self.assertFalse(os.path.exists(os.path.join(logs, "h0.log")))
+        st, _ = self.d.request("GET", "/v1/services/h0")
+        self.assertEqual(st, 404)
+        self.assertEqual(self.jobs()["counts"], {"COMPLETED": 6})
+        self.run_job("--name", "h0", "--", "true")  # (the name is free again)
+        self.wait_job("h0", ("COMPLETED",))
+
+    def test_retention_reaches_the_history(self):
+        self.d.write_config(json.dumps({"queues": [{"name": "r", "retention": "2s"}]}), "queues.json")
+        self.start(keep=0)
+        for i in range(4):
+            self.run_job("--name", "r%d" % i, "--queue", "r", "--", "true")
+        self.assertEqual(self.d.cli("wait", "r*").returncode, 0)
+        wait_until(lambda: self.jobs("?match=r*")["matched"] == 0, 20, what="the history's rows past retention gone")
+        self.assertFalse(os.path.exists(os.path.join(self.d.state, "logs", "r0.log")))
 
 
 class WorkQueueTest(SanitizedSuiteTest):
