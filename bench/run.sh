@@ -17,6 +17,8 @@
 #   bash bench/run.sh metrics [ARGS]    GET /metrics with 1,000 services: daemon CPU per scrape (metrics.py; ~1 min)
 #   bash bench/run.sh soak [ARGS]       100,000 restarts and 100,000 API requests against one daemon: descriptors,
 #                                       RSS and loop handles per 10,000 (soak.py; ~10 min; --restarts N --requests N)
+#   bash bench/run.sh history [ARGS]    a million finished jobs and work items in the store vs none: listing, a
+#                                       pattern, wait, a new job, a work item, RSS (history.py; ~5 min; --n N)
 #   bash bench/run.sh jobs [ARGS]       10,000 jobs of true / sleep 0.01 at concurrency 2 and 8: herd vs xargs -P
 #                                       and GNU parallel, jobs/s and daemon CPU per job (jobs.py; ~6 min)
 #   bash bench/run.sh all [N...]        all five, one after the other (N... goes to bench.py)
@@ -52,7 +54,7 @@ nofile=${BENCH_NOFILE:-65536}
 
 mode=main
 case "${1:-}" in
-  checks|adopt|slurm|slurm-ssh|load|crash|tunnels|metrics|soak|jobs|all) mode=$1; shift ;;
+  checks|adopt|slurm|slurm-ssh|load|crash|tunnels|metrics|soak|jobs|history|all) mode=$1; shift ;;
 esac
 
 need=(python3 cmake)
@@ -167,6 +169,7 @@ case $mode in
   metrics) run_py 600 "$here/metrics.py" "${common[@]}" "$@" || rc=$? ;;
   soak)   run_py 3600 "$here/soak.py" "${common[@]}" "$@" || rc=$? ;;
   jobs)   run_py 1800 "$here/jobs.py" "${common[@]}" "$@" || rc=$? ;;
+  history) run_py 1800 "$here/history.py" "${common[@]}" "$@" || rc=$? ;;
   all)
     for step in main checks adopt load slurm; do
       r=0

@@ -45,7 +45,7 @@ struct jobs {
   json_t *hist;      /* {queue: {state: n}} of job_history, kept as rows come and go */
   struct list waits; /* herd wait streams (they count history rows too) */
   bool hist_ok;      /* the table and its statements are there */
-  sqlite3_stmt *h_ins, *h_get, *h_page, *h_counts, *h_failed, *h_sel, *h_del, *h_all;
+  sqlite3_stmt *h_ins, *h_get, *h_page, *h_page_pfx, *h_counts, *h_failed, *h_sel, *h_del, *h_all;
 };
 
 struct job {
@@ -173,7 +173,8 @@ void jobs_free(struct daemon *d) {
     free(q);
   }
   struct jobs *js = d->jobs;
-  sqlite3_stmt *all[] = {js->h_ins, js->h_get, js->h_page, js->h_counts, js->h_failed, js->h_sel, js->h_del, js->h_all};
+  sqlite3_stmt *all[] = {js->h_ins,    js->h_get, js->h_page, js->h_page_pfx, js->h_counts,
+                         js->h_failed, js->h_sel, js->h_del,  js->h_all};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(all[i]);
   json_decref(js->hist);
   free(d->jobs);
@@ -865,7 +866,8 @@ static const char hist_schema[] =
     "CREATE TABLE IF NOT EXISTS job_history(name TEXT PRIMARY KEY, queue TEXT NOT NULL, priority INTEGER NOT NULL,"
     " retries INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, exit_code INTEGER, signal INTEGER,"
     " reason TEXT NOT NULL, ended_at REAL NOT NULL, tags TEXT NOT NULL, spec TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS job_history_queue ON job_history(queue, ended_at);";
+    "CREATE INDEX IF NOT EXISTS job_history_queue ON job_history(queue, ended_at);"
+    "CREATE INDEX IF NOT EXISTS job_history_state ON job_history(queue, state);";
 
 /* herd_match(PATTERNS, NAME): the jobs' glob patterns (comma-separated), in SQL. */
 static void sql_match(sqlite3_context *cx, int argc, sqlite3_value **v) {
@@ -905,13 +907,18 @@ static void hist_open(struct daemon *d) {
       hprep(db, &js->h_page,
             "SELECT " HIST_COLS " FROM job_history WHERE herd_match(?1,name) AND (?2 IS NULL OR state=?2) "
             "ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
-      hprep(db, &js->h_counts, "SELECT state,count(*) FROM job_history WHERE herd_match(?1,name) GROUP BY state") ||
+      hprep(db, &js->h_page_pfx,
+            "SELECT " HIST_COLS " FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
+            "(?2 IS NULL OR state=?2) ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
+      hprep(
+          db, &js->h_counts,
+          "SELECT state,count(*) FROM job_history WHERE name>=?2 AND name<?3 AND herd_match(?1,name) GROUP BY state") ||
       hprep(db, &js->h_failed,
-            "SELECT name,state,reason FROM job_history WHERE herd_match(?1,name) AND state<>'COMPLETED' "
-            "ORDER BY rowid LIMIT ?2") ||
+            "SELECT name,state,reason FROM job_history WHERE name>=?3 AND name<?4 AND herd_match(?1,name) AND "
+            "state<>'COMPLETED' ORDER BY rowid LIMIT ?2") ||
       hprep(db, &js->h_sel,
-            "SELECT name,queue,state FROM job_history WHERE herd_match(?1,name) AND (?2 IS NULL OR state=?2) AND "
-            "ended_at<=?3 AND (?4 IS NULL OR queue=?4) ORDER BY rowid") ||
+            "SELECT name,queue,state FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
+            "(?2 IS NULL OR state=?2) AND ended_at<=?3 AND (?4 IS NULL OR queue=?4) ORDER BY rowid") ||
       hprep(db, &js->h_del, "DELETE FROM job_history WHERE name=?") ||
       hprep(db, &js->h_all, "SELECT queue,state,count(*) FROM job_history GROUP BY queue,state")) {
     log_error("store: no job history (%s): finished jobs stay in memory", sqlite3_errmsg(db));
@@ -921,6 +928,37 @@ static void hist_open(struct daemon *d) {
     hist_add(js, col(js->h_all, 0), col(js->h_all, 1), sqlite3_column_int64(js->h_all, 2));
   sqlite3_reset(js->h_all);
   js->hist_ok = true;
+}
+
+/* The names a match can reach: from its patterns' common literal prefix to that prefix
+ * followed by DEL (names are [A-Za-z0-9._-]: every one starting with the prefix is below
+ * it), bound at ?lo and ?lo+1, so SQLite walks that range of the name index only. Returns
+ * the prefix's length (0: every name). */
+static size_t bind_range(sqlite3_stmt *s, int lo, const char *match) {
+  char pfx[256] = "";
+  size_t n = 0;
+  bool first = true;
+  for (const char *p = match ? match : ""; first || *p;) {
+    const char *end = strchr(p, ',');
+    size_t plen = end ? (size_t)(end - p) : strlen(p), lit = strcspn(p, "*?[\\");
+    if (lit > plen) lit = plen;
+    if (first) {
+      n = lit < sizeof pfx - 2 ? lit : sizeof pfx - 2;
+      memcpy(pfx, p, n);
+    } else {
+      size_t k = 0;
+      while (k < n && k < lit && pfx[k] == p[k]) k++;
+      n = k;
+    }
+    first = false;
+    if (!end) break;
+    p = end + 1;
+  }
+  pfx[n] = '\0';
+  sqlite3_bind_text(s, lo, pfx, (int)n, SQLITE_TRANSIENT);
+  pfx[n] = '\x7f';
+  sqlite3_bind_text(s, lo + 1, pfx, (int)n + 1, SQLITE_TRANSIENT);
+  return n;
 }
 
 bool job_archived(struct daemon *d, const char *name) {
@@ -948,6 +986,7 @@ static void hist_counts(struct jobs *js, const char *match, size_t counts[S__MAX
   sqlite3_stmt *s = js->h_counts;
   sqlite3_reset(s);
   sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
+  bind_range(s, 2, match);
   while (sqlite3_step(s) == SQLITE_ROW) {
     int i = svc_state_parse(col(s, 0));
     if (i >= 0) counts[i] += (size_t)sqlite3_column_int64(s, 1);
@@ -985,9 +1024,16 @@ static void hist_row(struct buf *b, sqlite3_stmt *s) {
 /* A page of matching history rows (oldest first), appended as a list's items; how many. */
 static long hist_page(struct jobs *js, struct buf *b, const char *match, int want, long limit, long offset) {
   if (!js->hist_ok) return 0;
-  sqlite3_stmt *s = js->h_page;
+  /* With a prefix, the rows in its range of the name index (then in their order); without
+   * one, the table in its order, until the page is full. */
+  sqlite3_stmt *s = js->h_page_pfx;
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
+  if (!bind_range(s, 5, match)) {
+    s = js->h_page;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+  }
   if (match && *match) sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
   if (want >= 0)
     sqlite3_bind_text(s, 2, want == S_STARTING ? "RUNNING" : svc_state_name((svc_state)want), -1, SQLITE_STATIC);
@@ -1009,6 +1055,7 @@ static void hist_failed(struct jobs *js, const char *match, json_t *failed) {
   sqlite3_reset(s);
   sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(s, 2, 100 - (sqlite3_int64)json_array_size(failed));
+  bind_range(s, 3, match);
   while (sqlite3_step(s) == SQLITE_ROW)
     json_array_append_new(failed,
                           json_pack("{s:s,s:s,s:s}", "name", col(s, 0), "state", col(s, 1), "reason", col(s, 2)));
@@ -1073,6 +1120,7 @@ static size_t hist_prune(struct daemon *d, const char *match, const char *state,
   if (state) sqlite3_bind_text(s, 2, state, -1, SQLITE_TRANSIENT);
   sqlite3_bind_double(s, 3, before);
   if (queue) sqlite3_bind_text(s, 4, queue, -1, SQLITE_TRANSIENT);
+  bind_range(s, 5, match);
   struct row {
     char *name, *queue, *state;
   } *v = NULL;

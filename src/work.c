@@ -36,6 +36,12 @@ struct work {
   uv_timer_t timer;
   bool timer_open;
   struct list parked; /* withdrawals waiting for an item, oldest first */
+  /* Items by queue and state ({queue: {state: n}}), kept as they move, so a listing or a
+   * scrape never counts a million rows; read again from the table after a prune or after
+   * any store error (a rolled-back write's move is then not in it). */
+  json_t *qc;
+  bool qc_dirty;
+  uint64_t qc_errors; /* the store's error count when qc was last read */
 };
 
 static const char schema[] =
@@ -44,7 +50,42 @@ static const char schema[] =
     " state TEXT NOT NULL, attempt INTEGER NOT NULL, lease TEXT, lease_until REAL, created_at REAL NOT NULL,"
     " started_at REAL, ended_at REAL, result TEXT, error TEXT);"
     "CREATE INDEX IF NOT EXISTS work_take ON work(queue, state, priority DESC, id);"
-    "CREATE INDEX IF NOT EXISTS work_lease ON work(state, lease_until);";
+    "CREATE INDEX IF NOT EXISTS work_lease ON work(state, lease_until);"
+    "CREATE INDEX IF NOT EXISTS work_list ON work(queue, id);";
+
+static json_t *qc_get(struct work *w) {
+  const struct store_stats *ss = store_stats(w->d->store);
+  if (w->qc && !w->qc_dirty && ss->errors == w->qc_errors) return w->qc;
+  json_decref(w->qc);
+  w->qc = json_object();
+  sqlite3_stmt *s = w->all_counts;
+  sqlite3_reset(s);
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    const char *q = (const char *)sqlite3_column_text(s, 0);
+    json_t *qo = json_object_get(w->qc, q);
+    if (!qo) {
+      qo = json_pack("{s:i,s:i,s:i,s:i}", "queued", 0, "running", 0, "success", 0, "failure", 0);
+      json_object_set_new(w->qc, q, qo);
+    }
+    json_object_set_new(qo, (const char *)sqlite3_column_text(s, 1), json_integer(sqlite3_column_int64(s, 2)));
+  }
+  sqlite3_reset(s);
+  w->qc_dirty = false;
+  w->qc_errors = ss->errors;
+  return w->qc;
+}
+
+/* n items of the queue went from one state to another (from NULL: new). */
+static void qc_move(struct work *w, const char *queue, const char *from, const char *to, json_int_t n) {
+  if (!w->qc || w->qc_dirty) return; /* read again when next needed */
+  json_t *qo = json_object_get(w->qc, queue);
+  if (!qo) {
+    qo = json_pack("{s:i,s:i,s:i,s:i}", "queued", 0, "running", 0, "success", 0, "failure", 0);
+    json_object_set_new(w->qc, queue, qo);
+  }
+  if (from) json_object_set_new(qo, from, json_integer(json_integer_value(json_object_get(qo, from)) - n));
+  json_object_set_new(qo, to, json_integer(json_integer_value(json_object_get(qo, to)) + n));
+}
 
 static int prep(sqlite3 *db, sqlite3_stmt **s, const char *sql) {
   return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL) == SQLITE_OK ? 0 : -1;
@@ -117,6 +158,7 @@ void work_free(struct daemon *d) {
   sqlite3_stmt *all[] = {w->ins,     w->best,       w->lease, w->get,    w->finish,     w->requeue,
                          w->expired, w->next_lease, w->list,  w->counts, w->all_counts, w->prune};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(all[i]);
+  json_decref(w->qc);
   free(w);
   d->work = NULL;
 }
@@ -209,9 +251,11 @@ static int attempt_failed(struct work *w, int64_t id, const char *error, json_t 
   sqlite3_reset(g);
   sqlite3_bind_int64(g, 1, id);
   int attempt = 0, retries = 0;
+  char queue[128] = "";
   if (sqlite3_step(g) == SQLITE_ROW) {
     attempt = sqlite3_column_int(g, 8);
     retries = sqlite3_column_int(g, 4);
+    snprintf(queue, sizeof queue, "%s", (const char *)sqlite3_column_text(g, 1));
   }
   sqlite3_reset(g);
   if (!store_begin(w->d->store)) return -1;
@@ -219,6 +263,7 @@ static int attempt_failed(struct work *w, int64_t id, const char *error, json_t 
     sqlite3_bind_text(w->requeue, 1, error, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(w->requeue, 2, id);
     step_done(w, w->requeue, "work requeue");
+    qc_move(w, queue, "running", "queued", 1);
     return 1;
   }
   char *res = result ? json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -231,6 +276,7 @@ static int attempt_failed(struct work *w, int64_t id, const char *error, json_t 
   sqlite3_bind_int64(w->finish, 5, id);
   step_done(w, w->finish, "work finish");
   free(res);
+  qc_move(w, queue, "running", "failure", 1);
   return 0;
 }
 
@@ -314,6 +360,7 @@ static json_t *take(struct work *w, const char *queue) {
   sqlite3_bind_double(w->lease, 3, now);
   sqlite3_bind_int64(w->lease, 4, id);
   step_done(w, w->lease, "work lease");
+  qc_move(w, queue, "queued", "running", 1);
   /* Committed before the worker hears of it: a daemon killed now finds it leased (the
    * lease expires and the item is requeued), never handed to two workers. A commit that
    * fails leaves it queued: no one gets it. */
@@ -503,6 +550,7 @@ void api_work_deposit(struct daemon *d, struct conn *c, struct request *r, const
     sqlite3_bind_text(s, 6, tags ? tags : "[]", -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(s, 7, now);
     step_done(w, s, "work deposit");
+    qc_move(w, queue, NULL, "queued", 1);
     json_array_append_new(ids, json_integer(sqlite3_last_insert_rowid(store_db(d->store))));
     free(payload);
     free(tags);
@@ -586,6 +634,7 @@ void api_work_done(struct daemon *d, struct conn *c, struct request *r, const ch
     sqlite3_bind_int64(w->finish, 5, n);
     step_done(w, w->finish, "work finish");
     free(res);
+    qc_move(w, json_string_value(json_object_get(item, "queue")), "running", "success", 1);
   } else {
     requeued = attempt_failed(w, n, error ? json_string_value(error) : "failed", result) > 0;
   }
@@ -622,32 +671,16 @@ void api_work_list(struct daemon *d, struct conn *c, struct request *r, const ch
   while (sqlite3_step(s) == SQLITE_ROW) json_array_append_new(a, row_json(s));
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
-  s = w->counts;
-  sqlite3_reset(s);
-  sqlite3_bind_text(s, 1, queue, -1, SQLITE_TRANSIENT);
-  while (sqlite3_step(s) == SQLITE_ROW)
-    json_object_set_new(counts, (const char *)sqlite3_column_text(s, 0), json_integer(sqlite3_column_int64(s, 1)));
-  sqlite3_reset(s);
+  const char *st;
+  json_t *x;
+  json_object_foreach(json_object_get(qc_get(w), queue), st, x) if (json_integer_value(x))
+      json_object_set(counts, st, x);
   conn_reply(c, 200, json_pack("{s:s,s:o,s:o}", "queue", queue, "work", a, "counts", counts));
 }
 
 json_t *work_counts(struct daemon *d) {
-  json_t *o = json_object();
   struct work *w = d->work;
-  if (!w) return o;
-  sqlite3_stmt *s = w->all_counts;
-  sqlite3_reset(s);
-  while (sqlite3_step(s) == SQLITE_ROW) {
-    const char *q = (const char *)sqlite3_column_text(s, 0);
-    json_t *qo = json_object_get(o, q);
-    if (!qo) {
-      qo = json_pack("{s:i,s:i,s:i,s:i}", "queued", 0, "running", 0, "success", 0, "failure", 0);
-      json_object_set_new(o, q, qo);
-    }
-    json_object_set_new(qo, (const char *)sqlite3_column_text(s, 1), json_integer(sqlite3_column_int64(s, 2)));
-  }
-  sqlite3_reset(s);
-  return o;
+  return w ? json_deep_copy(qc_get(w)) : json_object();
 }
 
 void work_expire(struct daemon *d, const char *queue, double age) {
@@ -658,6 +691,7 @@ void work_expire(struct daemon *d, const char *queue, double age) {
   sqlite3_bind_double(s, 2, now_wall() - age);
   step_done(w, s, "work retention");
   int n = sqlite3_changes(store_db(d->store));
+  if (n) w->qc_dirty = true;
   if (n) log_info("work queue %s: %d finished item(s) past the retention %.3gs forgotten", queue, n, age);
 }
 
@@ -682,6 +716,7 @@ void api_work_prune(struct daemon *d, struct conn *c, struct request *r, const c
   if (state) sqlite3_bind_text(s, 3, state, -1, SQLITE_TRANSIENT);
   step_done(w, s, "work prune");
   int64_t n = sqlite3_changes(store_db(d->store));
+  if (n) w->qc_dirty = true;
   if (!store_commit(d->store) && store_down(d, c)) return;
   conn_reply(c, 200, json_pack("{s:I}", "pruned", (json_int_t)n));
 }
