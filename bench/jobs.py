@@ -9,7 +9,9 @@ before its answer), then GET /v1/jobs/wait streams until all are finished. The t
 the first submission to the wait's end: every attempt of every job recorded in the store
 (instance rows, events). Daemon CPU per job from /proc/PID/stat (utime+stime) over the same
 span. xargs: `seq N | xargs -P C -I{} CMD`; parallel: `seq N | parallel -j C -N0 CMD`.
-Commands: `true`, and `sleep 0.01`. Prints one table. Standard library only."""
+Commands: `true`, and `sleep 0.01`. Prints one table; then the work queue: W workers (1
+and 8), each on its own connection, deposit, withdraw and report items for 10 s: items/s
+and the daemon's CPU per item. Standard library only."""
 import argparse
 import json
 import os
@@ -56,6 +58,61 @@ def run_herd(harness, n, conc, cmd):
         d.cleanup()
 
 
+def run_work(harness, workers, seconds):
+    """Work items through the work queue API: each worker, on its own kept-alive connection,
+    deposits one item, withdraws one (with its lease) and reports it done, for `seconds`;
+    every step committed to the store before its answer. Items completed per second."""
+    import threading
+    d = harness.Daemon(args=["--log-level", "warn"])
+    try:
+        d.write_config([])
+        d.start()
+        pid = d.proc.pid
+        done = [0] * workers
+        errors = []
+        stop = time.monotonic() + seconds
+
+        def call(c, method, path, body):
+            c.request(method, path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            data = r.read()
+            if r.status >= 300:
+                raise AssertionError("%s %s: %d %s" % (method, path, r.status, data[:200]))
+            return json.loads(data)
+
+        def worker(k):
+            c = harness.UnixHTTPConnection(d.sock, timeout=60)
+            try:
+                while time.monotonic() < stop:
+                    call(c, "POST", "/v1/queues/bench/work", {"payload": {"w": k}})
+                    w = call(c, "POST", "/v1/queues/bench/withdraw", {})["work"]
+                    if w is None:
+                        continue
+                    call(c, "POST", "/v1/work/%d/done" % w["id"], {"lease": w["lease"], "status": "success"})
+                    done[k] += 1
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+            finally:
+                c.close()
+        cpu0, t0 = harness.cpu_seconds(pid), time.monotonic()
+        ts = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        elapsed = time.monotonic() - t0
+        cpu = harness.cpu_seconds(pid) - cpu0
+        if errors:
+            raise errors[0]
+        st, b = d.request("GET", "/v1/queues/bench/work?limit=1")
+        n = sum(done)
+        if b["counts"].get("success", 0) != n:
+            raise AssertionError("the store says %s, the workers %d" % (b["counts"], n))
+        return {"items_s": n / elapsed, "n": n, "cpu_per_item_ms": cpu / max(n, 1) * 1000}
+    finally:
+        d.cleanup()
+
+
 def run_tool(tool, n, conc, cmd):
     if tool == "xargs":
         argv = ["xargs", "-P", str(conc), "-I{}"] + cmd
@@ -75,6 +132,8 @@ def main():
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--conc", default="2,8")
     ap.add_argument("--cmds", default="true,sleep")
+    ap.add_argument("--work-seconds", type=float, default=10, help="the work queue part (0: skip it)")
+    ap.add_argument("--workers", default="1,8")
     a = ap.parse_args()
     if a.quick:
         a.n = min(a.n, 1000)
@@ -100,6 +159,15 @@ def main():
                 cpu = "%.3f" % r["cpu_per_job_ms"] if "cpu_per_job_ms" in r else "-"
                 print("%-10s %4d  %-8s %9.2f %9.0f %13s %11.0f%%" % (" ".join(cmd), conc, name, r["s"], rate, cpu,
                                                                     100 * rate / base))
+            sys.stdout.flush()
+    if a.work_seconds > 0:
+        print()
+        print("# work queue: deposit + withdraw + done per item, each committed before its answer, %.0f s" %
+              a.work_seconds)
+        print("%8s %10s %10s %15s" % ("workers", "items", "items/s", "daemon ms/item"))
+        for workers in [int(x) for x in a.workers.split(",")]:
+            r = run_work(harness, workers, a.work_seconds)
+            print("%8d %10d %10.0f %15.3f" % (workers, r["n"], r["items_s"], r["cpu_per_item_ms"]))
             sys.stdout.flush()
 
 

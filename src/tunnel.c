@@ -987,7 +987,9 @@ void tunnel_sync(struct service *s, bool want, const char *target, int port) {
   }
   if (f && !strcmp(f->target, target) && f->rport == port) return; /* already there */
   struct host *h = host_named(s->d, s->spec->ssh);
-  if (!h) return;                 /* (validated: cannot happen) */
+  if (!h) return; /* (validated: cannot happen) */
+  log_msg(LOG_DEBUG, s->spec->name, NULL, NULL, "endpoint %s to %s:%d through ssh host %s",
+          f ? "re-pointed" : "pointed", target, port, s->spec->ssh);
   if (f) tunnel_release(s, true); /* re-pointed: the old forward goes first */
   f = xcalloc(1, sizeof *f);
   f->h = h;

@@ -32,10 +32,18 @@ def _ip(*args, ns=None, check=True):
 class Node:
     _count = 0
 
-    def __init__(self, label="node"):
+    def __init__(self, label="node", hosts=None):
+        """hosts: the node's own /etc/hosts (`ip netns exec` mounts /etc/netns/NS/hosts over
+        it for whatever runs in the node, its sshd's sessions included), or None: the host's."""
         Node._count += 1
         pid = os.getpid()
         self.ns = "herd-%d-%d" % (pid, Node._count)
+        self.etc = None
+        if hosts is not None:
+            self.etc = os.path.join("/etc/netns", self.ns)
+            os.makedirs(self.etc, exist_ok=True)
+            with open(os.path.join(self.etc, "hosts"), "w") as f:
+                f.write(hosts)
         self.veth = "hv%d%d" % (pid % 100000, Node._count)  # (15 bytes at most)
         net = "10.%d.%d" % (100 + pid % 150, Node._count % 250)
         self.here, self.addr = net + ".1", net + ".2"
@@ -69,3 +77,5 @@ class Node:
             self.sshd.stop()
         _ip("link", "del", self.veth, check=False)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        if self.etc:
+            shutil.rmtree(self.etc, ignore_errors=True)

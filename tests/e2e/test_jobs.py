@@ -277,15 +277,15 @@ class JobsTest(JobsBase):
         self.assertEqual(r.returncode, 2)
 
     def test_kill9_during_a_storm(self):
-        """kill -9 of the daemon while 400 jobs run 8 at a time: after a restart every job
+        """kill -9 of the daemon while 1,000 jobs run 8 at a time: after a restart every job
         finishes, none is lost, none runs twice, nothing is left running unknown."""
         self.d.write_config(queues(("storm", 8)), "queues.json")
         self.d.start()
         ran = self.path("ran")
-        n = 400
+        n = 1000
         for i in range(n):
             st, body = self.d.request("POST", "/v1/jobs", {
-                "name": "s-%03d" % i, "queue": "storm",
+                "name": "s-%04d" % i, "queue": "storm",
                 "command": ["sh", "-c", "echo $HERD_SERVICE >> %s; sleep 0.01" % ran]})
             self.assertEqual(st, 201, body)
 
@@ -295,7 +295,7 @@ class JobsTest(JobsBase):
         wait_until(lambda: finished_count() >= 60, 60, what="a part of the storm done")
         self.d.kill9()
         self.d.start()
-        r = self.d.cli("wait", "s-*", timeout=120)
+        r = self.d.cli("wait", "s-*", timeout=300)
         lst = self.jobs("?match=s-*&limit=1000")
         self.assertEqual(lst["matched"], n, "none lost")
         with open(ran) as f:

@@ -222,6 +222,53 @@ class TestSlurmThroughSsh(SlurmTest):
         self.d.cli("stop", "web", "--wait", "--timeout", "30", check=True)
         wait_until(lambda: self.d.request("GET", "/v1/hosts")[1]["hosts"][0]["forwards"] == [], timeout=10,
                    what="the forward cancelled")
+class TestSlurmNodeAddress(SlurmTest):
+    """The node's address (NodeAddr) learned while its first job already runs: the fixed
+    local endpoint, first pointed at the node's name, is re-pointed at the address at once
+    (not at the job's next state change). Here the ssh host resolves the node's name to an
+    address that leads nowhere, so only the re-pointed forward works."""
+
+    def setUp(self):
+        why = netns.available()
+        if why:
+            self.fail(why)
+        super().setUp()
+        host = socket.gethostname()
+        self.node = netns.Node("login", hosts="127.0.0.1 localhost\n192.0.2.1 %s\n" % host)
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.node.close()
+
+    def test_endpoint_follows_the_address_learned_while_running(self):
+        port, local = free_port(), free_port()
+        sh = self.node.sshd
+        host = {"name": "login", "destination": "root@%s" % self.node.addr, "port": sh.port,
+                "identity_file": sh.client_key, "known_hosts": sh.known_hosts,
+                "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "5s"}
+        web = job_svc("web", restart="on-failure", start_timeout="30s",
+                      command=self.node.exec_argv([sys.executable, "-m", "http.server", str(port), "--bind",
+                                                   "127.0.0.1"]),
+                      endpoint={"local_port": local, "port": port, "protocol": "http"},
+                      check={"type": "http", "path": "/", "interval": "200ms", "timeout": "1s"})
+        self.d.write_config(json.dumps({"hosts": [host], "clusters": [cluster_cfg(ssh="login")], "services": [web]}))
+        self.d.start()
+        s = wait_service(self.d, "web", lambda s: s["state"] == "HEALTHY", timeout=90, what="HEALTHY through ssh")
+        self.assertEqual(s["endpoint"]["target"], "127.0.0.1:%d" % port)
+        tos = [(e["to"], e.get("reason", "")) for e in self.d.events() if e.get("service") == "web"]
+        self.assertNotIn("TIMEOUT", [t for t, _ in tos], "the endpoint pointed at the node's name too long: %s" % tos)
+        self.assertEqual(s["restarts"], 0, tos)
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % local, timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        # The re-point came with the address itself, not with the service's next event (a
+        # check's result): nothing of web's is logged between the two.
+        lines = [ln for ln in self.d.log().splitlines() if " web" in ln and ("endpoint" in ln or "check" in ln)]
+        first = next(i for i, ln in enumerate(lines) if "endpoint pointed to" in ln)
+        self.assertIn("endpoint re-pointed to 127.0.0.1:%d" % port, lines[first + 1], lines[:first + 3])
+
+
 class TestSlurmMetrics(SlurmTest):
     def test_metrics_per_cluster(self):
         """GET /metrics: the cluster's requests, bytes and reachability, herd's jobs by Slurm's
