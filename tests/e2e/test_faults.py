@@ -293,6 +293,43 @@ class StoreFaults(SanitizedSuiteTest):
                     p.kill()
                     p.wait()
 
+    def test_jobs_and_work_while_the_store_is_locked(self):
+        """A job is acknowledged, and a work item deposited, leased or reported, only once it
+        is in the database: while the store cannot write they are refused (503), nothing half
+        done; once it writes they go through, and no item was handed out unrecorded."""
+        d = self.d
+        d.write_config([chatty()])
+        d.start()
+        st, b = d.request("POST", "/v1/queues/q/work", {"items": [{"payload": 1}, {"payload": 2}]})
+        self.assertEqual(st, 201, b)
+        code = ("import sqlite3,sys; db=sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30);"
+                "db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read();"
+                "db.execute('ROLLBACK')")
+        p = subprocess.Popen([sys.executable, "-c", code, os.path.join(d.state, "herd.db")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(p.stdout.readline().strip(), "locked")
+            wait_until(lambda: health(d)[0] == 503, timeout=20, what="the store failing")  # (chatty's writes)
+            st, b = d.request("POST", "/v1/jobs", {"name": "j", "command": ["true"]})
+            self.assertEqual((st, b["error"]["code"]), (503, "store_failing"), b)
+            st, b = d.request("POST", "/v1/queues/q/work", {"payload": 3})
+            self.assertEqual((st, b["error"]["code"]), (503, "store_failing"), b)
+            st, b = d.request("POST", "/v1/queues/q/withdraw")
+            self.assertEqual((st, b["error"]["code"]), (503, "store_failing"), b)
+            st, b = d.request("GET", "/v1/services/j")
+            self.assertEqual(st, 404, "no job was made: %s" % b)
+        finally:
+            p.stdin.close()
+            p.wait(10)
+        wait_until(lambda: health(d)[0] == 200, timeout=20, what="the store writing again")
+        st, b = d.request("POST", "/v1/jobs", {"name": "j", "command": ["true"]})
+        self.assertEqual(st, 201, b)
+        st, b = d.request("POST", "/v1/queues/q/withdraw")
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["work"]["payload"], 1)
+        st, b = d.request("GET", "/v1/queues/q/work")
+        self.assertEqual(b["counts"], {"queued": 1, "running": 1}, "only the two deposited before, one leased")
+
     @unittest.skipUnless(can_mount(), "needs root and tmpfs mounts")
     def test_read_only_state_dir_at_start(self):
         root = self.mounts.enter_context(tmpfs("1m"))
