@@ -45,7 +45,7 @@ struct jobs {
   json_t *hist;      /* {queue: {state: n}} of job_history, kept as rows come and go */
   struct list waits; /* herd wait streams (they count history rows too) */
   bool hist_ok;      /* the table and its statements are there */
-  sqlite3_stmt *h_ins, *h_get, *h_page, *h_page_pfx, *h_counts, *h_failed, *h_sel, *h_del, *h_all;
+  sqlite3_stmt *h_ins, *h_get, *h_page, *h_page_pfx, *h_counts, *h_failed, *h_sel, *h_sel_q, *h_del, *h_all;
 };
 
 struct job {
@@ -173,8 +173,8 @@ void jobs_free(struct daemon *d) {
     free(q);
   }
   struct jobs *js = d->jobs;
-  sqlite3_stmt *all[] = {js->h_ins,    js->h_get, js->h_page, js->h_page_pfx, js->h_counts,
-                         js->h_failed, js->h_sel, js->h_del,  js->h_all};
+  sqlite3_stmt *all[] = {js->h_ins,    js->h_get, js->h_page,  js->h_page_pfx, js->h_counts,
+                         js->h_failed, js->h_sel, js->h_sel_q, js->h_del,      js->h_all};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(all[i]);
   json_decref(js->hist);
   free(d->jobs);
@@ -919,6 +919,8 @@ static void hist_open(struct daemon *d) {
       hprep(db, &js->h_sel,
             "SELECT name,queue,state FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
             "(?2 IS NULL OR state=?2) AND ended_at<=?3 AND (?4 IS NULL OR queue=?4) ORDER BY rowid") ||
+      hprep(db, &js->h_sel_q,
+            "SELECT name,queue,state FROM job_history WHERE queue=?1 AND ended_at<=?2 ORDER BY ended_at") ||
       hprep(db, &js->h_del, "DELETE FROM job_history WHERE name=?") ||
       hprep(db, &js->h_all, "SELECT queue,state,count(*) FROM job_history GROUP BY queue,state")) {
     log_error("store: no job history (%s): finished jobs stay in memory", sqlite3_errmsg(db));
@@ -1116,11 +1118,18 @@ static size_t hist_prune(struct daemon *d, const char *match, const char *state,
   sqlite3_stmt *s = js->h_sel;
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
-  if (match) sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
-  if (state) sqlite3_bind_text(s, 2, state, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_double(s, 3, before);
-  if (queue) sqlite3_bind_text(s, 4, queue, -1, SQLITE_TRANSIENT);
-  bind_range(s, 5, match);
+  if (queue && !match && !state) { /* a queue's retention: its index, the rows past it only */
+    s = js->h_sel_q;
+    sqlite3_reset(s);
+    sqlite3_bind_text(s, 1, queue, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(s, 2, before);
+  } else {
+    if (match) sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
+    if (state) sqlite3_bind_text(s, 2, state, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(s, 3, before);
+    if (queue) sqlite3_bind_text(s, 4, queue, -1, SQLITE_TRANSIENT);
+    bind_range(s, 5, match);
+  }
   struct row {
     char *name, *queue, *state;
   } *v = NULL;

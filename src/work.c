@@ -51,7 +51,8 @@ static const char schema[] =
     " started_at REAL, ended_at REAL, result TEXT, error TEXT);"
     "CREATE INDEX IF NOT EXISTS work_take ON work(queue, state, priority DESC, id);"
     "CREATE INDEX IF NOT EXISTS work_lease ON work(state, lease_until);"
-    "CREATE INDEX IF NOT EXISTS work_list ON work(queue, id);";
+    "CREATE INDEX IF NOT EXISTS work_list ON work(queue, id);"
+    "CREATE INDEX IF NOT EXISTS work_ended ON work(queue, state, ended_at);";
 
 static json_t *qc_get(struct work *w) {
   const struct store_stats *ss = store_stats(w->d->store);
