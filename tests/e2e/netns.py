@@ -8,6 +8,7 @@ take the link down and up (`ip link set down`), as a switch or a cable would.
 import os
 import shutil
 import subprocess
+import sys
 
 import sshd
 
@@ -32,7 +33,7 @@ def _ip(*args, ns=None, check=True):
 class Node:
     _count = 0
 
-    def __init__(self, label="node", hosts=None):
+    def __init__(self, label="node", hosts=None, sshd_extra=()):
         """hosts: the node's own /etc/hosts (`ip netns exec` mounts /etc/netns/NS/hosts over
         it for whatever runs in the node, its sshd's sessions included), or None: the host's."""
         Node._count += 1
@@ -56,7 +57,7 @@ class Node:
             _ip("link", "set", self.veth, "up")
             _ip("addr", "add", self.addr + "/24", "dev", "eth0", ns=self.ns)
             _ip("link", "set", "eth0", "up", ns=self.ns)
-            self.sshd = sshd.PrivateSshd(alias=label, addr=self.addr, netns=self.ns, port=22)
+            self.sshd = sshd.PrivateSshd(alias=label, addr=self.addr, netns=self.ns, port=22, extra=sshd_extra)
             self.sshd.start()
         except BaseException:
             self.close()
@@ -65,6 +66,42 @@ class Node:
     def exec_argv(self, argv):
         """argv run inside the node (`ip netns exec` execs it: the pid stays the program's)."""
         return ["ip", "netns", "exec", self.ns] + list(argv)
+
+    def relay(self, port, to_port=None):
+        """Inside the node, 127.0.0.1:port relayed to this host's side of the link (to_port,
+        default the same): a daemon of this host's reached from the node as if local. Returns
+        the relay's process (the caller ends it)."""
+        code = r"""
+import socket, sys, threading
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); ls.bind(("127.0.0.1", int(src))); ls.listen(64)
+print("ok", flush=True)
+def pump(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except OSError: pass
+    finally:
+        for x in (a, b):
+            try: x.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+while True:
+    c, _ = ls.accept()
+    try: u = socket.create_connection((dst, port), timeout=5)
+    except OSError: c.close(); continue
+    u.settimeout(None)
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+"""
+        p = subprocess.Popen(self.exec_argv([sys.executable, "-c", code, str(port), self.here, str(to_port or port)]),
+                             stdout=subprocess.PIPE)
+        if p.stdout.readline().strip() != b"ok":
+            p.kill()
+            p.wait()
+            raise RuntimeError("the relay for port %d did not start in %s" % (port, self.ns))
+        return p
 
     def partition(self):
         _ip("link", "set", self.veth, "down")

@@ -10,6 +10,7 @@ import time
 
 from harness import SanitizedSuiteTest, main, wait_service, wait_until
 from servers import free_port
+import netns
 import slurm
 import sshd
 
@@ -249,6 +250,55 @@ class TestRemoteJobLogs(SshSlurmTest):
         # Over the session: the daemon itself could not open the file.
         self.assertIn("No such file or directory here: reading it through ssh host login", self.d.log())
         self.d.cli("stop", "talk", check=True)
+
+
+class TestPartition(SanitizedSuiteTest):
+    """The login node behind a link that goes down (a network namespace with its own sshd,
+    Slurm's controller relayed into it): the session's silence is found by herd's own timer,
+    the cluster's services are UNKNOWN (never failed, never resubmitted), and once the link
+    is back the same job is HEALTHY again."""
+
+    def setUp(self):
+        why = netns.available()
+        if why:
+            self.fail(why)
+        super().setUp()
+        CLUSTER.cancel_all()
+        self.node = netns.Node("login", sshd_extra=["SetEnv SLURM_CONF=%s" % CLUSTER.conf])
+        self.relay = self.node.relay(slurm.CTLD_PORT)
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.relay.kill()
+            self.relay.wait()
+            self.node.close()
+
+    def test_partition_is_unknown_then_back(self):
+        sh = self.node.sshd
+        host = host_cfg(sh, destination="root@%s" % self.node.addr)
+        self.d.write_config(json.dumps({"hosts": [host], "clusters": [cluster_cfg()],
+                                        "services": [job_svc("p", command=["sleep", "600"])]}))
+        self.d.start()
+        s = wait_service(self.d, "p", lambda s: s["state"] == "HEALTHY", timeout=120, what="HEALTHY over ssh")
+        job = s["slurm"]["job_id"]
+        cl = self.d.request("GET", "/v1/clusters")[1]["clusters"][0]
+        connects = cl["session"]["connects"]
+        t0 = time.monotonic()
+        self.node.partition()
+        s = wait_service(self.d, "p", lambda s: s["state"] == "UNKNOWN", timeout=30, what="UNKNOWN")
+        lost_after = time.monotonic() - t0
+        self.node.heal()
+        s = wait_service(self.d, "p", lambda s: s["state"] == "HEALTHY", timeout=90, what="HEALTHY again")
+        self.assertEqual(s["slurm"]["job_id"], job, "the same job")
+        self.assertEqual(s["restarts"], 0)
+        self.assertEqual(len([j for j in CLUSTER.squeue() if ":p:" in j[3]]), 1, "no second submission")
+        cl = self.d.request("GET", "/v1/clusters")[1]["clusters"][0]
+        self.assertGreater(cl["session"]["connects"], connects, "a new session after the link came back")
+        evs = [e["to"] for e in self.d.events() if e.get("service") == "p"]
+        self.assertNotIn("FAILED", evs)
+        self.assertLess(lost_after, 20, "the dead link found within the session's alive window and a tick")
 
 
 class TestConfig(SanitizedSuiteTest):
