@@ -848,7 +848,19 @@ static struct sess *sess_get(struct daemon *d, const struct host_spec *k) {
 
 struct sshx_req *sshx_exec(struct daemon *d, const struct host_spec *host, const char *command, const void *in,
                            size_t inlen, sshx_cb cb, void *arg) {
-  struct sess *ss = d->shutting_down || !host ? NULL : sess_get(d, host);
+  struct sess *ss = NULL;
+  if (!host) return NULL;
+  if (d->shutting_down) {
+    /* Stopping (a job's scancel): on a session that is up, never a new connection that
+     * would hold the daemon's exit (what cannot be sent is left to the next daemon). */
+    struct list *pos, *tmp;
+    list_for_each_safe(pos, tmp, &d->sshx) {
+      struct sess *x = container_of(pos, struct sess, link);
+      if (!strcmp(x->name, host->name) && x->st == SS_UP && same_spec(x, host)) ss = x;
+    }
+  } else {
+    ss = sess_get(d, host);
+  }
   if (!ss) return NULL;
   struct sshx_req *r = xcalloc(1, sizeof *r);
   r->ss = ss;

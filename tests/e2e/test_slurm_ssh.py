@@ -252,6 +252,23 @@ class TestRemoteJobLogs(SshSlurmTest):
         self.d.cli("stop", "talk", check=True)
 
 
+class TestShutdown(SshSlurmTest):
+    def test_shutdown_cancels_the_jobs(self):
+        """A clean shutdown stops a Slurm-over-ssh service as it stops any: its job is
+        cancelled over the session that is up (no new connection is made while stopping)."""
+        self.write([job_svc("s", command=["sleep", "600"], stop={"grace": "20s"})])
+        self.d.start()
+        job = wait_service(self.d, "s", lambda s: s["state"] == "HEALTHY", timeout=90,
+                           what="HEALTHY")["slurm"]["job_id"]
+        t0 = time.monotonic()
+        self.d.stop(timeout=60)
+        self.assertEqual(self.d.proc.returncode, 0)
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertNotIn("leaving it to the next daemon", self.d.log())
+        wait_until(lambda: (CLUSTER.job(job) or {}).get("job_state") in ("CANCELLED", "COMPLETED", None), 30,
+                   what="the job cancelled by the shutdown (now %s)" % (CLUSTER.job(job) or {}).get("job_state"))
+
+
 class TestPartition(SanitizedSuiteTest):
     """The login node behind a link that goes down (a network namespace with its own sshd,
     Slurm's controller relayed into it): the session's silence is found by herd's own timer,
