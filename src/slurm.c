@@ -1,5 +1,5 @@
 /* The Slurm backend (see slurm.h). */
-#include "herd/slurm.h"
+#include "slurm_int.h"
 
 #include "herd/curlx.h"
 #include "herd/jwt.h"
@@ -24,120 +24,16 @@
 #define BODY_MAX (64u * 1024 * 1024)
 #define POLL_BACKOFF_MAX 30.0
 #define PROBE_OLDEST 38 /* version probing stops here: older ones (22.05's v0.0.36/37) add nothing */
-
-enum rq_kind { RQ_PING, RQ_JOBS, RQ_JOB, RQ_SUBMIT, RQ_CANCEL, RQ_NODE, RQ_TOKEN, RQ__MAX };
 static const char *const rq_names[] = {
     [RQ_PING] = "ping",     [RQ_JOBS] = "jobs", [RQ_JOB] = "job",    [RQ_SUBMIT] = "submit",
     [RQ_CANCEL] = "cancel", [RQ_NODE] = "node", [RQ_TOKEN] = "token"};
 static_assert(sizeof rq_names / sizeof rq_names[0] == RQ__MAX, "request names");
 
-struct sreq;
-typedef void (*sreq_cb)(struct sreq *r, bool transport_ok, const char *terr);
-
-struct sreq {
-  struct curlx_req cx;
-  struct cluster *cl;
-  enum rq_kind kind;
-  CURL *easy;
-  struct curl_slist *hdrs;
-  char *path;        /* after /slurm/v0.0.NN/ (or a full URL for RQ_TOKEN) */
-  char *post;        /* body of a POST */
-  json_t *post_json; /* or a JSON body, serialized for the version in use when sent */
-  const char *method;
-  struct buf body;
-  long status;
-  struct sjob *job; /* weak: NULLed when the service goes away */
-  int64_t job_id;
-  int64_t sent_second; /* a listing: the wall-clock second it was asked for */
-  double t0, elapsed;
-  int ver;
-  bool sent;
-  /* a cluster with "api": "ssh": the command, what it printed and how it ended */
-  struct sshx_req *sx;
-  struct buf errout;
-  int exit_status;
-  bool orphan;     /* its cluster closed while it ran: freed by its callback */
-  bool never_sent; /* a transport failure before anything reached the server (refused connect,
-                      a session that never came up): certainly not carried out */
-  struct list link;
-  sreq_cb done;
-  char errbuf[CURL_ERROR_SIZE];
-};
-
-struct node_addr {
-  char name[128], addr[64];
-};
-
-struct cluster {
-  struct cluster_spec *spec;
-  struct cluster_spec *next_spec; /* set by reload */
-  struct daemon *d;
-  struct list link;
-  struct list jobs;  /* struct sjob of the services on this cluster */
-  struct list queue; /* requests waiting to be sent */
-  struct list sent;  /* requests in flight */
-  int inflight;
-  uv_timer_t poll_timer, pace_timer;
-  int nhandles;
-  bool closing;
-  int ver;         /* API version in use (0 = not known yet) */
-  int probe;       /* version being probed */
-  char tag[64];    /* "herd:<herd id>:" */
-  char error[256]; /* the last control-plane error, "" when fine */
-  double error_since;
-  int fails;
-  /* auth */
-  char *token;
-  double token_exp; /* wall clock; 0 = never expires */
-  time_t token_mtime;
-  double token_checked; /* when the token file was last looked at (monotonic) */
-  bool token_busy;      /* a token_command or OAuth request is under way */
-  double token_retry_at;
-  uv_process_t tokproc;
-  uv_pipe_t tokout;
-  uv_timer_t tok_timer; /* request_timeout for the token_command */
-  bool tok_timed_out;
-  struct buf tokbuf;
-  bool tok_exited, tok_eof;
-  int64_t tok_status;
-  /* pacing */
-  double bucket, bucket_at;
-  /* polling */
-  struct sreq *poll;
-  int64_t update_time; /* unix second of the last full listing's request (0: send none) */
-  double last_full;    /* monotonic */
-  double next_poll;    /* monotonic */
-  double poll_t0;      /* when the last poll was sent (monotonic) */
-  bool need_full;
-  /* cancels of stray jobs (herd's, of no current service) already sent: job id -> when */
-  int64_t stray_id[64];
-  double stray_at[64];
-  struct node_addr *nodes;
-  size_t nnodes;
-  /* counters for the API and bench */
-  uint64_t requests[RQ__MAX], bytes_in, bytes_out, polls, polls_unchanged, errors;
-  double poll_seconds;
-};
-
-struct sjob {
-  struct service *s;
-  struct cluster *cl;
-  struct list link;
-  int64_t job_id;      /* 0: none yet */
-  bool searching;      /* the submission's outcome is unknown: look for our tag */
-  bool cancel_wanted;  /* stop asked before the job id was known */
-  bool confirming;     /* GET job/{id} in flight after the job was missing */
-  bool left_behind;    /* shutdown: its cancel could not be confirmed (logged once) */
-  struct sreq *submit; /* in flight */
-  char state[32], reason[64], host[128], desc[160];
-  int64_t submit_time, start_time, end_time;
-};
-
 static struct list *clusters_of(struct daemon *d);
 /* "api": "ssh": Slurm's commands over the host's libssh2 session. */
 static bool is_ssh(const struct cluster *cl);
-static void dispatch(struct cluster *cl);
-static void poll_schedule(struct cluster *cl, double at);
+void slurm_dispatch(struct cluster *cl);
+void slurm_poll_schedule(struct cluster *cl, double at);
 
 /* ---- small helpers ---- */
 
@@ -165,8 +61,8 @@ static struct sjob *SJ(const struct service *s) { return s && s->be == &slurm_ba
 /* The address a job's service is reached at: its node's, else the node's name. */
 static const char *job_host(struct sjob *j);
 
-static void set_error(struct cluster *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_error(struct cluster *cl, const char *fmt, ...) {
+void slurm_set_error(struct cluster *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void slurm_set_error(struct cluster *cl, const char *fmt, ...) {
   char msg[256];
   va_list ap;
   va_start(ap, fmt);
@@ -178,249 +74,10 @@ static void set_error(struct cluster *cl, const char *fmt, ...) {
   cl->errors++;
 }
 
-static void clear_error(struct cluster *cl) {
+void slurm_clear_error(struct cluster *cl) {
   if (cl->error[0]) log_msg(LOG_INFO, NULL, NULL, NULL, "cluster %s: reachable again", cl->spec->name);
   cl->error[0] = '\0';
   cl->fails = 0;
-}
-
-/* ---- authentication ---- */
-
-static bool token_fresh(struct cluster *cl) {
-  if (!cl->token) return false;
-  if (!cl->token_exp) return true;
-  double left = cl->token_exp - now_wall();
-  /* Renew a command's or OAuth's token with a fifth of its life (at least a minute) left. */
-  return left > 60 && left > (cl->spec->auth == AUTH_JWT_KEY ? cl->spec->token_lifespan / 2 : 0);
-}
-
-static void token_set(struct cluster *cl, char *tok) {
-  free(cl->token);
-  cl->token = tok;
-  int64_t exp = 0;
-  cl->token_exp = tok && jwt_exp(tok, &exp) == 0 ? (double)exp : 0;
-}
-
-/* A key, token or secret file (small: the first 64 KiB). */
-static char *read_small(const char *path, size_t *len, char *err, size_t errlen) {
-  int e;
-  char *text = file_read(path, 65536, len, &e);
-  if (!text) snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
-  return text;
-}
-
-static void on_cluster_handle_close(uv_handle_t *h);
-
-static void tok_finish(struct cluster *cl) {
-  if (!cl->tok_exited || !cl->tok_eof) return;
-  cl->token_busy = false;
-  uv_timer_stop(&cl->tok_timer);
-  buf_append(&cl->tokbuf, "", 1);
-  char *tok = cl->tok_status == 0 && !cl->tok_timed_out ? jwt_word(cl->tokbuf.data) : NULL;
-  if (!tok && cl->tok_timed_out) {
-    set_error(cl, "token_command timed out after %.0f s (request_timeout): killed", cl->spec->request_timeout);
-    cl->token_retry_at = now_mono() + 5;
-    poll_schedule(cl, cl->token_retry_at);
-  } else if (!tok) {
-    char first[120];
-    snprintf(first, sizeof first, "%s", cl->tokbuf.data ? cl->tokbuf.data : "");
-    first[strcspn(first, "\n")] = '\0';
-    set_error(cl, "token_command failed (exit status %lld)%s%s", (long long)cl->tok_status, first[0] ? ": " : "",
-              cl->tok_status ? first : "printed no token");
-    cl->token_retry_at = now_mono() + 5;
-    poll_schedule(cl, cl->token_retry_at);
-  } else {
-    token_set(cl, tok);
-  }
-  buf_free(&cl->tokbuf);
-  uv_close((uv_handle_t *)&cl->tokproc, on_cluster_handle_close);
-  uv_close((uv_handle_t *)&cl->tokout, on_cluster_handle_close);
-  dispatch(cl);
-}
-
-static void on_tok_exit(uv_process_t *p, int64_t status, int sig) {
-  struct cluster *cl = p->data;
-  cl->tok_exited = true;
-  cl->tok_status = sig ? 128 + sig : status;
-  tok_finish(cl);
-}
-
-static void on_tok_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
-  struct cluster *cl = st->data;
-  if (n > 0 && cl->tokbuf.len < 65536) buf_append(&cl->tokbuf, b->base, (size_t)n);
-  if (n < 0) {
-    uv_read_stop(st);
-    cl->tok_eof = true;
-    tok_finish(cl);
-  }
-}
-
-/* The command and whatever it started (its own process group): a hung one is killed, and
- * no descendant holding its output keeps the daemon waiting for an end of file. */
-static void tok_kill(struct cluster *cl) {
-  if (cl->tokproc.pid > 0) uv_kill(-cl->tokproc.pid, SIGKILL);
-  if (!cl->tok_eof) {
-    uv_read_stop((uv_stream_t *)&cl->tokout);
-    cl->tok_eof = true;
-  }
-}
-
-static void on_tok_timeout(uv_timer_t *t) {
-  struct cluster *cl = t->data;
-  if (!cl->token_busy) return;
-  cl->tok_timed_out = true;
-  tok_kill(cl);
-  tok_finish(cl); /* (or at its exit, which the kill brings) */
-}
-
-static void token_command_start(struct cluster *cl) {
-  uv_pipe_init(cl->d->loop, &cl->tokout, 0);
-  cl->tokout.data = cl;
-  uv_stdio_container_t io[3] = {{.flags = UV_IGNORE},
-                                {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&cl->tokout},
-                                {.flags = UV_INHERIT_FD, .data.fd = 2}};
-  uv_process_options_t o = {.exit_cb = on_tok_exit,
-                            .file = cl->spec->token_command[0],
-                            .args = cl->spec->token_command,
-                            .stdio_count = 3,
-                            .stdio = io,
-                            .flags = UV_PROCESS_DETACHED};
-  cl->tokproc.data = cl;
-  cl->nhandles++;
-  int rc = uv_spawn(cl->d->loop, &cl->tokproc, &o);
-  if (rc < 0) {
-    set_error(cl, "token_command %s: %s", cl->spec->token_command[0], uv_strerror(rc));
-    cl->nhandles++;
-    uv_close((uv_handle_t *)&cl->tokproc, on_cluster_handle_close);
-    uv_close((uv_handle_t *)&cl->tokout, on_cluster_handle_close);
-    cl->token_retry_at = now_mono() + 5;
-    poll_schedule(cl, cl->token_retry_at);
-    return;
-  }
-  cl->nhandles++;
-  cl->token_busy = true;
-  cl->tok_exited = cl->tok_eof = cl->tok_timed_out = false;
-  uv_read_start((uv_stream_t *)&cl->tokout, loop_alloc, on_tok_read);
-  timer_arm(cl->d->loop, &cl->tok_timer, on_tok_timeout, now_mono() + cl->spec->request_timeout);
-}
-
-static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
-                             sreq_cb done);
-static void enqueue(struct cluster *cl, struct sreq *r, bool front);
-
-static void on_oauth_done(struct sreq *r, bool ok, const char *terr) {
-  struct cluster *cl = r->cl;
-  cl->token_busy = false;
-  char why[256] = "no access_token in the reply", *tok = NULL;
-  int64_t expires_in = -1;
-  if (!ok)
-    snprintf(why, sizeof why, "%s", terr);
-  else if (r->status == 200 && r->body.data)
-    jwt_from_oauth(r->body.data, r->body.len, &tok, &expires_in, why, sizeof why);
-  if (!tok) {
-    set_error(cl, "OAuth token request failed: %s", why);
-    cl->token_retry_at = now_mono() + 5;
-    poll_schedule(cl, cl->token_retry_at);
-  } else {
-    token_set(cl, tok);
-    if (!cl->token_exp && expires_in >= 0) cl->token_exp = now_wall() + (double)expires_in;
-  }
-}
-
-/* Make sure a usable token is there, or on its way. Returns true when requests can go. */
-static bool auth_ready(struct cluster *cl) {
-  const struct cluster_spec *k = cl->spec;
-  char err[300];
-  switch (k->auth) {
-  case AUTH_NONE: return true;
-  case AUTH_TOKEN:
-    if (k->token.file && (!cl->token || now_mono() - cl->token_checked >= 1)) {
-      /* At most once a second: auth_ready runs for every request sent. */
-      cl->token_checked = now_mono();
-      struct stat st;
-      if (stat(k->token.file, &st) < 0) {
-        set_error(cl, "token file %s: %s", k->token.file, strerror(errno));
-        return cl->token != NULL;
-      }
-      if (!cl->token || st.st_mtime != cl->token_mtime) {
-        size_t len;
-        char *text = read_small(k->token.file, &len, err, sizeof err);
-        if (!text) {
-          set_error(cl, "%s", err);
-        } else {
-          char *t = jwt_word(text);
-          free(text);
-          if (t) token_set(cl, t);
-          cl->token_mtime = st.st_mtime;
-        }
-      }
-    } else if (!cl->token && k->token.value) {
-      token_set(cl, xstrdup(k->token.value));
-    }
-    return cl->token != NULL;
-  case AUTH_JWT_KEY:
-    if (!token_fresh(cl)) {
-      size_t len;
-      char *key = read_small(k->jwt_key, &len, err, sizeof err);
-      if (!key) {
-        set_error(cl, "jwt_key: %s", err);
-        return false;
-      }
-      int64_t now = (int64_t)now_wall();
-      char *tok = jwt_mint_hs256(key, len, k->user, now, now + (int64_t)k->token_lifespan);
-      memset(key, 0, len);
-      free(key);
-      if (!tok) {
-        /* The signature needs libcrypto, loaded on first use: say so, not just "no token". */
-        set_error(cl, "jwt_key: cannot sign a token (libcrypto.so.3 could not be loaded or refused the key)");
-        return false;
-      }
-      token_set(cl, tok);
-    }
-    return cl->token != NULL;
-  case AUTH_TOKEN_COMMAND:
-  case AUTH_OAUTH:
-    if (token_fresh(cl)) return true;
-    if (cl->token_busy || now_mono() < cl->token_retry_at) return cl->token != NULL && cl->token_exp > now_wall();
-    if (k->auth == AUTH_TOKEN_COMMAND) {
-      token_command_start(cl);
-    } else {
-      const char *secret = k->oauth_secret.value;
-      char *fsecret = NULL;
-      if (k->oauth_secret.file) {
-        size_t len;
-        char *t = read_small(k->oauth_secret.file, &len, err, sizeof err);
-        fsecret = t ? jwt_word(t) : NULL;
-        free(t);
-        secret = fsecret;
-      }
-      if (!secret) {
-        set_error(cl, "OAuth client secret unavailable");
-        cl->token_retry_at = now_mono() + 5;
-        return false;
-      }
-      CURL *e = curlx_open(err, sizeof err) == 0 ? CX.easy_init() : NULL;
-      if (!e) {
-        free(fsecret);
-        return false;
-      }
-      char *id = CX.easy_escape(e, k->oauth_client_id, 0), *sec = CX.easy_escape(e, secret, 0),
-           *scope = k->oauth_scope ? CX.easy_escape(e, k->oauth_scope, 0) : NULL;
-      char *post = xasprintf("grant_type=client_credentials&client_id=%s&client_secret=%s%s%s", id, sec,
-                             scope ? "&scope=" : "", scope ? scope : "");
-      CX.free(id);
-      CX.free(sec);
-      if (scope) CX.free(scope);
-      CX.easy_cleanup(e);
-      free(fsecret);
-      cl->token_busy = true;
-      struct sreq *r = sreq_new(cl, RQ_TOKEN, "POST", xstrdup(k->oauth_url), post, on_oauth_done);
-      enqueue(cl, r, true);
-    }
-    return cl->token != NULL && cl->token_exp > now_wall();
-  case AUTH__MAX: break;
-  }
-  return false;
 }
 
 /* ---- requests ---- */
@@ -444,8 +101,8 @@ static void sreq_free(struct sreq *r) {
   free(r);
 }
 
-static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
-                             sreq_cb done) {
+struct sreq *slurm_sreq_new(struct cluster *cl, enum rq_kind kind, const char *method, char *path, char *post,
+                            sreq_cb done) {
   struct sreq *r = xcalloc(1, sizeof *r);
   r->cl = cl;
   r->kind = kind;
@@ -457,12 +114,12 @@ static struct sreq *sreq_new(struct cluster *cl, enum rq_kind kind, const char *
   return r;
 }
 
-static void enqueue(struct cluster *cl, struct sreq *r, bool front) {
+void slurm_enqueue(struct cluster *cl, struct sreq *r, bool front) {
   if (front)
     list_add_tail(cl->queue.next, &r->link); /* before the first */
   else
     list_add_tail(&cl->queue, &r->link);
-  dispatch(cl);
+  slurm_dispatch(cl);
 }
 
 static void on_req_done(struct curlx_req *cx, CURLcode res) {
@@ -480,10 +137,10 @@ static void on_req_done(struct curlx_req *cx, CURLcode res) {
   if (!ok) snprintf(terr, sizeof terr, "%s", r->errbuf[0] ? r->errbuf : CX.easy_strerror(res));
   r->done(r, ok, ok ? NULL : terr);
   sreq_free(r);
-  if (!cl->closing) dispatch(cl);
+  if (!cl->closing) slurm_dispatch(cl);
 }
 
-static void on_pace(uv_timer_t *t) { dispatch(t->data); }
+static void on_pace(uv_timer_t *t) { slurm_dispatch(t->data); }
 
 /* ---- a cluster with "api": "ssh": Slurm's commands over the host's libssh2 session ---- */
 
@@ -517,14 +174,14 @@ static void on_ssh_done(void *arg, const struct sshx_result *res) {
   }
   r->done(r, res->ran, res->ran ? NULL : terr);
   sreq_free(r);
-  if (!cl->closing) dispatch(cl);
+  if (!cl->closing) slurm_dispatch(cl);
 }
 
 /* r->path is the command line, r->post its standard input (a batch script). */
 static bool send_ssh(struct cluster *cl, struct sreq *r) {
   const struct host_spec *h = tunnel_host_spec(cl->d, cl->spec->ssh);
   if (!h) {
-    set_error(cl, "no ssh host %s", cl->spec->ssh);
+    slurm_set_error(cl, "no ssh host %s", cl->spec->ssh);
     return false;
   }
   /* timeout(1) on the login node: a command stuck on an unresponsive slurmctld ends there,
@@ -542,7 +199,7 @@ static bool send_ssh(struct cluster *cl, struct sreq *r) {
   r->sx = sshx_exec(cl->d, h, cmd.data, r->post, inlen, on_ssh_done, r);
   buf_free(&cmd);
   if (!r->sx) {
-    set_error(cl, "ssh host %s: cannot run a command (the daemon is shutting down)", cl->spec->ssh);
+    slurm_set_error(cl, "ssh host %s: cannot run a command (the daemon is shutting down)", cl->spec->ssh);
     return false;
   }
   list_add_tail(&cl->sent, &r->link);
@@ -571,7 +228,7 @@ static bool send_one(struct cluster *cl, struct sreq *r) {
   if (is_ssh(cl)) return send_ssh(cl, r);
   char err[256];
   if (curlx_open(err, sizeof err) < 0) {
-    set_error(cl, "%s", err);
+    slurm_set_error(cl, "%s", err);
     return false;
   }
   const struct cluster_spec *k = cl->spec;
@@ -643,12 +300,12 @@ static void fail_queued(struct cluster *cl, const char *why) {
 static void probe_next(struct cluster *cl);
 
 /* Send what the rate limit, the in-flight cap, the version and the token allow. */
-static void dispatch(struct cluster *cl) {
+void slurm_dispatch(struct cluster *cl) {
   if (cl->closing) return;
   while (!list_empty(&cl->queue) && cl->inflight < MAX_INFLIGHT) {
     struct sreq *r = container_of(cl->queue.next, struct sreq, link);
     if (r->kind != RQ_TOKEN && !is_ssh(cl)) {
-      if (!auth_ready(cl)) {
+      if (!slurm_auth_ready(cl)) {
         if (!cl->token_busy && cl->error[0]) fail_queued(cl, cl->error);
         return; /* waits for the token */
       }
@@ -719,30 +376,30 @@ static void on_probe(struct sreq *r, bool ok, const char *terr) {
   if (ok && r->status == 404) { /* not served: try the next older one */
     if (r->ver > PROBE_OLDEST) {
       cl->probe = r->ver - 1;
-      struct sreq *n = sreq_new(cl, RQ_PING, "GET", xstrdup("ping"), NULL, on_probe);
+      struct sreq *n = slurm_sreq_new(cl, RQ_PING, "GET", xstrdup("ping"), NULL, on_probe);
       n->ver = cl->probe;
-      enqueue(cl, n, true);
+      slurm_enqueue(cl, n, true);
       return;
     }
-    set_error(cl, "slurmrestd serves no API version herd knows (v0.0.38 to v0.0.%d)", SLURM_API_NEWEST);
+    slurm_set_error(cl, "slurmrestd serves no API version herd knows (v0.0.38 to v0.0.%d)", SLURM_API_NEWEST);
   } else if (ok && r->status != 401 && r->status < 600 && r->status >= 200) {
     cl->ver = r->ver; /* served (a 500 here means slurmctld trouble, not a missing version) */
     log_msg(LOG_INFO, NULL, NULL, NULL, "cluster %s: slurmrestd serves API v0.0.%d", cl->spec->name, cl->ver);
   } else {
     char why[300];
     describe(r, ok, terr, NULL, why, sizeof why);
-    set_error(cl, "cannot find the API version: %s", why);
+    slurm_set_error(cl, "cannot find the API version: %s", why);
   }
   if (!cl->ver) {
     fail_queued(cl, cl->error);
     cl->fails++;
   }
-  dispatch(cl);
+  slurm_dispatch(cl);
 }
 
 static void probe_next(struct cluster *cl) {
   cl->probe = SLURM_API_NEWEST;
-  struct sreq *r = sreq_new(cl, RQ_PING, "GET", xstrdup("ping"), NULL, on_probe);
+  struct sreq *r = slurm_sreq_new(cl, RQ_PING, "GET", xstrdup("ping"), NULL, on_probe);
   r->ver = cl->probe;
   list_add_tail(cl->queue.next, &r->link);
 }
@@ -843,10 +500,10 @@ static void confirm_missing(struct sjob *j) {
   if (j->confirming || !j->s->fsm.proc_alive) return;
   j->confirming = true;
   char *path = is_ssh(j->cl) ? slurm_cmd_job(j->job_id) : xasprintf("job/%lld", (long long)j->job_id);
-  struct sreq *r = sreq_new(j->cl, RQ_JOB, "GET", path, NULL, on_job_get);
+  struct sreq *r = slurm_sreq_new(j->cl, RQ_JOB, "GET", path, NULL, on_job_get);
   r->job = j;
   r->job_id = j->job_id;
-  enqueue(j->cl, r, false);
+  slurm_enqueue(j->cl, r, false);
 }
 
 static void on_node(struct sreq *r, bool ok, const char *terr) {
@@ -886,9 +543,10 @@ static void node_lookup(struct cluster *cl, const char *name) {
   struct node_addr *n = &cl->nodes[cl->nnodes++];
   memset(n, 0, sizeof *n);
   snprintf(n->name, sizeof n->name, "%s", name);
-  enqueue(cl,
-          sreq_new(cl, RQ_NODE, "GET", is_ssh(cl) ? slurm_cmd_node(name) : xasprintf("node/%s", name), NULL, on_node),
-          false);
+  slurm_enqueue(
+      cl,
+      slurm_sreq_new(cl, RQ_NODE, "GET", is_ssh(cl) ? slurm_cmd_node(name) : xasprintf("node/%s", name), NULL, on_node),
+      false);
 }
 
 /* ---- cancel ---- */
@@ -906,7 +564,7 @@ static void on_cancel(struct sreq *r, bool ok, const char *terr) {
     describe(r, ok, terr, prc == 0 ? &rep : NULL, why, sizeof why);
     log_msg(LOG_WARN, r->job ? r->job->s->spec->name : NULL, NULL, NULL, "cancel of job %lld failed: %s",
             (long long)r->job_id, why);
-    if (!ok || r->status >= 500) set_error(cl, "cancel: %s", why);
+    if (!ok || r->status >= 500) slurm_set_error(cl, "cancel: %s", why);
   }
   if (prc == 0 || ok) slurm_reply_free(&rep);
   if (!(ok && r->status == 200) && cl->d->shutting_down && r->job) {
@@ -915,15 +573,15 @@ static void on_cancel(struct sreq *r, bool ok, const char *terr) {
     run_post(r->job->s, &ev);
   }
   cl->need_full = true;
-  poll_schedule(cl, now_mono() + fmin(cl->spec->poll_interval, 0.2));
+  slurm_poll_schedule(cl, now_mono() + fmin(cl->spec->poll_interval, 0.2));
 }
 
 static void cancel_job(struct cluster *cl, struct sjob *j, int64_t job_id) {
   char *path = is_ssh(cl) ? slurm_cmd_cancel(job_id) : xasprintf("job/%lld", (long long)job_id);
-  struct sreq *r = sreq_new(cl, RQ_CANCEL, "DELETE", path, NULL, on_cancel);
+  struct sreq *r = slurm_sreq_new(cl, RQ_CANCEL, "DELETE", path, NULL, on_cancel);
   r->job = j;
   r->job_id = job_id;
-  enqueue(cl, r, true);
+  slurm_enqueue(cl, r, true);
 }
 
 static void slurm_signal(struct service *s, int sig) {
@@ -956,7 +614,7 @@ static double tick_length(struct cluster *cl) {
 
 static void on_poll_timer(uv_timer_t *t);
 
-static void poll_schedule(struct cluster *cl, double at) {
+void slurm_poll_schedule(struct cluster *cl, double at) {
   if (cl->closing) return;
   if (cl->poll) { /* after the one in flight */
     if (at < cl->next_poll) cl->next_poll = at;
@@ -969,7 +627,7 @@ static void poll_schedule(struct cluster *cl, double at) {
 
 static void poll_next(struct cluster *cl) {
   /* A tick counts from the previous poll's start, so a slow listing does not stretch it. */
-  poll_schedule(cl, fmin(cl->next_poll, cl->poll_t0 + tick_length(cl)));
+  slurm_poll_schedule(cl, fmin(cl->next_poll, cl->poll_t0 + tick_length(cl)));
 }
 
 static int cmp_job_id(const void *a, const void *b) {
@@ -1089,7 +747,7 @@ static void on_poll(struct sreq *r, bool ok, const char *terr) {
   int prc = ok ? reply_parse(r, SR_JOBS, &rep, perr, sizeof perr) : -1;
   bool good = ok && prc == 0 && (r->status == 200 || r->status == 304) && !(r->status == 200 && rep.nerrors);
   if (good) {
-    clear_error(cl);
+    slurm_clear_error(cl);
     if (rep.unchanged) {
       cl->polls_unchanged++;
     } else {
@@ -1102,7 +760,7 @@ static void on_poll(struct sreq *r, bool ok, const char *terr) {
     char why[400];
     describe(r, ok, terr, prc == 0 ? &rep : NULL, why, sizeof why);
     if (ok && prc != 0) snprintf(why, sizeof why, "HTTP %ld: %s", r->status, perr);
-    set_error(cl, "%s", why);
+    slurm_set_error(cl, "%s", why);
     cl->fails++;
     cl->need_full = true;
     char msg[300];
@@ -1135,10 +793,10 @@ static void on_poll_timer(uv_timer_t *t) {
   char *path = is_ssh(cl) ? slurm_cmd_list() /* squeue has no "changed since": always the whole listing */
                : full     ? xstrdup("jobs")
                           : xasprintf("jobs?update_time=%lld", (long long)cl->update_time);
-  struct sreq *r = sreq_new(cl, RQ_JOBS, "GET", path, NULL, on_poll);
+  struct sreq *r = slurm_sreq_new(cl, RQ_JOBS, "GET", path, NULL, on_poll);
   r->sent_second = (int64_t)now_wall(); /* the next update_time, if this listing is full */
   cl->poll = r;
-  enqueue(cl, r, true);
+  slurm_enqueue(cl, r, true);
 }
 
 /* ---- submit ---- */
@@ -1174,7 +832,7 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
     feed(j->s, EV_SPAWN_FAILED, -1, 0, 0, why);
   } else if (!ok && r->never_sent) {
     /* It never left: nothing to look for. Submitted again once the cluster answers. */
-    set_error(cl, "submit: %s", terr);
+    slurm_set_error(cl, "submit: %s", terr);
     snprintf(why, sizeof why, "not submitted: %.300s (submitted when the cluster answers)", terr);
     logpipe_note(j->s, "%s", why);
     run_post_event(j->s, EV_DEFERRED, 0, 0, why);
@@ -1183,7 +841,7 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
      * listing looks for this attempt's tag. */
     describe(r, ok, terr, prc == 0 ? &rep : NULL, why, sizeof why);
     if (ok && prc != 0 && r->status < 500) snprintf(why, sizeof why, "HTTP %ld: %s", r->status, perr);
-    set_error(cl, "submit: %s", why);
+    slurm_set_error(cl, "submit: %s", why);
     j->searching = true;
     char msg[460];
     snprintf(msg, sizeof msg, "submission not confirmed: %s", why);
@@ -1191,7 +849,7 @@ static void on_submit(struct sreq *r, bool ok, const char *terr) {
     feed(j->s, EV_LOST, 0, 0, 0, msg);
   }
   if (prc == 0 || ok) slurm_reply_free(&rep);
-  poll_schedule(cl, now_mono() + cl->spec->poll_interval);
+  slurm_poll_schedule(cl, now_mono() + cl->spec->poll_interval);
 }
 
 static void json_env(json_t *env, const char *kv) {
@@ -1285,10 +943,10 @@ static int ssh_submit(struct service *s, struct sjob *j, char *err, size_t errle
   free(out);
   if (!cmd) return UV_EINVAL;
   logpipe_note(s, "submitting attempt %u to cluster %s (sbatch on %s)", s->fsm.attempt, cl->spec->name, cl->spec->ssh);
-  struct sreq *r = sreq_new(cl, RQ_SUBMIT, "POST", cmd, xstrdup(k->script), on_submit);
+  struct sreq *r = slurm_sreq_new(cl, RQ_SUBMIT, "POST", cmd, xstrdup(k->script), on_submit);
   r->job = j;
   j->submit = r;
-  enqueue(cl, r, false);
+  slurm_enqueue(cl, r, false);
   return 0;
 }
 
@@ -1337,11 +995,11 @@ static int slurm_start(struct service *s, char *err, size_t errlen) {
   free(name);
   free(tag);
   logpipe_note(s, "submitting attempt %u to cluster %s", s->fsm.attempt, cl->spec->name);
-  struct sreq *r = sreq_new(cl, RQ_SUBMIT, "POST", xstrdup("job/submit"), NULL, on_submit);
+  struct sreq *r = slurm_sreq_new(cl, RQ_SUBMIT, "POST", xstrdup("job/submit"), NULL, on_submit);
   r->post_json = body; /* serialized when sent: the API version may not be known yet */
   r->job = j;
   j->submit = r;
-  enqueue(cl, r, false);
+  slurm_enqueue(cl, r, false);
   return 0;
 }
 
@@ -1413,7 +1071,7 @@ static void slurm_resume(struct service *s, const struct store_instance *last, s
   j->job_id = last->job_id;
   j->searching = last->job_id == 0;
   j->cl->need_full = true;
-  poll_schedule(j->cl, now_mono());
+  slurm_poll_schedule(j->cl, now_mono());
   logpipe_note(s, "watching job %lld again after a daemon restart", (long long)last->job_id);
 }
 
@@ -1535,7 +1193,7 @@ void slurm_check_reload(struct daemon *d, const struct spec_set *set, struct cfg
 
 static struct list *clusters_of(struct daemon *d) { return &d->clusters; }
 
-static void on_cluster_handle_close(uv_handle_t *h) {
+void slurm_on_handle_close(uv_handle_t *h) {
   struct cluster *cl = h->data;
   if (--cl->nhandles == 0) {
     cluster_spec_free(cl->spec);
@@ -1564,7 +1222,7 @@ static struct cluster *cluster_new(struct daemon *d, struct cluster_spec *k) {
   cl->next_poll = INFINITY;
   snprintf(cl->tag, sizeof cl->tag, "herd:%s:", d->herd_id);
   list_add_tail(&d->clusters, &cl->link);
-  poll_schedule(cl, now_mono());
+  slurm_poll_schedule(cl, now_mono());
   return cl;
 }
 
@@ -1643,15 +1301,15 @@ void slurm_close(struct daemon *d) {
     }
     if (cl->token_busy && cl->spec->auth == AUTH_TOKEN_COMMAND) {
       /* Not waited for: its group is killed and its handles go now (the exit is not needed). */
-      tok_kill(cl);
+      slurm_tok_kill(cl);
       cl->token_busy = false;
       buf_free(&cl->tokbuf);
-      uv_close((uv_handle_t *)&cl->tokproc, on_cluster_handle_close);
-      uv_close((uv_handle_t *)&cl->tokout, on_cluster_handle_close);
+      uv_close((uv_handle_t *)&cl->tokproc, slurm_on_handle_close);
+      uv_close((uv_handle_t *)&cl->tokout, slurm_on_handle_close);
     }
-    uv_close((uv_handle_t *)&cl->poll_timer, on_cluster_handle_close);
-    uv_close((uv_handle_t *)&cl->pace_timer, on_cluster_handle_close);
-    uv_close((uv_handle_t *)&cl->tok_timer, on_cluster_handle_close);
+    uv_close((uv_handle_t *)&cl->poll_timer, slurm_on_handle_close);
+    uv_close((uv_handle_t *)&cl->pace_timer, slurm_on_handle_close);
+    uv_close((uv_handle_t *)&cl->tok_timer, slurm_on_handle_close);
   }
 }
 
