@@ -238,7 +238,8 @@ void job_settle(struct service *s) {
   struct job *j = s->job;
   if (!j) return;
   if (svc_fsm_at_rest(&s->fsm)) give_back(s->d, j);
-  bool fin = finished(s) && !s->removing;
+  /* (a job of the config files stays a service: its file would bring it back) */
+  bool fin = finished(s) && !s->removing && !strcmp(s->spec->source, "api");
   if (fin == j->in_done) return;
   struct jobs *js = s->d->jobs;
   if (fin) {

@@ -386,6 +386,18 @@ class HistoryTest(JobsBase):
         self.run_job("--name", "h0", "--", "true")  # (the name is free again)
         self.wait_job("h0", ("COMPLETED",))
 
+    def test_config_jobs_stay_services(self):
+        # A job of the config files is never moved out: its file would bring it back.
+        self.d.write_config([{"name": "cfgjob", "command": ["true"], "job": {}}])
+        self.start(keep=0)
+        self.wait_job("cfgjob", ("COMPLETED",))
+        self.run_job("--name", "apijob", "--", "true")
+        self.wait_job("apijob", ("COMPLETED",))
+        wait_until(lambda: self.job("apijob").get("archived"), 10, what="the API's job in the history")
+        self.assertFalse(self.job("cfgjob").get("archived"))
+        self.d.cli("reload", check=True)
+        self.assertEqual(self.job("cfgjob")["state"], "COMPLETED", "not run again by the reload")
+
     def test_retention_reaches_the_history(self):
         self.d.write_config(json.dumps({"queues": [{"name": "r", "retention": "2s"}]}), "queues.json")
         self.start(keep=0)
