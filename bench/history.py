@@ -77,6 +77,9 @@ def measure(harness, d, n):
     last = max(0, n)
     m["GET /v1/jobs?limit=20&offset=N (the last page)"] = timed(
         lambda: ok(d.request("GET", "/v1/jobs?limit=20&offset=%d" % last)[0], "last page"))
+    near_end = "hist-%07d" % (n - 30) if n else "real-0"
+    m["GET /v1/jobs?limit=20&after=NAME (near the end)"] = timed(
+        lambda: ok(d.request("GET", "/v1/jobs?limit=20&after=" + near_end)[0], "after"))
     m["herd jobs 'hist-00012*' (a pattern), CLI"] = timed(lambda: d.cli("jobs", "hist-00012*", check=True))
     name = "hist-%07d" % (n // 2) if n else "real-5"
     m["GET /v1/services/NAME (a history job)"] = timed(lambda: ok(d.request("GET", "/v1/services/" + name)[0], "get"))

@@ -1065,22 +1065,25 @@ out:
 }
 
 int cli_jobs(struct cli *cli, int argc, char **argv) {
-  const char *state = NULL, *limit = NULL, *offset = NULL;
+  const char *state = NULL, *limit = NULL, *offset = NULL, *after = NULL;
   bool as_json = false;
   int ch;
   optind = 1;
   static const struct option opts[] = {{"state", required_argument, 0, 's'},
                                        {"limit", required_argument, 0, 'l'},
                                        {"offset", required_argument, 0, 'o'},
+                                       {"after", required_argument, 0, 'a'},
                                        {"json", no_argument, 0, 'j'},
                                        {0, 0, 0, 0}};
-  while ((ch = getopt_long(argc, argv, "s:l:o:j", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "s:l:o:a:j", opts, NULL)) != -1) {
     if (ch == 's')
       state = optarg;
     else if (ch == 'l')
       limit = optarg;
     else if (ch == 'o')
       offset = optarg;
+    else if (ch == 'a')
+      after = optarg;
     else if (ch == 'j')
       as_json = true;
     else
@@ -1097,6 +1100,11 @@ int cli_jobs(struct cli *cli, int argc, char **argv) {
   }
   if (limit) buf_printf(&q, "limit=%s&", limit);
   if (offset) buf_printf(&q, "offset=%s&", offset);
+  if (after) {
+    char *e = url_encode(after);
+    buf_printf(&q, "after=%s&", e);
+    free(e);
+  }
   int status = 0, code = 0;
   json_t *o = call(cli, CMD_JOBS, NULL, q.data, NULL, 0, &status, &code);
   buf_free(&q);

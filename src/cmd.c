@@ -64,7 +64,7 @@ const struct cmd_entry cmd_table[] = {
                  "run a job: it waits its turn in its queue, runs to completion (prints its name; --wait: exits with "
                  "its code)",
                  "POST", "/v1/jobs", true, api_job_run, cli_run},
-    [CMD_JOBS] = {"jobs", "[PATTERN...] [--state S] [--limit N] [--offset N] [--json]",
+    [CMD_JOBS] = {"jobs", "[PATTERN...] [--state S] [--limit N] [--offset N | --after NAME] [--json]",
                   "show jobs (state, attempt, queue and place, exit code), oldest first, a page at a time", "GET",
                   "/v1/jobs", false, api_jobs, cli_jobs},
     [CMD_WAIT] = {"wait", "PATTERN... [--quiet]",

@@ -45,7 +45,8 @@ struct jobs {
   json_t *hist;      /* {queue: {state: n}} of job_history, kept as rows come and go */
   struct list waits; /* herd wait streams (they count history rows too) */
   bool hist_ok;      /* the table and its statements are there */
-  sqlite3_stmt *h_ins, *h_get, *h_page, *h_page_pfx, *h_counts, *h_failed, *h_sel, *h_sel_q, *h_del, *h_all;
+  sqlite3_stmt *h_ins, *h_get, *h_page, *h_page_pfx, *h_after, *h_rowid, *h_counts, *h_failed, *h_sel, *h_sel_q, *h_del,
+      *h_all;
 };
 
 struct job {
@@ -79,7 +80,11 @@ static void hist_open(struct daemon *d);
 static void hist_overflow(struct daemon *d);
 static size_t hist_prune(struct daemon *d, const char *match, const char *state, double before, const char *queue);
 static void hist_counts(struct jobs *js, const char *match, size_t counts[S__MAX]);
-static long hist_page(struct jobs *js, struct buf *b, const char *match, int want, long limit, long offset);
+static long hist_page(struct jobs *js, struct buf *b, const char *match, int want, long limit, long offset, char *last,
+                      size_t lastlen);
+static long hist_page_after(struct jobs *js, struct buf *b, const char *match, int want, long limit, int64_t row,
+                            bool *more, char *last, size_t lastlen);
+static int64_t hist_rowid(struct jobs *js, const char *name);
 static void hist_failed(struct jobs *js, const char *match, json_t *failed);
 
 /* Forget what is past its queue's retention; again in a while (the shortest retention's
@@ -173,8 +178,8 @@ void jobs_free(struct daemon *d) {
     free(q);
   }
   struct jobs *js = d->jobs;
-  sqlite3_stmt *all[] = {js->h_ins,    js->h_get, js->h_page,  js->h_page_pfx, js->h_counts,
-                         js->h_failed, js->h_sel, js->h_sel_q, js->h_del,      js->h_all};
+  sqlite3_stmt *all[] = {js->h_ins, js->h_get,   js->h_page, js->h_page_pfx, js->h_counts, js->h_failed,
+                         js->h_sel, js->h_sel_q, js->h_del,  js->h_all,      js->h_after,  js->h_rowid};
   for (size_t i = 0; i < ARRAY_LEN(all); i++) sqlite3_finalize(all[i]);
   json_decref(js->hist);
   free(d->jobs);
@@ -536,11 +541,29 @@ void api_jobs(struct daemon *d, struct conn *c, struct request *r, const char *u
   (void)unused;
   char mb[1024];
   const char *match = req_query(r, "match", mb, sizeof mb);
+  char ab[256];
+  const char *after = req_query(r, "after", ab, sizeof ab);
   int want;
   long limit = 1000, offset = 0;
   if (query_state(c, r, &want) < 0 || query_count(c, r, "limit", 1, 100000, &limit) < 0 ||
       query_count(c, r, "offset", 0, LONG_MAX / 2, &offset) < 0)
     return;
+  /* after=NAME: the page that follows that row (a cursor: no row skipped one by one). */
+  int64_t after_row = 0;
+  bool after_mem = false;
+  if (after) {
+    struct service *a = daemon_find(d, after);
+    if (offset) {
+      conn_error(c, 400, "bad_param", json_pack("{s:s}", "param", "after"),
+                 "after and offset go one without the other");
+      return;
+    } else if (a && a->job && !a->removing) {
+      after_mem = true;
+    } else if (!(after_row = hist_rowid(d->jobs, after))) {
+      conn_error(c, 400, "bad_param", json_pack("{s:s}", "param", "after"), "after: no job named \"%s\"", after);
+      return;
+    }
+  }
   rank_all(d);
   struct buf b = {0};
   buf_lit(&b, "{\"jobs\":[");
@@ -548,16 +571,32 @@ void api_jobs(struct daemon *d, struct conn *c, struct request *r, const char *u
   size_t counts[S__MAX] = {0};
   hist_counts(d->jobs, match, counts);
   long seen = 0, shown = 0;
+  bool more = false;
+  char last[256] = "";
   for (int i = 0; i < S__MAX; i++)
     if (want < 0 || i == want) seen += (long)counts[i];
-  if (offset < seen) shown = hist_page(d->jobs, &b, match, want, limit, offset);
+  if (after_row)
+    shown = hist_page_after(d->jobs, &b, match, want, limit, after_row, &more, last, sizeof last);
+  else if (!after && offset < seen)
+    shown = hist_page(d->jobs, &b, match, want, limit, offset, last, sizeof last);
+  bool skipping = after_mem;
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
     if (!s->job || s->removing || !match_any(match, s->spec->name)) continue;
     counts[svc_state_running(s->fsm.state) ? S_STARTING : s->fsm.state]++;
     if (want >= 0 && !job_in_state(s, want)) continue;
-    if (seen++ < offset || shown >= limit) continue;
+    if (skipping) { /* (up to the cursor's row, itself included) */
+      seen++;
+      skipping = strcmp(s->spec->name, after) != 0;
+      continue;
+    }
+    if (seen++ < offset) continue;
+    if (shown >= limit) {
+      more = true;
+      continue;
+    }
+    snprintf(last, sizeof last, "%s", s->spec->name);
     const struct job_spec *js = s->spec->job;
     if (shown++) buf_lit(&b, ",");
     buf_lit(&b, "{\"name\":");
@@ -595,7 +634,14 @@ void api_jobs(struct daemon *d, struct conn *c, struct request *r, const char *u
     }
     buf_lit(&b, "]}");
   }
-  buf_printf(&b, "],\"matched\":%ld,\"more\":%s,\"counts\":{", seen, seen > offset + shown ? "true" : "false");
+  more = more || (!after && seen > offset + shown);
+  buf_printf(&b, "],\"matched\":%ld,\"more\":%s,", seen, more ? "true" : "false");
+  if (more && last[0]) { /* the cursor for the next page */
+    buf_lit(&b, "\"next_after\":");
+    buf_json_string(&b, last);
+    buf_lit(&b, ",");
+  }
+  buf_lit(&b, "\"counts\":{");
   bool first = true;
   for (int i = 0; i < S__MAX; i++) {
     if (!counts[i]) continue;
@@ -911,6 +957,10 @@ static void hist_open(struct daemon *d) {
       hprep(db, &js->h_page_pfx,
             "SELECT " HIST_COLS " FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
             "(?2 IS NULL OR state=?2) ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
+      hprep(db, &js->h_after,
+            "SELECT " HIST_COLS " FROM job_history WHERE rowid>?4 AND herd_match(?1,name) AND "
+            "(?2 IS NULL OR state=?2) ORDER BY rowid LIMIT ?3") ||
+      hprep(db, &js->h_rowid, "SELECT rowid FROM job_history WHERE name=?") ||
       hprep(
           db, &js->h_counts,
           "SELECT state,count(*) FROM job_history WHERE name>=?2 AND name<?3 AND herd_match(?1,name) GROUP BY state") ||
@@ -1025,7 +1075,8 @@ static void hist_row(struct buf *b, sqlite3_stmt *s) {
 }
 
 /* A page of matching history rows (oldest first), appended as a list's items; how many. */
-static long hist_page(struct jobs *js, struct buf *b, const char *match, int want, long limit, long offset) {
+static long hist_page(struct jobs *js, struct buf *b, const char *match, int want, long limit, long offset, char *last,
+                      size_t lastlen) {
   if (!js->hist_ok) return 0;
   /* With a prefix, the rows in its range of the name index (then in their order); without
    * one, the table in its order, until the page is full. */
@@ -1046,9 +1097,47 @@ static long hist_page(struct jobs *js, struct buf *b, const char *match, int wan
   while (sqlite3_step(s) == SQLITE_ROW) {
     if (n++) buf_lit(b, ",");
     hist_row(b, s);
+    snprintf(last, lastlen, "%s", col(s, 0));
   }
   sqlite3_reset(s);
   return n;
+}
+
+/* The rows after the one at `row` (in the listing's order), up to limit; *more when there
+ * are others after them. */
+static long hist_page_after(struct jobs *js, struct buf *b, const char *match, int want, long limit, int64_t row,
+                            bool *more, char *last, size_t lastlen) {
+  if (!js->hist_ok) return 0;
+  sqlite3_stmt *s = js->h_after;
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  if (match && *match) sqlite3_bind_text(s, 1, match, -1, SQLITE_TRANSIENT);
+  if (want >= 0)
+    sqlite3_bind_text(s, 2, want == S_STARTING ? "RUNNING" : svc_state_name((svc_state)want), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 3, limit + 1);
+  sqlite3_bind_int64(s, 4, row);
+  long n = 0;
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    if (n == limit) {
+      *more = true;
+      break;
+    }
+    if (n++) buf_lit(b, ",");
+    hist_row(b, s);
+    snprintf(last, lastlen, "%s", col(s, 0));
+  }
+  sqlite3_reset(s);
+  return n;
+}
+
+static int64_t hist_rowid(struct jobs *js, const char *name) {
+  if (!js->hist_ok) return 0;
+  sqlite3_stmt *s = js->h_rowid;
+  sqlite3_reset(s);
+  sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+  int64_t id = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+  sqlite3_reset(s);
+  return id;
 }
 
 /* The failed ones among the matching rows, for a wait's last line (up to 100 in all). */

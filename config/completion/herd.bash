@@ -23,7 +23,7 @@ _herd_flags() {
     stop) echo "--wait --timeout --delay" ;;
     logs) echo "-f --follow -n --lines --job --attempt" ;;
     run) echo "--name --queue --priority --retries --timeout --tag --wait" ;;
-    jobs) echo "--state --limit --offset --json" ;;
+    jobs) echo "--state --limit --offset --after --json" ;;
     wait) echo "--quiet" ;;
     kill) echo "--failed" ;;
     prune) echo "--older-than --state" ;;
@@ -52,7 +52,7 @@ _herd() {
         case ${COMP_WORDS[j]} in
         --state | --tag | --timeout | --delay | -n | --lines | --since | --service | --config | --state-dir | --socket | \
             --log-level | --log-format | --read-group | --priority | --cgroups | --liveness-file | --http | --http-token-file | \
-            --attempt | --name | --queue | --retries | --limit | --offset | --older-than | --finished-jobs) ((j++)) ;;
+            --attempt | --name | --queue | --retries | --limit | --offset | --after | --older-than | --finished-jobs) ((j++)) ;;
         -*) ;;
         *) ((nargs++)) ;;
         esac
@@ -92,6 +92,7 @@ _herd() {
     --service) COMPREPLY=($(compgen -W "$(_herd_services)" -- "$cur")) && return ;;
     --tag | --timeout | --delay | -n | --lines | --since | --http | --attempt | --name | --queue | --retries | --limit | \
         --offset | --older-than | --finished-jobs) return ;;
+    --after) COMPREPLY=($(compgen -W "$(_herd_services)" -- "$cur")) && return ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$(_herd_flags "$cmd")" -- "$cur"))

@@ -351,6 +351,19 @@ class HistoryTest(JobsBase):
         page = self.jobs("?offset=4&limit=2")
         self.assertEqual([j["name"] for j in page["jobs"]], names[4:6])
         self.assertTrue(page["more"])
+        # A cursor: the page after a row, across the history and memory alike.
+        cur, seen_names = None, []
+        while True:
+            page = self.jobs("?limit=3" + ("&after=" + cur if cur else ""))
+            seen_names += [j["name"] for j in page["jobs"]]
+            if not page["more"]:
+                self.assertNotIn("next_after", page)
+                break
+            cur = page["next_after"]
+        self.assertEqual(seen_names, names)
+        st, b = self.d.request("GET", "/v1/jobs?after=nosuch")
+        self.assertEqual(st, 400, b)
+        self.assertIn("h5", self.d.cli("jobs", "--after", "h4").stdout)
         # A pattern and a state filter reach the history too.
         failed = self.jobs("?match=h2,h1&state=FAILED")
         self.assertEqual([(j["name"], j["exit_code"], j["tags"]) for j in failed["jobs"]], [("h2", 3, ["t2"])])
