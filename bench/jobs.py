@@ -132,6 +132,7 @@ def main():
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--conc", default="2,8")
     ap.add_argument("--cmds", default="true,sleep")
+    ap.add_argument("--tools", default="xargs,parallel", help="the other systems (parallel is slow: ~30 jobs/s)")
     ap.add_argument("--work-seconds", type=float, default=10, help="the work queue part (0: skip it)")
     ap.add_argument("--workers", default="1,8")
     a = ap.parse_args()
@@ -141,7 +142,9 @@ def main():
     sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
     import harness  # noqa: E402 (reads HERD_BIN when imported)
 
-    tools = ["xargs"] + (["parallel"] if shutil.which("parallel") else [])
+    tools = [t for t in a.tools.split(",") if t == "xargs" or (t == "parallel" and shutil.which("parallel"))]
+    if "xargs" not in tools:
+        tools.insert(0, "xargs")  # (the base of the last column)
     print("# jobs: %d jobs per run; herd %s; %s" % (a.n, a.herd_info or a.herd, os.uname().release))
     print("%-10s %4s  %-8s %9s %9s %13s %12s" % ("cmd", "C", "system", "seconds", "jobs/s", "daemon ms/job",
                                                "vs xargs"))

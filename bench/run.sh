@@ -168,7 +168,7 @@ case $mode in
   slurm-ssh) run_py 2400 "$here/slurm_ssh.py" "${common[@]}" "$@" || rc=$? ;;
   metrics) run_py 600 "$here/metrics.py" "${common[@]}" "$@" || rc=$? ;;
   soak)   run_py 3600 "$here/soak.py" "${common[@]}" "$@" || rc=$? ;;
-  jobs)   run_py 1800 "$here/jobs.py" "${common[@]}" "$@" || rc=$? ;;
+  jobs)   run_py 3600 "$here/jobs.py" "${common[@]}" "$@" || rc=$? ;;
   history) run_py 1800 "$here/history.py" "${common[@]}" "$@" || rc=$? ;;
   all)
     for step in main checks adopt load slurm; do

@@ -42,6 +42,22 @@ class Spawn(SuiteTest):
         st = os.stat("/proc/%d" % n["pid"])
         self.assertEqual((st.st_uid, st.st_gid), (65534, 65534))
 
+    def test_signal_dispositions_are_the_defaults(self):
+        """herd ignores and catches signals of its own (SIGPIPE, SIGCHLD, SIGTERM...): a
+        service starts with every disposition at its default, nothing ignored or caught."""
+        out = os.path.join(self.d.root, "sig")
+        self.d.write_config([{"name": "sig", "command": ["sh", "-c", "grep -E '^Sig(Ign|Cgt)' /proc/$$/status > %s.tmp; "
+                              "mv %s.tmp %s; exec sleep 100" % (out, out, out)]}])
+        self.d.start()
+        wait_until(lambda: os.path.exists(out), timeout=20, what="the service's dispositions")
+        with open("/proc/%d/status" % self.d.proc.pid) as f:
+            mine = {l.split(":")[0]: int(l.split()[1], 16) for l in f if l.startswith(("SigIgn", "SigCgt"))}
+        self.assertTrue(mine["SigIgn"] | mine["SigCgt"], "herd itself has dispositions to reset")
+        with open(out) as f:
+            got = {l.split(":")[0]: int(l.split()[1], 16) for l in f}
+        # (sh catches nothing by itself here; whatever it ignored came from its parent)
+        self.assertEqual(got["SigIgn"], 0, "a signal herd ignores stayed ignored in the service")
+
     def test_attempt_counts_up_in_env(self):
         self.d.write_config([svc("k", backoff={"initial": 0})])
         self.d.start()
