@@ -94,5 +94,6 @@ done
 echo
 printf '%-8s %14s %10s %8s %8s %12s %8s\n' harness executions exec/s corpus crashes regressions seconds
 printf '%s\n' "${rows[@]}"
-echo "fuzz: ${#names[@]} harnesses x ${runs:+$runs executions}${runs:-${secs} s}: $total_execs executions, $([ $failed = 0 ] && echo "no crash" || echo FAILED) ($((SECONDS - t0)) s with the build)"
+if [ -n "$runs" ]; then each="$runs executions"; else each="$secs s"; fi
+echo "fuzz: ${#names[@]} harnesses x $each: $total_execs executions, $([ $failed = 0 ] && echo "no crash" || echo FAILED) ($((SECONDS - t0)) s with the build)"
 exit $failed
