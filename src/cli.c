@@ -1069,12 +1069,9 @@ int cli_jobs(struct cli *cli, int argc, char **argv) {
   bool as_json = false;
   int ch;
   optind = 1;
-  static const struct option opts[] = {{"state", required_argument, 0, 's'},
-                                       {"limit", required_argument, 0, 'l'},
-                                       {"offset", required_argument, 0, 'o'},
-                                       {"after", required_argument, 0, 'a'},
-                                       {"json", no_argument, 0, 'j'},
-                                       {0, 0, 0, 0}};
+  static const struct option opts[] = {{"state", required_argument, 0, 's'},  {"limit", required_argument, 0, 'l'},
+                                       {"offset", required_argument, 0, 'o'}, {"after", required_argument, 0, 'a'},
+                                       {"json", no_argument, 0, 'j'},         {0, 0, 0, 0}};
   while ((ch = getopt_long(argc, argv, "s:l:o:a:j", opts, NULL)) != -1) {
     if (ch == 's')
       state = optarg;
