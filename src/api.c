@@ -532,20 +532,23 @@ static void follower_conn_gone(struct conn *c, void *arg) {
 }
 
 void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
-  if (!daemon_find(d, name) && job_archived_logs(d, c, r, name)) return;
-  struct service *s = find_svc(d, c, name, true);
-  if (!s) return;
+  /* A job in the history has no service left: its log as it was left (it no longer grows,
+   * so there is nothing to follow). */
+  char *archived = !daemon_find(d, name) && job_archived(d, name) ? xasprintf("%s/%s.log", d->log_dir, name) : NULL;
+  struct service *s = archived ? NULL : find_svc(d, c, name, true);
+  if (!s && !archived) return;
+  const char *path = s ? s->log_path : archived;
   char tb[32], fb[16];
   const char *tail = req_query(r, "tail", tb, sizeof tb);
   const char *follow = req_query(r, "follow", fb, sizeof fb);
-  bool fol = follow && (!strcmp(follow, "1") || !strcmp(follow, "true") || !*follow);
+  bool fol = !archived && follow && (!strcmp(follow, "1") || !strcmp(follow, "true") || !*follow);
   long lines = fol ? 10 : -1;
   if (tail) {
     /* Digits only; more lines than a long holds means all of them. */
     if (!*tail || strspn(tail, "0123456789") != strlen(tail)) {
       conn_error(c, 400, "bad_tail", json_pack("{s:s}", "param", "tail"),
                  "tail must be a whole number of lines, 0 or more (\"%s\")", tail);
-      return;
+      goto out;
     }
     errno = 0;
     lines = strtol(tail, NULL, 10);
@@ -555,14 +558,14 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
   const char *job = req_query(r, "job", jb, sizeof jb);
   if (job && (!strcmp(job, "1") || !strcmp(job, "true") || !*job)) {
     /* A Slurm job's own output: here when this host can read it, else over the ssh host. */
-    char *path = s->be->output_path ? s->be->output_path(s) : NULL;
-    if (!path) {
-      conn_error(c, 404, "no_job", NULL, "%s has no Slurm job", s->spec->name);
-      return;
+    char *out = s && s->be->output_path ? s->be->output_path(s) : NULL;
+    if (!out) {
+      conn_error(c, 404, "no_job", NULL, "%s has no Slurm job", name);
+      goto out;
     }
     const char *host = s->be->output_host ? s->be->output_host(s) : NULL;
-    joblog_serve(d, c, path, host, lines, fol);
-    return;
+    joblog_serve(d, c, out, host, lines, fol);
+    goto out;
   }
   size_t len = 0;
   char ab[16];
@@ -573,35 +576,35 @@ void api_logs(struct daemon *d, struct conn *c, struct request *r, const char *n
     if (!*attempt || strspn(attempt, "0123456789") != strlen(attempt) || at < 1 || at > 1000000 || fol || tail) {
       conn_error(c, 400, "bad_attempt", json_pack("{s:s}", "param", "attempt"),
                  "attempt must be a whole number from 1 (and goes without follow or tail)");
-      return;
+      goto out;
     }
-    char *all = file_tail(s->log_path, -1, NULL, &len);
+    char *all = file_tail(path, -1, NULL, &len);
     size_t start = 0, n = 0;
-    if (!all || !job_log_slice(all, len, (unsigned)at, &start, &n)) {
-      free(all);
-      conn_error(c, 404, "no_attempt", NULL, "%s has no attempt %lu in its log", s->spec->name, at);
-      return;
-    }
-    conn_reply_raw(c, 200, "text/plain; charset=utf-8", all + start, n);
+    if (!all || !job_log_slice(all, len, (unsigned)at, &start, &n))
+      conn_error(c, 404, "no_attempt", NULL, "%s has no attempt %lu in its log", name, at);
+    else
+      conn_reply_raw(c, 200, "text/plain; charset=utf-8", all + start, n);
     free(all);
-    return;
+    goto out;
   }
-  char *data = lines == 0 ? NULL : file_tail(s->log_path, lines, NULL, &len);
+  char *data = lines == 0 ? NULL : file_tail(path, lines, NULL, &len);
   if (!fol) {
     conn_reply_raw(c, 200, "text/plain; charset=utf-8", data ? data : "", len);
     free(data);
-    return;
+    goto out;
   }
   conn_stream_begin(c, 200, "text/plain; charset=utf-8");
   if (len) conn_stream_write(c, data, len);
   free(data);
-  if (conn_closing(c)) return;
+  if (conn_closing(c)) goto out;
   struct follower *f = xcalloc(1, sizeof *f);
   f->c = c;
   f->w.on_log = follower_log;
   f->w.on_gone = follower_gone;
   service_add_watch(s, &f->w);
   conn_park(c, f, follower_conn_gone, NULL, 0);
+out:
+  free(archived);
 }
 
 /* ---- events ---- */

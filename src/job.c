@@ -291,6 +291,9 @@ static const char *job_state(const struct service *s) {
 json_t *jobs_counts(struct daemon *d) {
   static const svc_state shown[] = {S_PENDING,   S_STARTING, S_STOPPING, S_BACKOFF, S_UNKNOWN,
                                     S_COMPLETED, S_FAILED,   S_TIMEOUT,  S_STOPPED};
+  const char *qn, *sn;
+  json_t *qo, *x;
+  json_object_foreach(d->jobs->hist, qn, qo) jqueue_get(d, qn); /* (a queue only the history knows) */
   json_t *o = json_object();
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->jobs->queues) {
@@ -298,37 +301,17 @@ json_t *jobs_counts(struct daemon *d) {
     json_t *st = json_object();
     for (size_t i = 0; i < ARRAY_LEN(shown); i++)
       json_object_set_new(st, shown[i] == S_STARTING ? "RUNNING" : svc_state_name(shown[i]), json_integer(0));
+    json_object_foreach(json_object_get(d->jobs->hist, q->name), sn, x)
+        json_object_set_new(st, sn, json_integer(json_integer_value(json_object_get(st, sn)) + json_integer_value(x)));
     json_object_set_new(o, q->name,
                         json_pack("{s:I,s:I,s:o}", "max_running", (json_int_t)q->q.max_running, "slots",
                                   (json_int_t)q->q.running, "states", st));
-  }
-  const char *qn, *sn;
-  json_t *qo, *x;
-  json_object_foreach(d->jobs->hist, qn, qo) {
-    if (!json_object_get(o, qn)) { /* a queue only the history knows */
-      struct jqueue *q = jqueue_get(d, qn);
-      json_t *st = json_object();
-      for (size_t i = 0; i < ARRAY_LEN(shown); i++)
-        json_object_set_new(st, shown[i] == S_STARTING ? "RUNNING" : svc_state_name(shown[i]), json_integer(0));
-      json_object_set_new(o, qn,
-                          json_pack("{s:I,s:I,s:o}", "max_running", (json_int_t)q->q.max_running, "slots",
-                                    (json_int_t)q->q.running, "states", st));
-    }
-    json_t *st = json_object_get(json_object_get(o, qn), "states");
-    json_object_foreach(qo, sn, x) {
-      json_t *n = json_object_get(st, sn);
-      json_object_set_new(st, sn, json_integer((n ? json_integer_value(n) : 0) + json_integer_value(x)));
-    }
   }
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
     if (!s->job || !s->job->q || s->removing) continue;
     json_t *st = json_object_get(json_object_get(o, s->job->q->name), "states");
-    json_t *n = json_object_get(st, job_state(s));
-    if (n)
-      json_integer_set(n, json_integer_value(n) + 1);
-    else
-      json_object_set_new(st, job_state(s), json_integer(1));
+    json_object_set_new(st, job_state(s), json_integer(json_integer_value(json_object_get(st, job_state(s))) + 1));
   }
   return o;
 }
@@ -923,10 +906,6 @@ static void sql_match(sqlite3_context *cx, int argc, sqlite3_value **v) {
   sqlite3_result_int(cx, n && match_any(p, n));
 }
 
-static int hprep(sqlite3 *db, sqlite3_stmt **s, const char *sql) {
-  return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL) == SQLITE_OK ? 0 : -1;
-}
-
 static const char *col(sqlite3_stmt *s, int i) {
   const char *t = (const char *)sqlite3_column_text(s, i);
   return t ? t : "";
@@ -949,31 +928,32 @@ static void hist_open(struct daemon *d) {
   if (sqlite3_create_function(db, "herd_match", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, sql_match, NULL, NULL) !=
           SQLITE_OK ||
       sqlite3_exec(db, hist_schema, NULL, NULL, NULL) != SQLITE_OK ||
-      hprep(db, &js->h_ins, "INSERT OR REPLACE INTO job_history(" HIST_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)") ||
-      hprep(db, &js->h_get, "SELECT " HIST_COLS " FROM job_history WHERE name=?") ||
-      hprep(db, &js->h_page,
-            "SELECT " HIST_COLS " FROM job_history WHERE herd_match(?1,name) AND (?2 IS NULL OR state=?2) "
-            "ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
-      hprep(db, &js->h_page_pfx,
-            "SELECT " HIST_COLS " FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
-            "(?2 IS NULL OR state=?2) ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
-      hprep(db, &js->h_after,
-            "SELECT " HIST_COLS " FROM job_history WHERE rowid>?4 AND herd_match(?1,name) AND "
-            "(?2 IS NULL OR state=?2) ORDER BY rowid LIMIT ?3") ||
-      hprep(db, &js->h_rowid, "SELECT rowid FROM job_history WHERE name=?") ||
-      hprep(
-          db, &js->h_counts,
+      store_prepare(d->store, &js->h_ins,
+                    "INSERT OR REPLACE INTO job_history(" HIST_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)") ||
+      store_prepare(d->store, &js->h_get, "SELECT " HIST_COLS " FROM job_history WHERE name=?") ||
+      store_prepare(d->store, &js->h_page,
+                    "SELECT " HIST_COLS " FROM job_history WHERE herd_match(?1,name) AND (?2 IS NULL OR state=?2) "
+                    "ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
+      store_prepare(d->store, &js->h_page_pfx,
+                    "SELECT " HIST_COLS " FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
+                    "(?2 IS NULL OR state=?2) ORDER BY rowid LIMIT ?3 OFFSET ?4") ||
+      store_prepare(d->store, &js->h_after,
+                    "SELECT " HIST_COLS " FROM job_history WHERE rowid>?4 AND herd_match(?1,name) AND "
+                    "(?2 IS NULL OR state=?2) ORDER BY rowid LIMIT ?3") ||
+      store_prepare(d->store, &js->h_rowid, "SELECT rowid FROM job_history WHERE name=?") ||
+      store_prepare(
+          d->store, &js->h_counts,
           "SELECT state,count(*) FROM job_history WHERE name>=?2 AND name<?3 AND herd_match(?1,name) GROUP BY state") ||
-      hprep(db, &js->h_failed,
-            "SELECT name,state,reason FROM job_history WHERE name>=?3 AND name<?4 AND herd_match(?1,name) AND "
-            "state<>'COMPLETED' ORDER BY rowid LIMIT ?2") ||
-      hprep(db, &js->h_sel,
-            "SELECT name,queue,state FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
-            "(?2 IS NULL OR state=?2) AND ended_at<=?3 AND (?4 IS NULL OR queue=?4) ORDER BY rowid") ||
-      hprep(db, &js->h_sel_q,
-            "SELECT name,queue,state FROM job_history WHERE queue=?1 AND ended_at<=?2 ORDER BY ended_at") ||
-      hprep(db, &js->h_del, "DELETE FROM job_history WHERE name=?") ||
-      hprep(db, &js->h_all, "SELECT queue,state,count(*) FROM job_history GROUP BY queue,state")) {
+      store_prepare(d->store, &js->h_failed,
+                    "SELECT name,state,reason FROM job_history WHERE name>=?3 AND name<?4 AND herd_match(?1,name) AND "
+                    "state<>'COMPLETED' ORDER BY rowid LIMIT ?2") ||
+      store_prepare(d->store, &js->h_sel,
+                    "SELECT name,queue,state FROM job_history WHERE name>=?5 AND name<?6 AND herd_match(?1,name) AND "
+                    "(?2 IS NULL OR state=?2) AND ended_at<=?3 AND (?4 IS NULL OR queue=?4) ORDER BY rowid") ||
+      store_prepare(d->store, &js->h_sel_q,
+                    "SELECT name,queue,state FROM job_history WHERE queue=?1 AND ended_at<=?2 ORDER BY ended_at") ||
+      store_prepare(d->store, &js->h_del, "DELETE FROM job_history WHERE name=?") ||
+      store_prepare(d->store, &js->h_all, "SELECT queue,state,count(*) FROM job_history GROUP BY queue,state")) {
     log_error("store: no job history (%s): finished jobs stay in memory", sqlite3_errmsg(db));
     return;
   }
@@ -1278,42 +1258,4 @@ json_t *job_archived_json(struct daemon *d, const char *name) {
   store_each_instance(d->store, name, attempt_json, a);
   json_object_set_new(job, "attempts", a);
   return o;
-}
-
-/* GET /v1/services/NAME/logs of a job in the history: its log as it was left (tail or one
- * attempt; it no longer grows). False when NAME is not in the history. */
-bool job_archived_logs(struct daemon *d, struct conn *c, struct request *r, const char *name) {
-  if (!job_archived(d, name)) return false;
-  char *path = xasprintf("%s/%s.log", d->log_dir, name);
-  char ab[16], tb[32];
-  const char *attempt = req_query(r, "attempt", ab, sizeof ab), *tail = req_query(r, "tail", tb, sizeof tb);
-  long lines = -1;
-  if (tail) {
-    if (!*tail || strspn(tail, "0123456789") != strlen(tail)) {
-      conn_error(c, 400, "bad_tail", json_pack("{s:s}", "param", "tail"),
-                 "tail must be a whole number of lines, 0 or more (\"%s\")", tail);
-      goto out;
-    }
-    lines = strtol(tail, NULL, 10);
-  }
-  size_t len = 0;
-  char *all = lines == 0 ? NULL : file_tail(path, attempt ? -1 : lines, NULL, &len);
-  if (attempt) {
-    unsigned long at = strtoul(attempt, NULL, 10);
-    size_t start = 0, n = 0;
-    if (!*attempt || strspn(attempt, "0123456789") != strlen(attempt) || at < 1 || at > 1000000) {
-      conn_error(c, 400, "bad_attempt", json_pack("{s:s}", "param", "attempt"),
-                 "attempt must be a whole number from 1");
-    } else if (!all || !job_log_slice(all, len, (unsigned)at, &start, &n)) {
-      conn_error(c, 404, "no_attempt", NULL, "%s has no attempt %lu in its log", name, at);
-    } else {
-      conn_reply_raw(c, 200, "text/plain; charset=utf-8", all + start, n);
-    }
-  } else {
-    conn_reply_raw(c, 200, "text/plain; charset=utf-8", all ? all : "", all ? len : 0);
-  }
-  free(all);
-out:
-  free(path);
-  return true;
 }

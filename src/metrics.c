@@ -137,6 +137,23 @@ static void sample1(struct buf *b, const char *name, const char *key, const char
   PUT(b, "\n");
 }
 
+/* name{k1="v1",k2="v2"} v */
+static void sample2(struct buf *b, const char *name, const char *k1, const char *v1, const char *k2, const char *v2,
+                    double v) {
+  put_str(b, name);
+  PUT(b, "{");
+  put_str(b, k1);
+  PUT(b, "=\"");
+  metrics_label(b, v1);
+  PUT(b, "\",");
+  put_str(b, k2);
+  PUT(b, "=\"");
+  metrics_label(b, v2);
+  PUT(b, "\"} ");
+  put_f(b, v);
+  PUT(b, "\n");
+}
+
 /** A histogram's samples from per-bucket (not cumulative) counts: _bucket{...,le=}, _sum,
  *  _count. `labels` is the text inside the braces before le ("" or `service="x",`). */
 /* le="..." of each bucket bound, formatted once per set of bounds (they are constants). */
@@ -381,15 +398,9 @@ static void clusters_part(struct daemon *d, struct buf *b) {
   json_array_foreach(cl, i, c) {
     const char *state;
     json_t *x;
-    json_object_foreach(json_object_get(c, "jobs"), state, x) {
-      PUT(b, "herd_slurm_jobs{cluster=\"");
-      metrics_label(b, json_string_value(json_object_get(c, "name")));
-      PUT(b, "\",state=\"");
-      metrics_label(b, state);
-      PUT(b, "\"} ");
-      put_f(b, json_number_value(x));
-      PUT(b, "\n");
-    }
+    json_object_foreach(json_object_get(c, "jobs"), state, x)
+        sample2(b, "herd_slurm_jobs", "cluster", json_string_value(json_object_get(c, "name")), "state", state,
+                json_number_value(x));
   }
   json_decref(cl);
 
@@ -476,15 +487,8 @@ static void jobs_part(struct daemon *d, struct buf *b) {
   json_t *qo, *x;
   json_t *jc = jobs_counts(d);
   family(b, "herd_jobs", "gauge", "Jobs by queue and state (RUNNING: an attempt runs).");
-  json_object_foreach(jc, q, qo) json_object_foreach(json_object_get(qo, "states"), st, x) {
-    PUT(b, "herd_jobs{queue=\"");
-    metrics_label(b, q);
-    PUT(b, "\",state=\"");
-    metrics_label(b, st);
-    PUT(b, "\"} ");
-    put_f(b, (double)json_integer_value(x));
-    PUT(b, "\n");
-  }
+  json_object_foreach(jc, q, qo) json_object_foreach(json_object_get(qo, "states"), st, x)
+      sample2(b, "herd_jobs", "queue", q, "state", st, (double)json_integer_value(x));
   family(b, "herd_queue_slots_used", "gauge",
          "Slots of the queue its jobs hold (from an attempt's start to the job's rest).");
   json_object_foreach(jc, q, qo)
@@ -495,15 +499,8 @@ static void jobs_part(struct daemon *d, struct buf *b) {
   json_decref(jc);
   json_t *wc = work_counts(d);
   family(b, "herd_work_items", "gauge", "Work items of the work queues by state (queued, running, success, failure).");
-  json_object_foreach(wc, q, qo) json_object_foreach(qo, st, x) {
-    PUT(b, "herd_work_items{queue=\"");
-    metrics_label(b, q);
-    PUT(b, "\",state=\"");
-    metrics_label(b, st);
-    PUT(b, "\"} ");
-    put_f(b, (double)json_integer_value(x));
-    PUT(b, "\n");
-  }
+  json_object_foreach(wc, q, qo) json_object_foreach(qo, st, x)
+      sample2(b, "herd_work_items", "queue", q, "state", st, (double)json_integer_value(x));
   json_decref(wc);
 }
 

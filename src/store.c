@@ -331,6 +331,10 @@ static int prep(struct store *st, sqlite3_stmt **s, const char *sql) {
   return sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL);
 }
 
+int store_prepare(struct store *st, sqlite3_stmt **s, const char *sql) {
+  return prep(st, s, sql) == SQLITE_OK ? 0 : -1;
+}
+
 static int64_t scalar(struct store *st, const char *sql) {
   sqlite3_stmt *s;
   int64_t v = 0;

@@ -88,10 +88,6 @@ static void qc_move(struct work *w, const char *queue, const char *from, const c
   json_object_set_new(qo, to, json_integer(json_integer_value(json_object_get(qo, to)) + n));
 }
 
-static int prep(sqlite3 *db, sqlite3_stmt **s, const char *sql) {
-  return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL) == SQLITE_OK ? 0 : -1;
-}
-
 static void arm(struct work *w);
 
 int work_init(struct daemon *d) {
@@ -101,27 +97,31 @@ int work_init(struct daemon *d) {
   list_init(&w->parked);
   d->work = w;
   if (sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK ||
-      prep(db, &w->ins,
-           "INSERT INTO work(queue,payload,priority,retries,timeout,tags,state,attempt,created_at) "
-           "VALUES(?,?,?,?,?,?,'queued',0,?)") ||
-      prep(db, &w->best, "SELECT id FROM work WHERE queue=? AND state='queued' ORDER BY priority DESC, id LIMIT 1") ||
-      prep(db, &w->lease,
-           "UPDATE work SET state='running', attempt=attempt+1, lease=?, lease_until=?, started_at=?, ended_at=NULL "
-           "WHERE id=?") ||
-      prep(db, &w->get, "SELECT " WORK_COLS ",lease FROM work WHERE id=?") ||
-      prep(db, &w->finish,
-           "UPDATE work SET state=?, lease=NULL, lease_until=NULL, ended_at=?, result=?, error=? WHERE id=?") ||
-      prep(db, &w->requeue, "UPDATE work SET state='queued', lease=NULL, lease_until=NULL, error=? WHERE id=?") ||
-      prep(db, &w->expired, "SELECT id FROM work WHERE state='running' AND lease_until<=? LIMIT 1000") ||
-      prep(db, &w->next_lease, "SELECT min(lease_until) FROM work WHERE state='running'") ||
-      prep(db, &w->list,
-           "SELECT " WORK_COLS
-           " FROM work WHERE queue=?1 AND (?2 IS NULL OR state=?2) ORDER BY id LIMIT ?3 OFFSET ?4") ||
-      prep(db, &w->counts, "SELECT state, count(*) FROM work WHERE queue=? GROUP BY state") ||
-      prep(db, &w->all_counts, "SELECT queue, state, count(*) FROM work GROUP BY queue, state") ||
-      prep(db, &w->prune,
-           "DELETE FROM work WHERE queue=?1 AND state IN ('success','failure') AND ended_at<=?2 AND "
-           "(?3 IS NULL OR state=?3)")) {
+      store_prepare(d->store, &w->ins,
+                    "INSERT INTO work(queue,payload,priority,retries,timeout,tags,state,attempt,created_at) "
+                    "VALUES(?,?,?,?,?,?,'queued',0,?)") ||
+      store_prepare(d->store, &w->best,
+                    "SELECT id FROM work WHERE queue=? AND state='queued' ORDER BY priority DESC, id LIMIT 1") ||
+      store_prepare(
+          d->store, &w->lease,
+          "UPDATE work SET state='running', attempt=attempt+1, lease=?, lease_until=?, started_at=?, ended_at=NULL "
+          "WHERE id=?") ||
+      store_prepare(d->store, &w->get, "SELECT " WORK_COLS ",lease FROM work WHERE id=?") ||
+      store_prepare(
+          d->store, &w->finish,
+          "UPDATE work SET state=?, lease=NULL, lease_until=NULL, ended_at=?, result=?, error=? WHERE id=?") ||
+      store_prepare(d->store, &w->requeue,
+                    "UPDATE work SET state='queued', lease=NULL, lease_until=NULL, error=? WHERE id=?") ||
+      store_prepare(d->store, &w->expired, "SELECT id FROM work WHERE state='running' AND lease_until<=? LIMIT 1000") ||
+      store_prepare(d->store, &w->next_lease, "SELECT min(lease_until) FROM work WHERE state='running'") ||
+      store_prepare(d->store, &w->list,
+                    "SELECT " WORK_COLS
+                    " FROM work WHERE queue=?1 AND (?2 IS NULL OR state=?2) ORDER BY id LIMIT ?3 OFFSET ?4") ||
+      store_prepare(d->store, &w->counts, "SELECT state, count(*) FROM work WHERE queue=? GROUP BY state") ||
+      store_prepare(d->store, &w->all_counts, "SELECT queue, state, count(*) FROM work GROUP BY queue, state") ||
+      store_prepare(d->store, &w->prune,
+                    "DELETE FROM work WHERE queue=?1 AND state IN ('success','failure') AND ended_at<=?2 AND "
+                    "(?3 IS NULL OR state=?3)")) {
     log_error("work queues: cannot prepare the store's work table: %s", sqlite3_errmsg(db));
     work_free(d); /* the API answers 503 */
     return -1;

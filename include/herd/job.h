@@ -48,8 +48,6 @@ json_t *jobs_counts(struct daemon *d);
 bool job_archived(struct daemon *d, const char *name);
 /** A job in the history as GET /v1/services/NAME shows it ("archived": true), or NULL. */
 json_t *job_archived_json(struct daemon *d, const char *name);
-/** GET /v1/services/NAME/logs of a job in the history (tail, attempt); false if NAME is none. */
-bool job_archived_logs(struct daemon *d, struct conn *c, struct request *r, const char *name);
 /** The lines of one attempt in a log (from herd's "started pid ... attempt N" note to the
  *  next attempt's): [*start, *start + *len) of data. Returns false when there is none. */
 bool job_log_slice(const char *data, size_t n, unsigned attempt, size_t *start, size_t *len);

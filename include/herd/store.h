@@ -105,6 +105,9 @@ bool store_commit(struct store *st);
  * 'r' double, 't' text (NULL: null), 'n' null (no argument); at most 12. */
 typedef struct sqlite3_stmt sqlite3_stmt;
 void store_write(struct store *st, sqlite3_stmt *stmt, const char *what, const char *types, ...);
+/* A statement of a module's own on the store's connection, kept prepared for its life
+ * (0, or -1: see sqlite3_errmsg(store_db(st))). */
+int store_prepare(struct store *st, sqlite3_stmt **s, const char *sql);
 
 /** Counters for metrics and health (since the store was opened). */
 struct store_stats {
