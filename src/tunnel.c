@@ -4,6 +4,7 @@
 #include "herd/loop.h"
 #include "herd/log.h"
 #include "herd/run.h"
+#include "herd/sshmux.h"
 #include "herd/store.h"
 
 #include <errno.h>
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,7 +25,7 @@
 #define STEADY_AFTER 30.0  /* up this long: the backoff starts over */
 #define FWD_RETRY_MAX 60.0 /* a refused forward (local port taken) is retried up to this apart */
 #define STAGGER 0.1        /* hosts start this far apart (sshd's MaxStartups) */
-#define FWD_BATCH 64       /* forwards added by one `ssh -O forward` at most */
+#define MUX_RETRY 0.5      /* a control connection lost while the master runs: opened again after */
 #define SOCK_MAX 90        /* longer control paths make ssh fail (sockaddr_un and its suffix) */
 
 enum host_state { H_DOWN, H_CONNECTING, H_UP, H_BACKOFF, H_STOPPING, H__MAX };
@@ -52,31 +52,13 @@ struct fwd {
   int lport, rport;
   char target[128];
   enum fwd_state state;
-  bool gone;        /* let go while its add was in flight: cancel once it is done */
-  bool busy;        /* a control command about it is in flight */
-  bool lost_posted; /* the service was told the host was lost: tell it when the forward is back */
-  bool alone;       /* a batch with it failed: added on its own next, to know whether it was the one */
-  bool stale;       /* an earlier daemon's, still in a re-adopted master, pointing elsewhere: cancelled */
+  bool gone;         /* let go: freed once no request about it is in flight */
+  unsigned inflight; /* requests about it the master has not answered yet */
+  bool lost_posted;  /* the service was told the host was lost: tell it when the forward is back */
+  bool stale;        /* an earlier daemon's, still in a re-adopted master, pointing elsewhere: cancelled */
   unsigned fails;
   double retry_at; /* F_FAILED: when to try again (monotonic) */
   char error[200];
-};
-
-enum cmd_kind { C_CHECK, C_FORWARD, C_CANCEL };
-
-/* One `ssh -O ...` control command in flight. */
-struct hcmd {
-  uv_process_t proc;
-  uv_pipe_t err;
-  struct host *h;
-  struct fwd *f;      /* the forward it is about (a cancel, a forward alone) */
-  struct fwd **batch; /* ...or the forwards it adds at once */
-  size_t nbatch;
-  enum cmd_kind kind;
-  struct buf out;
-  bool exited, eof;
-  int64_t status;
-  int open; /* handles not yet closed */
 };
 
 struct host {
@@ -96,8 +78,10 @@ struct host {
   uv_timer_t timer; /* connect polling, backoff, forward retries */
   int nhandles;
   bool closing, leaving;
-  bool checking;     /* a `-O check` is in flight */
-  bool hard_failure; /* the last attempt failed in a way retrying soon cannot fix */
+  struct sshmux *mux;  /* the control connection to the master (OpenSSH's mux protocol) */
+  double mux_retry_at; /* lost while the master runs: opened again then */
+  bool checking;       /* an alive check is in flight (connecting: is the master ours and up?) */
+  bool hard_failure;   /* the last attempt failed in a way retrying soon cannot fix */
   bool ever_up;
   unsigned fails, reconnects;
   double since, up_since, connect_deadline, next_at;
@@ -214,102 +198,80 @@ static void common_args(struct host *h, struct argv *a) {
   }
 }
 
-/* ---- control commands (-O check / forward / cancel) ---- */
+/* ---- the control connection (what `ssh -O forward / cancel / check` would say) ---- */
 
-static void cmd_done(struct hcmd *c);
+static void fwd_answered(struct host *h, struct fwd *f, int status, const char *msg);
+static void fwd_record(struct fwd *f, bool up);
+static void fwd_free(struct fwd *f);
 
-static void on_cmd_close(uv_handle_t *hd) {
-  struct hcmd *c = hd->data;
-  if (--c->open > 0) return;
-  struct host *h = c->h;
-  buf_free(&c->out);
-  free(c->batch);
-  free(c);
-  h->nhandles--;
+static void on_mux_dead(void *arg, const char *why) {
+  struct host *h = arg;
+  sshmux_close(h->mux);
+  h->mux = NULL;
+  h->checking = false;
+  if (h->state != H_UP || h->closing) return; /* (connecting: the next tick tries again) */
+  log_warn("ssh host %s: control connection to master pid %d lost (%s); opening it again", h->spec->name, h->pid, why);
+  h->mux_retry_at = now_mono() + MUX_RETRY;
+  host_schedule(h);
 }
 
-static void cmd_maybe_done(struct hcmd *c) {
-  if (!c->exited || !c->eof) return;
-  cmd_done(c);
-  uv_close((uv_handle_t *)&c->proc, on_cmd_close);
-  uv_close((uv_handle_t *)&c->err, on_cmd_close);
+/* The control connection, opened when there is none (and it may be). */
+static bool mux_ready(struct host *h) {
+  if (sshmux_ok(h->mux)) return true;
+  if (h->mux || now_mono() < h->mux_retry_at) return false; /* (a failed one is closed by on_mux_dead) */
+  h->mux = sshmux_open(h->d->loop, h->sock, on_mux_dead, h);
+  return sshmux_ok(h->mux);
 }
 
-static void on_cmd_exit(uv_process_t *p, int64_t status, int sig) {
-  struct hcmd *c = p->data;
-  c->exited = true;
-  c->status = sig ? 128 + sig : status;
-  cmd_maybe_done(c);
+static void fwd_maybe_free(struct fwd *f) {
+  if (f->gone && !f->inflight) fwd_free(f);
 }
 
-static void on_cmd_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
-  struct hcmd *c = st->data;
-  if (n > 0 && c->out.len < 4096) buf_append(&c->out, b->base, (size_t)n);
-  if (n < 0) {
-    uv_read_stop(st);
-    c->eof = true;
-    cmd_maybe_done(c);
+static void on_added(void *arg, int status, uint32_t value, const char *msg) {
+  struct fwd *f = arg;
+  struct host *h = f->h;
+  (void)value;
+  f->inflight--;
+  if (f->gone) { /* let go meanwhile: its cancel went right behind the add */
+    fwd_maybe_free(f);
+    return;
   }
+  fwd_answered(h, f, status, msg);
+  host_pump(h);
+  host_schedule(h);
 }
 
-/* One `ssh -O` command: about forward f, or adding the n forwards of batch at once (one
- * process for all of them: the master adds each; one it cannot add fails the command). */
-static int cmd_start_n(struct host *h, enum cmd_kind kind, struct fwd *f, struct fwd **batch, size_t n) {
-  struct argv a = {0};
-  common_args(h, &a);
-  av_add(&a, xstrdup("-O"));
-  av_add(&a, xstrdup(kind == C_CHECK ? "check" : kind == C_FORWARD ? "forward" : "cancel"));
-  for (size_t i = 0; i < (f ? 1 : n); i++) {
-    struct fwd *x = f ? f : batch[i];
-    av_add(&a, xstrdup("-L"));
-    av_add(&a, xasprintf("127.0.0.1:%d:%s:%d", x->lport, x->target, x->rport));
-  }
-  av_add(&a, xstrdup(h->spec->destination));
-  struct hcmd *c = xcalloc(1, sizeof *c);
-  c->h = h;
-  c->f = f;
-  if (f) f->busy = true;
-  if (!f && n) {
-    c->batch = xcalloc(n, sizeof *c->batch);
-    memcpy(c->batch, batch, n * sizeof *batch);
-    c->nbatch = n;
-    for (size_t i = 0; i < n; i++) batch[i]->busy = true;
-  }
-  c->kind = kind;
-  uv_pipe_init(h->d->loop, &c->err, 0);
-  c->err.data = c;
-  uv_stdio_container_t io[3] = {{.flags = UV_IGNORE},
-                                {.flags = UV_IGNORE},
-                                {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->err}};
-  uv_process_options_t o = {.exit_cb = on_cmd_exit, .file = a.v[0], .args = a.v, .stdio_count = 3, .stdio = io};
-  c->proc.data = c;
-  int rc = uv_spawn(h->d->loop, &c->proc, &o);
-  av_free(&a);
-  h->nhandles++;
-  c->open = 2;
-  if (rc < 0) {
-    if (f) f->busy = false;
-    for (size_t i = 0; i < c->nbatch; i++) c->batch[i]->busy = false;
-    uv_close((uv_handle_t *)&c->proc, on_cmd_close);
-    uv_close((uv_handle_t *)&c->err, on_cmd_close);
-    return rc;
-  }
-  uv_read_start((uv_stream_t *)&c->err, loop_alloc, on_cmd_read);
-  return 0;
+static void on_cancelled(void *arg, int status, uint32_t value, const char *msg) {
+  struct fwd *f = arg;
+  (void)value;
+  f->inflight--;
+  if (status == 0 || f->stale) fwd_record(f, false);
+  if (status == SSHMUX_REFUSED && !f->stale)
+    log_msg(LOG_DEBUG, f->name, NULL, NULL, "ssh host %s: cancelling the forward of local port %d: %s",
+            f->h->spec->name, f->lport, msg);
+  f->gone = true;
+  fwd_maybe_free(f);
 }
 
-static int cmd_start(struct host *h, enum cmd_kind kind, struct fwd *f) { return cmd_start_n(h, kind, f, NULL, 0); }
+/* Ask the master to add (open) or cancel forward f. In order with every other request on
+ * the connection: a cancel and then a forward of the same port re-point it at once. */
+static bool fwd_request(struct host *h, struct fwd *f, bool open) {
+  if (h->state != H_UP || !mux_ready(h)) return false;
+  if (!sshmux_forward(h->mux, open, "127.0.0.1", f->lport, f->target, f->rport, open ? on_added : on_cancelled, f))
+    return false;
+  f->inflight++;
+  return true;
+}
 
-/* The first line of a command's stderr, trimmed, for messages. */
-static const char *first_line(struct buf *b, char *out, size_t len) {
-  size_t n = 0;
-  const char *p = b->data ? b->data : "";
-  while (n < b->len && p[n] != '\n' && n + 1 < len) n++;
-  memcpy(out, p, n);
-  out[n] = '\0';
-  while (n && (out[n - 1] == '\r' || out[n - 1] == ' ')) out[--n] = '\0';
-  utf8_sanitize(out);
-  return out;
+/* Cancel forward f (the service let go of it): it is freed once the master answers. */
+static void fwd_cancel(struct host *h, struct fwd *f) {
+  if ((f->state == F_UP || f->state == F_ADDING) && fwd_request(h, f, false)) {
+    f->state = F_CANCELLING;
+    f->gone = true;
+    return;
+  }
+  f->gone = true;
+  fwd_maybe_free(f);
 }
 
 static void fwd_free(struct fwd *f) {
@@ -379,33 +341,11 @@ static void host_up(struct host *h) {
   host_pump(h);
 }
 
-/* Whether a master listens on its control socket. ssh binds it only once the connection
- * is up and authenticated (under a temporary name, then renamed), so a connect that
- * succeeds means ready: far cheaper than running `ssh -O check` over and over. */
-static bool control_listening(const char *path) {
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof sa.sun_path) return false;
-  memcpy(sa.sun_path, path, strlen(path) + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-  close(fd);
-  return ok;
-}
-
-/* The answer to adding forward f (alone, or in a batch of several). */
-static void fwd_answered(struct host *h, struct fwd *f, int64_t status, const char *line, bool batched) {
-  if (f->gone) { /* let go meanwhile: take it back down */
-    if (status == 0 && h->state == H_UP && cmd_start(h, C_CANCEL, f) == 0)
-      f->state = F_CANCELLING;
-    else
-      fwd_free(f);
-    return;
-  }
+/* The answer to adding forward f: status 0, SSHMUX_REFUSED or < 0 (connection lost). */
+static void fwd_answered(struct host *h, struct fwd *f, int status, const char *msg) {
   if (status == 0) {
     f->state = F_UP;
     f->fails = 0;
-    f->alone = false;
     f->error[0] = '\0';
     h->forwards_added++;
     fwd_record(f, true);
@@ -414,100 +354,43 @@ static void fwd_answered(struct host *h, struct fwd *f, int64_t status, const ch
                    h->spec->name);
     if (f->lost_posted) {
       f->lost_posted = false;
-      char msg[200];
-      snprintf(msg, sizeof msg, "ssh host %s back: endpoint 127.0.0.1:%d forwarded again", h->spec->name, f->lport);
-      post(f, EV_RUNNING, msg);
+      char m[200];
+      snprintf(m, sizeof m, "ssh host %s back: endpoint 127.0.0.1:%d forwarded again", h->spec->name, f->lport);
+      post(f, EV_RUNNING, m);
     }
-  } else if (h->state == H_UP && batched) {
-    /* Some forward of the batch was refused: each goes again on its own (one the master
-     * added already is answered ok), and the one refused fails alone. */
-    f->state = F_WANTED;
-    f->alone = true;
-  } else if (h->state == H_UP) {
+  } else if (status == SSHMUX_REFUSED && h->state == H_UP) {
     /* The master is up but refused it: the local port is taken (or the target is
      * refused by the server's policy). Retried, slowly, without a storm. */
     f->state = F_FAILED;
     f->fails++;
     h->forwards_failed++;
     f->retry_at = now_mono() + jitter(fmin(2.0 * pow(2, f->fails - 1), FWD_RETRY_MAX));
-    snprintf(f->error, sizeof f->error, "forward of local port %d refused%s%.120s (is the port taken?)", f->lport,
-             line[0] ? ": " : "", line);
+    snprintf(f->error, sizeof f->error, "forward of local port %d refused: %.120s (is the port taken?)", f->lport, msg);
     if (f->s) logpipe_note(f->s, "%s; trying again in %.0fs", f->error, f->retry_at - now_mono());
     log_msg(LOG_WARN, f->name, NULL, NULL, "ssh host %s: %s", h->spec->name, f->error);
   } else {
-    f->state = F_WANTED; /* the master went away meanwhile: added again once it is back */
-  }
-}
-
-static void cmd_done(struct hcmd *c) {
-  struct host *h = c->h;
-  struct fwd *f = c->f;
-  char line[200];
-  first_line(&c->out, line, sizeof line);
-  if (f) f->busy = false;
-  for (size_t i = 0; i < c->nbatch; i++) c->batch[i]->busy = false;
-  if (h->closing) return;
-  switch (c->kind) {
-  case C_CHECK:
-    h->checking = false;
-    if (c->status == 0 && h->state == H_CONNECTING && h->master_running) host_up(h);
-    host_schedule(h);
-    break;
-  case C_FORWARD:
-    if (f) fwd_answered(h, f, c->status, line, false);
-    for (size_t i = 0; i < c->nbatch; i++) fwd_answered(h, c->batch[i], c->status, line, c->nbatch > 1);
-    host_pump(h);
-    host_schedule(h);
-    break;
-  case C_CANCEL:
-    if (c->status == 0 || f->stale) fwd_record(f, false);
-    fwd_free(f);
-    host_pump(h); /* a forward of the same port may be waiting for this one */
-    break;
+    f->state = F_WANTED; /* the master (or the connection to it) went away: added again later */
   }
 }
 
 /* ---- forwards ---- */
 
-static bool port_cancelling(struct host *h, int lport) {
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &h->fwds) {
-    struct fwd *x = container_of(pos, struct fwd, link);
-    if (x->lport == lport && (x->stale || (x->busy && (x->state == F_CANCELLING || x->gone)))) return true;
-  }
-  return false;
-}
-
-/* Add what is wanted, once the master is up. */
+/* Add what is wanted, once the master is up. Every request is sent at once, in order: an
+ * earlier daemon's forward in the way is cancelled before anything adds its port. */
 static void host_pump(struct host *h) {
   if (h->state != H_UP || h->closing) return;
   double now = now_mono();
   struct list *pos, *tmp;
-  struct fwd *batch[FWD_BATCH];
-  size_t n = 0;
-  list_for_each_safe(pos, tmp, &h->fwds) { /* an earlier daemon's forwards in the way go first */
+  list_for_each_safe(pos, tmp, &h->fwds) {
     struct fwd *f = container_of(pos, struct fwd, link);
-    if (f->stale && !f->busy && f->state == F_UP && cmd_start(h, C_CANCEL, f) == 0) f->state = F_CANCELLING;
+    if (f->stale && !f->inflight && f->state == F_UP && fwd_request(h, f, false)) f->state = F_CANCELLING;
   }
   list_for_each_safe(pos, tmp, &h->fwds) {
     struct fwd *f = container_of(pos, struct fwd, link);
-    if (f->gone || f->busy || f->stale) continue;
+    if (f->gone || f->inflight || f->stale) continue;
     if (f->state == F_FAILED && f->retry_at <= now) f->state = F_WANTED;
-    if (f->state != F_WANTED || port_cancelling(h, f->lport)) continue;
-    if (f->alone || f->fails) { /* (under suspicion: on its own) */
-      if (cmd_start(h, C_FORWARD, f) == 0) f->state = F_ADDING;
-      continue;
-    }
-    batch[n++] = f;
-    if (n == FWD_BATCH) {
-      if (cmd_start_n(h, C_FORWARD, NULL, batch, n) == 0)
-        for (size_t i = 0; i < n; i++) batch[i]->state = F_ADDING;
-      n = 0;
-    }
+    if (f->state == F_WANTED && fwd_request(h, f, true)) f->state = F_ADDING;
   }
-  if (n == 1 && cmd_start(h, C_FORWARD, batch[0]) == 0) batch[0]->state = F_ADDING;
-  if (n > 1 && cmd_start_n(h, C_FORWARD, NULL, batch, n) == 0)
-    for (size_t i = 0; i < n; i++) batch[i]->state = F_ADDING;
 }
 
 /* ---- the master ---- */
@@ -520,6 +403,7 @@ static void host_schedule(struct host *h) {
   if (h->state == H_CONNECTING) at = now_mono() + CHECK_EVERY;
   if (h->state == H_BACKOFF || h->state == H_DOWN) at = h->next_at;
   if (h->state == H_UP) {
+    if (!h->mux) at = h->mux_retry_at;
     struct list *pos, *tmp;
     list_for_each_safe(pos, tmp, &h->fwds) {
       struct fwd *f = container_of(pos, struct fwd, link);
@@ -582,11 +466,6 @@ static void host_lost(struct host *h, const char *why) {
   snprintf(msg, sizeof msg, "ssh host %s lost: %s", h->spec->name, why);
   list_for_each_safe(pos, tmp, &h->fwds) {
     struct fwd *f = container_of(pos, struct fwd, link);
-    if (f->busy) continue; /* its command fails now, and says what became of it */
-    if (f->gone) {
-      fwd_free(f); /* its master is gone, and the forward with it */
-      continue;
-    }
     bool was = f->state == F_UP;
     f->state = F_WANTED;
     if (was && f->s && !f->lost_posted) {
@@ -600,6 +479,15 @@ static void forget_master(struct host *h) { store_meta_put(h->d->store, h->meta_
 
 static void master_gone(struct host *h, int64_t status, int sig) {
   h->master_running = false;
+  sshmux_close(h->mux); /* what was asked of the master went with it */
+  h->mux = NULL;
+  h->checking = false;
+  struct list *pos, *tmp;
+  list_for_each_safe(pos, tmp, &h->fwds) {
+    struct fwd *f = container_of(pos, struct fwd, link);
+    f->inflight = 0;
+    if (f->gone || f->stale) fwd_free(f); /* its master is gone, and the forward with it */
+  }
   int pid = h->pid;
   h->pid = 0;
   if (h->adopted) {
@@ -680,6 +568,19 @@ static void host_connect(struct host *h) {
   host_schedule(h);
 }
 
+static void on_alive(void *arg, int status, uint32_t pid, const char *msg) {
+  struct host *h = arg;
+  h->checking = false;
+  if (status != 0 || h->state != H_CONNECTING || !h->master_running) return; /* (tried again next tick) */
+  if ((int)pid == h->pid) {
+    host_up(h);
+    return;
+  }
+  /* Not ours (a socket left behind?): this master is given up at its deadline. */
+  log_warn("ssh host %s: control socket %s answered by pid %u, not master pid %d (%s)", h->spec->name, h->sock,
+           (unsigned)pid, h->pid, msg);
+}
+
 static void on_host_timer(uv_timer_t *t) {
   struct host *h = t->data;
   if (h->closing) return;
@@ -690,11 +591,9 @@ static void on_host_timer(uv_timer_t *t) {
       kill(h->pid, SIGTERM); /* its exit moves the host to BACKOFF */
       return;
     }
-    if (!h->adopted && h->master_running && control_listening(h->sock)) {
-      host_up(h);
-    } else if (h->adopted && !h->checking && h->master_running && cmd_start(h, C_CHECK, NULL) == 0) {
-      h->checking = true; /* one started by an earlier daemon: proven by asking it */
-    }
+    /* ssh binds the control socket only once the connection is up and authenticated, so
+     * an answer on it means ready (and, by its pid, that it is this host's master). */
+    if (h->master_running && !h->checking && mux_ready(h) && sshmux_alive(h->mux, on_alive, h)) h->checking = true;
     host_schedule(h);
     break;
   case H_BACKOFF:
@@ -733,7 +632,7 @@ static bool is_our_master(int pid, uint64_t starttime, const char *sock) {
 
 /* A master an earlier daemon started (herd was killed, or left it running) is kept with
  * its forwards: the connections through them go on. It must be the same process (pid and
- * start time), on this host's control socket; `-O check` then proves it answers. */
+ * start time), on this host's control socket; an alive check on it then proves it answers. */
 static void host_adopt(struct host *h) {
   char *v = store_meta_get(h->d->store, h->meta_key);
   int pid = 0;
@@ -877,6 +776,8 @@ void tunnel_close(struct daemon *d, bool leaving) {
     struct host *h = container_of(pos, struct host, link);
     h->closing = true;
     h->leaving = leaving;
+    sshmux_close(h->mux);
+    h->mux = NULL;
     if (h->master_running && !leaving) {
       kill(h->pid, SIGTERM);
       forget_master(h);
@@ -965,18 +866,13 @@ void tunnel_release(struct service *s, bool cancel) {
   s->tun = NULL;
   f->s = NULL;
   struct host *h = f->h;
-  if (f->busy) { /* its command in flight finishes the job (cancels an add once done) */
-    f->gone = cancel;
-    return;
+  if (h->closing) return; /* (tunnel_free) */
+  if (cancel) {
+    fwd_cancel(h, f);
+  } else { /* left in the master as it is (the daemon leaves the service running) */
+    f->gone = true;
+    fwd_maybe_free(f);
   }
-  if (!cancel || h->closing) {
-    if (!h->closing) fwd_free(f); /* (closing: tunnel_free) */
-    return;
-  }
-  if (f->state == F_UP && h->state == H_UP && cmd_start(h, C_CANCEL, f) == 0)
-    f->state = F_CANCELLING;
-  else
-    fwd_free(f);
 }
 
 void tunnel_sync(struct service *s, bool want, const char *target, int port) {

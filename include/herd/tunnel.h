@@ -2,9 +2,9 @@
  * ssh hosts and tunnels: one OpenSSH ControlMaster child per configured host, supervised
  * like a service (connecting, up, backoff with jitter, down, with the reason), and each
  * service that names the host ("ssh") reached at a fixed local port: a local forward of
- * the master (`ssh -O forward` / `-O cancel`, never a process per tunnel), re-added after
- * every reconnect. A host lost makes its services UNKNOWN (never restarted for it); its
- * forwards come back with it. Measured facts: ../shared/reference/ssh-tunnels.md.
+ * the master (what `ssh -O forward` / `-O cancel` ask, said by herd itself over the control
+ * socket: sshmux.h; never a process per tunnel), re-added after every reconnect. A host lost makes its services UNKNOWN
+ * (never restarted for it); its forwards come back with it. Measured facts: ../shared/reference/ssh-tunnels.md.
  */
 #ifndef HERD_TUNNEL_H
 #define HERD_TUNNEL_H
