@@ -12,6 +12,10 @@ tunnels, fewer samples).
    and request/response latency (p50, p99; added p50 over direct).
 3. A compute node as a network namespace: link down -> the service UNKNOWN, link up ->
    HEALTHY again (seconds; ServerAliveInterval 1 s, CountMax 2).
+4. A fixed local endpoint re-pointed at another target on one master (bench_repoint, built
+   beside herd): how long new connections are refused, herd's way (a cancel and an add back
+   to back on its control connection, src/sshmux.c) against `ssh -O cancel` + `ssh -O
+   forward`; and whether a connection made before keeps answering.
 Standard library only (and tests/e2e/sshd.py, netns.py)."""
 import argparse
 import asyncio
@@ -351,13 +355,14 @@ def main():
     ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--mib", type=int, default=256, help="MiB per throughput sample")
     ap.add_argument("--samples", type=int, default=5)
-    ap.add_argument("--parts", default="many,path,partition", help="which parts (default: all three)")
+    ap.add_argument("--parts", default="many,path,partition,repoint", help="which parts (default: all four)")
+    ap.add_argument("--rounds", type=int, default=200, help="re-points per way (default 200)")
     args = ap.parse_args()
     if args.serve:
         serve([int(p) for p in args.serve.split(",")])
         return
     if args.quick:
-        args.n, args.mib, args.samples = 20, 32, 2
+        args.n, args.mib, args.samples, args.rounds = 20, 32, 2, 20
     if not sshd.available():
         sys.exit("tunnels.py: OpenSSH (sshd, ssh, ssh-keygen) is not installed: scripts/deps.sh --test")
     print("# ssh tunnels: herd vs one ssh -L per tunnel (%s)" % host_line())
@@ -370,6 +375,8 @@ def main():
         path(args)
     if "partition" in parts:
         partition(args)
+    if "repoint" in parts:
+        repoint(args)
 
 
 def many(args):
@@ -405,6 +412,60 @@ def partition(args):
         print("partition -> UNKNOWN: median %.2f s (%s)" % (statistics.median(lost), ", ".join("%.2f" % x for x in lost)))
         print("heal -> HEALTHY:      median %.2f s (%s)" % (statistics.median(back), ", ".join("%.2f" % x for x in back)))
         print("restarts of the service for the partitions: %d" % restarts)
+
+
+def bench_repoint(binary, rounds):
+    sd = sshd.PrivateSshd(alias="rp")
+    sd.start()
+    a, b, lport = free_ports(3)
+    targets = Targets([a, b])
+    ctl = tempfile.mkdtemp(prefix="herd-bench-rp-")
+    sock = ctl + "/m.sock"
+    opts = ["-F", "/dev/null", "-p", str(sd.port), "-i", sd.client_key, "-o", "IdentitiesOnly=yes",
+            "-o", "UserKnownHostsFile=" + sd.known_hosts, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ControlPersist=no"]
+    master = subprocess.Popen(["ssh", "-M", "-N", "-S", sock] + opts +
+                              ["-L", "127.0.0.1:%d:127.0.0.1:%d" % (lport, a), "root@127.0.0.1"],
+                              stdin=subprocess.DEVNULL)
+    rows = []
+    try:
+        secs, ok = wait_all([lport], 30)
+        if secs is None:
+            raise RuntimeError("the master's forward never answered")
+        for way in ("mux", "ssh"):
+            out = subprocess.run([binary, sock, str(lport), str(a), str(b), str(rounds), way] + opts,
+                                 capture_output=True, text=True, timeout=600)
+            if out.returncode:
+                raise RuntimeError("bench_repoint %s: %s" % (way, out.stderr.strip()[-300:]))
+            f = out.stdout.split()
+            rows.append(dict(zip(f[1::2], f[2::2]), way=f[0]))
+    finally:
+        master.terminate()
+        master.wait()
+        targets.stop()
+        sd.stop()
+        shutil.rmtree(ctl, ignore_errors=True)
+    return rows
+
+
+def repoint(args):
+    log("4/4: re-pointing an endpoint")
+    binary = os.path.join(os.path.dirname(os.path.abspath(args.herd)), "bench_repoint")
+    print("\n## A fixed local endpoint re-pointed between two targets on one master, %d times each way" % args.rounds)
+    if not os.access(binary, os.X_OK):
+        print("skipped: %s is not built (cmake --build BUILD --target bench_repoint)" % binary)
+        return
+    rows = bench_repoint(binary, args.rounds)
+    print("%-34s %10s %14s %14s %14s %14s %9s %9s" % ("how", "refused", "window p50", "window max", "request p50",
+                                                       "request max", "probes", "kept"))
+    names = {"mux": "herd: cancel+add on its connection", "ssh": "ssh -O cancel; ssh -O forward"}
+    for r in rows:
+        print("%-34s %10s %11.3f ms %11.3f ms %11.3f ms %11.3f ms %9s %9s"
+              % (names[r["way"]], "%s/%d" % (r["refused_rounds"], args.rounds), float(r["span_p50_ms"]),
+                 float(r["span_max_ms"]), float(r["request_p50_ms"]), float(r["request_max_ms"]), r["probes"],
+                 r["kept"]))
+    print("(refused: re-points during which at least one new connection was refused; window: from the first "
+          "refused connect to the first that succeeded after the last refused one)")
 
 
 if __name__ == "__main__":
