@@ -801,10 +801,9 @@ void api_info(struct daemon *d, struct conn *c, struct request *r, const char *u
   json_t *st = json_object();
   for (int i = 0; i < S__MAX; i++)
     if (counts[i]) json_object_set_new(st, svc_state_name(i), json_integer(counts[i]));
-  const char *serr = store_last_error(d->store);
+  const char *serr = store_last_error(d->store), *swarn = store_warning(d->store);
   const struct store_stats *ss = store_stats(d->store);
-  conn_reply(
-      c, 200,
+  json_t *info =
       json_pack("{s:s,s:i,s:f,s:f,s:s,s:s,s:s?,s:I,s:o,s:I,s:b,s:o,s:b,s:I,s:s,s:o,s:o}", "version", HERD_VERSION,
                 "pid", (int)getpid(), "uptime", now_mono() - d->start_mono, "started", d->start_wall, "state_dir",
                 d->state_dir, "socket", d->socket_path, "config", d->o.config_dir, "services", (json_int_t)d->nservices,
@@ -813,7 +812,9 @@ void api_info(struct daemon *d, struct conn *c, struct request *r, const char *u
                 (json_int_t)ss->pending, "priority", prio_rt() ? "realtime" : "normal", "cgroups",
                 d->cg_root ? json_pack("{s:b,s:s}", "enabled", 1, "root", d->cg_root)
                            : json_pack("{s:b,s:s}", "enabled", 0, "why", d->cg_why),
-                "handles", json_pack("{s:I,s:I}", "all", (json_int_t)handles[0], "active", (json_int_t)handles[1])));
+                "handles", json_pack("{s:I,s:I}", "all", (json_int_t)handles[0], "active", (json_int_t)handles[1]));
+  json_object_set_new(info, "store_warning", swarn ? json_string(swarn) : json_null());
+  conn_reply(c, 200, info);
 }
 
 /* ---- the loop's own lag: a 1 ms repeating timer's lateness, measured on request ----

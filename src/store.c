@@ -5,11 +5,92 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+/* ---- the WAL index stops taking writes under us ----
+ * SQLite maps herd.db-shm shared. If that file stops taking writes while it is mapped (made
+ * immutable, its filesystem forced read-only), the next write to one of its pages is a
+ * SIGBUS and the daemon would die of it. The handler makes that page a private copy, so the
+ * write goes on. Every connection of this process shares the one mapping, so the daemon's
+ * view of the index stays whole; what other processes read through the file goes stale until
+ * herd closes the store (its last close checkpoints the WAL into herd.db) or the next daemon
+ * opens it (the first opener rebuilds the index from the WAL). Any other SIGBUS goes to the
+ * handler that was there before (the default: the daemon dies, as a bug should make it). */
+static volatile sig_atomic_t shm_private_pages;
+static struct sigaction bus_before;
+static long bus_page;
+
+/* Whether addr lies in a mapping of a "-shm" file (/proc/self/maps, async-signal-safe). */
+static bool addr_in_shm(uintptr_t addr) {
+  static char buf[8192];
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  size_t have = 0;
+  bool found = false;
+  for (;;) {
+    ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+    if (n <= 0) break;
+    have += (size_t)n;
+    buf[have] = '\0';
+    char *line = buf, *nl;
+    while ((nl = memchr(line, '\n', have - (size_t)(line - buf)))) {
+      *nl = '\0';
+      uintptr_t lo = 0, hi = 0;
+      char *p = line;
+      for (; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++)
+        lo = lo * 16 + (uintptr_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+      if (*p == '-') p++;
+      for (; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++)
+        hi = hi * 16 + (uintptr_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+      size_t len = (size_t)(nl - line);
+      if (addr >= lo && addr < hi) {
+        found = len > 4 && !memcmp(nl - 4, "-shm", 4);
+        goto done;
+      }
+      line = nl + 1;
+    }
+    have -= (size_t)(line - buf); /* the part of a line not yet ended goes first */
+    memmove(buf, line, have);
+    if (have == sizeof buf - 1) have = 0; /* (no line is that long) */
+  }
+done:
+  close(fd);
+  return found;
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc) {
+  (void)sig, (void)uc;
+  static char copy[65536];
+  uintptr_t a = (uintptr_t)si->si_addr, page = a & ~((uintptr_t)bus_page - 1);
+  if (bus_page > 0 && (size_t)bus_page <= sizeof copy && addr_in_shm(a)) {
+    memcpy(copy, (void *)page, (size_t)bus_page); /* (reading it works: writing does not) */
+    void *r =
+        mmap((void *)page, (size_t)bus_page, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == (void *)page) {
+      memcpy((void *)page, copy, (size_t)bus_page);
+      shm_private_pages++;
+      return; /* the write is tried again, on the copy */
+    }
+  }
+  sigaction(SIGBUS, &bus_before, NULL); /* not ours: the fault comes again, to the handler before */
+}
+
+static void sigbus_install(void) {
+  static bool done;
+  if (done) return;
+  done = true;
+  bus_page = sysconf(_SC_PAGESIZE);
+  struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &bus_before);
+}
 
 #define STORE_SCHEMA 2
 #define STORE_KEEP_EVENTS 200000
@@ -88,6 +169,8 @@ struct store {
   int64_t next_event, next_instance;
   int reset_changes; /* sqlite3_total_changes at the last store_reset */
   char last_error[256];
+  char warning[256];    /* something the user should know that is not an error (store_warning) */
+  int shm_private_seen; /* shm_private_pages when last said */
   struct store_stats stats;
   sqlite3_stmt *inst_job, *inst_pid, *meta_get, *meta_put;
   sqlite3_stmt *put_service, *set_state, *set_wanted, *del_service, *inst_start, *inst_end, *last_inst, *ev_add,
@@ -257,8 +340,21 @@ void store_flush(struct store *st) {
   if (commit(st)) written(st);
 }
 
+/* Said once, on the loop, when the handler above has made pages of the index private. */
+static void shm_note(struct store *st) {
+  int n = shm_private_pages;
+  if (n == st->shm_private_seen) return;
+  st->shm_private_seen = n;
+  snprintf(st->warning, sizeof st->warning,
+           "the WAL index (herd.db-shm) stopped taking writes: %d page(s) of it are private to this daemon now; "
+           "herd.db as other processes read it may be stale until herd restarts",
+           n);
+  log_warn("store: %s", st->warning);
+}
+
 bool store_commit(struct store *st) {
   store_flush(st);
+  shm_note(st);
   return !st->held && !st->in_txn;
 }
 
@@ -435,6 +531,7 @@ static void checkpointer_stop(struct store *st) {
 }
 
 int store_open(const char *path, struct store **out, char **err) {
+  sigbus_install();
   struct store *st = xcalloc(1, sizeof *st);
   /* The store holds every spec, env (secrets) included: owner only. SQLite would create it
    * 0644; it creates the -wal and -shm files with the database file's mode, so they follow. */
@@ -799,3 +896,8 @@ const struct store_stats *store_stats(struct store *st) {
 }
 
 const char *store_last_error(struct store *st) { return st->last_error[0] ? st->last_error : NULL; }
+
+const char *store_warning(struct store *st) {
+  shm_note(st);
+  return st->warning[0] ? st->warning : NULL;
+}

@@ -122,5 +122,8 @@ const struct store_stats *store_stats(struct store *st);
 
 /** Whether the last write failed (disk full, read-only): reported by /v1/daemon. */
 const char *store_last_error(struct store *st);
+/** Something about the store the user should know that is not a failure (the WAL index
+ *  stopped taking writes and is private to this daemon now), or NULL: /v1/daemon. */
+const char *store_warning(struct store *st);
 
 #endif
