@@ -29,7 +29,7 @@ static long bus_page;
 
 /* Whether addr lies in a mapping of a "-shm" file (/proc/self/maps, async-signal-safe). */
 static bool addr_in_shm(uintptr_t addr) {
-  static char buf[8192];
+  char buf[4096]; /* (on the faulting thread's stack: the checkpointer's thread may fault too) */
   int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   size_t have = 0;
@@ -67,7 +67,7 @@ done:
 
 static void on_sigbus(int sig, siginfo_t *si, void *uc) {
   (void)sig, (void)uc;
-  static char copy[65536];
+  char copy[16384];
   uintptr_t a = (uintptr_t)si->si_addr, page = a & ~((uintptr_t)bus_page - 1);
   if (bus_page > 0 && (size_t)bus_page <= sizeof copy && addr_in_shm(a)) {
     memcpy(copy, (void *)page, (size_t)bus_page); /* (reading it works: writing does not) */
