@@ -17,11 +17,22 @@ REASONS = {200: "OK", 204: "No Content", 302: "Found", 404: "Not Found",
            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
+_given = set()
+
+
 def free_port():
-    """A port that was free a moment ago (bound to 0 and closed again)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago (bound to 0 and closed again), never one this
+    process was given before: the kernel may hand the same port to two binds in a row once
+    the first socket is closed, and two "free" ports that are the same one make a test of
+    something else fail (a service's target and its local endpoint, say)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _given:
+            _given.add(port)
+            return port
+    raise RuntimeError("no free port that was not given out before")
 
 
 class TCPListener:

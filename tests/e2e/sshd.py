@@ -13,19 +13,13 @@ import subprocess
 import tempfile
 import time
 
+from servers import free_port  # never the same port twice in one process
+
 SSHD = "/usr/sbin/sshd"
 
 
 def available():
     return os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def wait_port(host, port, timeout=10):
