@@ -23,7 +23,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import procutil  # noqa: E402
 from procutil import Stop, fmt_value, host_line, loadavg, log, on_signal, tool_version  # noqa: E402,F401
-from systems import BenchError, Herd, Runit, Supervisord  # noqa: E402
+from systems import SLEEP_ARG, BenchError, Herd, Runit, Supervisord  # noqa: E402
 
 SYSTEMS = ("herd", "supervisord", "runit")
 LIVE = set()  # systems with processes that may still be running
@@ -320,6 +320,49 @@ REFERENCE = [
 ]
 
 
+def kernel_floor(herd_bin, n):
+    """bench_floor (bench/floor.c, built beside herd): N `sleep` processes started with
+    posix_spawn from one thread per core and stopped with SIGTERM, no supervisor. Returns
+    {"spawn_s", "stop_s"} or None when it is not built."""
+    exe = os.path.join(os.path.dirname(os.path.abspath(herd_bin)), "bench_floor")
+    if not os.access(exe, os.X_OK):
+        log("bench_floor is not built (cmake --build BUILD --target bench_floor): no kernel floor")
+        return None
+    threads = max(1, min(os.cpu_count() or 1, 4))
+    log("kernel floor N=%d: bench_floor, %d threads" % (n, threads))
+    out = subprocess.run([exe, str(n), str(threads), "sleep", SLEEP_ARG], capture_output=True, text=True,
+                         timeout=600 + n * 0.1)
+    if out.returncode != 0:
+        log("bench_floor failed: %s" % out.stderr.strip()[-300:])
+        return None
+    r = dict(kv.split("=") for kv in out.stdout.split())
+    return {"spawn_s": float(r["spawn_s"]), "stop_s": float(r["stop_s"]), "threads": threads}
+
+
+def floor_lines(n, res, fl):
+    if not fl:
+        return ""
+    h = res.get("herd", {})
+    out = ["Kernel floor at N = %d (bench/floor.c: the same `sleep` started with posix_spawn from %d threads, "
+           "one process group each, then SIGTERM to all and every one reaped; no supervisor):" % (n, fl["threads"])]
+    for label, key, fkey in (("start -> all exec'd", "start_polled", "spawn_s"),
+                             ("stop-all: signal -> all reaped", "stop_s", "stop_s")):
+        hv = h.get(key)
+        out.append("  %-34s floor %8.3f s   herd %8s s   herd - floor %8s s" % (
+            label, fl[fkey], "%.3f" % hv if hv is not None else "-",
+            "%.3f" % (hv - fl[fkey]) if hv is not None else "-"))
+    return "\n".join(out)
+
+
+# Issue 11's targets at N = 10,000 (under a 20,000-descriptor limit).
+TARGETS_10K = [
+    ("all up within 2 s (polled)", "start_polled", 1, 2.0, "s"),
+    ("`herd status` (all) within 20 ms", "status_all", 1, 20.0, "ms"),
+    ("stop-all within 1 s", "stop_s", 1, 1.0, "s"),
+    ("descriptors per service at most 1.5", "fds_per", 1, 1.5001, ""),
+]
+
+
 def targets(all_res):
     nt = 1000 if 1000 in all_res else max(all_res)
     res = all_res[nt]["herd"]
@@ -342,6 +385,21 @@ def targets(all_res):
         rh = all_res[nt]["runit"].get(key)
         out.append("  %-28s %12s %12s %12s %12s" % (label, "-" if sref is None else f % sref, fmt(sh, scale, f),
                                                      "-" if rref is None else f % rref, fmt(rh, scale, f)))
+    if 10000 in all_res:
+        res = all_res[10000]["herd"]
+        fl = all_res[10000].get("floor") or {}
+        out.append("")
+        out.append("Targets at N=10000 (issue 11), with the kernel floor of this machine beside them:")
+        for label, key, scale, lim, unit in TARGETS_10K:
+            v = res.get(key)
+            if v is None:
+                out.append("  %-40s %14s  %s" % (label, "-", "NOT MEASURED"))
+                continue
+            floor = {"start_polled": fl.get("spawn_s"), "stop_s": fl.get("stop_s")}.get(key)
+            out.append("  %-40s %10.4g %-3s  %s%s" % (
+                label, v * scale, unit, "PASS" if v * scale <= lim else "MISS",
+                "" if floor is None else "   (kernel floor %.3g s: %s)" % (
+                    floor, "the target is below it" if floor > lim else "reachable")))
     return "\n".join(out)
 
 
@@ -430,6 +488,11 @@ def main():
                 derive(res[s], base.get(s), n)
             all_res[n] = res
             print("\n" + table(n, res, base), flush=True)
+            if "herd" in only:
+                fl = kernel_floor(a.herd, n)
+                res["floor"] = fl
+                if fl:
+                    print("\n" + floor_lines(n, res, fl), flush=True)
         print("\n" + targets(all_res), flush=True)
         load = loadavg()
         print("\ntotal bench time %.0f s; load average at the end %s" % (time.time() - t_start, load), flush=True)

@@ -77,7 +77,7 @@ build_dir() { # dir extra-cflags; output in DIR/bench-build.log
   : >"$dir/bench-build.log"
   cmake -S "$repo" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$flags" \
     >>"$dir/bench-build.log" 2>&1 || return 1
-  cmake --build "$dir" -j2 --target herd bench_repoint >>"$dir/bench-build.log" 2>&1
+  cmake --build "$dir" -j2 --target herd bench_repoint bench_floor >>"$dir/bench-build.log" 2>&1
 }
 
 herd_info=

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -264,7 +265,9 @@ class Herd(System):
         backoff.initial 0); extra_args: more `herd daemon` arguments (e.g. --log-level)."""
         super().__init__(root, n)
         self.bin = binary
-        self.extra_args = list(extra_args)
+        # BENCH_HERD_ARGS: more daemon arguments for every herd the bench starts (e.g.
+        # "--cgroups off" or "--priority realtime", to compare).
+        self.extra_args = list(extra_args) + shlex.split(os.environ.get("BENCH_HERD_ARGS", ""))
         self.conf = os.path.join(root, "conf")
         self.state = os.path.join(root, "state")
         self.sock = os.path.join(self.state, "herd.sock")

@@ -179,6 +179,7 @@ static void finish(struct daemon *d) {
   }
   struct list *pos, *tmp;
   list_for_each_safe(pos, tmp, &d->watches) list_del(pos);
+  d->idle_cursor = NULL;
   list_for_each_safe(pos, tmp, &d->services) {
     struct service *s = container_of(pos, struct service, link);
     list_del(&s->link);

@@ -154,25 +154,34 @@ static void apply(struct service *s, const struct svc_fx_list *fx) {
   }
 }
 
+static bool service_busy(struct service *s) {
+  return s->be->busy(s) || (s->fsm.proc_alive && !(s->be->may_leave && s->be->may_leave(s)));
+}
+
+/* Asked after every event while a shutdown waits for the last service: a walk over all of
+ * them each time was quadratic (10,000 services stopping: 10^8 steps). So the walk starts
+ * at the service that was busy last time (d->idle_cursor) and goes round once: while that
+ * one is busy the answer costs one look, and "idle" is said only after a whole round saw
+ * every service idle. */
 bool services_idle(struct daemon *d) {
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &d->services) {
-    struct service *s = container_of(pos, struct service, link);
-    if (s->be->busy(s)) return false;
-    if (s->fsm.proc_alive && !(s->be->may_leave && s->be->may_leave(s))) return false;
-  }
+  struct service *c = d->idle_cursor;
+  if (c && service_busy(c)) return false;
+  struct list *start = c ? &c->link : &d->services, *pos = start;
+  do {
+    if (pos != &d->services) {
+      struct service *s = container_of(pos, struct service, link);
+      if (service_busy(s)) {
+        d->idle_cursor = s;
+        return false;
+      }
+    }
+    pos = pos->next;
+  } while (pos != start);
+  d->idle_cursor = NULL;
   return true;
 }
 
 void service_check_idle(struct daemon *d) {
-  struct list *pos, *tmp;
-  list_for_each_safe(pos, tmp, &d->dying) {
-    struct service *s = container_of(pos, struct service, link);
-    if (s->nhandles == 0) {
-      list_del(&s->link);
-      service_free(s);
-    }
-  }
   /* Not finish() here: we may be deep in a callback chain (curl's, a close callback). */
   if (d->shutting_down && !d->finish_pending && services_idle(d)) d->finish_pending = true;
 }
@@ -182,8 +191,15 @@ static void on_timer_close(uv_handle_t *h) { service_unref(container_of((uv_time
 void service_ref(struct service *s) { s->nhandles++; }
 
 void service_unref(struct service *s) {
-  s->nhandles--;
-  service_check_idle(s->d); /* frees it once the last reference of a removed service is gone */
+  struct daemon *d = s->d;
+  /* A removed service (on d->dying, its handles closed or closing) is freed with its last
+   * reference. Only that one: a walk over every dying service here made the teardown of
+   * 10,000 services quadratic. */
+  if (--s->nhandles == 0 && s->closed) {
+    list_del(&s->link);
+    service_free(s);
+  }
+  service_check_idle(d);
 }
 
 void service_close_handles(struct service *s) {
@@ -262,11 +278,12 @@ static void after_step(struct service *s) {
       if (w->on_gone) w->on_gone(w, s);
     }
     hash_remove(d, s);
+    if (d->idle_cursor == s) d->idle_cursor = NULL;
     list_del(&s->link);
     d->nservices--;
     log_msg(LOG_INFO, s->spec->name, NULL, NULL, "removed");
     unlink(s->fifo_path);
-    /* Freed by daemon_check_idle once its last handle has closed. */
+    /* Freed by service_unref once its last handle has closed. */
     list_add_tail(&d->dying, &s->link);
     service_close_handles(s);
   }
@@ -326,6 +343,7 @@ struct service *service_create(struct daemon *d, struct spec *spec, bool want_up
   uv_timer_init(d->loop, &s->timer);
   s->nhandles = 1;
   list_add_tail(&d->services, &s->link);
+  d->stops_all_sent = false;
   d->nservices++;
   hash_insert(d, s);
   struct store_instance last;

@@ -61,15 +61,17 @@ struct daemon {
   struct list watches; /* daemon-wide observers (event streams) */
   uint64_t seed;
   int exit_code;
-  bool deps_dirty;      /* some service changed state: re-evaluate dependencies */
-  bool finish_pending;  /* shutting down and idle: tear down at the end of this loop turn */
-  bool booting;         /* creating services (start-up, reload): starts wait until all exist */
-  double shutdown_at;   /* when the shutdown began (monotonic) */
-  struct list clusters; /* Slurm clusters (slurm.c) */
-  struct list hosts;    /* ssh hosts (tunnel.c) */
-  struct list sshx;     /* libssh2 sessions to them (sshx.c) */
-  struct list runq;     /* events backends posted, waiting for the effects being applied (run.c) */
-  int run_depth;        /* effects are being applied: posted events wait */
+  bool deps_dirty;             /* some service changed state: re-evaluate dependencies */
+  bool finish_pending;         /* shutting down and idle: tear down at the end of this loop turn */
+  bool stops_all_sent;         /* shutting down: every service was sent its stop (deps.c) */
+  struct service *idle_cursor; /* shutting down: the service that was still busy (services_idle) */
+  bool booting;                /* creating services (start-up, reload): starts wait until all exist */
+  double shutdown_at;          /* when the shutdown began (monotonic) */
+  struct list clusters;        /* Slurm clusters (slurm.c) */
+  struct list hosts;           /* ssh hosts (tunnel.c) */
+  struct list sshx;            /* libssh2 sessions to them (sshx.c) */
+  struct list runq;            /* events backends posted, waiting for the effects being applied (run.c) */
+  int run_depth;               /* effects are being applied: posted events wait */
   bool run_draining;
   struct list delayed; /* stops asked for later (stop --delay), soonest first */
   uv_timer_t delay_timer;

@@ -89,6 +89,7 @@ struct service {
   struct job *job;         /* a job: its place in its queue (job.c), or NULL */
   bool removing, destroyed;
   bool stop_sent;  /* shutdown: the stop was sent (dependents first) */
+  bool needed;     /* shutdown: a running service depends on it (deps.c, per pass) */
   bool boot_start; /* wanted up while the daemon was creating services: start after */
   struct list watches;
 };
