@@ -106,8 +106,14 @@ def answers(port, timeout=0.5):
         return False
 
 
+PROBE_EVERY = 0.025  # a round over the ports not answering yet, then this pause
+
+
 def wait_all(ports, limit):
-    """Seconds until every port answers end to end, or None; and how many answered."""
+    """Seconds until every port answers end to end, or None; and how many answered.
+    A round of 100 refused connects costs Python ~3 ms of CPU: with a 5 ms pause the prober
+    took a third of a core, on 2 cores, from the very start-up it timed. So a round every
+    PROBE_EVERY (the figure is that much coarser), the same for every contender."""
     t0 = time.monotonic()
     left = set(ports)
     while left and time.monotonic() - t0 < limit:
@@ -115,7 +121,7 @@ def wait_all(ports, limit):
             if answers(p, 0.2):
                 left.discard(p)
         if left:
-            time.sleep(0.005)
+            time.sleep(PROBE_EVERY)
     return (time.monotonic() - t0 if not left else None), len(ports) - len(left)
 
 
