@@ -98,8 +98,9 @@ class Notify(SanitizedSuiteTest):
         process that is no instance of the service changes nothing."""
         self.d.write_config([self.svc("mute", ["sleep", "1000"], start_timeout="2s", restart="never")])
         self.d.start()
-        self.d.wait_state("mute", "STARTING")
-        env = self.d.service("mute")
+        # STARTING comes before the spawn is back from its thread: wait for the pid too.
+        env = wait_until(lambda: (lambda x: x if x["state"] == "STARTING" and x["pid"] else None)(
+            self.d.service("mute")), timeout=10, what="mute STARTING with a pid")
         sockpath = os.path.join(self.d.state, "run", "notify.sock")
         self.assertTrue(os.path.exists(sockpath))
         with open("/proc/%d/environ" % env["pid"], "rb") as f:

@@ -309,7 +309,9 @@ class RemoteCheck(SanitizedSuiteTest):
                 "identity_file": key or self.sshd.client_key, "known_hosts": known_hosts or self.sshd.known_hosts,
                 "server_alive_interval": "1s", "server_alive_count": 2, "connect_timeout": "5s"}
         svcs = [{"name": "w%d" % i, "command": ["sleep", "1d"],
-                 "check": {"type": "exec", "host": "lo", "interval": "2s", "timeout": "20s",
+                 # A generous timeout: under a parallel build each remote `sh` took 3-11 s here,
+                 # and a timed-out run would hide the exit status the test looks for.
+                 "check": {"type": "exec", "host": "lo", "interval": "2s", "timeout": "90s",
                            "command": ["sh", "-c", "test -e \"$1\" && echo \"up $HERD_SERVICE\"", "-", self.flag]}}
                 for i in range(n)]
         self.d.write_config(json.dumps({"hosts": [host], "services": svcs}))
@@ -339,7 +341,7 @@ class RemoteCheck(SanitizedSuiteTest):
         # The remote answer changes: UNHEALTHY with the remote exit status.
         os.unlink(self.flag)
         wait_until(lambda: "UNHEALTHY" in [e["to"] for e in self.d.events() if e.get("service") == "w0"],
-                   timeout=60, what="w0 UNHEALTHY")
+                   timeout=180, what="w0 UNHEALTHY")
         self.assertIn("exit 1 on lo", [e for e in self.d.events() if e.get("to") == "UNHEALTHY"][-1]["reason"])
         open(self.flag, "w").close()
         wait_service(self.d, "w0", lambda s: s["state"] == "HEALTHY", timeout=30, what="HEALTHY again")
