@@ -263,8 +263,11 @@ class TestSlurmNodeAddress(SlurmTest):
         with urllib.request.urlopen("http://127.0.0.1:%d/" % local, timeout=5) as r:
             self.assertEqual(r.status, 200)
         # The re-point came with the address itself, not with the service's next event (a
-        # check's result): nothing of web's is logged between the two.
-        lines = [ln for ln in self.d.log().splitlines() if " web" in ln and ("endpoint" in ln or "check" in ln)]
+        # check's result): nothing of web's is logged between the two. A check run while the
+        # first forward was still being added reached no target and says so; under load one
+        # can fall between the two (its line is left out, it is not a result of the target).
+        lines = [ln for ln in self.d.log().splitlines() if " web" in ln and ("endpoint" in ln or "check" in ln)
+                 and "check failed: endpoint forward adding" not in ln]
         first = next(i for i, ln in enumerate(lines) if "endpoint pointed to" in ln)
         self.assertIn("endpoint re-pointed to 127.0.0.1:%d" % port, lines[first + 1], lines[:first + 3])
 
